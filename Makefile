@@ -1,0 +1,57 @@
+# Cordum: `make demo` (embedded SQLite, eager Celery) and `make test` (PostgreSQL, Redis, Celery, Chromium).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Tests talk to the real services the machine runs; override to point elsewhere.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: demo test lint install bench chromium node clean-demo
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python requirements/base.txt requirements/dev.txt requirements/sidecar.txt pyproject.toml
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements/dev.txt
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e . || \
+		$(BIN)/pip install --disable-pip-version-check -q --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+node_modules/.installed: package.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+node: node_modules/.installed
+
+# Debian's Chromium drives the browser tests (Playwright's own download is unreachable here).
+chromium:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+		echo "Installing Debian's chromium for the browser tests…"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python manage.py makemigrations --check --dry-run
+
+test: $(STAMP) node chromium lint
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) CHROMIUM=$(CHROMIUM) $(BIN)/pytest $(PYTEST_ARGS)
+
+demo: $(STAMP) node
+	$(BIN)/python manage.py migrate --noinput -v0
+	$(BIN)/python manage.py load_demo
+	$(BIN)/python manage.py run_demo
+
+bench: $(STAMP)
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements/bench.txt
+	@for b in bench/*.py; do echo "== $$b"; DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python $$b || exit 1; done
+
+clean-demo:
+	rm -rf .cordum

@@ -1,0 +1,48 @@
+from django import forms
+
+from cordum.accounts.choices import AgentKind, Environment, Role
+from cordum.accounts.models import Team
+
+
+class TeamForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
+
+
+class MembershipCreateForm(forms.Form):
+    username = forms.CharField(max_length=150)
+    email = forms.EmailField(required=False)
+    password = forms.CharField(widget=forms.PasswordInput, required=False, help_text="Only for new users.")
+    role = forms.ChoiceField(choices=Role.choices)
+    teams = forms.ModelMultipleChoiceField(queryset=Team.objects.none(), required=False)
+
+    def __init__(self, *args, organization, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["teams"].queryset = Team.objects.filter(organization=organization)
+
+
+class MembershipUpdateForm(forms.Form):
+    role = forms.ChoiceField(choices=Role.choices)
+    teams = forms.ModelMultipleChoiceField(queryset=Team.objects.none(), required=False)
+
+    def __init__(self, *args, organization, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["teams"].queryset = Team.objects.filter(organization=organization)
+
+
+class AgentForm(forms.Form):
+    name = forms.SlugField(max_length=100, help_text="Letters, digits, - and _; e.g. claude-code-alice")
+    kind = forms.ChoiceField(choices=AgentKind.choices)
+    team = forms.ModelChoiceField(queryset=Team.objects.none(), required=False)
+    environment = forms.ChoiceField(choices=Environment.choices)
+
+    def __init__(self, *args, organization, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["team"].queryset = Team.objects.filter(organization=organization)
+
+
+class AgentFilterForm(forms.Form):
+    team = forms.CharField(required=False)
+    kind = forms.ChoiceField(choices=[("", "any kind"), *AgentKind.choices], required=False)
+    environment = forms.ChoiceField(choices=[("", "any environment"), *Environment.choices], required=False)
+    active = forms.ChoiceField(choices=[("", "active or not"), ("true", "active"), ("false", "revoked")], required=False)

@@ -1,0 +1,220 @@
+"""Writes for accounts. Every admin change is recorded in the AdminAuditLog in the same transaction."""
+
+from dataclasses import dataclass
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.forms.models import model_to_dict
+from django.utils import timezone
+from django.utils.text import slugify
+
+from cordum.accounts.choices import AuditAction
+from cordum.accounts.models import AdminAuditLog, Agent, AgentToken, Membership, Organization, Team, UserToken
+from cordum.common.crypto import new_token, token_digest
+from cordum.common.errors import CordumError
+
+User = get_user_model()
+
+AGENT_TOKEN_PREFIX = "cdm_agent"
+USER_TOKEN_PREFIX = "cdm_user"
+_SECRET_FIELDS = {"password", "digest", "token", "secret", "private_key", "webhook_secret", "credentials"}
+
+
+def snapshot(obj) -> dict:
+    """JSON-safe field values of a model instance for the audit log, secrets blanked."""
+    data = model_to_dict(obj)
+    out = {}
+    for key, value in data.items():
+        if any(s in key for s in _SECRET_FIELDS):
+            out[key] = "***" if value else ""
+        elif isinstance(value, list):
+            out[key] = [getattr(v, "pk", v) for v in value]
+        elif hasattr(value, "isoformat"):
+            out[key] = value.isoformat()
+        else:
+            out[key] = value if isinstance(value, str | int | float | bool | type(None)) else str(value)
+    return out
+
+
+def audit_log_record(
+    *, organization: Organization, actor, action: str, obj, before: dict | None = None, after: dict | None = None
+) -> AdminAuditLog:
+    return AdminAuditLog.objects.create(
+        organization=organization,
+        actor=actor if getattr(actor, "pk", None) else None,
+        actor_name=getattr(actor, "email", "") or getattr(actor, "username", "") or "system",
+        action=action,
+        object_type=type(obj).__name__,
+        object_id=str(obj.pk),
+        object_repr=str(obj)[:200],
+        before=before,
+        after=after,
+    )
+
+
+@transaction.atomic
+def organization_create(*, name: str, slug: str | None = None) -> Organization:
+    return Organization.objects.create(name=name, slug=slug or slugify(name))
+
+
+# --- teams ------------------------------------------------------------------------------------
+@transaction.atomic
+def team_create(*, organization: Organization, actor, name: str, description: str = "", slug: str = "") -> Team:
+    slug = slug or slugify(name)
+    if Team.objects.filter(organization=organization, slug=slug).exists():
+        raise CordumError(f"A team named {name!r} already exists.", {"field": "name"})
+    team = Team.objects.create(organization=organization, name=name, slug=slug, description=description)
+    audit_log_record(organization=organization, actor=actor, action=AuditAction.CREATE, obj=team, after=snapshot(team))
+    return team
+
+
+@transaction.atomic
+def team_update(*, team: Team, actor, **fields) -> Team:
+    before = snapshot(team)
+    for key, value in fields.items():
+        setattr(team, key, value)
+    team.full_clean()
+    team.save()
+    audit_log_record(
+        organization=team.organization, actor=actor, action=AuditAction.UPDATE, obj=team,
+        before=before, after=snapshot(team),
+    )
+    return team
+
+
+@transaction.atomic
+def team_delete(*, team: Team, actor) -> None:
+    audit_log_record(
+        organization=team.organization, actor=actor, action=AuditAction.DELETE, obj=team, before=snapshot(team)
+    )
+    team.delete()
+
+
+# --- memberships ------------------------------------------------------------------------------
+@transaction.atomic
+def membership_create(
+    *, organization: Organization, actor, username: str, role: str, email: str = "", password: str | None = None,
+    teams=(),
+) -> Membership:
+    user, created = User.objects.get_or_create(username=username, defaults={"email": email})
+    if created:
+        if password:
+            user.set_password(password)
+        else:
+            user.set_unusable_password()
+        user.save()
+    if Membership.objects.filter(organization=organization, user=user).exists():
+        raise CordumError(f"{username} is already a member of {organization}.", {"field": "username"})
+    membership = Membership.objects.create(organization=organization, user=user, role=role)
+    membership.teams.set(teams)
+    audit_log_record(
+        organization=organization, actor=actor, action=AuditAction.CREATE, obj=membership, after=snapshot(membership)
+    )
+    return membership
+
+
+@transaction.atomic
+def membership_update(*, membership: Membership, actor, role: str | None = None, teams=None) -> Membership:
+    before = snapshot(membership)
+    if role is not None:
+        membership.role = role
+        membership.save(update_fields=["role"])
+    if teams is not None:
+        membership.teams.set(teams)
+    audit_log_record(
+        organization=membership.organization, actor=actor, action=AuditAction.UPDATE, obj=membership,
+        before=before, after=snapshot(membership),
+    )
+    return membership
+
+
+@transaction.atomic
+def membership_delete(*, membership: Membership, actor) -> None:
+    audit_log_record(
+        organization=membership.organization, actor=actor, action=AuditAction.DELETE, obj=membership,
+        before=snapshot(membership),
+    )
+    membership.delete()
+
+
+# --- agents -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class IssuedToken:
+    """A freshly issued token: `plaintext` exists only here and is shown to the user once."""
+
+    token: AgentToken
+    plaintext: str
+
+
+def _agent_token_issue(agent: Agent) -> IssuedToken:
+    plaintext = new_token(AGENT_TOKEN_PREFIX)
+    token = AgentToken.objects.create(agent=agent, prefix=plaintext[len(AGENT_TOKEN_PREFIX) + 1:][:8],
+                                      digest=token_digest(plaintext))
+    return IssuedToken(token=token, plaintext=plaintext)
+
+
+@transaction.atomic
+def agent_create(
+    *, organization: Organization, actor, name: str, kind: str, team: Team | None = None,
+    environment: str = "dev", owner=None,
+) -> tuple[Agent, IssuedToken]:
+    if Agent.objects.filter(organization=organization, name=name).exists():
+        raise CordumError(f"An agent named {name!r} already exists.", {"field": "name"})
+    if team is not None and team.organization_id != organization.pk:
+        raise CordumError("The team belongs to another organisation.", {"field": "team"})
+    agent = Agent.objects.create(
+        organization=organization, name=name, kind=kind, team=team, environment=environment, owner=owner
+    )
+    issued = _agent_token_issue(agent)
+    audit_log_record(organization=organization, actor=actor, action=AuditAction.CREATE, obj=agent, after=snapshot(agent))
+    return agent, issued
+
+
+@transaction.atomic
+def agent_update(*, agent: Agent, actor, **fields) -> Agent:
+    before = snapshot(agent)
+    for key, value in fields.items():
+        setattr(agent, key, value)
+    agent.full_clean(validate_unique=False)
+    agent.save()
+    audit_log_record(
+        organization=agent.organization, actor=actor, action=AuditAction.UPDATE, obj=agent,
+        before=before, after=snapshot(agent),
+    )
+    return agent
+
+
+@transaction.atomic
+def agent_token_rotate(*, agent: Agent, actor) -> IssuedToken:
+    """Revoke every active token of the agent and issue a new one."""
+    now = timezone.now()
+    revoked = AgentToken.objects.filter(agent=agent, revoked_at__isnull=True).update(revoked_at=now)
+    issued = _agent_token_issue(agent)
+    audit_log_record(
+        organization=agent.organization, actor=actor, action=AuditAction.ROTATE, obj=agent,
+        before={"active_tokens": revoked}, after={"token_prefix": issued.token.prefix},
+    )
+    return issued
+
+
+@transaction.atomic
+def agent_revoke(*, agent: Agent, actor) -> Agent:
+    """Deactivate the agent and revoke its tokens: its sidecar is refused from now on."""
+    before = snapshot(agent)
+    AgentToken.objects.filter(agent=agent, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    agent.is_active = False
+    agent.save(update_fields=["is_active"])
+    audit_log_record(
+        organization=agent.organization, actor=actor, action=AuditAction.REVOKE, obj=agent,
+        before=before, after=snapshot(agent),
+    )
+    return agent
+
+
+@transaction.atomic
+def user_token_create(*, user, name: str) -> tuple[UserToken, str]:
+    plaintext = new_token(USER_TOKEN_PREFIX)
+    token = UserToken.objects.create(
+        user=user, name=name, prefix=plaintext[len(USER_TOKEN_PREFIX) + 1:][:8], digest=token_digest(plaintext)
+    )
+    return token, plaintext

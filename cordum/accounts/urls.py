@@ -1,0 +1,23 @@
+from django.urls import path
+
+from cordum.accounts import views
+
+app_name = "accounts"
+
+urlpatterns = [
+    path("", views.DashboardView.as_view(), name="dashboard"),
+    path("org/switch/", views.SwitchOrganizationView.as_view(), name="switch_org"),
+    path("teams/", views.TeamListView.as_view(), name="team_list"),
+    path("teams/new/", views.TeamCreateView.as_view(), name="team_create"),
+    path("teams/<int:pk>/edit/", views.TeamUpdateView.as_view(), name="team_update"),
+    path("teams/<int:pk>/delete/", views.TeamDeleteView.as_view(), name="team_delete"),
+    path("members/", views.MembershipListView.as_view(), name="membership_list"),
+    path("members/new/", views.MembershipCreateView.as_view(), name="membership_create"),
+    path("members/<int:pk>/edit/", views.MembershipUpdateView.as_view(), name="membership_update"),
+    path("members/<int:pk>/delete/", views.MembershipDeleteView.as_view(), name="membership_delete"),
+    path("agents/", views.AgentListView.as_view(), name="agent_list"),
+    path("agents/new/", views.AgentCreateView.as_view(), name="agent_create"),
+    path("agents/<int:pk>/rotate/", views.AgentRotateTokenView.as_view(), name="agent_rotate"),
+    path("agents/<int:pk>/revoke/", views.AgentRevokeView.as_view(), name="agent_revoke"),
+    path("audit-log/", views.AdminAuditLogView.as_view(), name="audit_log"),
+]

@@ -1,0 +1,250 @@
+"""HTML views for accounts: thin adapters over services and selectors, role checked on the server."""
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse, reverse_lazy
+from django.utils.decorators import method_decorator
+from django.views.decorators.http import require_POST
+from django.views.generic import FormView, ListView, TemplateView, View
+
+from cordum.accounts import selectors, services
+from cordum.accounts.access import RoleRequiredMixin
+from cordum.accounts.forms import AgentFilterForm, AgentForm, MembershipCreateForm, MembershipUpdateForm, TeamForm
+from cordum.accounts.middleware import SESSION_KEY
+from cordum.accounts.models import Agent, Membership, Team
+from cordum.accounts.permissions import Perm
+from cordum.common.errors import CordumError
+
+
+class DashboardView(RoleRequiredMixin, TemplateView):
+    template_name = "accounts/dashboard.html"
+
+    def get_context_data(self, **kwargs):
+        org = self.organization
+        return super().get_context_data(
+            teams=selectors.team_list(organization=org).count(),
+            members=selectors.membership_list(organization=org).count(),
+            agents=selectors.agent_list(organization=org, filters={"active": "true"}).count(),
+            memberships=self.request.user.memberships.select_related("organization"),
+            **kwargs,
+        )
+
+
+@method_decorator(require_POST, name="dispatch")
+class SwitchOrganizationView(RoleRequiredMixin, View):
+    def post(self, request):
+        org_id = int(request.POST.get("organization", "0") or 0)
+        if not request.user.memberships.filter(organization_id=org_id).exists():
+            raise PermissionDenied("Not a member of that organisation.")
+        request.session[SESSION_KEY] = org_id
+        return redirect("accounts:dashboard")
+
+
+# --- teams ------------------------------------------------------------------------------------
+class TeamListView(RoleRequiredMixin, ListView):
+    required_perm = Perm.MANAGE_ORG
+    template_name = "accounts/team_list.html"
+    context_object_name = "teams"
+
+    def get_queryset(self):
+        return selectors.team_list(organization=self.organization)
+
+
+class TeamCreateView(RoleRequiredMixin, FormView):
+    required_perm = Perm.MANAGE_ORG
+    template_name = "accounts/team_form.html"
+    form_class = TeamForm
+    success_url = reverse_lazy("accounts:team_list")
+
+    def form_valid(self, form):
+        try:
+            team = services.team_create(organization=self.organization, actor=self.request.user, **form.cleaned_data)
+        except CordumError as exc:
+            form.add_error(exc.extra.get("field"), exc.message)
+            return self.form_invalid(form)
+        messages.success(self.request, f"Team {team.name} created.")
+        return super().form_valid(form)
+
+
+class TeamUpdateView(RoleRequiredMixin, FormView):
+    required_perm = Perm.MANAGE_ORG
+    template_name = "accounts/team_form.html"
+    form_class = TeamForm
+    success_url = reverse_lazy("accounts:team_list")
+
+    def get_team(self):
+        return get_object_or_404(Team, pk=self.kwargs["pk"], organization=self.organization)
+
+    def get_initial(self):
+        team = self.get_team()
+        return {"name": team.name, "description": team.description}
+
+    def get_context_data(self, **kwargs):
+        return super().get_context_data(team=self.get_team(), **kwargs)
+
+    def form_valid(self, form):
+        services.team_update(team=self.get_team(), actor=self.request.user, **form.cleaned_data)
+        messages.success(self.request, "Team updated.")
+        return super().form_valid(form)
+
+
+@method_decorator(require_POST, name="dispatch")
+class TeamDeleteView(RoleRequiredMixin, View):
+    required_perm = Perm.MANAGE_ORG
+
+    def post(self, request, pk):
+        team = get_object_or_404(Team, pk=pk, organization=self.organization)
+        services.team_delete(team=team, actor=request.user)
+        messages.success(request, f"Team {team.name} deleted.")
+        return redirect("accounts:team_list")
+
+
+# --- members ----------------------------------------------------------------------------------
+class MembershipListView(RoleRequiredMixin, ListView):
+    required_perm = Perm.MANAGE_ORG
+    template_name = "accounts/membership_list.html"
+    context_object_name = "memberships"
+
+    def get_queryset(self):
+        return selectors.membership_list(organization=self.organization)
+
+
+class MembershipCreateView(RoleRequiredMixin, FormView):
+    required_perm = Perm.MANAGE_ORG
+    template_name = "accounts/membership_form.html"
+    form_class = MembershipCreateForm
+    success_url = reverse_lazy("accounts:membership_list")
+
+    def get_form_kwargs(self):
+        return {**super().get_form_kwargs(), "organization": self.organization}
+
+    def form_valid(self, form):
+        try:
+            services.membership_create(organization=self.organization, actor=self.request.user, **form.cleaned_data)
+        except CordumError as exc:
+            form.add_error(exc.extra.get("field"), exc.message)
+            return self.form_invalid(form)
+        messages.success(self.request, "Member added.")
+        return super().form_valid(form)
+
+
+class MembershipUpdateView(RoleRequiredMixin, FormView):
+    required_perm = Perm.MANAGE_ORG
+    template_name = "accounts/membership_form.html"
+    form_class = MembershipUpdateForm
+    success_url = reverse_lazy("accounts:membership_list")
+
+    def get_membership(self):
+        return get_object_or_404(Membership, pk=self.kwargs["pk"], organization=self.organization)
+
+    def get_form_kwargs(self):
+        return {**super().get_form_kwargs(), "organization": self.organization}
+
+    def get_initial(self):
+        membership = self.get_membership()
+        return {"role": membership.role, "teams": list(membership.teams.all())}
+
+    def get_context_data(self, **kwargs):
+        return super().get_context_data(membership=self.get_membership(), **kwargs)
+
+    def form_valid(self, form):
+        services.membership_update(membership=self.get_membership(), actor=self.request.user, **form.cleaned_data)
+        messages.success(self.request, "Member updated.")
+        return super().form_valid(form)
+
+
+@method_decorator(require_POST, name="dispatch")
+class MembershipDeleteView(RoleRequiredMixin, View):
+    required_perm = Perm.MANAGE_ORG
+
+    def post(self, request, pk):
+        membership = get_object_or_404(Membership, pk=pk, organization=self.organization)
+        if membership.user_id == request.user.pk:
+            messages.error(request, "You cannot remove yourself.")
+        else:
+            services.membership_delete(membership=membership, actor=request.user)
+            messages.success(request, "Member removed.")
+        return redirect("accounts:membership_list")
+
+
+# --- agents -----------------------------------------------------------------------------------
+class AgentListView(RoleRequiredMixin, ListView):
+    required_perm = Perm.MANAGE_ORG
+    template_name = "accounts/agent_list.html"
+    context_object_name = "agents"
+    paginate_by = 50
+
+    def get_queryset(self):
+        self.filter_form = AgentFilterForm(self.request.GET or None)
+        filters = self.filter_form.cleaned_data if self.filter_form.is_valid() else {}
+        return selectors.agent_list(organization=self.organization, filters=filters)
+
+    def get_template_names(self):
+        if self.request.htmx:
+            return ["accounts/partials/_agent_rows.html"]
+        return [self.template_name]
+
+    def get_context_data(self, **kwargs):
+        return super().get_context_data(
+            filter_form=self.filter_form, teams=selectors.team_list(organization=self.organization), **kwargs
+        )
+
+    def render_to_response(self, context, **kwargs):
+        response = super().render_to_response(context, **kwargs)
+        response["Vary"] = "HX-Request"
+        return response
+
+
+class AgentCreateView(RoleRequiredMixin, FormView):
+    required_perm = Perm.MANAGE_ORG
+    template_name = "accounts/agent_form.html"
+    form_class = AgentForm
+
+    def get_form_kwargs(self):
+        return {**super().get_form_kwargs(), "organization": self.organization}
+
+    def form_valid(self, form):
+        try:
+            agent, issued = services.agent_create(
+                organization=self.organization, actor=self.request.user, owner=self.request.user, **form.cleaned_data
+            )
+        except CordumError as exc:
+            form.add_error(exc.extra.get("field"), exc.message)
+            return self.form_invalid(form)
+        # The token is rendered once, in this response, and never stored in plaintext.
+        return render(self.request, "accounts/agent_token.html", {"agent": agent, "token": issued.plaintext})
+
+
+@method_decorator(require_POST, name="dispatch")
+class AgentRotateTokenView(RoleRequiredMixin, View):
+    required_perm = Perm.MANAGE_ORG
+
+    def post(self, request, pk):
+        agent = get_object_or_404(Agent, pk=pk, organization=self.organization)
+        if not agent.is_active:
+            messages.error(request, "A revoked agent cannot get a new token.")
+            return redirect("accounts:agent_list")
+        issued = services.agent_token_rotate(agent=agent, actor=request.user)
+        return render(request, "accounts/agent_token.html", {"agent": agent, "token": issued.plaintext, "rotated": True})
+
+
+@method_decorator(require_POST, name="dispatch")
+class AgentRevokeView(RoleRequiredMixin, View):
+    required_perm = Perm.MANAGE_ORG
+
+    def post(self, request, pk):
+        agent = get_object_or_404(Agent, pk=pk, organization=self.organization)
+        services.agent_revoke(agent=agent, actor=request.user)
+        messages.success(request, f"Agent {agent.name} revoked; its tokens no longer work.")
+        return redirect(reverse("accounts:agent_list"))
+
+
+class AdminAuditLogView(RoleRequiredMixin, ListView):
+    required_perm = Perm.VIEW_ADMIN_AUDIT
+    template_name = "accounts/audit_log.html"
+    context_object_name = "entries"
+    paginate_by = 50
+
+    def get_queryset(self):
+        return selectors.admin_audit_log_list(organization=self.organization)

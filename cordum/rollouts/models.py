@@ -1,0 +1,1 @@
+"""Models of this app (see the app docstring in apps.py and ARCHITECTURE.md)."""

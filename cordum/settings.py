@@ -1,0 +1,205 @@
+"""Django settings, all from the environment with safe development defaults.
+
+Development (default): SQLite in `.cordum/`, Celery eager, DEBUG on.
+Production: CORDUM_ENV=production; refuses the development secret key and passes
+`manage.py check --deploy`.
+"""
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+STATE_DIR = Path(os.environ.get("CORDUM_STATE_DIR", BASE_DIR / ".cordum"))
+STATE_DIR.mkdir(parents=True, exist_ok=True)
+
+DEV_SECRET_KEY = "cordum-development-secret-key-do-not-use-in-production"  # noqa: S105
+
+CORDUM_ENV = os.environ.get("CORDUM_ENV", "development")
+PRODUCTION = CORDUM_ENV == "production"
+SECRET_KEY = os.environ.get("CORDUM_SECRET_KEY", DEV_SECRET_KEY)
+if PRODUCTION and (SECRET_KEY == DEV_SECRET_KEY or len(SECRET_KEY) < 50):
+    raise ImproperlyConfigured(
+        "CORDUM_ENV=production needs CORDUM_SECRET_KEY set to a random value of 50+ characters; "
+        "the development key is refused."
+    )
+DEBUG = os.environ.get("CORDUM_DEBUG", "0" if PRODUCTION else "1") == "1"
+ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h]
+CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+
+# Key used to encrypt secrets at rest (deploy keys, tokens, signing keys). Derived from
+# SECRET_KEY unless given, so rotating SECRET_KEY needs CORDUM_ENCRYPTION_KEY pinned first.
+ENCRYPTION_KEY = os.environ.get("CORDUM_ENCRYPTION_KEY", "")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "cordum.common",
+    "cordum.accounts",
+    "cordum.policies",
+    "cordum.decisions",
+    "cordum.approvals",
+    "cordum.simulation",
+    "cordum.rollouts",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "cordum.accounts.middleware.CurrentOrganizationMiddleware",
+]
+
+ROOT_URLCONF = "cordum.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "frontend_templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "cordum.accounts.context_processors.organization",
+            ],
+        },
+    },
+]
+WSGI_APPLICATION = "cordum.wsgi.application"
+ASGI_APPLICATION = "cordum.asgi.application"
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", f"sqlite:///{STATE_DIR / 'cordum.sqlite3'}"),
+        conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "0")),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"].setdefault("OPTIONS", {})
+    DATABASES["default"]["OPTIONS"].update({"timeout": 30, "transaction_mode": "IMMEDIATE"})
+# Several test runs may share one PostgreSQL server: CORDUM_TEST_DB_NAME keeps them apart.
+if os.environ.get("CORDUM_TEST_DB_NAME"):
+    DATABASES["default"]["TEST"] = {"NAME": os.environ["CORDUM_TEST_DB_NAME"]}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "accounts:dashboard"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "cordum" / "common" / "static"]
+
+# --- Redis / Celery -------------------------------------------------------------------------
+REDIS_URL = os.environ.get("REDIS_URL", "")
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL or "memory://")
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ALWAYS_EAGER = not REDIS_URL and os.environ.get("CELERY_TASK_ALWAYS_EAGER", "1") == "1"
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 4
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_BEAT_SCHEDULE: dict = {}
+POLICY_POLL_INTERVAL = int(os.environ.get("CORDUM_POLICY_POLL_INTERVAL", "60"))
+CELERY_BEAT_SCHEDULE["policies-poll-repositories"] = {
+    "task": "cordum.policies.tasks.repositories_poll_task",
+    "schedule": timedelta(seconds=POLICY_POLL_INTERVAL),
+}
+CELERY_BEAT_SCHEDULE["approvals-expire"] = {
+    "task": "cordum.approvals.tasks.approvals_expire_task",
+    "schedule": timedelta(seconds=15),
+}
+CELERY_BEAT_SCHEDULE["rollouts-guardrails"] = {
+    "task": "cordum.rollouts.tasks.rollouts_check_task",
+    "schedule": timedelta(seconds=30),
+}
+
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+
+# --- REST framework ---------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "cordum.accounts.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "cordum.common.api.exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 100,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Cordum control plane API",
+    "DESCRIPTION": "Policy, evidence, approvals, simulation and rollout APIs for governed coding agents.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",  # served locally: no CDN
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+}
+
+# --- Security ---------------------------------------------------------------------------------
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = False  # htmx reads it to send X-CSRFToken
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if PRODUCTION:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = os.environ.get("CORDUM_SSL_REDIRECT", "1") == "1"
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = int(os.environ.get("CORDUM_HSTS_SECONDS", "31536000"))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    STORAGES = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    }
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("CORDUM_LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# --- Cordum ----------------------------------------------------------------------------------
+CORDUM_GIT_CACHE_DIR = Path(os.environ.get("CORDUM_GIT_CACHE_DIR", STATE_DIR / "git-cache"))
+CORDUM_LONG_POLL_MAX_SECONDS = int(os.environ.get("CORDUM_LONG_POLL_MAX_SECONDS", "60"))

@@ -1,0 +1,28 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+api_v1 = [
+    path("", include("cordum.accounts.api.urls")),
+    path("", include("cordum.policies.api.urls")),
+    path("", include("cordum.decisions.api.urls")),
+    path("", include("cordum.approvals.api.urls")),
+    path("", include("cordum.simulation.api.urls")),
+    path("", include("cordum.rollouts.api.urls")),
+]
+
+urlpatterns = [
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("django-admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("policies/", include("cordum.policies.urls")),
+    path("evidence/", include("cordum.decisions.urls")),
+    path("approvals/", include("cordum.approvals.urls")),
+    path("simulations/", include("cordum.simulation.urls")),
+    path("rollouts/", include("cordum.rollouts.urls")),
+    path("", include("cordum.accounts.urls")),
+]

@@ -1,0 +1,53 @@
+"""Shared fixtures. Tests run against the real PostgreSQL and Redis the machine provides."""
+
+import os
+
+import pytest
+
+
+def pytest_configure(config):
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith("postgres"):
+        pytest.exit(
+            "The tests need PostgreSQL: set DATABASE_URL=postgres://postgres@127.0.0.1:5432/test "
+            "(`make test` does). Refusing to fall back to SQLite.",
+            returncode=2,
+        )
+    import psycopg
+
+    try:
+        psycopg.connect(url, connect_timeout=5).close()
+    except psycopg.OperationalError as exc:
+        pytest.exit(f"PostgreSQL is unreachable at {url}: {exc}".strip(), returncode=2)
+    redis_url = os.environ.get("REDIS_URL", "")
+    if not redis_url:
+        pytest.exit("The tests need Redis: set REDIS_URL=redis://127.0.0.1:6379/0 (`make test` does).", returncode=2)
+    import redis
+
+    try:
+        redis.Redis.from_url(redis_url, socket_connect_timeout=5).ping()
+    except redis.exceptions.ConnectionError as exc:
+        pytest.exit(f"Redis is unreachable at {redis_url}: {exc}", returncode=2)
+
+
+@pytest.fixture
+def celery_eager():
+    """Run tasks inline for tests that are not about the pipeline itself."""
+    from cordum.celery import app
+
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+    yield app
+    app.conf.task_always_eager = False
+
+
+@pytest.fixture
+def celery_worker(transactional_db):
+    """A real Celery worker (thread) consuming from the real Redis broker."""
+    from celery.contrib.testing.worker import start_worker
+
+    from cordum.celery import app
+
+    app.conf.task_always_eager = False
+    with start_worker(app, perform_ping_check=False, pool="solo", loglevel="WARNING", shutdown_timeout=30) as worker:
+        yield worker
