@@ -56,7 +56,6 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -66,6 +65,9 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "cordum.accounts.middleware.CurrentOrganizationMiddleware",
 ]
+
+if PRODUCTION:  # static files are served by whitenoise behind gunicorn; runserver serves them in development
+    MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")
 
 ROOT_URLCONF = "cordum.urls"
 TEMPLATES = [

@@ -95,6 +95,9 @@ class AgentToken(models.Model):
     class Meta:
         ordering = ["-created_at"]
 
+    def __str__(self):
+        return f"{self.agent} token {self.prefix}…"
+
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
@@ -109,6 +112,9 @@ class UserToken(models.Model):
     digest = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
     revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"{self.user} token {self.name}"
 
 
 class AdminAuditLog(models.Model):

@@ -10,7 +10,13 @@ from django.views.generic import FormView, ListView, TemplateView, View
 
 from cordum.accounts import selectors, services
 from cordum.accounts.access import RoleRequiredMixin
-from cordum.accounts.forms import AgentFilterForm, AgentForm, MembershipCreateForm, MembershipUpdateForm, TeamForm
+from cordum.accounts.forms import (
+    AgentFilterForm,
+    AgentForm,
+    MembershipCreateForm,
+    MembershipUpdateForm,
+    TeamForm,
+)
 from cordum.accounts.middleware import SESSION_KEY
 from cordum.accounts.models import Agent, Membership, Team
 from cordum.accounts.permissions import Perm

@@ -54,7 +54,7 @@ def wait_for(channel: str, timeout: float, check: Callable[[], object]):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            generation = _local_generation.get(channel, 0)
-            _local_condition.wait_for(lambda: _local_generation.get(channel, 0) != generation, remaining)
+            seen = _local_generation.get(channel, 0)
+            _local_condition.wait_for(lambda seen=seen: _local_generation.get(channel, 0) != seen, remaining)
             result = check()
     return result

@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from cordum.accounts import selectors, services
 from cordum.accounts.access import HasOrgPermission
 from cordum.accounts.api import serializers as s
-from cordum.accounts.models import Team
+from cordum.accounts.models import Agent, Membership, Team
 from cordum.accounts.permissions import Perm
 from cordum.common.errors import CordumError
 
@@ -30,6 +30,7 @@ class OrgScopedViewSet(viewsets.GenericViewSet):
 
 class TeamViewSet(OrgScopedViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin):
     serializer_class = s.TeamSerializer
+    queryset = Team.objects.none()  # for the schema; get_queryset scopes to the organisation
 
     def get_queryset(self):
         return selectors.team_list(organization=self.organization)
@@ -54,6 +55,7 @@ class TeamViewSet(OrgScopedViewSet, mixins.ListModelMixin, mixins.RetrieveModelM
 
 class MembershipViewSet(OrgScopedViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin):
     serializer_class = s.MembershipSerializer
+    queryset = Membership.objects.none()
 
     def get_queryset(self):
         return selectors.membership_list(organization=self.organization)
@@ -85,6 +87,7 @@ class MembershipViewSet(OrgScopedViewSet, mixins.ListModelMixin, mixins.Retrieve
 
 class AgentViewSet(OrgScopedViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin):
     serializer_class = s.AgentSerializer
+    queryset = Agent.objects.none()
 
     def get_queryset(self):
         return selectors.agent_list(organization=self.organization, filters=self.request.query_params)

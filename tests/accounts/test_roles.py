@@ -1,0 +1,81 @@
+"""The role matrix: each role against each admin page and API endpoint, allowed or 403."""
+
+import pytest
+from django.urls import reverse
+
+from cordum.accounts.choices import Role
+from tests.factories import MembershipFactory, OrganizationFactory, TeamFactory, agent_with_token
+
+ADMIN_PAGES = [
+    ("accounts:team_list", {}),
+    ("accounts:team_create", {}),
+    ("accounts:membership_list", {}),
+    ("accounts:membership_create", {}),
+    ("accounts:agent_list", {}),
+    ("accounts:agent_create", {}),
+]
+API_ENDPOINTS = ["/api/v1/teams/", "/api/v1/memberships/", "/api/v1/agents/"]
+AUDIT_LOG_ROLES = {Role.ADMIN, Role.AUDITOR}
+
+
+@pytest.fixture
+def org():
+    return OrganizationFactory()
+
+
+def _client_for(client, org, role):
+    membership = MembershipFactory(organization=org, role=role)
+    client.force_login(membership.user)
+    return client
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", Role.values)
+@pytest.mark.parametrize(("url_name", "kwargs"), ADMIN_PAGES)
+def test_admin_pages_are_for_admins_only(client, org, role, url_name, kwargs):
+    _client_for(client, org, role)
+    response = client.get(reverse(url_name, kwargs=kwargs))
+    assert response.status_code == (200 if role == Role.ADMIN else 403)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", Role.values)
+def test_admin_audit_log_is_for_admins_and_auditors(client, org, role):
+    _client_for(client, org, role)
+    response = client.get(reverse("accounts:audit_log"))
+    assert response.status_code == (200 if role in AUDIT_LOG_ROLES else 403)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", Role.values)
+@pytest.mark.parametrize("url", API_ENDPOINTS)
+def test_api_endpoints_follow_the_same_matrix(client, org, role, url):
+    _client_for(client, org, role)
+    assert client.get(url).status_code == (200 if role == Role.ADMIN else 403)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", [r for r in Role.values if r != Role.ADMIN])
+def test_non_admins_cannot_change_anything_through_the_api(client, org, role):
+    team = TeamFactory(organization=org)
+    agent, _ = agent_with_token(organization=org, team=team)
+    _client_for(client, org, role)
+    assert client.post("/api/v1/teams/", {"name": "x"}, content_type="application/json").status_code == 403
+    assert client.delete(f"/api/v1/teams/{team.pk}/").status_code == 403
+    assert client.post(f"/api/v1/agents/{agent.pk}/rotate/").status_code == 403
+    assert client.post(reverse("accounts:agent_revoke", args=[agent.pk])).status_code == 403
+
+
+@pytest.mark.django_db
+def test_dashboard_needs_login(client):
+    response = client.get(reverse("accounts:dashboard"))
+    assert response.status_code == 302
+    assert reverse("login") in response["Location"]
+
+
+@pytest.mark.django_db
+def test_admin_of_one_org_cannot_touch_another_orgs_objects(client, org):
+    other_team = TeamFactory()  # another organisation
+    _client_for(client, org, Role.ADMIN)
+    assert client.get(f"/api/v1/teams/{other_team.pk}/").status_code == 404
+    assert client.post(reverse("accounts:team_delete", args=[other_team.pk])).status_code == 404
