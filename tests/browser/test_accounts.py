@@ -21,7 +21,7 @@ def test_admin_logs_in_creates_a_team_and_an_agent_and_sees_its_token_once(login
     page.click("text=Teams")
     page.click("text=New team")
     page.fill("#id_name", "Payments")
-    page.click("button[type=submit]")
+    page.click("main button[type=submit]")
     expect(page.locator("table")).to_contain_text("Payments")
     assert Team.objects.filter(organization=membership.organization, slug="payments").exists()
 
@@ -30,7 +30,7 @@ def test_admin_logs_in_creates_a_team_and_an_agent_and_sees_its_token_once(login
     page.fill("#id_name", "claude-code-browser")
     page.select_option("#id_kind", "claude-code")
     page.select_option("#id_team", label="Payments")
-    page.click("button[type=submit]")
+    page.click("main button[type=submit]")
     token = page.locator("#agent-token").inner_text().strip()
     assert re.fullmatch(r"cdm_agent_[\w-]+", token)
     assert AgentToken.objects.filter(digest=token_digest(token), agent__name="claude-code-browser").exists()
