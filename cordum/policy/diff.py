@@ -1,0 +1,158 @@
+"""Semantic diff between two policies: what changed, and which decisions move for given calls."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .engine import Call, compile_policy
+from .model import Policy
+
+__all__ = ["PolicyDiff", "diff_policies"]
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict) and d and prefix.count(".") < 3 and not prefix.endswith("args"):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: d}
+
+
+def _field_changes(old: dict, new: dict) -> list[dict[str, Any]]:
+    a, b = _flatten(old), _flatten(new)
+    changes = []
+    for key in list(a) + [k for k in b if k not in a]:
+        if a.get(key, None) != b.get(key, None):
+            changes.append({"field": key, "before": a.get(key), "after": b.get(key)})
+    return changes
+
+
+@dataclass(frozen=True)
+class PolicyDiff:
+    rules_added: list[dict] = field(default_factory=list)
+    rules_removed: list[dict] = field(default_factory=list)
+    rules_changed: list[dict] = field(default_factory=list)  # {"id", "changes": [{"field","before","after"}]}
+    rules_reordered: bool = False
+    defaults: list[dict] = field(default_factory=list)
+    limits: list[dict] = field(default_factory=list)
+    evidence: list[dict] = field(default_factory=list)
+    tools_added: list[dict] = field(default_factory=list)
+    tools_removed: list[dict] = field(default_factory=list)
+    tools_reordered: bool = False
+    decisions: list[dict] = field(default_factory=list)  # calls whose decision or deciding rule moves
+    calls_checked: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.rules_added or self.rules_removed or self.rules_changed or self.rules_reordered or self.defaults
+            or self.limits or self.evidence or self.tools_added or self.tools_removed or self.tools_reordered
+            or self.decisions
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rules": {
+                "added": self.rules_added,
+                "removed": self.rules_removed,
+                "changed": self.rules_changed,
+                "reordered": self.rules_reordered,
+            },
+            "defaults": self.defaults,
+            "limits": self.limits,
+            "evidence": self.evidence,
+            "tools": {"added": self.tools_added, "removed": self.tools_removed, "reordered": self.tools_reordered},
+            "decisions": {"checked": self.calls_checked, "moved": self.decisions},
+        }
+
+    def to_text(self) -> str:
+        lines: list[str] = []
+        for r in self.rules_added:
+            lines.append(f"+ rule {r['id']}: {r['decision']} {', '.join(r['match']['topics']) or '*'}")
+        for r in self.rules_removed:
+            lines.append(f"- rule {r['id']}: {r['decision']} {', '.join(r['match']['topics']) or '*'}")
+        for r in self.rules_changed:
+            lines.append(f"~ rule {r['id']}:")
+            for c in r["changes"]:
+                lines.append(f"    {c['field']}: {c['before']!r} -> {c['after']!r}")
+        if self.rules_reordered:
+            lines.append("~ rule order changed (order only breaks ties between equally strict rules)")
+        for label, changes in (("defaults", self.defaults), ("limits", self.limits), ("evidence", self.evidence)):
+            for c in changes:
+                lines.append(f"~ {label}.{c['field']}: {c['before']!r} -> {c['after']!r}")
+        for t in self.tools_added:
+            lines.append(f"+ tool map {'/'.join(t['server'])} {'/'.join(t['tool'])} -> {t['topic']}")
+        for t in self.tools_removed:
+            lines.append(f"- tool map {'/'.join(t['server'])} {'/'.join(t['tool'])} -> {t['topic']}")
+        if self.tools_reordered:
+            lines.append("~ tool map order changed (the first matching entry maps a call)")
+        if not lines:
+            lines.append("no policy changes")
+        if self.calls_checked:
+            lines.append(f"decisions: {len(self.decisions)} of {self.calls_checked} calls move")
+            for d in self.decisions:
+                c = d["call"]
+                what = c.get("topic") or f"{c.get('server')}.{c.get('tool')}"
+                b, a = d["before"], d["after"]
+                lines.append(
+                    f"  {what} {d.get('label') or ''}".rstrip()
+                    + f": {b['decision']} ({b['rule'] or 'default'}) -> {a['decision']} ({a['rule'] or 'default'})"
+                )
+        return "\n".join(lines) + "\n"
+
+
+def diff_policies(old: Policy, new: Policy, calls: Iterable[Call] | None = None) -> PolicyDiff:
+    od, nd = old.to_dict(), new.to_dict()
+    old_rules = {r["id"]: r for r in od["rules"]}
+    new_rules = {r["id"]: r for r in nd["rules"]}
+    added = [r for rid, r in new_rules.items() if rid not in old_rules]
+    removed = [r for rid, r in old_rules.items() if rid not in new_rules]
+    changed = []
+    for rid, r in new_rules.items():
+        if rid in old_rules and old_rules[rid] != r:
+            changed.append({"id": rid, "changes": _field_changes(old_rules[rid], r)})
+    common_old = [rid for rid in old_rules if rid in new_rules]
+    common_new = [rid for rid in new_rules if rid in old_rules]
+    old_tools, new_tools = od["tools"], nd["tools"]
+    tools_added = [t for t in new_tools if t not in old_tools]
+    tools_removed = [t for t in old_tools if t not in new_tools]
+    common_t_old = [t for t in old_tools if t in new_tools]
+    common_t_new = [t for t in new_tools if t in old_tools]
+    moved: list[dict] = []
+    checked = 0
+    if calls is not None:
+        co, cn = compile_policy(old, "old"), compile_policy(new, "new")
+        for item in calls:
+            label = None
+            if isinstance(item, tuple):
+                label, item = item
+            call = item if isinstance(item, Call) else Call.from_dict(item)
+            checked += 1
+            a, b = co.evaluate(call), cn.evaluate(call)
+            if (a.decision, a.rule) != (b.decision, b.rule):
+                entry = {
+                    "call": call.to_dict(),
+                    "topic": b.topic,
+                    "before": {"decision": a.decision, "rule": a.rule},
+                    "after": {"decision": b.decision, "rule": b.rule},
+                }
+                if label:
+                    entry["label"] = label
+                moved.append(entry)
+    return PolicyDiff(
+        rules_added=added,
+        rules_removed=removed,
+        rules_changed=changed,
+        rules_reordered=common_old != common_new,
+        defaults=_field_changes(od["defaults"], nd["defaults"]),
+        limits=_field_changes(od["limits"], nd["limits"]),
+        evidence=_field_changes(od["evidence"], nd["evidence"]),
+        tools_added=tools_added,
+        tools_removed=tools_removed,
+        tools_reordered=common_t_old != common_t_new,
+        decisions=moved,
+        calls_checked=checked,
+    )

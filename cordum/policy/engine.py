@@ -1,0 +1,537 @@
+"""Compile a Policy once, then decide calls: pure, no I/O, thread-safe.
+
+Evaluation: map the call through the tool map (first matching entry) to topic, risk tags and target;
+collect every enforce-mode rule that matches; the most restrictive wins (deny > require_approval >
+allow), ties go to the first in file order; nothing matched means `defaults.decision`. Shadow-mode
+rules are evaluated and reported, never applied.
+
+Speed: rules are indexed by the literal prefix of their topic patterns; all patterns are compiled
+once; two bounded caches keep per-(server, tool) tool-map candidates and per-(topic, tags, agent,
+team, environment) rule candidates. Both are pure functions of their keys, so a cache hit returns
+exactly what a miss would compute; argument conditions are always evaluated per call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .model import DECISION_RANK, ArgCondition, Policy, Rule
+from .patterns import (
+    compile_name_glob,
+    compile_path_glob,
+    compile_regexes,
+    has_wildcard,
+    is_under,
+    literal_prefix,
+    resolve_path,
+)
+
+__all__ = ["Call", "CompiledPolicy", "Decision", "compile_policy", "evaluate", "TOPIC_PREFIX"]
+
+TOPIC_PREFIX = "job.mcp-bridge."
+_MISSING = object()
+_CACHE_MAX = 8192
+# When a tool map entry has no target template, the evidence target is the first of these arguments.
+DEFAULT_TARGET_ARGS = ("path", "file_path", "notebook_path", "paths", "source", "repo_path", "url", "command")
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    server: str = ""
+    tool: str = ""
+    arguments: dict = field(default_factory=dict)
+    agent: str = ""
+    team: str = ""
+    environment: str = ""
+    topic: str | None = None
+    risk_tags: tuple | None = None
+    root: str = ""  # the agent's working root (repository); relative paths resolve against it
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Call:
+        """Build a Call from the CLI's --call JSON (unknown keys such as session_id are ignored)."""
+        if not isinstance(d, dict):
+            raise ValueError("a call must be a JSON object")
+        args = d.get("arguments", d.get("args"))
+        if args is None:
+            args = {}
+        if not isinstance(args, dict):
+            raise ValueError("'arguments' must be an object")
+        topic = d.get("topic")
+        if topic is not None and not isinstance(topic, str):
+            raise ValueError("'topic' must be a string")
+        tags = d.get("risk_tags")
+        if tags is not None:
+            if isinstance(tags, str):
+                tags = [tags]
+            if not isinstance(tags, list | tuple) or not all(isinstance(t, str) for t in tags):
+                raise ValueError("'risk_tags' must be a list of strings")
+            tags = tuple(tags)
+        values = {}
+        for key in ("server", "tool", "agent", "team", "environment", "root"):
+            v = d.get(key)
+            if key == "environment" and v is None:
+                v = d.get("env")
+            if v is None:
+                v = ""
+            if not isinstance(v, str):
+                raise ValueError(f"'{key}' must be a string")
+            values[key] = v
+        if topic is None and not values["server"] and not values["tool"]:
+            raise ValueError("a call needs 'server' and 'tool', or a 'topic'")
+        return cls(arguments=args, topic=topic, risk_tags=tags, **values)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"server": self.server, "tool": self.tool, "arguments": self.arguments}
+        for key in ("agent", "team", "environment", "root"):
+            if getattr(self, key):
+                out[key] = getattr(self, key)
+        if self.topic is not None:
+            out["topic"] = self.topic
+        if self.risk_tags is not None:
+            out["risk_tags"] = list(self.risk_tags)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    decision: str
+    rule: str | None
+    matched: tuple[str, ...]
+    shadow: tuple[dict, ...]
+    reason: str
+    topic: str
+    risk_tags: tuple[str, ...]
+    target: str
+    policy_version: str
+    action: str
+    is_write: bool
+    approval: dict | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `cordum policy explain` JSON object."""
+        return {
+            "decision": self.decision,
+            "rule": self.rule,
+            "matched": list(self.matched),
+            "shadow": [dict(s) for s in self.shadow],
+            "reason": self.reason,
+            "topic": self.topic,
+            "risk_tags": list(self.risk_tags),
+            "target": self.target,
+            "policy_version": self.policy_version,
+            "action": self.action,
+            "is_write": self.is_write,
+            "approval": dict(self.approval) if self.approval is not None else None,
+        }
+
+
+# -- argument conditions ----------------------------------------------------------------------
+
+ArgTest = Callable[[dict, str], bool]  # (arguments, root) -> bool
+
+
+def lookup_arg(args: dict, name: str) -> Any:
+    v = args.get(name, _MISSING)
+    if v is _MISSING and "." in name:
+        cur: Any = args
+        for part in name.split("."):
+            if isinstance(cur, dict) and part in cur:
+                cur = cur[part]
+            elif isinstance(cur, list) and part.isdigit() and int(part) < len(cur):
+                cur = cur[int(part)]
+            else:
+                return _MISSING
+        return cur
+    return v
+
+
+def _strings(v: Any) -> list[str] | None:
+    if isinstance(v, str):
+        return [v]
+    if isinstance(v, list | tuple):
+        out = [x for x in v if isinstance(x, str)]
+        return out or None
+    return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    return a == b
+
+
+def _base_dir(args: dict, root: str) -> str:
+    cwd = args.get("cwd")
+    if isinstance(cwd, str) and cwd:
+        return cwd if cwd.startswith("/") or not root else resolve_path(cwd, root)
+    return root
+
+
+def _compile_roots(roots: tuple[str, ...]) -> Callable[[dict, str], list[str]]:
+    def resolve(args: dict, root: str) -> list[str]:
+        out = []
+        base = _base_dir(args, root)
+        for r in roots:
+            if "{root}" in r or "{cwd}" in r:
+                rv = root or base
+                cv = base
+                r = r.replace("{root}", rv).replace("{cwd}", cv)
+                if r.startswith("/"):
+                    out.append(resolve_path(r, ""))
+                else:  # unknown root: "." means "relative and not escaping"
+                    out.append(resolve_path(r, "") if r.strip("/") else ".")
+            else:
+                out.append(resolve_path(r, base if not r.startswith("/") else ""))
+        return out
+
+    return resolve
+
+
+def _compile_op(name: str, op: str, value: Any) -> ArgTest:
+    get = lookup_arg
+    if op == "exists":
+        want = bool(value)
+        return lambda a, r: (get(a, name) is not _MISSING) == want
+    if op == "equals":
+        return lambda a, r: _same(get(a, name), value)
+    if op in ("in", "not_in"):
+        vals = tuple(value)
+        neg = op == "not_in"
+
+        def t_in(a: dict, r: str) -> bool:
+            v = get(a, name)
+            if v is _MISSING:
+                return False
+            return any(_same(v, x) for x in vals) != neg
+
+        return t_in
+    if op in ("lt", "lte", "gt", "gte"):
+        import operator
+
+        cmp = {"lt": operator.lt, "lte": operator.le, "gt": operator.gt, "gte": operator.ge}[op]
+
+        def t_num(a: dict, r: str) -> bool:
+            v = get(a, name)
+            return isinstance(v, int | float) and not isinstance(v, bool) and cmp(v, value)
+
+        return t_num
+    if op in ("glob", "not_glob", "regex", "not_regex", "prefix"):
+        if op in ("glob", "not_glob"):
+            m = compile_path_glob(value)
+        elif op in ("regex", "not_regex"):
+            m = compile_regexes(value)
+        else:
+            prefixes = tuple(value)
+
+            def m(s: str) -> bool:
+                return s.startswith(prefixes)
+
+        neg = op.startswith("not_")
+
+        def t_str(a: dict, r: str) -> bool:
+            vs = _strings(get(a, name))
+            if vs is None:
+                return False
+            hit = any(m(s) for s in vs)
+            return hit != neg
+
+        return t_str
+    if op in ("under", "outside"):
+        roots_of = _compile_roots(tuple(value))
+        outside = op == "outside"
+
+        def t_path(a: dict, r: str) -> bool:
+            vs = _strings(get(a, name))
+            if vs is None:
+                return False
+            roots = roots_of(a, r)
+            base = _base_dir(a, r)
+            for s in vs:
+                p = resolve_path(s, base)
+                inside = any(is_under(p, root) for root in roots)
+                if outside and not inside:
+                    return True
+                if not outside and inside:
+                    return True
+            return False
+
+        return t_path
+    raise ValueError(f"unknown argument operator {op!r}")  # pragma: no cover - loader rejects these
+
+
+def compile_conditions(conds: tuple[ArgCondition, ...]) -> tuple[ArgTest, ...]:
+    return tuple(_compile_op(c.arg, op, value) for c in conds for op, value in c.ops)
+
+
+def _render_target(pieces: tuple[tuple[str, str | None], ...] | None, args: dict) -> str:
+    if pieces is None:
+        for key in DEFAULT_TARGET_ARGS:
+            v = args.get(key)
+            if isinstance(v, str) and v:
+                return v if len(v) <= 256 else v[:253] + "..."
+            if isinstance(v, list) and v:
+                return ",".join(str(x) for x in v)[:256]
+        return ""
+    out = []
+    for lit, fname in pieces:
+        out.append(lit)
+        if fname is not None:
+            v = lookup_arg(args, fname)
+            if v is _MISSING or v is None:
+                continue
+            out.append(v if isinstance(v, str) else str(v))
+    return "".join(out)
+
+
+def _target_pieces(template: str) -> tuple[tuple[str, str | None], ...] | None:
+    if not template:
+        return None
+    import string
+
+    return tuple((lit, fname) for lit, fname, _spec, _conv in string.Formatter().parse(template))
+
+
+class _CTool:
+    __slots__ = ("entry", "server_m", "tool_m", "tests", "topic", "tags", "pieces", "write")
+
+    def __init__(self, entry) -> None:
+        self.entry = entry
+        self.server_m = compile_name_glob(entry.server)
+        self.tool_m = compile_name_glob(entry.tool)
+        self.tests = compile_conditions(entry.when)
+        self.topic = entry.topic
+        self.tags = tuple(entry.risk_tags)
+        self.pieces = _target_pieces(entry.target)
+        self.write = entry.write
+
+
+class _CRule:
+    __slots__ = ("idx", "rule", "id", "decision", "rank", "shadow", "topic_m", "tags", "agent_m", "team_m", "env_m", "tests")
+
+    def __init__(self, idx: int, rule: Rule) -> None:
+        m = rule.match
+        self.idx = idx
+        self.rule = rule
+        self.id = rule.id
+        self.decision = rule.decision
+        self.rank = DECISION_RANK[rule.decision]
+        self.shadow = rule.mode == "shadow"
+        self.topic_m = compile_name_glob(m.topics) if m.topics else None
+        self.tags = frozenset(t.lower() for t in m.risk_tags) if m.risk_tags else None
+        self.agent_m = compile_name_glob(m.agents) if m.agents else None
+        self.team_m = compile_name_glob(m.teams) if m.teams else None
+        self.env_m = compile_name_glob(m.environments) if m.environments else None
+        self.tests = compile_conditions(m.args)
+
+
+class _Static:
+    """Rule candidates for one (topic, tags, agent, team, environment) key."""
+
+    __slots__ = ("rules", "dynamic", "result")
+
+    def __init__(self, rules: tuple[_CRule, ...]) -> None:
+        self.rules = rules
+        self.dynamic = any(r.tests for r in rules)
+        self.result = None if self.dynamic else _combine(rules)
+
+
+def _combine(rules: tuple[_CRule, ...] | list[_CRule]) -> tuple[_CRule | None, tuple[str, ...], tuple[tuple[str, str], ...]]:
+    winner = None
+    matched = []
+    shadow = []
+    for r in rules:
+        if r.shadow:
+            shadow.append((r.id, r.decision))
+            continue
+        matched.append(r.id)
+        if winner is None or r.rank > winner.rank:
+            winner = r
+    return winner, tuple(matched), tuple(shadow)
+
+
+class CompiledPolicy:
+    """An immutable, precompiled policy. Share one instance between threads."""
+
+    def __init__(self, policy: Policy, version: str = "") -> None:
+        self.policy = policy
+        self.version = version
+        self.default_decision = policy.defaults.decision
+        base = policy.defaults.approval
+        self.default_approval = base.to_dict()
+        self._approvals = {
+            r.id: (r.approval.merged_over(base).to_dict() if r.approval is not None else self.default_approval)
+            for r in policy.rules
+        }
+        self.tools = tuple(_CTool(t) for t in policy.tools)
+        ev = policy.evidence
+        self.redact_matcher = compile_name_glob(ev.redact) if ev.redact else (lambda s: False)
+        self.rules = tuple(_CRule(i, r) for i, r in enumerate(policy.rules))
+        self.rules_by_id = {r.id: r for r in policy.rules}
+        any_topic: list[_CRule] = []
+        exact: dict[str, list[_CRule]] = {}
+        prefixed: dict[str, list[_CRule]] = {}
+        for cr in self.rules:
+            topics = cr.rule.match.topics
+            if not topics:
+                any_topic.append(cr)
+                continue
+            for pat in topics:
+                low = pat.lower()
+                if not has_wildcard(low):
+                    exact.setdefault(low, []).append(cr)
+                else:
+                    lp = literal_prefix(low)
+                    key = lp[: lp.rfind(".") + 1]
+                    prefixed.setdefault(key, []).append(cr)
+        self._any = tuple(any_topic)
+        self._exact = {k: tuple(v) for k, v in exact.items()}
+        self._prefixed = {k: tuple(v) for k, v in prefixed.items()}
+        self._tool_cache: dict[tuple[str, str], tuple[_CTool, ...]] = {}
+        self._topic_cache: dict[str, tuple[_CRule, ...]] = {}
+        self._static_cache: dict[tuple, _Static] = {}
+
+    # -- tool map ----------------------------------------------------------------------------
+    def _tool_candidates(self, server: str, tool: str) -> tuple[_CTool, ...]:
+        key = (server, tool)
+        hit = self._tool_cache.get(key)
+        if hit is None:
+            hit = tuple(t for t in self.tools if t.server_m(server) and t.tool_m(tool))
+            if len(self._tool_cache) >= _CACHE_MAX:
+                self._tool_cache.clear()
+            self._tool_cache[key] = hit
+        return hit
+
+    def map_call(self, call: Call) -> tuple[str, tuple[str, ...], str, bool]:
+        """(topic, risk_tags, target, write) for a call, via the tool map."""
+        args = call.arguments
+        if call.topic is not None:
+            return call.topic, tuple(call.risk_tags or ()), _render_target(None, args), False
+        root = call.root
+        for t in self._tool_candidates(call.server, call.tool):
+            if t.tests:
+                ok = True
+                for test in t.tests:
+                    if not test(args, root):
+                        ok = False
+                        break
+                if not ok:
+                    continue
+            return t.topic, t.tags, _render_target(t.pieces, args), t.write
+        return f"{TOPIC_PREFIX}{call.server}.{call.tool}", (), _render_target(None, args), False
+
+    # -- rules -------------------------------------------------------------------------------
+    def _topic_rules(self, topic_l: str) -> tuple[_CRule, ...]:
+        hit = self._topic_cache.get(topic_l)
+        if hit is not None:
+            return hit
+        cands: dict[int, _CRule] = {r.idx: r for r in self._any}
+        for r in self._exact.get(topic_l, ()):
+            cands[r.idx] = r
+        pos = -1
+        while True:
+            key = topic_l[: pos + 1]
+            for r in self._prefixed.get(key, ()):
+                if r.idx not in cands and r.topic_m(topic_l):
+                    cands[r.idx] = r
+            pos = topic_l.find(".", pos + 1)
+            if pos < 0:
+                break
+        hit = tuple(cands[i] for i in sorted(cands))
+        if len(self._topic_cache) >= _CACHE_MAX:
+            self._topic_cache.clear()
+        self._topic_cache[topic_l] = hit
+        return hit
+
+    def _static(self, topic_l: str, tags: tuple[str, ...], agent: str, team: str, env: str) -> _Static:
+        key = (topic_l, tags, agent, team, env)
+        hit = self._static_cache.get(key)
+        if hit is not None:
+            return hit
+        tagset = frozenset(t.lower() for t in tags)
+        out = []
+        for r in self._topic_rules(topic_l):
+            if r.tags is not None and not (r.tags & tagset):
+                continue
+            if r.agent_m is not None and not r.agent_m(agent):
+                continue
+            if r.team_m is not None and not r.team_m(team):
+                continue
+            if r.env_m is not None and not r.env_m(env):
+                continue
+            out.append(r)
+        hit = _Static(tuple(out))
+        if len(self._static_cache) >= _CACHE_MAX:
+            self._static_cache.clear()
+        self._static_cache[key] = hit
+        return hit
+
+    def approval_for(self, rule_id: str | None) -> dict:
+        if rule_id is None:
+            return self.default_approval
+        return self._approvals.get(rule_id, self.default_approval)
+
+    def evaluate(self, call: Call | dict) -> Decision:
+        if not isinstance(call, Call):
+            call = Call.from_dict(call)
+        topic, tags, target, write = self.map_call(call)
+        topic_l = topic.lower()
+        st = self._static(topic_l, tags, call.agent, call.team, call.environment)
+        if st.result is not None:
+            winner, matched, shadow = st.result
+        else:
+            args, root = call.arguments, call.root
+            hits = []
+            for r in st.rules:
+                if r.tests:
+                    ok = True
+                    for test in r.tests:
+                        if not test(args, root):
+                            ok = False
+                            break
+                    if not ok:
+                        continue
+                hits.append(r)
+            winner, matched, shadow = _combine(hits)
+        if winner is not None:
+            decision = winner.decision
+            rule_id = winner.id
+            reason = winner.rule.reason or f"Matched rule '{rule_id}'"
+        else:
+            decision = self.default_decision
+            rule_id = None
+            reason = f"No rule matched topic '{topic}'; default decision is {decision}"
+        action = topic[15:] if topic_l.startswith(TOPIC_PREFIX) else topic
+        is_write = write or ".write." in topic_l or "code-change" in tags
+        return Decision(
+            decision,
+            rule_id,
+            matched,
+            tuple({"rule": s[0], "decision": s[1]} for s in shadow) if shadow else (),
+            reason,
+            topic,
+            tuple(tags),
+            target,
+            self.version,
+            action,
+            is_write,
+            _copy_approval(self.approval_for(rule_id)) if decision == "require_approval" else None,
+        )
+
+
+def _copy_approval(a: dict) -> dict:
+    out = dict(a)
+    if "reviewers" in out:
+        out["reviewers"] = list(out["reviewers"])
+    return out
+
+
+def compile_policy(policy: Policy, version: str = "") -> CompiledPolicy:
+    return CompiledPolicy(policy, version)
+
+
+def evaluate(compiled: CompiledPolicy, call: Call | dict) -> Decision:
+    """Decide one call. Pure: no I/O; safe to call from many threads at once."""
+    return compiled.evaluate(call)

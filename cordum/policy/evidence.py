@@ -1,0 +1,91 @@
+"""Evidence helpers: redact call arguments per the policy's `evidence:` settings, digest arguments.
+
+Redaction is recursive: a key whose name matches one of `evidence.redact` (case-insensitive globs,
+e.g. "content", "*token*") has its value replaced by "[REDACTED]"; with `redact_secret_values`
+(default on), string values that look like credentials (private keys, AWS/GitHub/Slack/OpenAI-style
+tokens, bearer headers, passwords in URLs) are replaced too; strings longer than `max_value_bytes`
+(UTF-8) are truncated with a marker. `args_digest` is always over the original arguments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+import orjson
+
+from .engine import Call, CompiledPolicy
+
+__all__ = ["REDACTED", "args_digest", "canonical_json", "redact_arguments", "redact_value"]
+
+REDACTED = "[REDACTED]"
+_MAX_DEPTH = 32
+
+# Linear-time stdlib patterns (no nested quantifiers) for common credential shapes.
+_SECRET_VALUE = re.compile(
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----"
+    r"|\bAKIA[0-9A-Z]{16}\b"
+    r"|\bgh[pousr]_[A-Za-z0-9]{36,}"
+    r"|\bgithub_pat_[A-Za-z0-9_]{40,}"
+    r"|\bxox[abprs]-[A-Za-z0-9-]{10,}"
+    r"|\bsk-[A-Za-z0-9_-]{20,}"
+    r"|\bglpat-[A-Za-z0-9_-]{20,}"
+    r"|(?i:\bbearer\s+[A-Za-z0-9._~+/=-]{16,})"
+    r"|[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@"
+)
+
+
+def canonical_json(value: Any) -> bytes:
+    """Canonical JSON: sorted keys, compact, UTF-8 (orjson)."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+
+
+def args_digest(arguments: dict) -> str:
+    """"sha256:<hex>" of the canonical JSON of the arguments."""
+    return "sha256:" + hashlib.sha256(canonical_json(arguments if arguments is not None else {})).hexdigest()
+
+
+def _truncate(s: str, limit: int) -> str:
+    b = s.encode("utf-8")
+    if len(b) <= limit:
+        return s
+    cut = b[:limit].decode("utf-8", "ignore")
+    return f"{cut}...[truncated {len(b) - len(cut.encode('utf-8'))} bytes]"
+
+
+def redact_value(value: Any, *, key_matches, max_bytes: int, scan: bool, depth: int = 0) -> Any:
+    if depth > _MAX_DEPTH:
+        return "[TOO DEEP]"
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            ks = str(k)
+            if key_matches(ks):
+                out[ks] = REDACTED
+            else:
+                out[ks] = redact_value(v, key_matches=key_matches, max_bytes=max_bytes, scan=scan, depth=depth + 1)
+        return out
+    if isinstance(value, list | tuple):
+        return [redact_value(v, key_matches=key_matches, max_bytes=max_bytes, scan=scan, depth=depth + 1) for v in value]
+    if isinstance(value, str):
+        if scan and _SECRET_VALUE.search(value):
+            return REDACTED
+        return _truncate(value, max_bytes)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return _truncate(str(value), max_bytes)
+
+
+def redact_arguments(compiled: CompiledPolicy, call: Call | dict) -> dict:
+    """The call's arguments as they may be stored in an evidence record."""
+    if isinstance(call, Call):
+        arguments = call.arguments
+    elif isinstance(call, dict) and ("arguments" in call or "args" in call):
+        arguments = call.get("arguments", call.get("args")) or {}
+    else:
+        arguments = call or {}
+    settings = compiled.policy.evidence
+    return redact_value(
+        arguments, key_matches=compiled.redact_matcher, max_bytes=settings.max_value_bytes, scan=settings.redact_secret_values
+    )

@@ -1,0 +1,146 @@
+"""Runtime limits per agent session (pure, in-memory, thread-safe), used by the sidecar.
+
+`check(session_id, decision, now)` is atomic: when the call is within every limit it is counted and
+None is returned; otherwise nothing is counted and a deny Decision names the limit that was hit
+(rule "limits.session.max_calls", "limits.session.max_duration", "limits.session.max_writes",
+"limits.rate.per_minute", "limits.rule.<id>.max_calls" or "limits.rule.<id>.per_minute").
+Calls the policy already denies are neither limited nor counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections import deque
+
+from .engine import CompiledPolicy, Decision
+
+__all__ = ["LimitsTracker", "SessionCounters"]
+
+
+def _fmt_duration(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60}m"
+    return f"{seconds}s"
+
+
+@dataclasses.dataclass
+class SessionCounters:
+    started: float
+    last_seen: float
+    calls: int = 0
+    writes: int = 0
+    recent: deque = dataclasses.field(default_factory=deque)  # timestamps within the last minute
+    rule_calls: dict = dataclasses.field(default_factory=dict)
+    rule_recent: dict = dataclasses.field(default_factory=dict)
+
+
+class LimitsTracker:
+    def __init__(self, compiled: CompiledPolicy) -> None:
+        self.compiled = compiled
+        limits = compiled.policy.limits
+        self.max_calls = limits.session.max_calls
+        self.max_duration = limits.session.max_duration
+        self.max_writes = limits.session.max_writes
+        self.per_minute = limits.rate.per_minute
+        self.rule_limits = {r.id: r.limits for r in compiled.policy.rules if r.limits is not None}
+        self._sessions: dict[str, SessionCounters] = {}
+        self._lock = threading.Lock()
+
+    def _deny(self, decision: Decision, rule: str, reason: str) -> Decision:
+        return dataclasses.replace(decision, decision="deny", rule=rule, reason=reason, approval=None)
+
+    @staticmethod
+    def _trim(q: deque, now: float) -> None:
+        while q and q[0] <= now - 60.0:
+            q.popleft()
+
+    def check(self, session_id: str, decision: Decision, now: float, *, record: bool = True) -> Decision | None:
+        """None when the call is within limits (and then counts it, unless record=False)."""
+        if decision.decision == "deny":
+            return None
+        with self._lock:
+            s = self._sessions.get(session_id)
+            if s is None:
+                s = SessionCounters(started=now, last_seen=now)
+                if record:
+                    self._sessions[session_id] = s
+            if self.max_duration is not None and now - s.started > self.max_duration:
+                return self._deny(
+                    decision, "limits.session.max_duration",
+                    f"Session limit reached: sessions may last at most {_fmt_duration(self.max_duration)} "
+                    f"(max_duration); start a new session",
+                )
+            if self.max_calls is not None and s.calls >= self.max_calls:
+                return self._deny(
+                    decision, "limits.session.max_calls",
+                    f"Session limit reached: at most {self.max_calls} tool calls per session (max_calls)",
+                )
+            if decision.is_write and self.max_writes is not None and s.writes >= self.max_writes:
+                return self._deny(
+                    decision, "limits.session.max_writes",
+                    f"Session limit reached: at most {self.max_writes} writes per session (max_writes)",
+                )
+            self._trim(s.recent, now)
+            if self.per_minute is not None and len(s.recent) >= self.per_minute:
+                return self._deny(
+                    decision, "limits.rate.per_minute",
+                    f"Rate limit reached: at most {self.per_minute} tool calls per minute (rate.per_minute)",
+                )
+            rl = self.rule_limits.get(decision.rule) if decision.rule else None
+            if rl is not None:
+                rq = s.rule_recent.setdefault(decision.rule, deque())
+                self._trim(rq, now)
+                if rl.max_calls is not None and s.rule_calls.get(decision.rule, 0) >= rl.max_calls:
+                    return self._deny(
+                        decision, f"limits.rule.{decision.rule}.max_calls",
+                        f"Rule limit reached: rule '{decision.rule}' allows at most {rl.max_calls} calls per session",
+                    )
+                if rl.per_minute is not None and len(rq) >= rl.per_minute:
+                    return self._deny(
+                        decision, f"limits.rule.{decision.rule}.per_minute",
+                        f"Rule rate limit reached: rule '{decision.rule}' allows at most {rl.per_minute} calls per minute",
+                    )
+            if record:
+                self._count(s, decision, now)
+            return None
+
+    def _count(self, s: SessionCounters, decision: Decision, now: float) -> None:
+        s.calls += 1
+        s.last_seen = now
+        if decision.is_write:
+            s.writes += 1
+        s.recent.append(now)
+        if decision.rule in self.rule_limits:
+            s.rule_calls[decision.rule] = s.rule_calls.get(decision.rule, 0) + 1
+            s.rule_recent.setdefault(decision.rule, deque()).append(now)
+
+    def record(self, session_id: str, decision: Decision, now: float) -> None:
+        """Count a call without checking (e.g. one that was allowed by check(record=False))."""
+        with self._lock:
+            s = self._sessions.setdefault(session_id, SessionCounters(started=now, last_seen=now))
+            self._count(s, decision, now)
+
+    def snapshot(self, session_id: str, now: float | None = None) -> dict:
+        """Counters for heartbeats and status pages."""
+        with self._lock:
+            s = self._sessions.get(session_id)
+            if s is None:
+                return {"calls": 0, "writes": 0, "calls_last_minute": 0, "started": None}
+            if now is not None:
+                self._trim(s.recent, now)
+            return {"calls": s.calls, "writes": s.writes, "calls_last_minute": len(s.recent), "started": s.started}
+
+    def end_session(self, session_id: str) -> None:
+        with self._lock:
+            self._sessions.pop(session_id, None)
+
+    def prune(self, now: float, idle_seconds: float = 86400.0) -> int:
+        """Forget sessions idle for longer than idle_seconds; returns how many were dropped."""
+        with self._lock:
+            stale = [k for k, s in self._sessions.items() if now - s.last_seen > idle_seconds]
+            for k in stale:
+                del self._sessions[k]
+            return len(stale)

@@ -1,0 +1,738 @@
+"""Load and validate safety.yaml v1: YAML nodes (with positions) -> typed Policy, or located issues.
+
+Never raises on bad input: every problem becomes a `PolicyIssue` with file, line and column.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import string
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from .model import (
+    ARG_OPS,
+    DECISIONS,
+    DEFAULT_MAX_VALUE_BYTES,
+    DEFAULT_REDACT,
+    LIST_OPS,
+    MODES,
+    NUMERIC_OPS,
+    ON_TIMEOUT,
+    Approval,
+    ArgCondition,
+    Defaults,
+    EvidenceSettings,
+    Limits,
+    Match,
+    Policy,
+    RateLimits,
+    Rule,
+    RuleLimits,
+    SessionLimits,
+    ToolMapping,
+)
+from .patterns import compile_name_glob, glob_error, has_wildcard, literal_prefix, regex_error
+
+__all__ = ["LoadResult", "PolicyIssue", "load_policy_file", "load_policy_text", "parse_duration"]
+
+
+@dataclass(frozen=True)
+class PolicyIssue:
+    file: str
+    line: int
+    col: int
+    message: str
+    severity: str = "error"  # "error" | "warning"
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "line": self.line, "col": self.col, "message": self.message, "severity": self.severity}
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    policy: Policy | None
+    errors: list[PolicyIssue] = field(default_factory=list)
+    warnings: list[PolicyIssue] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.policy is not None and not self.errors
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> int | None:
+    """Seconds from an int (seconds) or "90s", "15m", "2h", "1h30m", "1d"; None if malformed."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if not isinstance(value, str) or not value.strip():
+        return None
+    s = value.strip().lower()
+    if s.isdigit():
+        return int(s)
+    total, num = 0, ""
+    for ch in s:
+        if ch.isdigit():
+            num += ch
+        elif ch in _DURATION_UNITS and num:
+            total += int(num) * _DURATION_UNITS[ch]
+            num = ""
+        else:
+            return None
+    if num:
+        return None
+    return total
+
+
+def _kind(node: Node) -> str:
+    if isinstance(node, MappingNode):
+        return "a mapping"
+    if isinstance(node, SequenceNode):
+        return "a list"
+    tag = node.tag.rsplit(":", 1)[-1]
+    return {"str": "a string", "int": "a number", "float": "a number", "bool": "a boolean", "null": "null"}.get(
+        tag, f"a {tag}"
+    )
+
+
+class _Validator:
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.errors: list[PolicyIssue] = []
+        self.warnings: list[PolicyIssue] = []
+        self._constructor = yaml.constructor.SafeConstructor()
+
+    # -- reporting ---------------------------------------------------------------------------
+    def _issue(self, node: Node | None, message: str, severity: str) -> PolicyIssue:
+        if node is None:
+            return PolicyIssue(self.filename, 1, 1, message, severity)
+        m = node.start_mark
+        return PolicyIssue(self.filename, m.line + 1, m.column + 1, message, severity)
+
+    def error(self, node: Node | None, message: str) -> None:
+        self.errors.append(self._issue(node, message, "error"))
+
+    def warn(self, node: Node | None, message: str) -> None:
+        self.warnings.append(self._issue(node, message, "warning"))
+
+    # -- structure helpers -------------------------------------------------------------------
+    def value(self, node: Node) -> Any:
+        self._constructor.constructed_objects = {}
+        self._constructor.recursive_objects = {}
+        return self._constructor.construct_object(node, deep=True)
+
+    def mapping(
+        self, node: Node, where: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()
+    ) -> dict[str, tuple[Node, Node]] | None:
+        if not isinstance(node, MappingNode):
+            self.error(node, f"{where} must be a mapping, got {_kind(node)}")
+            return None
+        out: dict[str, tuple[Node, Node]] = {}
+        for knode, vnode in node.value:
+            if not isinstance(knode, ScalarNode):
+                self.error(knode, f"keys in {where} must be strings")
+                continue
+            key = str(self.value(knode))
+            if key in out:
+                self.error(knode, f"duplicate key '{key}' in {where} (first at line {out[key][0].start_mark.line + 1})")
+                continue
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+                hint = f" (did you mean '{close[0]}'?)" if close else f"; expected one of: {', '.join(allowed)}"
+                self.error(knode, f"unknown key '{key}' in {where}{hint}")
+                continue
+            out[key] = (knode, vnode)
+        for key in required:
+            if key not in out:
+                self.error(node, f"{where} is missing required key '{key}'")
+        return out
+
+    def string(self, node: Node, what: str, *, allow_empty: bool = False) -> str | None:
+        if not isinstance(node, ScalarNode) or node.tag != "tag:yaml.org,2002:str":
+            if isinstance(node, ScalarNode) and node.tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float"):
+                self.error(node, f"'{what}' must be a string, got a number (quote it)")
+            else:
+                self.error(node, f"'{what}' must be a string, got {_kind(node)}")
+            return None
+        value = self.value(node)
+        if not value and not allow_empty:
+            self.error(node, f"'{what}' must not be empty")
+            return None
+        return value
+
+    def string_list(self, node: Node, what: str, *, allow_scalar: bool = True) -> list[tuple[str, Node]] | None:
+        if isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:null":
+            return []
+        if allow_scalar and isinstance(node, ScalarNode):
+            s = self.string(node, what)
+            return None if s is None else [(s, node)]
+        if not isinstance(node, SequenceNode):
+            self.error(node, f"'{what}' must be a list of strings, got {_kind(node)}")
+            return None
+        out = []
+        ok = True
+        for item in node.value:
+            if not isinstance(item, ScalarNode) or item.tag != "tag:yaml.org,2002:str":
+                self.error(item, f"'{what}' must be a list of strings, got {_kind(item)} in the list")
+                ok = False
+                continue
+            s = self.value(item)
+            if not s:
+                self.error(item, f"'{what}' must not contain empty strings")
+                ok = False
+                continue
+            out.append((s, item))
+        return out if ok else None
+
+    def globs(self, node: Node, what: str) -> tuple[str, ...] | None:
+        items = self.string_list(node, what)
+        if items is None:
+            return None
+        ok = True
+        for s, n in items:
+            problem = glob_error(s)
+            if problem:
+                self.error(n, f"invalid glob '{s}' in {what}: {problem}")
+                ok = False
+        return tuple(s for s, _ in items) if ok else None
+
+    def boolean(self, node: Node, what: str) -> bool | None:
+        if not isinstance(node, ScalarNode) or node.tag != "tag:yaml.org,2002:bool":
+            self.error(node, f"'{what}' must be true or false, got {_kind(node)}")
+            return None
+        return self.value(node)
+
+    def integer(self, node: Node, what: str, *, minimum: int = 0, nullable: bool = False) -> int | None | bool:
+        """Returns the int, None for an allowed null, or False on error."""
+        if nullable and isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:null":
+            return None
+        if not isinstance(node, ScalarNode) or node.tag != "tag:yaml.org,2002:int":
+            self.error(node, f"'{what}' must be a whole number, got {_kind(node)}")
+            return False
+        value = self.value(node)
+        if value < minimum:
+            self.error(node, f"'{what}' must be at least {minimum}, got {value}")
+            return False
+        return value
+
+    def duration(self, node: Node, what: str, *, nullable: bool = False) -> int | None | bool:
+        if nullable and isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:null":
+            return None
+        if not isinstance(node, ScalarNode):
+            self.error(node, f"'{what}' must be a duration like 15m, 2h or 90s, got {_kind(node)}")
+            return False
+        raw = self.value(node)
+        secs = parse_duration(raw)
+        if secs is None:
+            self.error(node, f"invalid duration '{raw}' for '{what}': use seconds or a number with s, m, h or d (e.g. 15m, 2h)")
+            return False
+        return secs
+
+    def choice(self, node: Node, what: str, choices: tuple[str, ...]) -> str | None:
+        if not isinstance(node, ScalarNode):
+            self.error(node, f"'{what}' must be one of {', '.join(choices)}, got {_kind(node)}")
+            return None
+        raw = self.value(node)
+        if isinstance(raw, str) and raw in choices:
+            return raw
+        close = difflib.get_close_matches(str(raw), choices, n=1, cutoff=0.5)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        label = "decision" if choices == DECISIONS else what
+        self.error(node, f"invalid {label} '{raw}': expected {', '.join(choices[:-1])} or {choices[-1]}{hint}")
+        return None
+
+    # -- sections ----------------------------------------------------------------------------
+    def approval(self, node: Node, where: str, *, partial: bool) -> Approval | None:
+        m = self.mapping(node, where, ("timeout", "on_timeout", "reviewers", "allow_self_approval"))
+        if m is None:
+            return None
+        base = Approval(None, None, None, None) if partial else Approval()
+        timeout, on_timeout, reviewers, self_ok = base.timeout, base.on_timeout, base.reviewers, base.allow_self_approval
+        if "timeout" in m:
+            t = self.duration(m["timeout"][1], "timeout")
+            if t is not False:
+                if t == 0:
+                    self.error(m["timeout"][1], "'timeout' must be longer than 0 seconds")
+                else:
+                    timeout = t
+        if "on_timeout" in m:
+            on_timeout = self.choice(m["on_timeout"][1], "on_timeout", ON_TIMEOUT) or on_timeout
+        if "reviewers" in m:
+            items = self.string_list(m["reviewers"][1], "reviewers")
+            if items is not None:
+                reviewers = tuple(s for s, _ in items)
+        if "allow_self_approval" in m:
+            b = self.boolean(m["allow_self_approval"][1], "allow_self_approval")
+            if b is not None:
+                self_ok = b
+        return Approval(timeout=timeout, on_timeout=on_timeout, reviewers=reviewers, allow_self_approval=self_ok)
+
+    def defaults(self, node: Node) -> Defaults:
+        m = self.mapping(node, "defaults", ("decision", "approval"))
+        if m is None:
+            return Defaults()
+        decision = "deny"
+        if "decision" in m:
+            decision = self.choice(m["decision"][1], "decision", DECISIONS) or "deny"
+        approval = Approval()
+        if "approval" in m:
+            approval = self.approval(m["approval"][1], "defaults.approval", partial=False) or Approval()
+        return Defaults(decision=decision, approval=approval)
+
+    def arg_conditions(self, node: Node, where: str) -> tuple[ArgCondition, ...] | None:
+        if not isinstance(node, MappingNode):
+            self.error(node, f"{where} must be a mapping of argument name to condition, got {_kind(node)}")
+            return None
+        out = []
+        ok = True
+        seen: dict[str, Node] = {}
+        for knode, vnode in node.value:
+            name = self.value(knode) if isinstance(knode, ScalarNode) else None
+            if not isinstance(name, str) or not name:
+                self.error(knode, f"argument names in {where} must be non-empty strings")
+                ok = False
+                continue
+            if name in seen:
+                self.error(knode, f"duplicate key '{name}' in {where} (first at line {seen[name].start_mark.line + 1})")
+                ok = False
+                continue
+            seen[name] = knode
+            cond = self.arg_condition(name, vnode, where)
+            if cond is None:
+                ok = False
+            else:
+                out.append(cond)
+        return tuple(out) if ok else None
+
+    def arg_condition(self, name: str, node: Node, where: str) -> ArgCondition | None:
+        pos = node.start_mark
+        if isinstance(node, ScalarNode):
+            return ArgCondition(name, (("equals", self.value(node)),), pos.line + 1, pos.column + 1)
+        if isinstance(node, SequenceNode):
+            return ArgCondition(name, (("in", tuple(self.value(node))),), pos.line + 1, pos.column + 1)
+        m = self.mapping(node, f"the condition on argument '{name}'", ARG_OPS)
+        if m is None:
+            return None
+        if not m and not node.value:
+            self.error(node, f"the condition on argument '{name}' in {where} has no operators; use one of: {', '.join(ARG_OPS)}")
+            return None
+        ops = []
+        ok = True
+        for op in ARG_OPS:
+            if op not in m:
+                continue
+            vnode = m[op][1]
+            what = f"{op}' on argument '{name}"
+            if op == "exists":
+                b = self.boolean(vnode, what)
+                if b is None:
+                    ok = False
+                else:
+                    ops.append((op, b))
+            elif op == "equals":
+                ops.append((op, self.value(vnode)))
+            elif op in ("in", "not_in"):
+                if isinstance(vnode, MappingNode):
+                    self.error(vnode, f"'{what}' must be a list of values, got a mapping")
+                    ok = False
+                    continue
+                val = self.value(vnode)
+                ops.append((op, tuple(val) if isinstance(val, list) else (val,)))
+            elif op in NUMERIC_OPS:
+                val = self.value(vnode) if isinstance(vnode, ScalarNode) else None
+                if isinstance(val, bool) or not isinstance(val, int | float):
+                    self.error(vnode, f"'{what}' must be a number, got {_kind(vnode)}")
+                    ok = False
+                    continue
+                ops.append((op, val))
+            elif op in LIST_OPS:
+                items = self.string_list(vnode, what)
+                if items is None:
+                    ok = False
+                    continue
+                for s, n in items:
+                    if op in ("glob", "not_glob"):
+                        problem = glob_error(s)
+                        if problem:
+                            self.error(n, f"invalid glob '{s}' for argument '{name}': {problem}")
+                            ok = False
+                    elif op in ("regex", "not_regex"):
+                        problem = regex_error(s)
+                        if problem:
+                            self.error(n, f"invalid regex '{s}' for argument '{name}': {problem}")
+                            ok = False
+                ops.append((op, tuple(s for s, _ in items)))
+        if not ok:
+            return None
+        return ArgCondition(name, tuple(ops), pos.line + 1, pos.column + 1)
+
+    def tool_mapping(self, node: Node, index: int) -> ToolMapping | None:
+        where = f"tools[{index}]"
+        m = self.mapping(
+            node, f"tool map entry {where}", ("server", "tool", "when", "topic", "risk_tags", "target", "write"), ("topic",)
+        )
+        if m is None:
+            return None
+        ok = "topic" in m
+        server: tuple[str, ...] = ("*",)
+        tool: tuple[str, ...] = ("*",)
+        if "server" in m:
+            g = self.globs(m["server"][1], "server")
+            ok = ok and g is not None and bool(g)
+            server = g or server
+        if "tool" in m:
+            g = self.globs(m["tool"][1], "tool")
+            ok = ok and g is not None and bool(g)
+            tool = g or tool
+        when: tuple[ArgCondition, ...] = ()
+        if "when" in m:
+            wm = self.mapping(m["when"][1], f"{where}.when", ("args",))
+            if wm is None:
+                ok = False
+            elif "args" in wm:
+                conds = self.arg_conditions(wm["args"][1], f"{where}.when.args")
+                if conds is None:
+                    ok = False
+                else:
+                    when = conds
+        topic = ""
+        if "topic" in m:
+            t = self.string(m["topic"][1], "topic")
+            if t is None:
+                ok = False
+            elif has_wildcard(t):
+                self.error(m["topic"][1], f"tool map topic '{t}' must be a concrete topic, not a glob")
+                ok = False
+            else:
+                topic = t
+        tags: tuple[str, ...] = ()
+        if "risk_tags" in m:
+            items = self.string_list(m["risk_tags"][1], "risk_tags")
+            if items is None:
+                ok = False
+            else:
+                tags = tuple(s for s, _ in items)
+        target = ""
+        if "target" in m:
+            t = self.string(m["target"][1], "target", allow_empty=True)
+            if t is None:
+                ok = False
+            else:
+                try:
+                    for _lit, fname, spec, conv in string.Formatter().parse(t):
+                        if fname is not None and (not fname or spec or conv):
+                            raise ValueError("use plain {argument} fields without format specs")
+                    target = t
+                except ValueError as exc:
+                    self.error(m["target"][1], f"invalid target template '{t}': {exc}")
+                    ok = False
+        write = False
+        if "write" in m:
+            b = self.boolean(m["write"][1], "write")
+            if b is None:
+                ok = False
+            else:
+                write = b
+        if not ok:
+            return None
+        p = node.start_mark
+        return ToolMapping(
+            topic=topic, server=server, tool=tool, when=when, risk_tags=tags, target=target, write=write,
+            line=p.line + 1, col=p.column + 1,
+        )
+
+    def match(self, node: Node, rid: str) -> Match | None:
+        m = self.mapping(node, f"match of rule '{rid}'", ("topics", "risk_tags", "agents", "teams", "environments", "args"))
+        if m is None:
+            return None
+        ok = True
+        vals: dict[str, tuple[str, ...]] = {}
+        for key in ("topics", "agents", "teams", "environments"):
+            if key in m:
+                g = self.globs(m[key][1], f"match.{key}")
+                if g is None:
+                    ok = False
+                else:
+                    vals[key] = g
+        if "risk_tags" in m:
+            items = self.string_list(m["risk_tags"][1], "risk_tags")
+            if items is None:
+                ok = False
+            else:
+                vals["risk_tags"] = tuple(s for s, _ in items)
+        args: tuple[ArgCondition, ...] = ()
+        if "args" in m:
+            conds = self.arg_conditions(m["args"][1], f"match.args of rule '{rid}'")
+            if conds is None:
+                ok = False
+            else:
+                args = conds
+        if not ok:
+            return None
+        return Match(args=args, **vals)
+
+    def rule(self, node: Node, index: int, seen_ids: dict[str, int]) -> Rule | None:
+        allowed = ("id", "description", "match", "decision", "reason", "mode", "approval", "limits")
+        if not isinstance(node, MappingNode):
+            self.error(node, f"rules[{index}] must be a mapping, got {_kind(node)}")
+            return None
+        id_node = next((v for k, v in node.value if isinstance(k, ScalarNode) and k.value == "id"), None)
+        rid = f"rules[{index}]"
+        if id_node is not None and isinstance(id_node, ScalarNode) and id_node.value:
+            rid = str(id_node.value)
+        m = self.mapping(node, f"rule '{rid}'", allowed, ("id", "match", "decision"))
+        if m is None:
+            return None
+        ok = all(k in m for k in ("id", "match", "decision"))
+        if "id" in m:
+            s = self.string(m["id"][1], "id")
+            if s is None:
+                ok = False
+            elif s in seen_ids:
+                self.error(m["id"][1], f"duplicate rule id '{s}' (first defined at line {seen_ids[s]})")
+                ok = False
+            else:
+                seen_ids[s] = m["id"][1].start_mark.line + 1
+        match = None
+        if "match" in m:
+            match = self.match(m["match"][1], rid)
+            ok = ok and match is not None
+        decision = None
+        if "decision" in m:
+            decision = self.choice(m["decision"][1], "decision", DECISIONS)
+            ok = ok and decision is not None
+        reason = ""
+        if "reason" in m:
+            r = self.string(m["reason"][1], "reason", allow_empty=True)
+            ok = ok and r is not None
+            reason = r or ""
+        description = ""
+        if "description" in m:
+            r = self.string(m["description"][1], "description", allow_empty=True)
+            ok = ok and r is not None
+            description = r or ""
+        mode = "enforce"
+        if "mode" in m:
+            c = self.choice(m["mode"][1], "mode", MODES)
+            ok = ok and c is not None
+            mode = c or mode
+        approval = None
+        if "approval" in m:
+            approval = self.approval(m["approval"][1], f"approval of rule '{rid}'", partial=True)
+            ok = ok and approval is not None
+            if decision is not None and decision != "require_approval":
+                self.warn(m["approval"][0], f"rule '{rid}' sets approval settings but its decision is {decision}; they are ignored")
+        limits = None
+        if "limits" in m:
+            lm = self.mapping(m["limits"][1], f"limits of rule '{rid}'", ("max_calls", "per_minute"))
+            if lm is None:
+                ok = False
+            else:
+                mc = self.integer(lm["max_calls"][1], "max_calls", minimum=1) if "max_calls" in lm else None
+                pm = self.integer(lm["per_minute"][1], "per_minute", minimum=1) if "per_minute" in lm else None
+                if mc is False or pm is False:
+                    ok = False
+                else:
+                    limits = RuleLimits(max_calls=mc, per_minute=pm)
+        if not ok:
+            return None
+        p = node.start_mark
+        return Rule(
+            id=self.value(m["id"][1]), decision=decision, match=match, reason=reason, mode=mode,
+            description=description, approval=approval, limits=limits, line=p.line + 1, col=p.column + 1,
+        )
+
+    def limits(self, node: Node) -> Limits:
+        m = self.mapping(node, "limits", ("session", "rate"))
+        if m is None:
+            return Limits()
+        session, rate = SessionLimits(), RateLimits()
+        if "session" in m:
+            sm = self.mapping(m["session"][1], "limits.session", ("max_calls", "max_duration", "max_writes"))
+            if sm is not None:
+                mc = self.integer(sm["max_calls"][1], "max_calls", minimum=1, nullable=True) if "max_calls" in sm else None
+                md = self.duration(sm["max_duration"][1], "max_duration", nullable=True) if "max_duration" in sm else None
+                mw = self.integer(sm["max_writes"][1], "max_writes", minimum=0, nullable=True) if "max_writes" in sm else None
+                session = SessionLimits(
+                    max_calls=None if mc is False else mc,
+                    max_duration=None if md is False else md,
+                    max_writes=None if mw is False else mw,
+                )
+        if "rate" in m:
+            rm = self.mapping(m["rate"][1], "limits.rate", ("per_minute",))
+            if rm is not None and "per_minute" in rm:
+                pm = self.integer(rm["per_minute"][1], "per_minute", minimum=1, nullable=True)
+                rate = RateLimits(per_minute=None if pm is False else pm)
+        return Limits(session=session, rate=rate)
+
+    def evidence(self, node: Node) -> EvidenceSettings:
+        m = self.mapping(node, "evidence", ("redact", "max_value_bytes", "redact_secret_values"))
+        if m is None:
+            return EvidenceSettings()
+        redact = DEFAULT_REDACT
+        if "redact" in m:
+            g = self.globs(m["redact"][1], "evidence.redact")
+            if g is not None:
+                redact = g
+        mvb = DEFAULT_MAX_VALUE_BYTES
+        if "max_value_bytes" in m:
+            v = self.integer(m["max_value_bytes"][1], "max_value_bytes", minimum=16)
+            if v is not False and v is not None:
+                mvb = v
+        scan = True
+        if "redact_secret_values" in m:
+            b = self.boolean(m["redact_secret_values"][1], "redact_secret_values")
+            scan = True if b is None else b
+        return EvidenceSettings(redact=redact, max_value_bytes=mvb, redact_secret_values=scan)
+
+    def policy(self, root: Node) -> Policy | None:
+        m = self.mapping(root, "the policy", ("version", "defaults", "tools", "rules", "limits", "evidence"), ("version",))
+        if m is None:
+            return None
+        version = "v1"
+        if "version" in m:
+            vnode = m["version"][1]
+            raw = self.value(vnode) if isinstance(vnode, ScalarNode) else None
+            if raw != "v1":
+                self.error(vnode, f"unsupported version '{raw}': this Cordum understands version: v1")
+        defaults = self.defaults(m["defaults"][1]) if "defaults" in m else Defaults()
+        tools: list[ToolMapping] = []
+        if "tools" in m:
+            tnode = m["tools"][1]
+            if isinstance(tnode, SequenceNode):
+                for i, item in enumerate(tnode.value):
+                    t = self.tool_mapping(item, i)
+                    if t is not None:
+                        tools.append(t)
+            elif not (isinstance(tnode, ScalarNode) and tnode.tag.endswith(":null")):
+                self.error(tnode, f"'tools' must be a list of tool map entries, got {_kind(tnode)}")
+        rules: list[Rule] = []
+        if "rules" in m:
+            rnode = m["rules"][1]
+            seen: dict[str, int] = {}
+            if isinstance(rnode, SequenceNode):
+                for i, item in enumerate(rnode.value):
+                    r = self.rule(item, i, seen)
+                    if r is not None:
+                        rules.append(r)
+            elif not (isinstance(rnode, ScalarNode) and rnode.tag.endswith(":null")):
+                self.error(rnode, f"'rules' must be a list of rules, got {_kind(rnode)}")
+        limits = self.limits(m["limits"][1]) if "limits" in m else Limits()
+        evidence = self.evidence(m["evidence"][1]) if "evidence" in m else EvidenceSettings()
+        policy = Policy(
+            version=version, defaults=defaults, tools=tuple(tools), rules=tuple(rules), limits=limits, evidence=evidence
+        )
+        self.unreachable(policy)
+        return policy
+
+    # -- lint: rules that can never decide ---------------------------------------------------
+    def unreachable(self, policy: Policy) -> None:
+        rules = policy.rules
+        for j, r in enumerate(rules):
+            if r.mode != "enforce":
+                continue
+            for i, d in enumerate(rules):
+                if i == j or d.mode != "enforce" or d.decision != "deny":
+                    continue
+                if r.decision == "deny" and i > j:
+                    continue
+                if _covers(d.match, r.match):
+                    why = "always wins over it" if r.decision != "deny" else "comes first, so it decides instead"
+                    self.warnings.append(
+                        PolicyIssue(
+                            self.filename, r.line or 1, r.col or 1,
+                            f"rule '{r.id}' is unreachable: deny rule '{d.id}' (line {d.line}) matches every call "
+                            f"it matches and {why}",
+                            "warning",
+                        )
+                    )
+                    break
+
+
+def _pattern_covers(broad: str, narrow: str) -> bool:
+    """Sound (never wrong when True): every string matching `narrow` also matches `broad`."""
+    b, n = broad.lower(), narrow.lower()
+    if b == n or b.strip("*") == "" and b:
+        return True
+    if not has_wildcard(n):
+        return compile_name_glob([broad])(narrow)
+    if b.endswith("*") and not has_wildcard(b[:-1]):
+        return literal_prefix(n).startswith(b[:-1])
+    return False
+
+
+def _list_covers(broad: tuple[str, ...], narrow: tuple[str, ...]) -> bool:
+    if not broad:
+        return True
+    if not narrow:
+        return any(b.strip("*") == "" for b in broad)
+    return all(any(_pattern_covers(b, n) for b in broad) for n in narrow)
+
+
+def _covers(d: Match, r: Match) -> bool:
+    if not _list_covers(d.topics, r.topics):
+        return False
+    if d.risk_tags and (not r.risk_tags or not set(r.risk_tags) <= set(d.risk_tags)):
+        return False
+    for key in ("agents", "teams", "environments"):
+        if not _list_covers(getattr(d, key), getattr(r, key)):
+            return False
+    if d.args:
+        r_args = {(c.arg, repr(c.ops)) for c in r.args}
+        if not all((c.arg, repr(c.ops)) in r_args for c in d.args):
+            return False
+    return True
+
+
+def load_policy_text(text: str, filename: str = "safety.yaml") -> LoadResult:
+    """Parse and validate policy text. Never raises on bad input."""
+    v = _Validator(filename)
+    if not isinstance(text, str):
+        v.error(None, "policy text must be a string")
+        return LoadResult(None, v.errors, v.warnings)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        msg = f"YAML syntax error: {exc.problem or exc.context}"
+        if exc.context and exc.problem:
+            msg += f" ({exc.context})"
+        return LoadResult(None, [PolicyIssue(filename, line, col, msg)], [])
+    except yaml.YAMLError as exc:
+        return LoadResult(None, [PolicyIssue(filename, 1, 1, f"YAML error: {exc}")], [])
+    if root is None:
+        v.error(None, "empty policy: expected a mapping with 'version' and 'rules'")
+        return LoadResult(None, v.errors, v.warnings)
+    try:
+        policy = v.policy(root)
+    except Exception as exc:  # defensive: a validator bug must not crash lint
+        v.error(root, f"internal error while validating: {type(exc).__name__}: {exc}")
+        policy = None
+    if v.errors:
+        return LoadResult(None, v.errors, v.warnings)
+    return LoadResult(policy, [], v.warnings)
+
+
+def load_policy_file(path: str | os.PathLike[str]) -> LoadResult:
+    """Load `path`; a directory means its `safety.yaml`. Never raises on bad input."""
+    p = os.fspath(path)
+    if os.path.isdir(p):
+        p = os.path.join(p, "safety.yaml")
+    try:
+        with open(p, encoding="utf-8") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        return LoadResult(None, [PolicyIssue(p, 1, 1, f"cannot read policy: {exc}")], [])
+    return load_policy_text(text, filename=p)

@@ -1,0 +1,404 @@
+"""Replay recorded calls through a candidate policy: the pure core behind `cordum simulate` and the web.
+
+Both the CLI (records from an evidence export, JSONL) and the control plane (rows grouped in SQL and
+streamed from PostgreSQL) feed the same `Replay` accumulator, so they produce the same report.
+
+Speed comes from grouping: calls with the same signature — (server, tool, args_digest, agent, team,
+environment) — get the same decision from a stateless policy, so each distinct signature is evaluated
+once and its decision is applied to every call in the group (`Replay.add(..., count=n)`).
+
+Limits (session max_calls/max_duration/max_writes, rate per_minute, per-rule limits) are state: the
+decision of a call depends on the calls before it in its session. When the candidate (or the baseline
+policy) has limits, callers feed every call one by one in (session_id, timestamp) order through
+`Replay.add_call`; the signature's evaluation is still cached, and only the engine's `LimitsTracker`
+runs per call. Without limits the grouped path is exact.
+
+"Before" is the decision actually recorded, unless a baseline policy is given: then it is that
+policy's decision for the same call (to isolate what the candidate changes from drift between
+the versions that made the recorded decisions).
+
+Sample records are the smallest decision ids of a group (uuid7, so the earliest calls): a rule both
+the SQL path and the in-memory path can apply identically.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+import json
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+DECISIONS = ("allow", "require_approval", "deny")
+RANK = {"allow": 0, "require_approval": 1, "deny": 2}
+DEFAULT_RULE = "(default)"
+SAMPLES_PER_GROUP = 3
+MAX_CHANGED_CALLS = 200
+TOP_RULES = 10
+
+# (server, tool, args_digest, agent, team, environment)
+Signature = tuple[str, str, str, str, str, str]
+
+__all__ = [
+    "DECISIONS",
+    "Replay",
+    "has_limits",
+    "record_signature",
+    "record_day",
+    "simulate_records",
+    "read_jsonl",
+]
+
+
+def has_limits(compiled: Any) -> bool:
+    """True when the policy's decisions depend on earlier calls in a session (any limit set)."""
+    policy = getattr(compiled, "policy", compiled)
+    limits = getattr(policy, "limits", None)
+    if limits is not None:
+        s, r = limits.session, limits.rate
+        if any(v is not None for v in (s.max_calls, s.max_duration, s.max_writes, r.per_minute)):
+            return True
+    return any(getattr(rule, "limits", None) is not None for rule in getattr(policy, "rules", ()))
+
+
+def _parse_ts(value: Any) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        ts = value
+    else:
+        ts = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=dt.UTC)
+    return ts.astimezone(dt.UTC)
+
+
+def record_day(record: dict) -> str:
+    return _parse_ts(record["timestamp"]).date().isoformat()
+
+
+def _args_of(record: dict) -> dict:
+    args = record.get("args", record.get("arguments"))
+    if isinstance(args, str):
+        args = json.loads(args) if args else {}
+    return args or {}
+
+
+def record_signature(record: dict) -> Signature:
+    digest = record.get("args_digest") or ""
+    if not digest:
+        from cordum.policy import args_digest
+
+        digest = args_digest(_args_of(record))
+    return (
+        record.get("server") or "",
+        record.get("tool") or "",
+        digest,
+        record.get("agent") or "",
+        record.get("team") or "",
+        record.get("environment") or "",
+    )
+
+
+def _shadow_rules(decision: Any) -> list[str]:
+    out = []
+    for item in getattr(decision, "shadow", None) or ():
+        rule = item.get("rule") if isinstance(item, dict) else getattr(item, "rule", None)
+        if rule:
+            out.append(rule)
+    return out
+
+
+class _Eval:
+    """The cached outcome of one signature under one policy."""
+
+    __slots__ = ("decision", "rule", "matched", "obj")
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+        self.decision = obj.decision
+        self.rule = obj.rule or DEFAULT_RULE
+        self.matched = tuple(dict.fromkeys((*(getattr(obj, "matched", None) or ()), *_shadow_rules(obj))))
+
+
+def _merge_samples(current: list[str], new: Iterable[str], limit: int) -> list[str]:
+    if not new:
+        return current
+    return heapq.nsmallest(limit, set(current).union(new))
+
+
+class Replay:
+    """Accumulates the report. Feed groups with `add` or single calls (in session order) with `add_call`."""
+
+    def __init__(
+        self,
+        candidate: Any,
+        *,
+        baseline: Any = None,
+        samples_per_group: int = SAMPLES_PER_GROUP,
+        max_changed_calls: int = MAX_CHANGED_CALLS,
+    ) -> None:
+        from cordum.policy import evaluate
+
+        self._evaluate = evaluate
+        self.candidate = candidate
+        self.baseline = baseline
+        self.samples_per_group = samples_per_group
+        self.max_changed_calls = max_changed_calls
+        self.needs_call_order = has_limits(candidate) or (baseline is not None and has_limits(baseline))
+        self._trackers: dict[str, Any] = {}
+        if self.needs_call_order:
+            from cordum.policy import LimitsTracker
+
+            self._trackers["candidate"] = LimitsTracker(candidate)
+            if baseline is not None:
+                self._trackers["baseline"] = LimitsTracker(baseline)
+        self._cache: dict[Signature, tuple[_Eval, _Eval | None]] = {}
+        self.evaluations = 0
+        self.total = 0
+        self.matrix = {b: dict.fromkeys(DECISIONS, 0) for b in DECISIONS}
+        self.rule_hits: Counter[str] = Counter()  # every candidate rule that matched (enforce or shadow)
+        self.deciding_rules: Counter[str] = Counter()  # the rule that decided (incl. "(default)")
+        self.per_day: dict[str, dict[str, int]] = defaultdict(lambda: {"calls": 0, "before": 0, "after": 0})
+        self.by_rule: dict[tuple[str, str, str], dict] = {}
+        self.by_agent: dict[tuple[str, str], dict] = {}
+        self.changed: dict[tuple, dict] = {}
+
+    # --- evaluation (once per distinct signature) -------------------------------------------------
+    def _call(self, sig: Signature, args: dict) -> dict:
+        server, tool, _digest, agent, team, environment = sig
+        return {"server": server, "tool": tool, "arguments": args, "agent": agent, "team": team,
+                "environment": environment}
+
+    def evaluations_for(self, sig: Signature, args: Any) -> tuple[_Eval, _Eval | None]:
+        cached = self._cache.get(sig)
+        if cached is None:
+            if callable(args):
+                args = args()
+            if isinstance(args, str):
+                args = json.loads(args) if args else {}
+            call = self._call(sig, args or {})
+            cand = _Eval(self._evaluate(self.candidate, call))
+            base = _Eval(self._evaluate(self.baseline, call)) if self.baseline is not None else None
+            self.evaluations += 1 + (base is not None)
+            cached = self._cache[sig] = (cand, base)
+        return cached
+
+    @property
+    def distinct_signatures(self) -> int:
+        return len(self._cache)
+
+    # --- feeding ----------------------------------------------------------------------------------
+    def add(
+        self,
+        *,
+        sig: Signature,
+        args: Any,
+        recorded: str,
+        day: str,
+        count: int,
+        samples: Iterable[str] = (),
+    ) -> None:
+        """A group of `count` identical calls recorded with decision `recorded` on `day` (stateless path)."""
+        cand, base = self.evaluations_for(sig, args)
+        before = base.decision if base is not None else recorded
+        self._tally(sig, before, cand.decision, cand.rule, cand.matched, day, count, samples)
+
+    def add_call(
+        self,
+        *,
+        sig: Signature,
+        args: Any,
+        recorded: str,
+        session_id: str,
+        timestamp: dt.datetime | str,
+        decision_id: str,
+    ) -> None:
+        """One call, fed in (session_id, timestamp) order, with limits replayed by the engine's tracker."""
+        cand, base = self.evaluations_for(sig, args)
+        ts = _parse_ts(timestamp)
+        after, rule, matched = cand.decision, cand.rule, cand.matched
+        tracker = self._trackers.get("candidate")
+        if tracker is not None:
+            limited = tracker.check(session_id, cand.obj, ts)
+            if limited is not None:
+                after, rule = limited.decision, limited.rule or DEFAULT_RULE
+        if base is not None:
+            before = base.decision
+            btracker = self._trackers.get("baseline")
+            if btracker is not None:
+                blimited = btracker.check(session_id, base.obj, ts)
+                if blimited is not None:
+                    before = blimited.decision
+        else:
+            before = recorded
+        self._tally(sig, before, after, rule, matched, ts.date().isoformat(), 1, (decision_id,) if decision_id else ())
+
+    def _tally(self, sig, before, after, rule, matched, day, count, samples) -> None:
+        if before not in RANK:
+            before = "deny"  # an unknown recorded value is treated as the fail-closed decision
+        self.total += count
+        self.matrix[before][after] += count
+        for rid in matched:
+            self.rule_hits[rid] += count
+        self.deciding_rules[rule] += count
+        d = self.per_day[day]
+        d["calls"] += count
+        if before == "require_approval":
+            d["before"] += count
+        if after == "require_approval":
+            d["after"] += count
+        if before == after:
+            return
+        limit = self.samples_per_group
+        samples = list(samples)
+        key = (rule, before, after)
+        g = self.by_rule.get(key)
+        if g is None:
+            g = self.by_rule[key] = {"rule": rule, "before": before, "after": after, "count": 0, "samples": []}
+        g["count"] += count
+        g["samples"] = _merge_samples(g["samples"], samples, limit)
+        akey = (sig[3], sig[4])
+        a = self.by_agent.get(akey)
+        if a is None:
+            a = self.by_agent[akey] = {"agent": sig[3], "team": sig[4], "count": 0, "transitions": Counter(),
+                                       "samples": []}
+        a["count"] += count
+        a["transitions"][f"{before}->{after}"] += count
+        a["samples"] = _merge_samples(a["samples"], samples, limit)
+        ckey = (sig, before, after, rule)
+        c = self.changed.get(ckey)
+        if c is None:
+            c = self.changed[ckey] = {
+                "server": sig[0], "tool": sig[1], "args_digest": sig[2], "agent": sig[3], "team": sig[4],
+                "environment": sig[5], "before": before, "after": after, "rule": rule, "count": 0, "samples": [],
+            }
+        c["count"] += count
+        c["samples"] = _merge_samples(c["samples"], samples, limit)
+
+    # --- the report -------------------------------------------------------------------------------
+    def report(self) -> dict:
+        changed_total = sum(self.matrix[b][a] for b in DECISIONS for a in DECISIONS if a != b)
+        newly = {a: sum(self.matrix[b][a] for b in DECISIONS if b != a) for a in DECISIONS}
+        tightened = sum(self.matrix[b][a] for b in DECISIONS for a in DECISIONS if RANK[a] > RANK[b])
+        policy = getattr(self.candidate, "policy", None)
+        rule_ids = [r.id for r in getattr(policy, "rules", ())]
+        hits = [{"rule": rid, "count": self.rule_hits.get(rid, 0)} for rid in rule_ids]
+        top = sorted(
+            ({"rule": r, "count": n} for r, n in self.deciding_rules.items()),
+            key=lambda x: (-x["count"], x["rule"]),
+        )[:TOP_RULES]
+        days = sorted(self.per_day)
+        per_day = [{"day": d, **self.per_day[d]} for d in days]
+        n_days = max(len(days), 1)
+        by_rule = sorted(self.by_rule.values(), key=lambda g: (-g["count"], g["rule"], g["before"], g["after"]))
+        by_agent = sorted(
+            (
+                {**a, "transitions": dict(sorted(a["transitions"].items()))}
+                for a in self.by_agent.values()
+            ),
+            key=lambda g: (-g["count"], g["agent"], g["team"]),
+        )
+        changed = sorted(
+            self.changed.values(),
+            key=lambda c: (-c["count"], c["server"], c["tool"], c["agent"], c["team"], c["environment"],
+                           c["args_digest"], c["before"], c["after"], c["rule"]),
+        )
+        return {
+            "summary": {
+                "total_calls": self.total,
+                "distinct_signatures": self.distinct_signatures,
+                "changed_calls": changed_total,
+                "unchanged_calls": self.total - changed_total,
+                "newly_allowed": newly["allow"],
+                "newly_require_approval": newly["require_approval"],
+                "newly_denied": newly["deny"],
+                "tightened": tightened,
+                "loosened": changed_total - tightened,
+                "limits_replayed": self.needs_call_order,
+                "baseline": "policy" if self.baseline is not None else "recorded",
+                "candidate_version": getattr(self.candidate, "version", "") or "",
+                "baseline_version": (getattr(self.baseline, "version", "") or "") if self.baseline is not None else "",
+            },
+            "matrix": {b: dict(self.matrix[b]) for b in DECISIONS},
+            "changed_by_rule": by_rule,
+            "changed_by_agent": by_agent,
+            "changed_calls": changed[: self.max_changed_calls],
+            "changed_calls_truncated": max(len(changed) - self.max_changed_calls, 0),
+            "rules": {
+                "hits": hits,
+                "dead": [h["rule"] for h in hits if h["count"] == 0],
+                "top": top,
+            },
+            "approval_load": {
+                "per_day": per_day,
+                "avg_per_day_before": round(sum(p["before"] for p in per_day) / n_days, 2),
+                "avg_per_day_after": round(sum(p["after"] for p in per_day) / n_days, 2),
+            },
+        }
+
+
+# --- in-memory feeding (the CLI): the same grouping the SQL path does -----------------------------
+def _decision_records(records: Iterable[dict]) -> Iterator[dict]:
+    for record in records:
+        if record.get("record_type", "decision") == "decision":
+            yield record
+
+
+def simulate_records(
+    candidate: Any,
+    records: Iterable[dict],
+    *,
+    baseline: Any = None,
+    on_progress: Callable[[int], None] | None = None,
+    samples_per_group: int = SAMPLES_PER_GROUP,
+) -> dict:
+    """Replay evidence-export records (dicts) and return the report.
+
+    Without limits: records are grouped by (signature, recorded decision, day), as the SQL path does.
+    With limits: records are sorted by (session_id, timestamp, decision_id) and fed one by one.
+    """
+    replay = Replay(candidate, baseline=baseline, samples_per_group=samples_per_group)
+    seen = 0
+    if replay.needs_call_order:
+        rows = sorted(
+            _decision_records(records),
+            key=lambda r: (r.get("session_id") or "", _parse_ts(r["timestamp"]), r.get("decision_id") or ""),
+        )
+        for r in rows:
+            replay.add_call(
+                sig=record_signature(r), args=lambda r=r: _args_of(r), recorded=r.get("decision") or "",
+                session_id=r.get("session_id") or "", timestamp=r["timestamp"], decision_id=r.get("decision_id") or "",
+            )
+            seen += 1
+            if on_progress and seen % 10000 == 0:
+                on_progress(seen)
+    else:
+        groups: dict[tuple, list] = {}
+        for r in _decision_records(records):
+            key = (record_signature(r), r.get("decision") or "", record_day(r))
+            g = groups.get(key)
+            if g is None:
+                g = groups[key] = [r, 0, []]
+            g[1] += 1
+            if r.get("decision_id"):
+                g[2].append(r["decision_id"])
+        for (sig, recorded, day), (first, count, ids) in groups.items():
+            replay.add(sig=sig, args=lambda r=first: _args_of(r), recorded=recorded, day=day, count=count,
+                       samples=heapq.nsmallest(samples_per_group, ids))
+            seen += count
+            if on_progress:
+                on_progress(seen)
+    return replay.report()
+
+
+def read_jsonl(path: str) -> Iterator[dict]:
+    """Records from an evidence export (one JSON object per line; blank lines skipped)."""
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{number}: not valid JSON: {exc.msg}") from exc
