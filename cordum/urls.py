@@ -3,6 +3,8 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from cordum.policies.webhooks import git_webhook
+
 api_v1 = [
     path("", include("cordum.accounts.api.urls")),
     path("", include("cordum.policies.api.urls")),
@@ -19,6 +21,7 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("hooks/git/<int:repo_id>", git_webhook, name="git_webhook"),
     path("policies/", include("cordum.policies.urls")),
     path("evidence/", include("cordum.decisions.urls")),
     path("approvals/", include("cordum.approvals.urls")),

@@ -1,1 +1,16 @@
-urlpatterns: list = []
+from django.urls import path
+from rest_framework.routers import SimpleRouter
+
+from cordum.policies.api import views
+
+router = SimpleRouter()
+router.register("repositories", views.PolicyRepositoryViewSet, basename="policy-repository")
+router.register("policy-versions", views.PolicyVersionViewSet, basename="policy-version")
+router.register("signing-keys", views.SigningKeyViewSet, basename="signing-key")
+router.register("bundles", views.PolicyBundleViewSet, basename="policy-bundle")
+
+urlpatterns = [
+    path("bundle", views.BundleApi.as_view(), name="bundle"),
+    path("keys", views.TrustedKeysApi.as_view(), name="trusted-keys"),
+    *router.urls,
+]

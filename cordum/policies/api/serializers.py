@@ -1,0 +1,80 @@
+from django.urls import reverse
+from rest_framework import serializers
+
+from cordum.policies.models import PolicyBundle, PolicyRepository, PolicyVersion, SigningKey
+
+
+class PolicyRepositorySerializer(serializers.ModelSerializer):
+    has_credentials = serializers.SerializerMethodField()
+    webhook_url = serializers.SerializerMethodField()
+    live_version = serializers.SerializerMethodField()
+
+    class Meta:
+        model = PolicyRepository
+        fields = ["id", "name", "url", "branch", "policy_path", "is_enabled", "has_credentials", "webhook_url",
+                  "sync_status", "sync_progress", "sync_message", "last_synced_at", "last_error", "branch_heads",
+                  "live_version", "created_at"]
+
+    def get_has_credentials(self, obj) -> bool:
+        return bool(obj.credentials_encrypted)
+
+    def get_webhook_url(self, obj) -> str:
+        path = reverse("git_webhook", args=[obj.pk])
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+    def get_live_version(self, obj) -> str | None:
+        live = obj.versions.filter(is_live=True).only("version").first()
+        return live.version if live else None
+
+
+class PolicyRepositoryWriteSerializer(serializers.Serializer):
+    name = serializers.SlugField(max_length=100)
+    url = serializers.CharField(max_length=500)
+    branch = serializers.CharField(max_length=200, default="main")
+    policy_path = serializers.CharField(max_length=300, default="safety.yaml")
+    credentials = serializers.CharField(required=False, allow_blank=True, default="", write_only=True,
+                                        help_text="https access token or ssh deploy key (stored encrypted)")
+    webhook_secret = serializers.CharField(required=False, allow_blank=True, default="", write_only=True,
+                                           help_text="Generated when empty; returned once on create")
+    is_enabled = serializers.BooleanField(default=True)
+
+
+class PolicyRepositoryUpdateSerializer(PolicyRepositoryWriteSerializer):
+    def __init__(self, *args, **kwargs):
+        kwargs["partial"] = True
+        super().__init__(*args, **kwargs)
+        for f in self.fields.values():
+            f.required = False
+            f.default = serializers.empty
+
+
+class PolicyVersionSerializer(serializers.ModelSerializer):
+    repository = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    repository_id = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = PolicyVersion
+        fields = ["id", "repository", "repository_id", "commit_sha", "parent_sha", "version", "tag", "branches",
+                  "author", "author_email", "message", "committed_at", "is_valid", "is_live", "errors", "warnings",
+                  "content_sha256"]
+
+
+class PolicyVersionDetailSerializer(PolicyVersionSerializer):
+    class Meta(PolicyVersionSerializer.Meta):
+        fields = PolicyVersionSerializer.Meta.fields + ["source_text", "policy"]
+
+
+class SigningKeySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SigningKey
+        fields = ["id", "key_id", "alg", "public_key", "status", "created_at", "retired_at"]
+
+
+class PolicyBundleSerializer(serializers.ModelSerializer):
+    version = serializers.CharField(source="version.version", read_only=True)
+    repository = serializers.CharField(source="repository.name", read_only=True)
+
+    class Meta:
+        model = PolicyBundle
+        fields = ["id", "sequence", "version", "repository", "rollback", "etag", "manifest", "created_at"]

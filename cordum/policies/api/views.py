@@ -1,0 +1,201 @@
+"""REST API: repositories, versions (with review diffs for CI), signing keys, and the agents' bundle endpoint."""
+
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.permissions import BasePermission
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from cordum.accounts.access import HasOrgPermission, IsAgent
+from cordum.accounts.authentication import AgentPrincipal
+from cordum.accounts.permissions import Perm
+from cordum.common.errors import CordumError
+from cordum.common.notify import wait_for
+from cordum.policies import selectors, services
+from cordum.policies.api import serializers as s
+from cordum.policies.choices import KeyStatus
+
+READ = Perm.VIEW_POLICIES
+WRITE = Perm.MANAGE_ORG
+READ_WRITE = {"GET": READ, "HEAD": READ, "OPTIONS": READ, "POST": WRITE, "PATCH": WRITE, "PUT": WRITE,
+              "DELETE": WRITE}
+
+
+class PolicyRepositoryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Admins manage repositories; policy authors, reviewers and auditors read them."""
+
+    permission_classes = [HasOrgPermission]
+    required_perms = READ_WRITE
+    serializer_class = s.PolicyRepositorySerializer
+
+    def get_queryset(self):
+        return selectors.repository_list(organization=self.organization)
+
+    @extend_schema(request=s.PolicyRepositoryWriteSerializer, responses={201: s.PolicyRepositorySerializer})
+    def create(self, request):
+        serializer = s.PolicyRepositoryWriteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        repository, secret = services.repository_create(organization=self.organization, actor=request.user,
+                                                        **serializer.validated_data)
+        data = s.PolicyRepositorySerializer(repository, context={"request": request}).data
+        data["webhook_secret"] = secret  # shown once
+        return Response(data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.PolicyRepositoryUpdateSerializer, responses=s.PolicyRepositorySerializer)
+    def partial_update(self, request, pk=None):
+        repository = self.get_object()
+        serializer = s.PolicyRepositoryUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        repository = services.repository_update(repository=repository, actor=request.user,
+                                                **serializer.validated_data)
+        return Response(s.PolicyRepositorySerializer(repository, context={"request": request}).data)
+
+    def destroy(self, request, pk=None):
+        services.repository_delete(repository=self.get_object(), actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=None, responses={202: s.PolicyRepositorySerializer})
+    @action(detail=True, methods=["post"])
+    def sync(self, request, pk=None):
+        repository = self.get_object()
+        services.repository_sync_request(repository=repository, actor=request.user)
+        repository.refresh_from_db()
+        return Response(s.PolicyRepositorySerializer(repository, context={"request": request}).data,
+                        status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("commit", str, description="full or abbreviated sha"),
+                    OpenApiParameter("branch", str, description="newest version on this branch")],
+        responses=dict,
+    )
+    @action(detail=True, methods=["get"])
+    def review(self, request, pk=None):
+        """Validity and semantic diff vs the live version for a commit or branch (for CI PR comments)."""
+        repository = self.get_object()
+        version = selectors.policy_version_lookup(repository=repository, commit=request.query_params.get("commit", ""),
+                                                  branch=request.query_params.get("branch", ""))
+        review = selectors.policy_version_review(version=version)
+        review["id"] = version.pk
+        return Response(review)
+
+
+class PolicyVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    permission_classes = [HasOrgPermission]
+    required_perm = READ
+
+    def get_serializer_class(self):
+        return s.PolicyVersionDetailSerializer if self.action == "retrieve" else s.PolicyVersionSerializer
+
+    @extend_schema(parameters=[OpenApiParameter(n, str) for n in ("repository", "branch", "commit", "valid", "live")])
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
+    def get_queryset(self):
+        return selectors.policy_version_list(organization=self.organization, filters=self.request.query_params)
+
+    def retrieve(self, request, pk=None):
+        version = self.get_object()
+        data = s.PolicyVersionDetailSerializer(version).data
+        data["review"] = selectors.policy_version_review(version=version)
+        return Response(data)
+
+
+class SigningKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    permission_classes = [HasOrgPermission]
+    required_perms = READ_WRITE
+    serializer_class = s.SigningKeySerializer
+
+    def get_queryset(self):
+        return selectors.signing_key_list(organization=self.organization)
+
+    @extend_schema(request=None, responses={201: s.SigningKeySerializer})
+    def create(self, request):
+        key = services.signing_key_create(organization=self.organization, actor=request.user)
+        return Response(s.SigningKeySerializer(key).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses=s.SigningKeySerializer)
+    @action(detail=True, methods=["post"])
+    def retire(self, request, pk=None):
+        key = services.signing_key_retire(key=self.get_object(), actor=request.user)
+        return Response(s.SigningKeySerializer(key).data)
+
+
+class PolicyBundleViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    permission_classes = [HasOrgPermission]
+    required_perm = READ
+    serializer_class = s.PolicyBundleSerializer
+
+    def get_queryset(self):
+        return selectors.policy_bundle_list(organization=self.organization)
+
+
+class IsAgentOrPolicyReader(BasePermission):
+    def has_permission(self, request, view):
+        if isinstance(request.user, AgentPrincipal):
+            view.organization = request.user.agent.organization
+            return True
+        view.required_perm = READ
+        return HasOrgPermission().has_permission(request, view)
+
+
+class TrustedKeysApi(APIView):
+    """GET /api/v1/keys: the organisation's active public keys, for sidecars' `trusted_keys`."""
+
+    permission_classes = [IsAgentOrPolicyReader]
+
+    @extend_schema(responses=dict)
+    def get(self, request):
+        keys = selectors.signing_key_list(organization=self.organization).filter(status=KeyStatus.ACTIVE)
+        return Response({"keys": [{"key_id": k.key_id, "alg": k.alg, "public_key": k.public_key} for k in keys]})
+
+
+def _if_none_match(request) -> set[str]:
+    raw = request.headers.get("If-None-Match", "")
+    tags = set()
+    for part in raw.split(","):
+        part = part.strip()
+        if part.startswith("W/"):
+            part = part[2:]
+        if part:
+            tags.add(part)
+    return tags
+
+
+class BundleApi(APIView):
+    """GET /api/v1/bundle[?wait=N]: the signed bundle for the calling agent (ETag, 304, long-poll)."""
+
+    permission_classes = [IsAgent]
+
+    @extend_schema(parameters=[OpenApiParameter("wait", int, description="long-poll up to N seconds (max 60)")],
+                   responses={200: dict, 304: None, 404: dict})
+    def get(self, request):
+        agent = request.user.agent
+        try:
+            wait = int(request.query_params.get("wait", "0") or 0)
+        except ValueError:
+            raise CordumError("Invalid input: wait: must be an integer number of seconds.", {"field": "wait"}) from None
+        wait = max(0, min(wait, settings.CORDUM_LONG_POLL_MAX_SECONDS))
+        held = _if_none_match(request)
+
+        def newer():
+            selection = selectors.bundle_for_agent(agent=agent)
+            if selection is None or selection.etag in held:
+                return None
+            return selection
+
+        selection = wait_for(services.bundle_channel(agent.organization_id), wait, newer) if wait else newer()
+        if selection is None:
+            selection = selectors.bundle_for_agent(agent=agent)
+            if selection is None:
+                return JsonResponse(
+                    {"message": "no valid policy has been published for this organisation", "extra": {}}, status=404
+                )
+            response = HttpResponse(status=304)
+        else:
+            response = JsonResponse(selection.body())
+        response["ETag"] = selection.etag
+        response["Cache-Control"] = "no-cache"
+        return response
