@@ -1,0 +1,55 @@
+"""Evidence API: sidecar uploads (agent token) and the SIEM pull (people/CI tokens with audit rights)."""
+
+import orjson
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from cordum.accounts.access import HasOrgPermission, IsAgent
+from cordum.accounts.permissions import Perm
+from cordum.common.errors import CordumError
+from cordum.decisions import selectors, services
+from cordum.decisions.api import serializers as s
+
+
+class EvidenceUploadApi(APIView):
+    """POST /api/v1/decisions: a batch of evidence records; 202 once durably queued."""
+
+    permission_classes = [IsAgent]
+
+    @extend_schema(request=s.EvidenceUploadSerializer, responses={202: s.EvidenceAcceptedSerializer})
+    def post(self, request):
+        try:
+            body = orjson.loads(request.body)  # orjson: the hot path of the fleet's uploads
+        except orjson.JSONDecodeError as exc:
+            raise CordumError(f"Invalid input: body is not valid JSON ({exc}).", {"field": "records"}) from None
+        if not isinstance(body, dict) or "records" not in body:
+            raise CordumError("Invalid input: records: this field is required.", {"field": "records"})
+        accepted = services.evidence_batch_enqueue(agent=request.user.agent, records=body["records"])
+        return Response({"accepted": accepted}, status=status.HTTP_202_ACCEPTED)
+
+
+class EvidenceListApi(APIView):
+    """GET /api/v1/evidence?cursor=...: the trail in chain order, for SIEM pulls (at-least-once, resumable)."""
+
+    permission_classes = [HasOrgPermission]
+    required_perm = Perm.VIEW_OWN_TEAM
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("cursor", str, description="next_cursor of the previous page; omit to start"),
+            OpenApiParameter("limit", int, description="records per page (max 5000, default 1000)"),
+        ],
+        responses=s.EvidencePageSerializer,
+    )
+    def get(self, request):
+        try:
+            limit = min(max(int(request.query_params.get("limit", 1000)), 1), 5000)
+        except ValueError:
+            raise CordumError("Invalid input: limit: must be an integer.", {"field": "limit"}) from None
+        page = selectors.evidence_siem_page(
+            membership=self.membership, filters=request.query_params, cursor=request.query_params.get("cursor"),
+            limit=limit,
+        )
+        return Response(page)

@@ -1,0 +1,82 @@
+"""Verification of the per-organisation hash chain (used by `manage.py verify_audit` and the UI)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cordum.decisions import storage
+from cordum.decisions.models import GENESIS_HASH, ChainCheckpoint, ChainHead, EvidenceRecord
+from cordum.decisions.services import chain_hash, checkpoint_signature, record_document
+
+
+@dataclass
+class VerifyResult:
+    organization_id: int
+    ok: bool = True
+    checked: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    resumed_from_checkpoint: int | None = None
+    broken_seq: int | None = None
+    broken_id: int | None = None
+    problem: str = ""
+    details: list[str] = field(default_factory=list)
+
+    def fail(self, *, seq, pk, problem):
+        self.ok, self.broken_seq, self.broken_id, self.problem = False, seq, pk, problem
+        return self
+
+
+def verify_chain(*, organization_id: int, chunk_size: int = 5000) -> VerifyResult:
+    """Walk the chain in seq order and recompute every link; stop at the first broken one.
+
+    Checks per record: seq follows without gaps, prev_hash equals the previous record's hash, and
+    hash == sha256(prev_hash || canonical_json(record)). The start is the genesis hash, or the signed
+    checkpoint left by retention when the oldest partitions were dropped. The end must match ChainHead.
+    """
+    result = VerifyResult(organization_id=organization_id)
+    qs = EvidenceRecord.objects.filter(organization_id=organization_id).order_by("seq")
+    first = qs.values_list("seq", flat=True).first()
+    head = ChainHead.objects.filter(organization_id=organization_id).first()
+    if first is None:
+        if head and head.seq:
+            checkpoint = ChainCheckpoint.objects.filter(organization_id=organization_id, seq=head.seq).first()
+            if checkpoint is None or checkpoint.hash != head.hash:
+                return result.fail(seq=head.seq, pk=None, problem="chain head points at records that are missing")
+        return result
+    prev_hash, expected_seq = GENESIS_HASH, 1
+    if first != 1:
+        checkpoint = ChainCheckpoint.objects.filter(organization_id=organization_id, seq=first - 1).first()
+        if checkpoint is None:
+            return result.fail(seq=first, pk=None,
+                               problem=f"records 1..{first - 1} are missing and no retention checkpoint covers them")
+        signature = checkpoint_signature(organization_id=organization_id, seq=checkpoint.seq, hash=checkpoint.hash,
+                                         recorded_before=checkpoint.recorded_before)
+        if signature != checkpoint.signature:
+            return result.fail(seq=checkpoint.seq, pk=None, problem="retention checkpoint signature is invalid")
+        prev_hash, expected_seq = checkpoint.hash, first
+        result.resumed_from_checkpoint = checkpoint.seq
+    result.first_seq = first
+    columns = ("id", "prev_hash", "hash", *[c for c in storage.COLUMNS if c not in ("prev_hash", "hash")])
+    last_seq = expected_seq - 1
+    while True:
+        rows = list(qs.filter(seq__gt=last_seq).values(*columns)[:chunk_size])
+        if not rows:
+            break
+        for row in rows:
+            seq = row["seq"]
+            if seq != expected_seq:
+                return result.fail(seq=expected_seq, pk=row["id"],
+                                   problem=f"seq {expected_seq} is missing (next stored is {seq})")
+            if row["prev_hash"] != prev_hash:
+                return result.fail(seq=seq, pk=row["id"], problem="prev_hash does not match the previous record's hash")
+            if chain_hash(prev_hash, record_document(row)) != row["hash"]:
+                return result.fail(seq=seq, pk=row["id"], problem="record content does not match its hash (altered)")
+            prev_hash, expected_seq = row["hash"], seq + 1
+            result.checked += 1
+        last_seq = rows[-1]["seq"]
+    result.last_seq = last_seq
+    if head and (head.seq != last_seq or head.hash != prev_hash):
+        return result.fail(seq=last_seq + 1, pk=None,
+                           problem=f"chain head says seq {head.seq} but the stored chain ends at {last_seq}")
+    return result

@@ -1,0 +1,195 @@
+"""Reads for evidence. Every read goes through `evidence_visible` (who may see which team's records)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from dataclasses import dataclass
+
+import orjson
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Max, Min, Q, QuerySet
+from django.db.models.functions import TruncDay, TruncHour
+
+from cordum.accounts.models import Membership
+from cordum.accounts.permissions import Perm
+from cordum.common.errors import CordumError, NotFound
+from cordum.decisions.choices import RecordType
+from cordum.decisions.filters import apply_filters, parse_filters
+from cordum.decisions.models import ChainCheckpoint, EvidenceRecord
+from cordum.decisions.services import format_ts
+
+EXPORT_FIELDS = (
+    "record_id", "record_type", "decision_id", "seq", "recorded_at", "timestamp", "agent", "team",
+    "environment", "session_id", "sidecar_id", "server", "tool", "action", "target", "topic", "risk_tags",
+    "decision", "rule", "reason", "policy_version", "mode", "shadow", "outcome", "reviewer", "comment", "error",
+    "latency_us", "duration_ms", "args_digest", "args", "prev_hash", "hash",
+)
+
+
+def team_scope(membership: Membership) -> list[int] | None:
+    """None: every team (view_audit). Otherwise the team ids the membership is scoped to."""
+    if membership.has_perm(Perm.VIEW_AUDIT):
+        return None
+    if membership.has_perm(Perm.VIEW_OWN_TEAM):
+        return list(membership.teams.values_list("pk", flat=True))
+    raise PermissionDenied("Your role does not allow reading evidence.")
+
+
+def evidence_visible(*, membership: Membership, scope: list[int] | None | bool = False) -> QuerySet[EvidenceRecord]:
+    """The records this membership may read: every team's for auditors/admins, else its own teams'."""
+    if scope is False:
+        scope = team_scope(membership)
+    qs = EvidenceRecord.objects.filter(organization_id=membership.organization_id)
+    if scope is not None:
+        qs = qs.filter(team_id__in=scope)
+    return qs
+
+
+def evidence_list(*, membership: Membership, filters: dict) -> QuerySet[EvidenceRecord]:
+    """Filtered records, newest first (keyset order: timestamp, id)."""
+    return apply_filters(evidence_visible(membership=membership), filters).order_by("-timestamp", "-id")
+
+
+# --- keyset pagination -------------------------------------------------------------------------
+def _encode(payload: dict) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(payload)).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> dict:
+    try:
+        return orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, orjson.JSONDecodeError):
+        raise CordumError("Invalid input: cursor: not a cursor this server issued.", {"field": "cursor"}) from None
+
+
+@dataclass
+class Page:
+    records: list[EvidenceRecord]
+    next_cursor: str | None
+
+
+def evidence_page(*, qs: QuerySet[EvidenceRecord], cursor: str | None, size: int = 50) -> Page:
+    """Keyset page over (timestamp desc, id desc): constant cost at any depth."""
+    if cursor:
+        key = _decode(cursor)
+        try:
+            ts, pk = dt.datetime.fromisoformat(key["t"]), int(key["i"])
+        except (KeyError, ValueError, TypeError):
+            raise CordumError("Invalid input: cursor: not a cursor this server issued.", {"field": "cursor"}) from None
+        qs = qs.filter(Q(timestamp__lt=ts) | Q(timestamp=ts, id__lt=pk))
+    records = list(qs[: size + 1])
+    next_cursor = None
+    if len(records) > size:
+        records = records[:size]
+        last = records[-1]
+        next_cursor = _encode({"t": last.timestamp.isoformat(), "i": last.pk})
+    return Page(records, next_cursor)
+
+
+def evidence_siem_page(*, membership: Membership, filters, cursor: str | None, limit: int) -> dict:
+    """Chain order (seq ascending) from a cursor: a SIEM resumes exactly where it stopped."""
+    cleaned = parse_filters(filters)
+    qs = apply_filters(evidence_visible(membership=membership), cleaned).order_by("seq")
+    after = 0
+    if cursor:
+        try:
+            after = int(_decode(cursor)["seq"])
+        except (KeyError, ValueError, TypeError):
+            raise CordumError("Invalid input: cursor: not a cursor this server issued.", {"field": "cursor"}) from None
+    rows = list(qs.filter(seq__gt=after)[:limit])
+    last = rows[-1].seq if rows else after
+    return {
+        "records": [evidence_as_dict(r) for r in rows],
+        "next_cursor": _encode({"seq": last}),
+        "has_more": len(rows) == limit,
+    }
+
+
+# --- single records, sessions, chain -----------------------------------------------------------
+def evidence_get(*, membership: Membership, pk: int) -> EvidenceRecord:
+    record = evidence_visible(membership=membership).filter(pk=pk).first()
+    if record is None:
+        raise NotFound("No such evidence record.")
+    return record
+
+
+def evidence_linked(*, membership: Membership, record: EvidenceRecord) -> list[EvidenceRecord]:
+    """Every record for the same decision_id (the decision and its appended outcomes), in chain order."""
+    return list(
+        evidence_visible(membership=membership).filter(decision_id=record.decision_id).order_by("seq")
+    )
+
+
+def chain_neighbours(*, record: EvidenceRecord) -> dict:
+    """Chain position of a record: its seq, the head's seq, and the ids of the previous/next links."""
+    from cordum.decisions.models import ChainHead
+
+    head = ChainHead.objects.filter(organization_id=record.organization_id).first()
+    around = EvidenceRecord.objects.filter(organization_id=record.organization_id, seq__in=[record.seq - 1, record.seq + 1])
+    by_seq = {r.seq: r for r in around.only("id", "seq", "hash", "team_id")}
+    return {"seq": record.seq, "head_seq": head.seq if head else record.seq, "prev": by_seq.get(record.seq - 1),
+            "next": by_seq.get(record.seq + 1)}
+
+
+def session_timeline(*, membership: Membership, session_id: str) -> list[dict]:
+    """Everything one agent session did, in order, with the gap to the next call and outcome durations."""
+    records = list(
+        evidence_visible(membership=membership).filter(session_id=session_id).order_by("timestamp", "seq")
+    )
+    outcomes: dict[str, list[EvidenceRecord]] = {}
+    decisions = []
+    for r in records:
+        if r.record_type == RecordType.OUTCOME:
+            outcomes.setdefault(r.decision_id, []).append(r)
+        else:
+            decisions.append(r)
+    timeline = []
+    start = decisions[0].timestamp if decisions else None
+    for index, r in enumerate(decisions):
+        following = decisions[index + 1].timestamp if index + 1 < len(decisions) else None
+        timeline.append({
+            "record": r,
+            "offset_s": (r.timestamp - start).total_seconds() if start else 0,
+            "gap_s": (following - r.timestamp).total_seconds() if following else None,
+            "outcomes": outcomes.get(r.decision_id, []),
+        })
+    return timeline
+
+
+def checkpoints_for(*, organization_id: int) -> QuerySet[ChainCheckpoint]:
+    return ChainCheckpoint.objects.filter(organization_id=organization_id).order_by("seq")
+
+
+# --- charts ------------------------------------------------------------------------------------
+def decision_counts(*, qs: QuerySet[EvidenceRecord], filters: dict) -> dict:
+    """Decision records per hour (ranges up to 3 days) or per day, split by decision."""
+    qs = qs.filter(record_type=RecordType.DECISION).order_by()
+    start, end = filters.get("start"), filters.get("end")
+    if not (start and end):
+        bounds = qs.aggregate(first=Min("timestamp"), last=Max("timestamp"))
+        start, end = start or bounds["first"], end or bounds["last"]
+    if not start or not end:
+        return {"unit": "day", "buckets": []}
+    hourly = (end - start) <= dt.timedelta(days=3)
+    trunc = TruncHour("timestamp") if hourly else TruncDay("timestamp")
+    rows = qs.annotate(bucket=trunc).values("bucket", "decision").annotate(n=Count("id")).order_by("bucket")
+    buckets: dict = {}
+    for row in rows:
+        buckets.setdefault(row["bucket"], {"allow": 0, "require_approval": 0, "deny": 0})[row["decision"]] = row["n"]
+    return {"unit": "hour" if hourly else "day", "buckets": sorted(buckets.items())}
+
+
+# --- serialisation -----------------------------------------------------------------------------
+def evidence_as_dict(r: EvidenceRecord) -> dict:
+    return {
+        "record_id": r.record_id, "record_type": r.record_type, "decision_id": r.decision_id, "seq": r.seq,
+        "recorded_at": format_ts(r.recorded_at), "timestamp": format_ts(r.timestamp), "agent": r.agent_name,
+        "team": r.team_slug, "environment": r.environment, "session_id": r.session_id, "sidecar_id": r.sidecar_id,
+        "server": r.server, "tool": r.tool, "action": r.action, "target": r.target, "topic": r.topic,
+        "risk_tags": r.risk_tags, "decision": r.decision or None, "rule": r.rule or None, "reason": r.reason,
+        "policy_version": r.policy_version, "mode": r.mode or None, "shadow": r.shadow,
+        "outcome": r.outcome or None, "reviewer": r.reviewer or None, "comment": r.comment, "error": r.error,
+        "latency_us": r.latency_us, "duration_ms": r.duration_ms, "args_digest": r.args_digest,
+        "args": orjson.loads(r.args) if r.args else None, "prev_hash": r.prev_hash, "hash": r.hash,
+    }

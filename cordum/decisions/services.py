@@ -1,0 +1,339 @@
+"""Writes for evidence: validate uploads, queue them durably, chain them in order (the single writer).
+
+Pipeline: the API validates a batch (`records_validate`), stores it as one `IngestBatch` row in the
+request's transaction and enqueues `evidence_ingest_task` after commit (`evidence_batch_enqueue`). The
+task (`evidence_ingest_pending`) locks the organisation's `ChainHead`, drains every pending batch of that
+organisation in one transaction (group commit), claims idempotency keys (unique constraint), hashes the
+new records in order and COPYs them into the partitioned, append-only table, then deletes the batches.
+Other apps append in-process with `evidence_append` (same writer, same chain).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import logging
+
+import orjson
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from cordum.accounts.models import Agent, Organization
+from cordum.common import notify
+from cordum.common.errors import CordumError
+from cordum.decisions import storage
+from cordum.decisions.choices import DecisionValue, Mode, Outcome, RecordType
+from cordum.decisions.models import GENESIS_HASH, ChainHead, EvidenceRecord, IngestBatch
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH_RECORDS = 5000
+DRAIN_MAX_RECORDS = 20000  # records chained per writer transaction (group commit across batches)
+
+_DECISIONS = frozenset(DecisionValue.values)
+_OUTCOMES = frozenset(Outcome.values)
+_MODES = frozenset(Mode.values)
+# Optional string fields of an uploaded record -> max length (None: unbounded text).
+_STR_FIELDS = {
+    "session_id": 128, "sidecar_id": 128, "action": 200, "target": None, "server": 200, "tool": 200,
+    "args_digest": 80, "topic": 300, "rule": 200, "reason": None, "policy_version": 200, "reviewer": 254,
+    "comment": None, "error": None,
+}
+_CONTEXT_FIELDS = ("agent_id", "agent_name", "team_id", "team_slug", "environment")
+
+
+# --- canonical form and hashing ----------------------------------------------------------------
+def format_ts(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical_json(obj) -> bytes:
+    """Sorted keys, compact, UTF-8: the bytes that are hashed."""
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+
+
+def chain_hash(prev_hash: str, document: dict) -> str:
+    return hashlib.sha256(prev_hash.encode() + canonical_json(document)).hexdigest()
+
+
+def record_document(row: dict) -> dict:
+    """The hashed document of a record: every stored column except id, prev_hash and hash.
+
+    `row` holds column values either as written (timestamps as canonical strings) or as read back from
+    the database (datetimes); both give the same document.
+    """
+    doc = {}
+    for column in storage.COLUMNS:
+        if column in ("prev_hash", "hash"):
+            continue
+        value = row[column]
+        if isinstance(value, dt.datetime):
+            value = format_ts(value)
+        doc[column] = value
+    return doc
+
+
+# --- validation --------------------------------------------------------------------------------
+def _parse_ts(value, path: str) -> str:
+    if not isinstance(value, str):
+        raise _invalid(path, "must be an RFC 3339 timestamp string.")
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise _invalid(path, f"{value!r} is not an RFC 3339 timestamp.") from None
+    if parsed.tzinfo is None:
+        raise _invalid(path, "must carry a UTC offset (e.g. 2026-01-01T12:00:00Z).")
+    return format_ts(parsed)
+
+
+def _invalid(path: str, message: str) -> CordumError:
+    return CordumError(f"Invalid input: {path}: {message}", {"field": path})
+
+
+def _record_validate(raw, index: int, context: dict) -> tuple[str, dict]:
+    """Validate and normalise one uploaded record. Returns (acknowledgement id, row without chain fields)."""
+    base = f"records[{index}]"
+    if not isinstance(raw, dict):
+        raise _invalid(base, "must be an object.")
+    record_type = raw.get("record_type")
+    if record_type not in (RecordType.DECISION, RecordType.OUTCOME):
+        raise _invalid(f"{base}.record_type", f"must be 'decision' or 'outcome', got {record_type!r}.")
+    decision_id = raw.get("decision_id")
+    if not isinstance(decision_id, str) or not decision_id or len(decision_id) > 64 or ":" in decision_id:
+        raise _invalid(f"{base}.decision_id", "must be a non-empty id (a UUID) of at most 64 characters.")
+    row = {"record_type": record_type, "decision_id": decision_id, **context}
+    for field, max_length in _STR_FIELDS.items():
+        value = raw.get(field)
+        if value is None:
+            row[field] = ""
+            continue
+        if not isinstance(value, str):
+            raise _invalid(f"{base}.{field}", "must be a string or null.")
+        if max_length is not None and len(value) > max_length:
+            raise _invalid(f"{base}.{field}", f"must be at most {max_length} characters.")
+        row[field] = value
+    row["timestamp"] = _parse_ts(raw.get("timestamp"), f"{base}.timestamp")
+    for field in ("latency_us", "duration_ms"):
+        value = raw.get(field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise _invalid(f"{base}.{field}", "must be a non-negative integer or null.")
+        row[field] = value
+    outcome = raw.get("outcome")
+    if record_type == RecordType.DECISION:
+        decision = raw.get("decision")
+        if decision not in _DECISIONS:
+            raise _invalid(f"{base}.decision", f"must be one of allow, require_approval, deny; got {decision!r}.")
+        if outcome is not None and outcome not in _OUTCOMES:
+            raise _invalid(f"{base}.outcome", f"{outcome!r} is not a known outcome.")
+        mode = raw.get("mode") or Mode.ENFORCE
+        if mode not in _MODES:
+            raise _invalid(f"{base}.mode", f"must be 'enforce' or 'shadow', got {mode!r}.")
+        risk_tags = raw.get("risk_tags") or []
+        if not isinstance(risk_tags, list) or not all(isinstance(t, str) for t in risk_tags):
+            raise _invalid(f"{base}.risk_tags", "must be a list of strings.")
+        shadow = raw.get("shadow") or []
+        if not isinstance(shadow, list) or not all(
+            isinstance(s, dict) and all(isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in s.items())
+            for s in shadow
+        ):
+            raise _invalid(f"{base}.shadow", "must be a list of {rule, decision, policy_version} objects.")
+        args = raw.get("args")
+        if args is not None and not isinstance(args, dict):
+            raise _invalid(f"{base}.args", "must be an object (the redacted arguments) or null.")
+        row.update(
+            decision=decision, outcome=outcome or "", mode=mode, risk_tags=risk_tags, shadow=shadow,
+            args=canonical_json(args).decode() if args else "",
+        )
+        return decision_id, row
+    if outcome not in _OUTCOMES:
+        raise _invalid(f"{base}.outcome", f"must be one of {', '.join(Outcome.values)}; got {outcome!r}.")
+    row.update(decision="", outcome=outcome, mode="", risk_tags=[], shadow=[], args="")
+    return f"{decision_id}:{outcome}", row
+
+
+def agent_context(agent: Agent | None) -> dict:
+    """Who made the call, from the authenticated agent (never from the uploaded body)."""
+    if agent is None:
+        return {"agent_id": None, "agent_name": "", "team_id": None, "team_slug": "", "environment": ""}
+    team = agent.team
+    return {
+        "agent_id": agent.pk, "agent_name": agent.name, "team_id": team.pk if team else None,
+        "team_slug": team.slug if team else "", "environment": agent.environment,
+    }
+
+
+def records_validate(*, records, agent: Agent | None) -> tuple[list[str], list[dict]]:
+    """Validate a whole upload; the first bad record raises a CordumError naming record and field."""
+    if not isinstance(records, list):
+        raise _invalid("records", "must be a list of evidence records.")
+    if len(records) > MAX_BATCH_RECORDS:
+        raise _invalid("records", f"at most {MAX_BATCH_RECORDS} records per upload.")
+    context = agent_context(agent)
+    ids, rows = [], []
+    for index, raw in enumerate(records):
+        record_id, row = _record_validate(raw, index, context)
+        ids.append(record_id)
+        rows.append(row)
+    return ids, rows
+
+
+# --- the durable queue -------------------------------------------------------------------------
+def evidence_batch_enqueue(*, agent: Agent, records) -> list[str]:
+    """API entry: validate, store the batch durably, enqueue the writer after commit; return ack ids."""
+    ids, rows = records_validate(records=records, agent=agent)
+    if not rows:
+        return ids
+    from cordum.decisions.tasks import evidence_ingest_task
+
+    with transaction.atomic():
+        batch = IngestBatch.objects.create(
+            organization_id=agent.organization_id, agent=agent, payload=orjson.dumps(rows), record_count=len(rows)
+        )
+        transaction.on_commit(lambda: evidence_ingest_task.delay(batch.pk))
+    return ids
+
+
+def evidence_ingest_pending(*, batch_id: int | None = None, organization_id: int | None = None) -> int:
+    """The writer: chain every pending batch of the organisation (of `batch_id`), oldest first.
+
+    Returns the number of new records written (0 when another run already took the batch).
+    """
+    if organization_id is None:
+        organization_id = IngestBatch.objects.filter(pk=batch_id).values_list("organization_id", flat=True).first()
+        if organization_id is None:
+            return 0  # already drained together with an earlier batch
+    written = 0
+    while True:
+        with transaction.atomic():
+            head = _lock_head(organization_id)
+            batches, total = [], 0
+            for pk, payload, count in (
+                IngestBatch.objects.filter(organization_id=organization_id).order_by("id")
+                .values_list("pk", "payload", "record_count")[:200]
+            ):
+                if batches and total + count > DRAIN_MAX_RECORDS:
+                    break
+                batches.append((pk, payload))
+                total += count
+            if not batches:
+                return written
+            rows = []
+            for _pk, payload in batches:
+                rows.extend(orjson.loads(bytes(payload)))
+            written += _chain_locked(head, rows)
+            IngestBatch.objects.filter(pk__in=[pk for pk, _ in batches]).delete()
+            transaction.on_commit(lambda: notify.publish(f"evidence:{organization_id}"))
+        if total < DRAIN_MAX_RECORDS:
+            return written
+
+
+# --- the chain writer --------------------------------------------------------------------------
+def _lock_head(organization_id: int) -> ChainHead:
+    try:
+        return ChainHead.objects.select_for_update().get(organization_id=organization_id)
+    except ChainHead.DoesNotExist:
+        ChainHead.objects.bulk_create([ChainHead(organization_id=organization_id)], ignore_conflicts=True)
+        return ChainHead.objects.select_for_update().get(organization_id=organization_id)
+
+
+def _record_id(row: dict) -> str:
+    return row["decision_id"] if row["record_type"] == RecordType.DECISION else f"{row['decision_id']}:{row['outcome']}"
+
+
+def _chain_locked(head: ChainHead, rows: list[dict]) -> int:
+    """Append rows after `head` (locked by the caller). Rows already stored are skipped (idempotent)."""
+    organization_id = head.organization_id
+    unique: dict[str, dict] = {}
+    for row in rows:
+        unique.setdefault(_record_id(row), row)
+    new_ids = storage.claim_keys(organization_id=organization_id, record_ids=list(unique))
+    if not new_ids:
+        return 0
+    now = timezone.now()
+    if head.recorded_at and now <= head.recorded_at:
+        now = head.recorded_at + dt.timedelta(microseconds=1)  # recorded_at is monotonic along the chain
+    storage.ensure_partition(now)
+    recorded_at = format_ts(now)
+    sqlite = connection.vendor != "postgresql"
+    seq, prev = head.seq, head.hash
+    out = []
+    for record_id, row in unique.items():
+        if record_id not in new_ids:
+            continue
+        seq += 1
+        row = {**row, "organization_id": organization_id, "seq": seq, "recorded_at": recorded_at}
+        digest = chain_hash(prev, record_document(row))
+        row["prev_hash"], row["hash"] = prev, digest
+        prev = digest
+        out.append(_db_row(row, sqlite))
+    storage.write_rows(out)
+    head.seq, head.hash, head.recorded_at = seq, prev, now
+    head.save(update_fields=["seq", "hash", "recorded_at"])
+    return len(out)
+
+
+def _db_row(row: dict, sqlite: bool) -> tuple:
+    values = []
+    for column in storage.COLUMNS:
+        value = row[column]
+        if column in storage.JSON_COLUMNS:
+            value = orjson.dumps(value).decode()
+        elif sqlite and column in ("timestamp", "recorded_at"):
+            value = value.replace("T", " ").rstrip("Z")  # Django's SQLite datetime storage (naive UTC)
+        values.append(value)
+    return tuple(values)
+
+
+@transaction.atomic
+def evidence_append(*, organization: Organization, records: list[dict], agent: Agent | None = None) -> list[str]:
+    """In-process append for other apps (e.g. approvals writing a reviewer's decision as an outcome record).
+
+    Records use the upload format (`record_type` "decision" or "outcome"). Who made the call comes from
+    `agent` if given, else from the record's "agent" name in this organisation, else (outcome records)
+    from the decision record they refer to. Written synchronously into the chain; returns the record ids
+    (already-stored ids are accepted again and stored once).
+    """
+    agents = {}
+    if agent is None:
+        names = {r.get("agent") for r in records if isinstance(r, dict) and r.get("agent")}
+        agents = {a.name: a for a in Agent.objects.filter(organization=organization, name__in=names).select_related("team")}
+    ids, rows = [], []
+    for index, raw in enumerate(records):
+        who = agent or (agents.get(raw.get("agent")) if isinstance(raw, dict) else None)
+        record_id, row = _record_validate(raw, index, agent_context(who))
+        ids.append(record_id)
+        rows.append(row)
+    orphans = {r["decision_id"] for r in rows if r["agent_id"] is None and r["record_type"] == RecordType.OUTCOME}
+    if orphans:
+        known = {
+            d["decision_id"]: d for d in EvidenceRecord.objects.filter(
+                organization=organization, record_type=RecordType.DECISION, decision_id__in=orphans
+            ).values("decision_id", *_CONTEXT_FIELDS, "session_id")
+        }
+        for row in rows:
+            source = known.get(row["decision_id"])
+            if row["agent_id"] is None and source:
+                row.update({k: source[k] for k in _CONTEXT_FIELDS})
+                row["session_id"] = row["session_id"] or source["session_id"]
+    head = _lock_head(organization.pk)
+    _chain_locked(head, rows)
+    return ids
+
+
+# --- checkpoints (retention) -------------------------------------------------------------------
+def checkpoint_signature(*, organization_id: int, seq: int, hash: str, recorded_before: dt.datetime) -> str:
+    key = hashlib.sha256(b"cordum-checkpoint:" + (settings.ENCRYPTION_KEY or settings.SECRET_KEY).encode()).digest()
+    message = f"{organization_id}:{seq}:{hash}:{format_ts(recorded_before)}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def head_for(organization_id: int) -> ChainHead | None:
+    return ChainHead.objects.filter(organization_id=organization_id).first()
+
+
+__all__ = [
+    "GENESIS_HASH", "canonical_json", "chain_hash", "record_document", "records_validate", "evidence_batch_enqueue",
+    "evidence_ingest_pending", "evidence_append", "checkpoint_signature", "format_ts",
+]
