@@ -218,3 +218,8 @@ def user_token_create(*, user, name: str) -> tuple[UserToken, str]:
         user=user, name=name, prefix=plaintext[len(USER_TOKEN_PREFIX) + 1:][:8], digest=token_digest(plaintext)
     )
     return token, plaintext
+
+
+@transaction.atomic
+def user_token_revoke(*, token: UserToken) -> None:
+    UserToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())

@@ -19,5 +19,7 @@ urlpatterns = [
     path("agents/new/", views.AgentCreateView.as_view(), name="agent_create"),
     path("agents/<int:pk>/rotate/", views.AgentRotateTokenView.as_view(), name="agent_rotate"),
     path("agents/<int:pk>/revoke/", views.AgentRevokeView.as_view(), name="agent_revoke"),
+    path("me/tokens/", views.UserTokenListView.as_view(), name="user_tokens"),
+    path("me/tokens/<int:pk>/revoke/", views.UserTokenRevokeView.as_view(), name="user_token_revoke"),
     path("audit-log/", views.AdminAuditLogView.as_view(), name="audit_log"),
 ]

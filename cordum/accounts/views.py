@@ -18,7 +18,7 @@ from cordum.accounts.forms import (
     TeamForm,
 )
 from cordum.accounts.middleware import SESSION_KEY
-from cordum.accounts.models import Agent, Membership, Team
+from cordum.accounts.models import Agent, Membership, Team, UserToken
 from cordum.accounts.permissions import Perm
 from cordum.common.errors import CordumError
 
@@ -254,3 +254,28 @@ class AdminAuditLogView(RoleRequiredMixin, ListView):
 
     def get_queryset(self):
         return selectors.admin_audit_log_list(organization=self.organization)
+
+
+# --- personal API tokens (for scripts and the policy repo's CI) --------------------------------
+class UserTokenListView(RoleRequiredMixin, ListView):
+    template_name = "accounts/user_tokens.html"
+    context_object_name = "tokens"
+
+    def get_queryset(self):
+        return UserToken.objects.filter(user=self.request.user).order_by("-created_at")
+
+    def post(self, request):
+        name = (request.POST.get("name") or "").strip()[:100]
+        if not name:
+            messages.error(request, "Give the token a name, e.g. 'policy repo CI'.")
+            return redirect("accounts:user_tokens")
+        _, plaintext = services.user_token_create(user=request.user, name=name)
+        return render(request, "accounts/user_token_created.html", {"name": name, "token": plaintext})
+
+
+@method_decorator(require_POST, name="dispatch")
+class UserTokenRevokeView(RoleRequiredMixin, View):
+    def post(self, request, pk):
+        services.user_token_revoke(token=get_object_or_404(UserToken, pk=pk, user=request.user))
+        messages.success(request, "Token revoked.")
+        return redirect("accounts:user_tokens")

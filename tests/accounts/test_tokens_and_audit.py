@@ -136,3 +136,21 @@ def test_agent_list_filters_by_team_kind_environment_and_state(admin_client):
     assert names("active=false") == ["a-devin"]
     page = admin_client.get(reverse("accounts:agent_list") + "?kind=cursor", HTTP_HX_REQUEST="true")
     assert b"a-cursor" in page.content and b"a-claude" not in page.content and b"<html" not in page.content
+
+
+@pytest.mark.django_db
+def test_personal_token_acts_with_the_users_role_until_revoked(client):
+    from cordum.accounts.models import UserToken
+
+    membership = MembershipFactory(role=Role.ADMIN)
+    client.force_login(membership.user)
+    page = client.post(reverse("accounts:user_tokens"), {"name": "ci"})
+    token = page.context["token"]
+    client.logout()
+    assert client.get("/api/v1/teams/", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
+    stored = UserToken.objects.get(user=membership.user)
+    assert stored.digest == token_digest(token)
+    client.force_login(membership.user)
+    client.post(reverse("accounts:user_token_revoke", args=[stored.pk]))
+    client.logout()
+    assert client.get("/api/v1/teams/", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 401
