@@ -136,6 +136,14 @@ CELERY_BEAT_SCHEDULE["policies-poll-repositories"] = {
     "task": "cordum.policies.tasks.repositories_poll_task",
     "schedule": timedelta(seconds=POLICY_POLL_INTERVAL),
 }
+CELERY_BEAT_SCHEDULE["evidence-ingest-sweep"] = {  # re-enqueue evidence batches whose message was lost
+    "task": "cordum.decisions.tasks.evidence_ingest_sweep_task",
+    "schedule": timedelta(seconds=30),
+}
+CELERY_BEAT_SCHEDULE["evidence-partitions"] = {  # create next months' evidence partitions ahead of time
+    "task": "cordum.decisions.tasks.evidence_partitions_maintain_task",
+    "schedule": timedelta(hours=6),
+}
 CELERY_BEAT_SCHEDULE["approvals-expire"] = {
     "task": "cordum.approvals.tasks.approvals_expire_task",
     "schedule": timedelta(seconds=15),
