@@ -1,5 +1,9 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from cordum.rollouts import views
 
 app_name = "rollouts"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("fleet/", views.FleetView.as_view(), name="fleet"),
+]

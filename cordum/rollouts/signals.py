@@ -1,0 +1,1 @@
+"""Hooks into other apps (filled in once policy bundles are published)."""
