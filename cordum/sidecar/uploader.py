@@ -93,6 +93,7 @@ class Uploader:
             self.spool.release([s for s, _, _ in batch if s not in done])
         self.uploaded += len(acked)
         self.last_upload_at = time.time()
+        self.spool.set_meta("last_upload_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.last_upload_at)))
         self.last_error = None
         return len(acked)
 

@@ -1,0 +1,142 @@
+"""Client for human approvals at the control plane.
+
+POST /api/v1/approvals opens a request, GET /api/v1/approvals/{id}?wait=N long-polls its state, and
+POST /api/v1/approvals/{id}/consume binds the approval to this exact call (args digest, session, tool) once.
+The call is forwarded only after consume answers 200. While waiting, `on_progress` is called every
+`progress_interval` seconds (the proxy turns that into MCP `notifications/progress` for the agent).
+Everything fails closed: a timeout, an unreachable control plane or an unexpected answer is a refusal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+log = logging.getLogger("cordum.sidecar.approvals")
+
+ProgressCallback = Callable[[float, str], Awaitable[None] | None]
+
+
+@dataclass
+class ApprovalResult:
+    outcome: str  # approved | denied | timed_out | expired | cancelled | error
+    approval_id: str | None = None
+    reviewer: str | None = None
+    comment: str = ""
+    detail: str = ""
+
+    @property
+    def approved(self) -> bool:
+        return self.outcome == "approved"
+
+    def refusal_text(self, *, rule: str | None, reason: str, policy_version: str | None) -> str:
+        who = f" by {self.reviewer}" if self.reviewer else ""
+        because = f": {self.comment}" if self.comment else ""
+        head = {
+            "denied": f"Denied{who}{because}",
+            "timed_out": "Approval timed out; denied (fail closed)",
+            "expired": "Approval request expired; denied (fail closed)",
+            "cancelled": "Approval request was cancelled; denied",
+        }.get(self.outcome, f"Approval could not be obtained ({self.detail or self.outcome}); denied (fail closed)")
+        return (f"{head}. Cordum policy rule {rule or 'defaults.decision'} requires approval: {reason} "
+                f"(policy {policy_version})")
+
+
+class ApprovalClient:
+    def __init__(self, client: httpx.AsyncClient, *, poll_wait_seconds: int = 25,
+                 progress_interval_seconds: float = 5.0, max_wait_seconds: float | None = None):
+        self.client = client
+        self.poll_wait_seconds = max(1, int(poll_wait_seconds))
+        self.progress_interval_seconds = progress_interval_seconds
+        self.max_wait_seconds = max_wait_seconds
+
+    async def request_and_wait(self, payload: dict[str, Any], *, timeout_seconds: float,
+                               on_progress: ProgressCallback | None = None) -> ApprovalResult:
+        """Open an approval and wait for the reviewer, the timeout, or a failure (all but approval refuse)."""
+        if self.max_wait_seconds is not None:
+            timeout_seconds = min(timeout_seconds, self.max_wait_seconds)
+        deadline = time.monotonic() + timeout_seconds
+        body = dict(payload, timeout_seconds=int(max(1, round(timeout_seconds))))
+        try:
+            resp = await self.client.post("/api/v1/approvals", json=body, timeout=15.0)
+        except httpx.HTTPError as exc:
+            return ApprovalResult("error", detail=f"control plane unreachable: {type(exc).__name__}")
+        if resp.status_code not in (200, 201):
+            return ApprovalResult("error", detail=f"control plane answered {resp.status_code}: {_msg(resp)}")
+        approval_id = str(resp.json().get("id"))
+        log.info("approval requested", extra={"approval_id": approval_id, "decision_id": payload.get("decision_id")})
+
+        progress_task = None
+        if on_progress is not None:
+            progress_task = asyncio.create_task(self._progress(on_progress, approval_id, timeout_seconds))
+        try:
+            result = await self._wait(approval_id, deadline)
+        finally:
+            if progress_task is not None:
+                progress_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await progress_task
+        if not result.approved:
+            return result
+        consume = {k: payload.get(k) for k in ("args_digest", "session_id", "tool")}
+        try:
+            resp = await self.client.post(f"/api/v1/approvals/{approval_id}/consume", json=consume, timeout=15.0)
+        except httpx.HTTPError as exc:
+            return ApprovalResult("error", approval_id, result.reviewer,
+                                  detail=f"could not consume the approval: {type(exc).__name__}")
+        if resp.status_code != 200:
+            return ApprovalResult("error", approval_id, result.reviewer,
+                                  detail=f"approval could not be consumed ({resp.status_code}: {_msg(resp)})")
+        return result
+
+    async def _wait(self, approval_id: str, deadline: float) -> ApprovalResult:
+        failures = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return ApprovalResult("timed_out", approval_id)
+            wait = max(1, min(self.poll_wait_seconds, int(remaining)))
+            try:
+                resp = await self.client.get(f"/api/v1/approvals/{approval_id}", params={"wait": wait},
+                                             timeout=httpx.Timeout(10.0, read=wait + 10.0))
+            except httpx.HTTPError as exc:
+                failures += 1
+                if failures >= 3:
+                    return ApprovalResult("error", approval_id, detail=f"control plane unreachable: {type(exc).__name__}")
+                await asyncio.sleep(min(2.0 * failures, max(0.0, deadline - time.monotonic())))
+                continue
+            if resp.status_code != 200:
+                return ApprovalResult("error", approval_id, detail=f"control plane answered {resp.status_code}")
+            failures = 0
+            data = resp.json()
+            state = data.get("state")
+            if state == "pending":
+                continue
+            outcome = {"approved": "approved", "denied": "denied", "expired": "timed_out",
+                       "cancelled": "cancelled"}.get(state, "error")
+            return ApprovalResult(outcome, approval_id, data.get("reviewer"), data.get("comment") or "",
+                                  detail="" if outcome != "error" else f"unknown state {state!r}")
+
+    async def _progress(self, on_progress: ProgressCallback, approval_id: str, timeout_seconds: float) -> None:
+        start = time.monotonic()
+        while True:
+            waited = time.monotonic() - start
+            left = max(0, int(timeout_seconds - waited))
+            result = on_progress(waited, f"Waiting for human approval (request {approval_id}, {left}s left)")
+            if asyncio.iscoroutine(result):
+                await result
+            await asyncio.sleep(self.progress_interval_seconds)
+
+
+def _msg(resp: httpx.Response) -> str:
+    try:
+        return str(resp.json().get("message"))
+    except ValueError:
+        return resp.text[:200]

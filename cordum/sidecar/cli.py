@@ -1,0 +1,142 @@
+"""`cordum-sidecar`: run the enforcement proxy, answer agent hooks, show status, install into agent configs.
+
+    cordum-sidecar run --config sidecar.yaml
+    cordum-sidecar run --bundle safety.yaml [--agent NAME] [--environment ENV] -- UPSTREAM_COMMAND ARGS...
+    cordum-sidecar hook [--config sidecar.yaml | --bundle safety.yaml] [--agent-format claude-code|cursor]
+    cordum-sidecar status [--config sidecar.yaml]
+    cordum-sidecar install claude-code|cursor [--project DIR | --managed] [--dry-run]
+
+Logs are JSON lines on stderr; stdout belongs to the MCP protocol (run) or the hook answer (hook).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import sys
+
+from cordum.sidecar import __version__
+from cordum.sidecar.config import (
+    DEFAULT_SPOOL,
+    ConfigError,
+    SidecarConfig,
+    UpstreamConfig,
+    guess_server_name,
+    load_config,
+)
+from cordum.sidecar.logs import setup_logging
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cordum-sidecar", description="Cordum MCP enforcement sidecar")
+    p.add_argument("--version", action="version", version=f"cordum-sidecar {__version__}")
+    p.add_argument("--log-level", default=os.environ.get("CORDUM_LOG_LEVEL", "INFO"))
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--config", help="sidecar.yaml")
+        sp.add_argument("--bundle", help="local policy: signed bundle JSON or plain safety.yaml (offline)")
+        sp.add_argument("--agent", help="agent name used for local evaluation")
+        sp.add_argument("--team")
+        sp.add_argument("--environment")
+        sp.add_argument("--spool", help=f"SQLite spool path (default {DEFAULT_SPOOL} or $CORDUM_SIDECAR_SPOOL)")
+
+    run = sub.add_parser("run", help="run the proxy in front of MCP servers")
+    common(run)
+    run.add_argument("--name", help="server name of the upstream given after -- (default: guessed from it)")
+    run.add_argument("upstream", nargs=argparse.REMAINDER, help="-- UPSTREAM_COMMAND ARGS...")
+
+    hook = sub.add_parser("hook", help="answer a Claude Code PreToolUse or Cursor hook event (stdin -> stdout)")
+    common(hook)
+    hook.add_argument("--agent-format", choices=["claude-code", "cursor"], default="claude-code")
+
+    status = sub.add_parser("status", help="bundle version, spool depth, last upload")
+    common(status)
+
+    install = sub.add_parser("install", help="put every MCP server of an agent config behind the sidecar")
+    install.add_argument("target", choices=["claude-code", "cursor"])
+    where = install.add_mutually_exclusive_group()
+    where.add_argument("--project", default=None, help="project directory (default: current directory)")
+    where.add_argument("--managed", action="store_true", help="write managed-mcp.json for fleet-wide enforcement")
+    install.add_argument("--managed-dir", help="directory for managed-mcp.json (default: the OS's managed path)")
+    install.add_argument("--config", help="sidecar.yaml the installed entries use")
+    install.add_argument("--bundle", help="local policy the installed entries use (instead of --config)")
+    install.add_argument("--sidecar-command", help="how to launch the sidecar (default: cordum-sidecar)")
+    install.add_argument("--no-hook", action="store_true", help="do not register the agent hook")
+    install.add_argument("--dry-run", action="store_true", help="print the changes, write nothing")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> SidecarConfig:
+    cfg = load_config(args.config) if args.config else SidecarConfig(
+        spool=os.environ.get("CORDUM_SIDECAR_SPOOL", DEFAULT_SPOOL)
+    )
+    changes = {}
+    for name in ("agent", "team", "environment", "spool"):
+        value = getattr(args, name, None)
+        if value:
+            changes[name] = value
+    if changes:
+        cfg = dataclasses.replace(cfg, **changes)
+    return cfg
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    command = list(args.upstream or [])
+    if command and command[0] == "--":
+        command = command[1:]
+    if command:
+        name = args.name or guess_server_name(command)
+        cfg = dataclasses.replace(cfg, upstreams=(UpstreamConfig(name=name, command=command),))
+    if not cfg.upstreams:
+        print("cordum-sidecar run: no upstream MCP server (give `-- COMMAND ARGS...` or upstreams: in --config)",
+              file=sys.stderr)
+        return 2
+    if not args.bundle and not args.config:
+        print("cordum-sidecar run: give --config sidecar.yaml or --bundle FILE", file=sys.stderr)
+        return 2
+    if cfg.listen != "stdio":
+        from cordum.sidecar.http_listen import run_http
+
+        return asyncio.run(run_http(cfg, local_bundle=args.bundle))
+    from cordum.sidecar.runtime import run_stdio
+
+    return asyncio.run(run_stdio(cfg, local_bundle=args.bundle))
+
+
+def _cmd_hook(args: argparse.Namespace) -> int:
+    from cordum.sidecar.hook import run_hook
+
+    return run_hook(config_from_args(args), local_bundle=args.bundle, agent_format=args.agent_format)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from cordum.sidecar.status import status_report
+
+    report = status_report(config_from_args(args), local_bundle=args.bundle)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _cmd_install(args: argparse.Namespace) -> int:
+    from cordum.sidecar.install import install
+
+    return install(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        return {"run": _cmd_run, "hook": _cmd_hook, "status": _cmd_status, "install": _cmd_install}[args.command](
+            args
+        )
+    except ConfigError as exc:
+        print(f"cordum-sidecar: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,302 @@
+"""Local decisions and evidence: the policy in force, one decision per call, one spooled record per call.
+
+The policy comes from a pluggable source: a local file (`--bundle`: a signed bundle JSON verified against the
+trusted keys, or a plain safety.yaml for local development) or the control plane's BundleClient. With no valid
+policy every call is denied with a reason that says so (fail closed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from cordum.policy import (
+    Call,
+    LimitsTracker,
+    args_digest,
+    compile_policy,
+    evaluate,
+    load_policy_file,
+    policy_from_dict,
+    redact_arguments,
+)
+from cordum.sidecar.ids import utc_now_rfc3339, uuid7_str
+from cordum.sidecar.spool import Spool
+
+log = logging.getLogger("cordum.sidecar.enforcer")
+
+# Decision-record outcomes (contract); anything else (expired, cancelled) goes in a separate outcome record.
+DECISION_OUTCOMES = {"approved", "denied", "timed_out", "executed", "failed", "blocked"}
+
+
+class PolicyLoadError(Exception):
+    pass
+
+
+@dataclass
+class LoadedPolicy:
+    compiled: Any
+    version: str
+    sequence: int | None
+    source: str
+    limits: Any = None  # LimitsTracker
+
+
+def _compile(policy: Any, version: str, *, sequence: int | None, source: str) -> LoadedPolicy:
+    compiled = compile_policy(policy, version)
+    return LoadedPolicy(compiled=compiled, version=version, sequence=sequence, source=source,
+                        limits=LimitsTracker(compiled))
+
+
+def policy_from_bundle(bundle: dict, *, source: str) -> LoadedPolicy:
+    """Compile a bundle that has already been verified (the caller verifies signatures)."""
+    manifest = bundle["manifest"]
+    try:
+        policy = policy_from_dict(bundle["policy"])
+    except Exception as exc:  # a verified bundle that this engine cannot read: fail closed, say why
+        raise PolicyLoadError(f"bundle {manifest.get('version')} could not be read: {exc}") from exc
+    return _compile(policy, manifest["version"], sequence=manifest.get("sequence"), source=source)
+
+
+def load_local_policy(path: str | os.PathLike[str], *, trusted_keys: dict[str, str]) -> LoadedPolicy:
+    """`--bundle FILE`: a signed bundle JSON (verified against trusted keys) or a plain safety.yaml."""
+    p = Path(os.path.expanduser(str(path)))
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise PolicyLoadError(f"cannot read policy file {p}: {exc.strerror}") from exc
+    stripped = raw.lstrip()
+    if stripped.startswith(b"{"):
+        from cordum.sidecar.bundles import BundleError, bundle_verify
+
+        try:
+            bundle = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise PolicyLoadError(f"{p}: not valid JSON: {exc}") from exc
+        if isinstance(bundle, dict) and "manifest" in bundle:
+            try:
+                bundle_verify(bundle, trusted_keys)
+            except BundleError as exc:
+                raise PolicyLoadError(f"bundle {p} refused: {exc}") from exc
+            return policy_from_bundle(bundle, source=str(p))
+    result = load_policy_file(str(p))
+    if result.errors or result.policy is None:
+        first = "; ".join(str(e) for e in list(result.errors)[:3]) or "no policy"
+        raise PolicyLoadError(f"policy {p} is invalid: {first}")
+    version = f"local:{p.name}@{hashlib.sha256(raw).hexdigest()[:7]}"
+    return _compile(result.policy, version, sequence=None, source=str(p))
+
+
+@dataclass
+class Verdict:
+    """One decided call and its evidence record (kept until the outcome is known)."""
+
+    decision: str  # allow | require_approval | deny
+    rule: str | None
+    reason: str
+    policy_version: str | None
+    record: dict[str, Any]
+    seq: int | None = None
+    approval: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def decision_id(self) -> str:
+        return self.record["decision_id"]
+
+    def deny_text(self) -> str:
+        if self.policy_version is None:
+            return f"Denied by Cordum: {self.reason}"
+        return f"Denied by Cordum policy rule {self.rule or 'defaults.decision'}: {self.reason} (policy {self.policy_version})"
+
+
+@dataclass
+class Counters:
+    allow: int = 0
+    deny: int = 0
+    require_approval: int = 0
+    errors: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"allow": self.allow, "deny": self.deny, "require_approval": self.require_approval,
+                "errors": self.errors}
+
+
+def _attr(obj: Any, name: str, default: Any = None) -> Any:
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def _approval_dict(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return value
+    to_dict = getattr(value, "to_dict", None)
+    return to_dict() if callable(to_dict) else dict(vars(value))
+
+
+class Enforcer:
+    """Decides calls against the policy in force, spools one record per call, and records outcomes."""
+
+    def __init__(self, *, spool: Spool, agent: str, environment: str, team: str | None, sidecar_id: str,
+                 on_record=None, root: str | None = None):
+        self.spool = spool
+        self.root = root if root is not None else os.getcwd()
+        self.agent = agent
+        self.environment = environment
+        self.team = team
+        self.sidecar_id = sidecar_id
+        self.on_record = on_record  # e.g. uploader.notify
+        self.primary: LoadedPolicy | None = None
+        self.shadow: LoadedPolicy | None = None
+        self.no_policy_reason = "no valid policy bundle is loaded"
+        self.no_policy_detail = None  # optional callable -> str|None (e.g. the bundle client's last error)
+        self.counters = Counters()
+
+    # -- the policy in force --------------------------------------------------------------------
+
+    def set_policy(self, loaded: LoadedPolicy | None, *, reason: str | None = None) -> None:
+        old = self.primary
+        if loaded is not None and old is not None and old.version == loaded.version and old.limits is not None:
+            loaded.limits = old.limits  # same version re-announced: keep session counters
+        self.primary = loaded
+        if reason:
+            self.no_policy_reason = reason
+        log.info("policy in force", extra={"policy_version": loaded.version if loaded else None,
+                                           "source": loaded.source if loaded else None, "reason": reason})
+
+    def set_shadow(self, loaded: LoadedPolicy | None) -> None:
+        self.shadow = loaded
+
+    # -- deciding -------------------------------------------------------------------------------
+
+    def decide(self, *, server: str, tool: str, arguments: dict[str, Any] | None, session_id: str,
+               agent: str | None = None, root: str | None = None, extra: dict[str, Any] | None = None) -> Verdict:
+        """Decide one call and commit its evidence record to the spool before returning."""
+        t0 = time.perf_counter_ns()
+        arguments = arguments if isinstance(arguments, dict) else {}
+        call = Call(server=server, tool=tool, arguments=arguments, agent=agent or self.agent, team=self.team or "",
+                    environment=self.environment or "", root=root or self.root)
+        primary = self.primary
+        shadow_out: list[dict[str, Any]] = []
+        if primary is None:
+            detail = self.no_policy_detail() if self.no_policy_detail else None
+            decision, rule, reason, version = "deny", None, (
+                f"{self.no_policy_reason}{f' ({detail})' if detail else ''}; every call is denied until a valid "
+                "policy is in force (fail closed)"
+            ), None
+            topic, risk_tags, target, action, approval = f"job.mcp-bridge.{server}.{tool}", [], "", f"{server}.{tool}", {}
+            redacted = {"_redacted": "no policy in force"}
+        else:
+            try:
+                d = evaluate(primary.compiled, call)
+                if primary.limits is not None and _attr(d, "decision") != "deny":
+                    limited = primary.limits.check(session_id, d, time.time())
+                    if limited is not None:
+                        d = limited
+                decision, rule, reason = _attr(d, "decision"), _attr(d, "rule"), _attr(d, "reason") or ""
+                version = _attr(d, "policy_version") or primary.version
+                topic, risk_tags = _attr(d, "topic"), list(_attr(d, "risk_tags") or [])
+                target, action = _attr(d, "target") or "", _attr(d, "action") or f"{server}.{tool}"
+                approval = _approval_dict(_attr(d, "approval"))
+                for s in _attr(d, "shadow") or []:
+                    shadow_out.append({"rule": _attr(s, "rule"), "decision": _attr(s, "decision"),
+                                       "policy_version": version})
+                redacted = redact_arguments(primary.compiled, call)
+            except Exception as exc:  # an engine failure must never let a call through
+                log.exception("policy evaluation failed; denying")
+                self.counters.errors += 1
+                decision, rule, version = "deny", None, primary.version
+                reason = f"policy evaluation failed ({type(exc).__name__}); denied (fail closed)"
+                topic, risk_tags, target, action, approval = f"job.mcp-bridge.{server}.{tool}", [], "", f"{server}.{tool}", {}
+                redacted = {"_redacted": "evaluation failed"}
+            shadow_policy = self.shadow
+            if shadow_policy is not None:
+                try:
+                    sd = evaluate(shadow_policy.compiled, call)
+                    shadow_out.append({"rule": _attr(sd, "rule"), "decision": _attr(sd, "decision"),
+                                       "policy_version": _attr(sd, "policy_version") or shadow_policy.version})
+                except Exception:
+                    log.exception("shadow policy evaluation failed")
+        latency_us = (time.perf_counter_ns() - t0) // 1000
+        record = {
+            "record_type": "decision",
+            "decision_id": uuid7_str(),
+            "agent": agent or self.agent,
+            "session_id": session_id,
+            "team": self.team,
+            "environment": self.environment,
+            "action": action,
+            "target": target,
+            "server": server,
+            "tool": tool,
+            "args_digest": args_digest(arguments),
+            "args": redacted,
+            "topic": topic,
+            "risk_tags": risk_tags,
+            "decision": decision,
+            "rule": rule,
+            "reason": reason,
+            "policy_version": version,
+            "mode": "enforce",
+            "shadow": shadow_out,
+            "reviewer": None,
+            "outcome": "blocked" if decision == "deny" else None,
+            "timestamp": utc_now_rfc3339(),
+            "latency_us": latency_us,
+            "sidecar_id": self.sidecar_id,
+        }
+        if extra:
+            record.update(extra)
+        verdict = Verdict(decision=decision, rule=rule, reason=reason, policy_version=version, record=record,
+                          approval=approval)
+        if decision == "allow":
+            self.counters.allow += 1
+        elif decision == "deny":
+            self.counters.deny += 1
+        else:
+            self.counters.require_approval += 1
+        verdict.seq = self.spool.add(record)
+        if self.on_record is not None:
+            self.on_record()
+        return verdict
+
+    # -- outcomes -------------------------------------------------------------------------------
+
+    def record_outcome(self, verdict: Verdict, outcome: str, *, reviewer: str | None = None, comment: str = "",
+                       error: str = "", in_decision: bool = True) -> None:
+        """Fold the outcome into the spooled decision record if it has not been uploaded yet, else (or when
+        `in_decision` is False) spool a separate outcome record."""
+        duration_ms = int((time.monotonic() - verdict.started) * 1000)
+        if in_decision and outcome in DECISION_OUTCOMES and verdict.record.get("outcome") in (None, "approved"):
+            updated = dict(verdict.record, outcome=outcome)
+            if reviewer is not None:
+                updated["reviewer"] = reviewer
+            if verdict.record.get("outcome") is None and verdict.seq is not None and self.spool.merge_outcome(
+                verdict.seq, updated
+            ):
+                verdict.record = updated
+                return
+            if verdict.record.get("outcome") is None:
+                verdict.record = updated
+        self.spool.add({
+            "record_type": "outcome",
+            "decision_id": verdict.decision_id,
+            "outcome": outcome,
+            "reviewer": reviewer,
+            "comment": comment or "",
+            "error": (error or "")[:2000],
+            "timestamp": utc_now_rfc3339(),
+            "duration_ms": duration_ms,
+        })
+        if self.on_record is not None:
+            self.on_record()

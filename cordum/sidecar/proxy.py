@@ -1,0 +1,371 @@
+"""The relay: JSON-RPC messages pass between the agent and the upstream MCP servers unchanged, except
+`tools/call`, which is decided locally first, and, when several upstreams are fronted, the messages that
+must be fanned out and merged (initialize, tools/list, resources/prompts lists) or routed by name.
+
+With one upstream the sidecar is byte-for-byte transparent for everything but denied or held calls: the
+raw line the agent wrote is what the upstream reads, and vice versa. With several, tool (and prompt) names
+become `<server>__<name>` and ids of server-initiated requests are rewritten so answers find their way back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from cordum.sidecar import __version__
+from cordum.sidecar.approvals import ApprovalClient, ApprovalResult
+from cordum.sidecar.enforcer import Enforcer, Verdict
+
+log = logging.getLogger("cordum.sidecar.proxy")
+
+SEP = "__"
+_FANOUT_LISTS = {"tools/list": "tools", "resources/list": "resources",
+                 "resources/templates/list": "resourceTemplates", "prompts/list": "prompts"}
+
+
+def _jsonrpc_result(req_id: Any, result: dict[str, Any]) -> bytes:
+    return orjson.dumps({"jsonrpc": "2.0", "id": req_id, "result": result})
+
+
+def _jsonrpc_error(req_id: Any, code: int, message: str) -> bytes:
+    return orjson.dumps({"jsonrpc": "2.0", "id": req_id, "error": {"code": code, "message": message}})
+
+
+def tool_error_result(text: str) -> dict[str, Any]:
+    return {"content": [{"type": "text", "text": text}], "isError": True}
+
+
+@dataclass
+class _Pending:
+    verdict: Verdict
+    upstream: Any
+
+
+@dataclass
+class _FanOut:
+    agent_id: Any
+    method: str
+    waiting: set[str]
+    results: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, Any] = field(default_factory=dict)
+
+
+class Relay:
+    """One agent session in front of one or more upstreams."""
+
+    def __init__(self, *, upstreams: list[Any], enforcer: Enforcer, send_agent: Callable[[bytes], None],
+                 session_id: str, approvals: ApprovalClient | None = None):
+        self.upstreams = {u.name: u for u in upstreams}
+        self.first = upstreams[0]
+        self.multi = len(upstreams) > 1
+        self.enforcer = enforcer
+        self.send_agent = send_agent
+        self.session_id = session_id
+        self.approvals = approvals
+        self._calls: dict[tuple[str, Any], _Pending] = {}
+        self._held: dict[Any, asyncio.Task] = {}  # tools/call waiting for approval, by agent request id
+        self._routes: dict[Any, str] = {}  # multi: agent request id -> upstream name
+        self._fanouts: dict[str, _FanOut] = {}
+        self._server_reqs: dict[str, tuple[str, Any]] = {}  # multi: rewritten id -> (upstream, original id)
+        self._uri_owner: dict[str, str] = {}
+        self._seq = 0
+
+    # -- agent -> upstream ----------------------------------------------------------------------
+
+    def on_agent_line(self, line: bytes) -> None:
+        try:
+            msg = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            self.send_agent(_jsonrpc_error(None, -32700, "Parse error"))
+            return
+        if isinstance(msg, list):  # a JSON-RPC batch (older protocol versions): handle each element
+            for item in msg:
+                if isinstance(item, dict):
+                    self._on_agent_msg(item, None)
+            return
+        if isinstance(msg, dict):
+            self._on_agent_msg(msg, line)
+
+    def _on_agent_msg(self, msg: dict[str, Any], raw: bytes | None) -> None:
+        method = msg.get("method")
+        if method is None:  # the agent answers a request an upstream made (sampling, roots, elicitation)
+            self._route_agent_response(msg, raw)
+            return
+        if "id" in msg:
+            if method == "tools/call":
+                self._on_tools_call(msg, raw)
+            elif not self.multi:
+                self._forward(self.first, msg, raw)
+            else:
+                self._route_request(msg, raw)
+            return
+        # a notification
+        if method == "notifications/cancelled":
+            req_id = (msg.get("params") or {}).get("requestId")
+            task = self._held.pop(req_id, None)
+            if task is not None:
+                task.cancel()
+                return
+        if not self.multi:
+            self._forward(self.first, msg, raw)
+        elif method == "notifications/cancelled":
+            req_id = (msg.get("params") or {}).get("requestId")
+            name = self._routes.get(req_id)
+            for up in ([self.upstreams[name]] if name in self.upstreams else self.upstreams.values()):
+                self._forward(up, msg, raw)
+        else:
+            for up in self.upstreams.values():
+                self._forward(up, msg, raw)
+
+    def _forward(self, upstream: Any, msg: dict[str, Any], raw: bytes | None) -> None:
+        try:
+            upstream.send(raw if raw is not None else orjson.dumps(msg))
+        except ConnectionError as exc:
+            if "id" in msg and msg.get("method"):
+                self.send_agent(_jsonrpc_error(msg["id"], -32603, f"Cordum sidecar: {exc}"))
+
+    # -- tools/call: the enforcement point ------------------------------------------------------
+
+    def _resolve_tool(self, name: str) -> tuple[Any, str] | None:
+        if not self.multi:
+            return self.first, name
+        server, sep, tool = name.partition(SEP)
+        if sep and server in self.upstreams:
+            return self.upstreams[server], tool
+        return None
+
+    def _on_tools_call(self, msg: dict[str, Any], raw: bytes | None) -> None:
+        req_id = msg["id"]
+        params = msg.get("params") or {}
+        name = params.get("name")
+        if not isinstance(name, str):
+            self.send_agent(_jsonrpc_error(req_id, -32602, "tools/call needs params.name"))
+            return
+        resolved = self._resolve_tool(name)
+        if resolved is None:
+            self.send_agent(_jsonrpc_error(req_id, -32602, f"Unknown tool: {name}"))
+            return
+        upstream, tool = resolved
+        verdict = self.enforcer.decide(server=upstream.name, tool=tool, arguments=params.get("arguments"),
+                                       session_id=self.session_id)
+        if verdict.decision == "allow":
+            self._send_call(upstream, tool, msg, raw, verdict)
+        elif verdict.decision == "deny":
+            self.send_agent(_jsonrpc_result(req_id, tool_error_result(verdict.deny_text())))
+        else:
+            task = asyncio.get_running_loop().create_task(self._hold_for_approval(upstream, tool, msg, raw, verdict))
+            self._held[req_id] = task
+
+    def _send_call(self, upstream: Any, tool: str, msg: dict[str, Any], raw: bytes | None, verdict: Verdict) -> None:
+        req_id = msg["id"]
+        if self.multi or raw is None:
+            params = dict(msg.get("params") or {}, name=tool)
+            raw = orjson.dumps(dict(msg, params=params))
+        self._calls[(upstream.name, req_id)] = _Pending(verdict, upstream)
+        verdict.started = time.monotonic()
+        try:
+            upstream.send(raw)
+        except ConnectionError as exc:
+            self._calls.pop((upstream.name, req_id), None)
+            self.enforcer.record_outcome(verdict, "failed", error=str(exc))
+            self.send_agent(_jsonrpc_error(req_id, -32603, f"Cordum sidecar: {exc}"))
+
+    async def _hold_for_approval(self, upstream: Any, tool: str, msg: dict[str, Any], raw: bytes | None,
+                                 verdict: Verdict) -> None:
+        req_id = msg["id"]
+        params = msg.get("params") or {}
+        token = (params.get("_meta") or {}).get("progressToken")
+        try:
+            if self.approvals is None:
+                result = ApprovalResult("error", detail="no control plane configured to ask (offline mode)")
+            else:
+                count = 0
+
+                def on_progress(waited: float, text: str) -> None:
+                    nonlocal count
+                    if token is None:
+                        return
+                    count += 1
+                    self.send_agent(orjson.dumps({"jsonrpc": "2.0", "method": "notifications/progress",
+                                                  "params": {"progressToken": token, "progress": count,
+                                                             "message": text}}))
+
+                approval = verdict.approval or {}
+                rec = verdict.record
+                payload = {k: rec.get(k) for k in ("decision_id", "session_id", "server", "tool", "action", "target",
+                                                   "topic", "risk_tags", "rule", "reason", "args_digest", "args",
+                                                   "policy_version")}
+                payload.update(diff="", on_timeout=approval.get("on_timeout") or "deny",
+                               reviewers=list(approval.get("reviewers") or ["role:reviewer"]),
+                               allow_self_approval=bool(approval.get("allow_self_approval")))
+                timeout = float(approval.get("timeout") or 900)
+                result = await self.approvals.request_and_wait(payload, timeout_seconds=timeout,
+                                                               on_progress=on_progress)
+        except asyncio.CancelledError:
+            self.enforcer.record_outcome(verdict, "cancelled", in_decision=False)
+            self.enforcer.record_outcome(verdict, "denied", comment="cancelled by the agent")
+            return
+        finally:
+            self._held.pop(req_id, None)
+        if result.approved:
+            self.enforcer.record_outcome(verdict, "approved", reviewer=result.reviewer, comment=result.comment)
+            self._send_call(upstream, tool, msg, raw, verdict)
+            return
+        outcome = result.outcome if result.outcome in ("denied", "timed_out") else (
+            "timed_out" if result.outcome == "expired" else "denied")
+        self.enforcer.record_outcome(verdict, outcome, reviewer=result.reviewer, comment=result.comment,
+                                     error=result.detail)
+        text = result.refusal_text(rule=verdict.rule, reason=verdict.reason, policy_version=verdict.policy_version)
+        self.send_agent(_jsonrpc_result(req_id, tool_error_result(text)))
+
+    # -- multi-upstream routing -----------------------------------------------------------------
+
+    def _next_id(self) -> str:
+        self._seq += 1
+        return f"cordum-{self._seq}"
+
+    def _route_request(self, msg: dict[str, Any], raw: bytes | None) -> None:
+        method = msg["method"]
+        req_id = msg["id"]
+        params = msg.get("params") or {}
+        if method == "ping":
+            self.send_agent(_jsonrpc_result(req_id, {}))
+            return
+        if method == "initialize" or method in _FANOUT_LISTS or method == "logging/setLevel":
+            fan = _FanOut(agent_id=req_id, method=method, waiting=set(self.upstreams))
+            for up in self.upstreams.values():
+                internal = self._next_id()
+                self._fanouts[internal] = fan
+                self._forward(up, dict(msg, id=internal), None)
+            return
+        target = self.first
+        out = msg
+        if method == "prompts/get":
+            server, sep, prompt = str(params.get("name", "")).partition(SEP)
+            if sep and server in self.upstreams:
+                target, out = self.upstreams[server], dict(msg, params=dict(params, name=prompt))
+        elif method.startswith("resources/") and "uri" in params:
+            target = self.upstreams.get(self._uri_owner.get(params["uri"], ""), self.first)
+        elif method == "completion/complete":
+            ref = params.get("ref") or {}
+            if ref.get("type") == "ref/prompt":
+                server, sep, prompt = str(ref.get("name", "")).partition(SEP)
+                if sep and server in self.upstreams:
+                    target = self.upstreams[server]
+                    out = dict(msg, params=dict(params, ref=dict(ref, name=prompt)))
+            elif "uri" in ref:
+                target = self.upstreams.get(self._uri_owner.get(ref["uri"], ""), self.first)
+        self._routes[req_id] = target.name
+        self._forward(target, out, raw if out is msg else None)
+
+    def _route_agent_response(self, msg: dict[str, Any], raw: bytes | None) -> None:
+        if not self.multi:
+            self._forward(self.first, msg, raw)
+            return
+        entry = self._server_reqs.pop(msg.get("id"), None) if isinstance(msg.get("id"), str) else None
+        if entry is None:
+            log.warning("agent answered an unknown request id; dropped", extra={"id": msg.get("id")})
+            return
+        name, original = entry
+        self._forward(self.upstreams[name], dict(msg, id=original), None)
+
+    def _finish_fanout(self, fan: _FanOut) -> None:
+        if fan.method == "initialize":
+            if not fan.results:
+                err = next(iter(fan.errors.values()), {"code": -32603, "message": "no upstream initialized"})
+                self.send_agent(orjson.dumps({"jsonrpc": "2.0", "id": fan.agent_id, "error": err}))
+                return
+            caps: dict[str, Any] = {}
+            instructions = []
+            protocol = None
+            for name, res in fan.results.items():
+                protocol = protocol or res.get("protocolVersion")
+                for key, value in (res.get("capabilities") or {}).items():
+                    if isinstance(value, dict) and isinstance(caps.get(key), dict):
+                        caps[key] = {**caps[key], **value}
+                    else:
+                        caps.setdefault(key, value)
+                if res.get("instructions"):
+                    instructions.append(f"[{name}] {res['instructions']}")
+            result = {"protocolVersion": protocol, "capabilities": caps,
+                      "serverInfo": {"name": "cordum-sidecar", "version": __version__}}
+            if instructions:
+                result["instructions"] = "\n".join(instructions)
+            self.send_agent(_jsonrpc_result(fan.agent_id, result))
+            return
+        if fan.method == "logging/setLevel":
+            self.send_agent(_jsonrpc_result(fan.agent_id, {}))
+            return
+        key = _FANOUT_LISTS[fan.method]
+        merged: list[Any] = []
+        for name in self.upstreams:  # stable order: config order
+            for item in (fan.results.get(name) or {}).get(key) or []:
+                item = dict(item)
+                if key in ("tools", "prompts") and "name" in item:
+                    item["name"] = f"{name}{SEP}{item['name']}"
+                elif key == "resources" and "uri" in item:
+                    self._uri_owner[item["uri"]] = name
+                merged.append(item)
+        self.send_agent(_jsonrpc_result(fan.agent_id, {key: merged}))
+
+    # -- upstream -> agent ----------------------------------------------------------------------
+
+    def on_upstream_line(self, upstream: Any, line: bytes) -> None:
+        try:
+            msg = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            log.warning("upstream sent invalid JSON; dropped", extra={"upstream": upstream.name})
+            return
+        if not isinstance(msg, dict):
+            self.send_agent(line)
+            return
+        if "method" not in msg:  # a response
+            req_id = msg.get("id")
+            if self.multi and isinstance(req_id, str) and req_id in self._fanouts:
+                fan = self._fanouts.pop(req_id)
+                if "result" in msg:
+                    fan.results[upstream.name] = msg["result"]
+                else:
+                    fan.errors[upstream.name] = msg.get("error")
+                fan.waiting.discard(upstream.name)
+                if not fan.waiting:
+                    self._finish_fanout(fan)
+                return
+            pending = self._calls.pop((upstream.name, req_id), None)
+            if self.multi:
+                self._routes.pop(req_id, None)
+            self.send_agent(line)  # the agent gets the answer first; bookkeeping after
+            if pending is not None:
+                self._record_call_result(pending, msg)
+            return
+        if self.multi and "id" in msg:  # a request from an upstream to the agent: make its id unique
+            new_id = f"{upstream.name}{SEP}{self._next_id()}"
+            self._server_reqs[new_id] = (upstream.name, msg["id"])
+            self.send_agent(orjson.dumps(dict(msg, id=new_id)))
+            return
+        self.send_agent(line)
+
+    def _record_call_result(self, pending: _Pending, msg: dict[str, Any]) -> None:
+        if "error" in msg:
+            err = msg.get("error") or {}
+            self.enforcer.record_outcome(pending.verdict, "failed", error=str(err.get("message", err)))
+            return
+        result = msg.get("result") or {}
+        if result.get("isError"):
+            text = " ".join(c.get("text", "") for c in result.get("content") or [] if isinstance(c, dict))
+            self.enforcer.record_outcome(pending.verdict, "failed", error=text[:2000])
+        else:
+            self.enforcer.record_outcome(pending.verdict, "executed")
+
+    def upstream_closed(self, upstream: Any) -> None:
+        """Answer every call still waiting on a dead upstream, and record it as failed."""
+        for key in [k for k in self._calls if k[0] == upstream.name]:
+            pending = self._calls.pop(key)
+            self.enforcer.record_outcome(pending.verdict, "failed", error="upstream server exited")
+            self.send_agent(_jsonrpc_error(key[1], -32603, f"Cordum sidecar: upstream {upstream.name} exited"))
