@@ -1,1 +1,76 @@
-"""Models of this app (see the app docstring in apps.py and ARCHITECTURE.md)."""
+"""Approval requests: a risky tool call held by a sidecar until a person approves or denies it.
+
+A request is bound to exactly the call that was reviewed (agent, session, tool, digest of the
+arguments) and is used once: the sidecar forwards the call only after `consume` succeeds.
+"""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from cordum.approvals.choices import ApprovalState
+
+__all__ = ["ApprovalRequest"]
+
+
+class ApprovalRequest(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey("accounts.Organization", on_delete=models.CASCADE, related_name="+")
+    agent = models.ForeignKey("accounts.Agent", on_delete=models.CASCADE, related_name="approval_requests")
+
+    # The evidence record this request belongs to, and the call it covers.
+    decision_id = models.CharField(max_length=64)
+    session_id = models.CharField(max_length=128, blank=True)
+    server = models.CharField(max_length=200, blank=True)
+    tool = models.CharField(max_length=200)
+    action = models.CharField(max_length=200, blank=True)
+    target = models.TextField(blank=True)
+    topic = models.CharField(max_length=300, blank=True)
+    risk_tags = models.JSONField(default=list, blank=True)
+    rule = models.CharField(max_length=200, blank=True)
+    reason = models.TextField(blank=True)
+    args_digest = models.CharField(max_length=80)
+    args = models.JSONField(default=dict, blank=True)  # redacted per policy by the sidecar
+    diff = models.TextField(blank=True)  # unified diff of a file write, when the sidecar could compute it
+    policy_version = models.CharField(max_length=200, blank=True)
+
+    # From the policy's approval settings.
+    reviewers = models.JSONField(default=list, blank=True)  # ["role:reviewer", "team:payments", "user:a@x"]
+    allow_self_approval = models.BooleanField(default=False)
+    on_timeout = models.CharField(max_length=20, default="deny")
+
+    state = models.CharField(max_length=20, choices=ApprovalState.choices, default=ApprovalState.PENDING)
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewer_email = models.CharField(max_length=254, blank=True)  # as decided, kept if the user goes
+    comment = models.TextField(blank=True)
+
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    decided_at = models.DateTimeField(null=True, blank=True)
+    consumed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # A sidecar retrying its POST gets the same request back (idempotent on the decision).
+            models.UniqueConstraint(fields=["agent", "decision_id"], name="approval_unique_decision_per_agent"),
+        ]
+        indexes = [
+            models.Index(fields=["organization", "state", "created_at"], name="approval_org_state_created"),
+            models.Index(fields=["state", "expires_at"], name="approval_state_expires"),
+        ]
+
+    def __str__(self):
+        return f"{self.agent} {self.action or self.tool} ({self.state})"
+
+    @property
+    def is_pending(self) -> bool:
+        return self.state == ApprovalState.PENDING
+
+    @property
+    def is_overdue(self) -> bool:
+        return self.state == ApprovalState.PENDING and self.expires_at <= timezone.now()

@@ -1,5 +1,12 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from cordum.approvals import views
 
 app_name = "approvals"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.QueueView.as_view(), name="queue"),
+    path("history/", views.HistoryView.as_view(), name="history"),
+    path("<uuid:pk>/", views.DetailView.as_view(), name="detail"),
+    path("<uuid:pk>/decide/", views.DecideView.as_view(), name="decide"),
+]

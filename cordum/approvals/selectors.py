@@ -1,0 +1,102 @@
+"""Reads for approvals: who may decide a request, the reviewer's queue, the history."""
+
+from django.db.models import QuerySet, prefetch_related_objects
+
+from cordum.accounts.choices import Role
+from cordum.accounts.models import Membership, Organization
+from cordum.accounts.permissions import Perm
+from cordum.approvals.choices import DECIDED_STATES, ApprovalState, ReviewDecision
+from cordum.approvals.models import ApprovalRequest
+
+DEFAULT_REVIEWERS = ("role:reviewer",)
+
+
+def reviewer_spec_matches(*, spec: str, membership: Membership) -> bool:
+    """One entry of the policy's `reviewers` list against a member.
+
+    `role:<role>` — members with that role (admins hold every role's rights, so they match too);
+    `team:<slug>` — members scoped to that team; `user:<email or username>` — that person.
+    """
+    kind, _, value = spec.strip().partition(":")
+    value = value.strip().lower()
+    kind = kind.strip().lower()
+    if not value:
+        return False
+    if kind == "role":
+        return membership.role == value or membership.role == Role.ADMIN
+    if kind == "team":
+        return any(team.slug.lower() == value for team in membership.teams.all())
+    if kind == "user":
+        user = membership.user
+        return value in {(user.email or "").lower(), user.username.lower()}
+    return False
+
+
+def approval_reviewer_refusal(
+    *, approval: ApprovalRequest, membership: Membership | None, decision: str = ReviewDecision.APPROVE
+) -> str | None:
+    """Why this member may not take `decision` on the request, or None when they may."""
+    if membership is None or membership.organization_id != approval.organization_id:
+        return "You are not a member of this request's organisation."
+    if not membership.has_perm(Perm.REVIEW_APPROVALS):
+        return f"Your role ({membership.role}) does not allow reviewing approvals."
+    specs = approval.reviewers or list(DEFAULT_REVIEWERS)
+    if not any(reviewer_spec_matches(spec=spec, membership=membership) for spec in specs):
+        return f"This request is for reviewers {', '.join(specs)}; you are not one of them."
+    owner_id = approval.agent.owner_id if approval.agent_id else None
+    if (
+        decision == ReviewDecision.APPROVE
+        and owner_id is not None
+        and owner_id == membership.user_id
+        and not approval.allow_self_approval
+    ):
+        return (
+            f"You own the agent {approval.agent.name}: another reviewer must approve its request "
+            "(the policy does not allow self-approval). You may still deny it."
+        )
+    return None
+
+
+def _base(organization: Organization) -> QuerySet[ApprovalRequest]:
+    return ApprovalRequest.objects.filter(organization=organization).select_related(
+        "agent", "agent__owner", "agent__team", "reviewer"
+    )
+
+
+def approval_get(*, organization: Organization, pk) -> ApprovalRequest | None:
+    return _base(organization).filter(pk=pk).first()
+
+
+def approval_pending_list(*, organization: Organization) -> QuerySet[ApprovalRequest]:
+    return _base(organization).filter(state=ApprovalState.PENDING).order_by("created_at")
+
+
+def approval_queue_for_reviewer(*, membership: Membership) -> list[dict]:
+    """Pending requests this member is named for, oldest first, each with what they may do.
+
+    Returns dicts {"approval", "can_approve", "can_deny", "note"}; requests whose reviewer list
+    does not name the member are left out. Overdue requests are expired by the caller's service
+    before listing (expiry is also decided on read).
+    """
+    prefetch_related_objects([membership], "teams")  # one query for every spec check below
+    items = []
+    for approval in approval_pending_list(organization=membership.organization):
+        deny_refusal = approval_reviewer_refusal(
+            approval=approval, membership=membership, decision=ReviewDecision.DENY
+        )
+        if deny_refusal is not None:
+            continue
+        approve_refusal = approval_reviewer_refusal(approval=approval, membership=membership)
+        items.append({"approval": approval, "can_approve": approve_refusal is None, "can_deny": True,
+                      "note": approve_refusal or ""})
+    return items
+
+
+def approval_history_list(*, organization: Organization, filters: dict | None = None) -> QuerySet[ApprovalRequest]:
+    filters = filters or {}
+    qs = _base(organization).filter(state__in=DECIDED_STATES)
+    if filters.get("state") in DECIDED_STATES:
+        qs = qs.filter(state=filters["state"])
+    if filters.get("agent"):
+        qs = qs.filter(agent__name=filters["agent"])
+    return qs.order_by("-decided_at", "-created_at")

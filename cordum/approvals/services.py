@@ -1,0 +1,265 @@
+"""Writes for approvals: open a request, decide it (exactly once), consume it (exactly once), expire it.
+
+Every state change is a conditional UPDATE on `state` (`filter(pk=..., state="pending").update(...)`),
+so two reviewers clicking at once cannot both win: PostgreSQL re-checks the WHERE clause after the
+first transaction commits, the second sees 0 rows changed and is told who decided. The decision
+goes into the evidence trail in the same transaction, and waiting sidecars are woken after commit.
+"""
+
+import logging
+from datetime import timedelta
+
+import httpx
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.urls import reverse
+from django.utils import timezone
+
+from cordum.accounts.models import Agent, Membership
+from cordum.approvals.choices import ApprovalState, ReviewDecision
+from cordum.approvals.evidence import evidence_outcome_append
+from cordum.approvals.models import ApprovalRequest
+from cordum.approvals.selectors import DEFAULT_REVIEWERS, approval_reviewer_refusal
+from cordum.common.errors import Conflict, CordumError
+from cordum.common.notify import publish
+
+logger = logging.getLogger(__name__)
+
+MIN_TIMEOUT_SECONDS = 1
+MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
+DEFAULT_TIMEOUT_SECONDS = 900
+
+
+def approval_channel(approval_id) -> str:
+    return f"approval:{approval_id}"
+
+
+def _wake(approval_id) -> None:
+    transaction.on_commit(lambda: publish(approval_channel(approval_id), "decided"))
+
+
+def _reviewer_email(user) -> str:
+    return (user.email or user.username).strip()
+
+
+# --- open -------------------------------------------------------------------------------------
+def approval_request_create(*, agent: Agent, data: dict) -> tuple[ApprovalRequest, bool]:
+    """Open a request for a held call (or return the one already opened for this decision_id).
+
+    `data` holds the contract's fields, already validated. Returns (request, created).
+    """
+    existing = ApprovalRequest.objects.filter(agent=agent, decision_id=data["decision_id"]).first()
+    if existing is not None:
+        return _expire_if_overdue(existing), False
+    timeout = int(data.get("timeout_seconds") or DEFAULT_TIMEOUT_SECONDS)
+    timeout = min(max(timeout, MIN_TIMEOUT_SECONDS), MAX_TIMEOUT_SECONDS)
+    now = timezone.now()
+    reviewers = [str(r).strip() for r in (data.get("reviewers") or DEFAULT_REVIEWERS) if str(r).strip()]
+    approval = ApprovalRequest(
+        organization_id=agent.organization_id,
+        agent=agent,
+        decision_id=data["decision_id"],
+        session_id=data.get("session_id") or "",
+        server=data.get("server") or "",
+        tool=data["tool"],
+        action=data.get("action") or "",
+        target=data.get("target") or "",
+        topic=data.get("topic") or "",
+        risk_tags=list(data.get("risk_tags") or []),
+        rule=data.get("rule") or "",
+        reason=data.get("reason") or "",
+        args_digest=data["args_digest"],
+        args=data.get("args") or {},
+        diff=data.get("diff") or "",
+        policy_version=data.get("policy_version") or "",
+        reviewers=reviewers or list(DEFAULT_REVIEWERS),
+        allow_self_approval=bool(data.get("allow_self_approval", False)),
+        on_timeout=data.get("on_timeout") or "deny",
+        created_at=now,
+        expires_at=now + timedelta(seconds=timeout),
+    )
+    try:
+        with transaction.atomic():
+            approval.save(force_insert=True)
+            transaction.on_commit(lambda: _enqueue_notify(approval.pk))
+    except IntegrityError:  # a concurrent retry of the same POST won the insert
+        return ApprovalRequest.objects.get(agent=agent, decision_id=data["decision_id"]), False
+    logger.info("approval %s opened by %s for %s %s", approval.pk, agent.name, approval.tool, approval.target)
+    return approval, True
+
+
+def _enqueue_notify(approval_id) -> None:
+    from cordum.approvals.tasks import approval_notify_task
+
+    try:
+        approval_notify_task.delay(str(approval_id))
+    except Exception:  # best effort: a broker outage must not fail the sidecar's request
+        logger.warning("could not enqueue the notification for approval %s", approval_id, exc_info=True)
+
+
+# --- decide -----------------------------------------------------------------------------------
+def _already_decided_message(approval: ApprovalRequest) -> str:
+    if approval.state == ApprovalState.EXPIRED:
+        return "This request expired before anyone decided; the agent's call was not run."
+    if approval.state == ApprovalState.CANCELLED:
+        return "The agent cancelled this request."
+    when = timezone.localtime(approval.decided_at).strftime("%H:%M:%S %Z") if approval.decided_at else ""
+    who = approval.reviewer_email or "another reviewer"
+    return f"Already {approval.state} by {who}{f' at {when}' if when else ''}."
+
+
+def approval_decide(
+    *, approval: ApprovalRequest, membership: Membership | None, decision: str, comment: str = ""
+) -> ApprovalRequest:
+    """Approve or deny a pending request. Exactly one decision wins; later ones raise Conflict (409)."""
+    if decision not in ReviewDecision.values:
+        raise CordumError("decision must be 'approve' or 'deny'.", {"field": "decision"})
+    refusal = approval_reviewer_refusal(approval=approval, membership=membership, decision=decision)
+    if refusal:
+        raise CordumError(refusal, {"reason": "not_allowed"}, status_code=403)
+    now = timezone.now()
+    user = membership.user
+    new_state = ApprovalState.APPROVED if decision == ReviewDecision.APPROVE else ApprovalState.DENIED
+    comment = (comment or "").strip()[:2000]
+    with transaction.atomic():
+        changed = ApprovalRequest.objects.filter(
+            pk=approval.pk, state=ApprovalState.PENDING, expires_at__gt=now
+        ).update(state=new_state, reviewer=user, reviewer_email=_reviewer_email(user), comment=comment,
+                 decided_at=now)
+        if changed:
+            approval.refresh_from_db()
+            evidence_outcome_append(approval=approval, outcome=new_state, at=now)
+            _wake(approval.pk)
+    if not changed:
+        current = ApprovalRequest.objects.select_related("agent").get(pk=approval.pk)
+        if current.state == ApprovalState.PENDING:  # pending but past its deadline: expire it now
+            current = _expire(current.pk, now=now) or ApprovalRequest.objects.get(pk=approval.pk)
+        raise Conflict(
+            _already_decided_message(current),
+            {"state": current.state, "reviewer": current.reviewer_email or None},
+        )
+    logger.info("approval %s %s by %s", approval.pk, new_state, approval.reviewer_email)
+    return approval
+
+
+# --- expire / cancel --------------------------------------------------------------------------
+def _expire(approval_id, *, now) -> ApprovalRequest | None:
+    """Pending and past its deadline -> expired, with its evidence outcome. None if someone else won."""
+    with transaction.atomic():
+        changed = ApprovalRequest.objects.filter(
+            pk=approval_id, state=ApprovalState.PENDING, expires_at__lte=now
+        ).update(state=ApprovalState.EXPIRED, decided_at=now)
+        if not changed:
+            return None
+        approval = ApprovalRequest.objects.select_related("organization", "agent").get(pk=approval_id)
+        evidence_outcome_append(approval=approval, outcome=ApprovalState.EXPIRED, at=now)
+        _wake(approval_id)
+    logger.info("approval %s expired", approval_id)
+    return approval
+
+
+def _expire_if_overdue(approval: ApprovalRequest) -> ApprovalRequest:
+    if approval.is_overdue:
+        expired = _expire(approval.pk, now=timezone.now())
+        if expired is not None:
+            return expired
+        approval.refresh_from_db()
+    return approval
+
+
+def approval_refresh(*, approval: ApprovalRequest) -> ApprovalRequest:
+    """The current state, deciding expiry on read (the beat task does it too, every 15 s)."""
+    approval.refresh_from_db()
+    return _expire_if_overdue(approval)
+
+
+def approvals_expire_due(*, now=None) -> int:
+    """Expire every pending request past its deadline. Returns how many this call expired."""
+    now = now or timezone.now()
+    due = ApprovalRequest.objects.filter(state=ApprovalState.PENDING, expires_at__lte=now).values_list("pk", flat=True)
+    return sum(1 for pk in list(due) if _expire(pk, now=now) is not None)
+
+
+@transaction.atomic
+def approval_cancel(*, approval: ApprovalRequest, agent: Agent) -> ApprovalRequest:
+    """The sidecar gave up waiting (the agent went away): pending -> cancelled."""
+    now = timezone.now()
+    changed = ApprovalRequest.objects.filter(pk=approval.pk, agent=agent, state=ApprovalState.PENDING).update(
+        state=ApprovalState.CANCELLED, decided_at=now
+    )
+    approval.refresh_from_db()
+    if changed:
+        evidence_outcome_append(approval=approval, outcome=ApprovalState.CANCELLED, at=now)
+        _wake(approval.pk)
+    return approval
+
+
+# --- consume ----------------------------------------------------------------------------------
+def approval_consume(
+    *, approval: ApprovalRequest, agent: Agent, args_digest: str, session_id: str, tool: str
+) -> ApprovalRequest:
+    """Use an approval for the call it covers, once. 400 if the call differs, 409 if used or not approved."""
+    if approval.agent_id != agent.pk:
+        raise CordumError("Approval request not found.", status_code=404)
+    mismatched = [
+        name
+        for name, given, bound in (
+            ("args_digest", args_digest, approval.args_digest),
+            ("session_id", session_id, approval.session_id),
+            ("tool", tool, approval.tool),
+        )
+        if (given or "") != (bound or "")
+    ]
+    if mismatched:
+        raise CordumError(
+            f"This approval covers a different call ({', '.join(mismatched)} differs); "
+            "an altered call needs a new approval.",
+            {"fields": mismatched},
+        )
+    approval = _expire_if_overdue(approval)
+    if approval.state != ApprovalState.APPROVED:
+        raise Conflict(f"The request is {approval.state}, not approved; the call must not run.",
+                       {"state": approval.state})
+    now = timezone.now()
+    changed = ApprovalRequest.objects.filter(
+        pk=approval.pk, state=ApprovalState.APPROVED, consumed_at__isnull=True
+    ).update(consumed_at=now)
+    approval.refresh_from_db()
+    if not changed:
+        raise Conflict(
+            f"This approval was already used at {approval.consumed_at:%Y-%m-%d %H:%M:%S} UTC; "
+            "a replayed call needs a new approval.",
+            {"state": approval.state, "consumed_at": approval.consumed_at.isoformat()},
+        )
+    return approval
+
+
+# --- notify -----------------------------------------------------------------------------------
+def approval_notification_text(*, approval: ApprovalRequest) -> str:
+    """Slack-compatible text. Names the call, never its arguments (they may hold secrets)."""
+    base = getattr(settings, "CORDUM_PUBLIC_URL", "").rstrip("/")
+    link = f"{base}{reverse('approvals:detail', args=[approval.pk])}"
+    what = approval.action or f"{approval.server}.{approval.tool}".strip(".")
+    target = f" on {approval.target}" if approval.target else ""
+    rule = f" (rule {approval.rule}: {approval.reason})" if approval.rule else (
+        f" ({approval.reason})" if approval.reason else ""
+    )
+    minutes = max(1, int((approval.expires_at - approval.created_at).total_seconds() // 60))
+    return (
+        f":hourglass: Approval needed: agent *{approval.agent.name}* wants to run `{what}`{target}{rule}. "
+        f"Reviewers: {', '.join(approval.reviewers)}. Expires in {minutes} min. Review: {link}"
+    )
+
+
+def approval_notify(*, approval: ApprovalRequest) -> bool:
+    """POST {"text": ...} to the organisation's webhook. Best effort: True if it was delivered."""
+    url = approval.organization.notification_webhook_url
+    if not url:
+        return False
+    try:
+        response = httpx.post(url, json={"text": approval_notification_text(approval=approval)}, timeout=5.0)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        logger.warning("approval %s: webhook delivery failed: %s", approval.pk, exc)
+        return False
+    return True

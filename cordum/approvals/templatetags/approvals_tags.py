@@ -1,0 +1,40 @@
+import json
+
+from django import template
+
+register = template.Library()
+
+
+@register.filter
+def diff_lines(diff: str) -> list[tuple[str, str]]:
+    """Unified diff -> [(css class, line)] for a coloured view (escaping stays with the template)."""
+    lines = []
+    for line in (diff or "").splitlines():
+        if line.startswith(("+++", "---")):
+            css = "d-file"
+        elif line.startswith("@@"):
+            css = "d-hunk"
+        elif line.startswith("+"):
+            css = "d-add"
+        elif line.startswith("-"):
+            css = "d-del"
+        else:
+            css = "d-ctx"
+        lines.append((css, line))
+    return lines
+
+
+@register.filter
+def diff_stats(diff: str) -> str:
+    added = removed = 0
+    for line in (diff or "").splitlines():
+        if line.startswith("+") and not line.startswith("+++"):
+            added += 1
+        elif line.startswith("-") and not line.startswith("---"):
+            removed += 1
+    return f"+{added} −{removed}"
+
+
+@register.filter
+def pretty_json(value) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)

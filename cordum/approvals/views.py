@@ -1,0 +1,104 @@
+"""Reviewer queue, request page, decide (POST), history. Thin adapters over services/selectors."""
+
+from django.contrib import messages
+from django.http import Http404
+from django.shortcuts import redirect
+from django.urls import reverse
+from django.utils.decorators import method_decorator
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
+from django.views.generic import ListView, TemplateView, View
+
+from cordum.accounts.access import RoleRequiredMixin
+from cordum.accounts.permissions import Perm
+from cordum.approvals import selectors, services
+from cordum.approvals.choices import DECIDED_STATES, ApprovalState, ReviewDecision
+from cordum.common.errors import CordumError
+
+
+class HtmxPartialMixin:
+    """One URL, full page or fragment: the partial when htmx asks, and `Vary: HX-Request`."""
+
+    partial_template_name: str
+
+    def get_template_names(self):
+        if self.request.htmx:
+            return [self.partial_template_name]
+        return [self.template_name]
+
+    def render_to_response(self, context, **kwargs):
+        response = super().render_to_response(context, **kwargs)
+        response["Vary"] = "HX-Request"
+        return response
+
+
+@method_decorator(require_GET, name="dispatch")
+class QueueView(RoleRequiredMixin, HtmxPartialMixin, TemplateView):
+    required_perm = Perm.REVIEW_APPROVALS
+    template_name = "approvals/queue.html"
+    partial_template_name = "approvals/partials/_queue.html"
+
+    def get_context_data(self, **kwargs):
+        services.approvals_expire_due()  # expiry is decided on read as well as by the beat task
+        return super().get_context_data(items=selectors.approval_queue_for_reviewer(membership=self.membership),
+                                        **kwargs)
+
+
+@method_decorator(require_GET, name="dispatch")
+class DetailView(RoleRequiredMixin, TemplateView):
+    required_perm = Perm.REVIEW_APPROVALS
+    template_name = "approvals/detail.html"
+
+    def get_context_data(self, **kwargs):
+        approval = selectors.approval_get(organization=self.organization, pk=self.kwargs["pk"])
+        if approval is None:
+            raise Http404("No such approval request.")
+        approval = services.approval_refresh(approval=approval)
+        approve_refusal = selectors.approval_reviewer_refusal(approval=approval, membership=self.membership)
+        deny_refusal = selectors.approval_reviewer_refusal(
+            approval=approval, membership=self.membership, decision=ReviewDecision.DENY
+        )
+        item = {"approval": approval, "can_approve": approve_refusal is None, "can_deny": deny_refusal is None,
+                "note": approve_refusal or deny_refusal or ""}
+        return super().get_context_data(item=item, approval=approval, **kwargs)
+
+
+@method_decorator(require_POST, name="dispatch")
+class DecideView(RoleRequiredMixin, View):
+    required_perm = Perm.REVIEW_APPROVALS
+
+    def post(self, request, pk):
+        approval = selectors.approval_get(organization=self.organization, pk=pk)
+        if approval is None:
+            raise Http404("No such approval request.")
+        decision = request.POST.get("decision", "")
+        try:
+            approval = services.approval_decide(
+                approval=approval, membership=self.membership, decision=decision,
+                comment=request.POST.get("comment", ""),
+            )
+        except CordumError as exc:
+            messages.error(request, exc.message)
+        else:
+            what = approval.action or approval.tool
+            messages.success(request, f"{approval.get_state_display()}: {approval.agent.name} · {what} "
+                                      f"{approval.target}".rstrip())
+        next_url = request.POST.get("next") or reverse("approvals:queue")
+        if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
+            next_url = reverse("approvals:queue")
+        return redirect(next_url)
+
+
+@method_decorator(require_GET, name="dispatch")
+class HistoryView(RoleRequiredMixin, ListView):
+    required_perm = Perm.REVIEW_APPROVALS
+    template_name = "approvals/history.html"
+    context_object_name = "approvals"
+    paginate_by = 50
+
+    def get_queryset(self):
+        filters = {"state": self.request.GET.get("state", ""), "agent": self.request.GET.get("agent", "")}
+        return selectors.approval_history_list(organization=self.organization, filters=filters)
+
+    def get_context_data(self, **kwargs):
+        return super().get_context_data(states=DECIDED_STATES, pending_state=ApprovalState.PENDING, **kwargs)
