@@ -216,17 +216,18 @@ class Replay:
         """One call, fed in (session_id, timestamp) order, with limits replayed by the engine's tracker."""
         cand, base = self.evaluations_for(sig, args)
         ts = _parse_ts(timestamp)
+        now = ts.timestamp()
         after, rule, matched = cand.decision, cand.rule, cand.matched
         tracker = self._trackers.get("candidate")
         if tracker is not None:
-            limited = tracker.check(session_id, cand.obj, ts)
+            limited = tracker.check(session_id, cand.obj, now)
             if limited is not None:
                 after, rule = limited.decision, limited.rule or DEFAULT_RULE
         if base is not None:
             before = base.decision
             btracker = self._trackers.get("baseline")
             if btracker is not None:
-                blimited = btracker.check(session_id, base.obj, ts)
+                blimited = btracker.check(session_id, base.obj, now)
                 if blimited is not None:
                     before = blimited.decision
         else:
@@ -402,3 +403,77 @@ def read_jsonl(path: str) -> Iterator[dict]:
                 yield json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}:{number}: not valid JSON: {exc.msg}") from exc
+
+
+# --- the `cordum simulate` subcommand ------------------------------------------------------------
+def add_arguments(parser) -> None:
+    """Arguments of `cordum simulate` (an argparse parser or subparser)."""
+    parser.add_argument("--policy", required=True, help="candidate safety.yaml")
+    parser.add_argument("--calls", required=True, help="recorded calls, JSONL (the evidence export); - for stdin")
+    parser.add_argument("--baseline", help="replay this safety.yaml as 'before' instead of the recorded decisions")
+    parser.add_argument("--fail-if-newly-denied-over", type=int, default=None, metavar="N",
+                        help="exit 1 when more than N calls would newly be denied (for CI)")
+    parser.add_argument("--summary-only", action="store_true", help="print only the summary and matrix")
+
+
+def _load_compiled(path: str, label: str):
+    import sys
+
+    from cordum.policy import compile_policy, load_policy_file
+
+    result = load_policy_file(path)
+    if result.errors or result.policy is None:
+        for issue in result.errors:
+            print(str(issue), file=sys.stderr)
+        if not result.errors:
+            print(f"{path}:1:1: invalid policy", file=sys.stderr)
+        return None
+    return compile_policy(result.policy, label)
+
+
+def run(args) -> int:
+    """Run `cordum simulate`; prints the JSON report. Exit 0, 1 (gate failed) or 2 (bad input)."""
+    import sys
+
+    candidate = _load_compiled(args.policy, f"candidate:{args.policy}")
+    if candidate is None:
+        return 2
+    baseline = None
+    if args.baseline:
+        baseline = _load_compiled(args.baseline, f"baseline:{args.baseline}")
+        if baseline is None:
+            return 2
+    try:
+        if args.calls == "-":
+            records: Iterable[dict] = (json.loads(line) for line in sys.stdin if line.strip())
+        else:
+            records = read_jsonl(args.calls)
+        report = simulate_records(candidate, records, baseline=baseline)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"cordum simulate: {exc}", file=sys.stderr)
+        return 2
+    exit_code = 0
+    if args.fail_if_newly_denied_over is not None:
+        newly = report["summary"]["newly_denied"]
+        passed = newly <= args.fail_if_newly_denied_over
+        report["gate"] = {"fail_if_newly_denied_over": args.fail_if_newly_denied_over, "newly_denied": newly,
+                          "passed": passed}
+        exit_code = 0 if passed else 1
+    if args.summary_only:
+        report = {k: report[k] for k in ("summary", "matrix", "gate") if k in report}
+    print(json.dumps(report, indent=2, sort_keys=False))
+    return exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry (`python -m cordum.policy.simulate ...`), the same as `cordum simulate`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="cordum simulate", description="Dry-run a candidate policy over "
+                                     "recorded calls (an evidence export) and print a JSON report.")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
