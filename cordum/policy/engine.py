@@ -148,6 +148,24 @@ def lookup_arg(args: dict, name: str) -> Any:
     return v
 
 
+def arg_getter(name: str) -> Callable[[dict], Any]:
+    """A getter for one argument name; "a|b|c" means the first of a, b, c that is present."""
+    if "|" in name:
+        names = tuple(n.strip() for n in name.split("|") if n.strip())
+
+        def first(args: dict) -> Any:
+            for n in names:
+                v = lookup_arg(args, n)
+                if v is not _MISSING:
+                    return v
+            return _MISSING
+
+        return first
+    if "." in name:
+        return lambda args: lookup_arg(args, name)
+    return lambda args: args.get(name, _MISSING)
+
+
 def _strings(v: Any) -> list[str] | None:
     if isinstance(v, str):
         return [v]
@@ -191,18 +209,18 @@ def _compile_roots(roots: tuple[str, ...]) -> Callable[[dict, str], list[str]]:
 
 
 def _compile_op(name: str, op: str, value: Any) -> ArgTest:
-    get = lookup_arg
+    getter = arg_getter(name)
     if op == "exists":
         want = bool(value)
-        return lambda a, r: (get(a, name) is not _MISSING) == want
+        return lambda a, r: (getter(a) is not _MISSING) == want
     if op == "equals":
-        return lambda a, r: _same(get(a, name), value)
+        return lambda a, r: _same(getter(a), value)
     if op in ("in", "not_in"):
         vals = tuple(value)
         neg = op == "not_in"
 
         def t_in(a: dict, r: str) -> bool:
-            v = get(a, name)
+            v = getter(a)
             if v is _MISSING:
                 return False
             return any(_same(v, x) for x in vals) != neg
@@ -214,7 +232,7 @@ def _compile_op(name: str, op: str, value: Any) -> ArgTest:
         cmp = {"lt": operator.lt, "lte": operator.le, "gt": operator.gt, "gte": operator.ge}[op]
 
         def t_num(a: dict, r: str) -> bool:
-            v = get(a, name)
+            v = getter(a)
             return isinstance(v, int | float) and not isinstance(v, bool) and cmp(v, value)
 
         return t_num
@@ -232,7 +250,7 @@ def _compile_op(name: str, op: str, value: Any) -> ArgTest:
         neg = op.startswith("not_")
 
         def t_str(a: dict, r: str) -> bool:
-            vs = _strings(get(a, name))
+            vs = _strings(getter(a))
             if vs is None:
                 return False
             hit = any(m(s) for s in vs)
@@ -244,7 +262,7 @@ def _compile_op(name: str, op: str, value: Any) -> ArgTest:
         outside = op == "outside"
 
         def t_path(a: dict, r: str) -> bool:
-            vs = _strings(get(a, name))
+            vs = _strings(getter(a))
             if vs is None:
                 return False
             roots = roots_of(a, r)

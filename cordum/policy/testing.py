@@ -1,0 +1,183 @@
+"""`cordum policy test`: run a policy repository's tests/*.yaml cases against its safety.yaml.
+
+A test file holds `cases:` (or is a bare list); each case is
+    - name: reading .env is denied
+      call: {server: filesystem, tool: read_file, arguments: {path: .env}}
+      expect: {decision: deny, rule: deny-secrets-access}      # or just `expect: deny`
+`expect` may also pin `topic`, `risk_tags`, `target`, `matched` and `shadow` (list of rule ids).
+`rule: null` expects the default decision (no rule matched).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from .engine import Call, compile_policy
+from .loader import LoadResult, PolicyIssue, load_policy_file
+
+__all__ = ["CaseResult", "RepoTestReport", "load_cases", "run_repo_tests"]
+
+_EXPECT_KEYS = ("decision", "rule", "topic", "risk_tags", "target", "matched", "shadow", "reason")
+_CASE_KEYS = ("name", "call", "expect", "description")
+
+
+@dataclass
+class CaseResult:
+    file: str
+    line: int
+    name: str
+    passed: bool
+    problems: list[str] = field(default_factory=list)
+    decision: dict | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "line": self.line, "name": self.name, "passed": self.passed,
+                "problems": self.problems, "decision": self.decision}
+
+
+@dataclass
+class RepoTestReport:
+    policy: LoadResult
+    results: list[CaseResult] = field(default_factory=list)
+    errors: list[PolicyIssue] = field(default_factory=list)  # malformed test files
+    uncovered_rules: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> int:
+        return sum(1 for r in self.results if r.passed)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for r in self.results if not r.passed)
+
+    @property
+    def ok(self) -> bool:
+        return self.policy.ok and not self.errors and self.failed == 0 and bool(self.results)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "passed": self.passed,
+            "failed": self.failed,
+            "policy_errors": [e.to_dict() for e in self.policy.errors],
+            "test_errors": [e.to_dict() for e in self.errors],
+            "cases": [r.to_dict() for r in self.results],
+            "uncovered_rules": self.uncovered_rules,
+        }
+
+
+def _value(node: Any) -> Any:
+    c = yaml.constructor.SafeConstructor()
+    return c.construct_object(node, deep=True)
+
+
+def load_cases(path: str) -> tuple[list[tuple[int, dict]], list[PolicyIssue]]:
+    """(line, case dict) pairs from one test file, plus located problems."""
+    errors: list[PolicyIssue] = []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            root = yaml.compose(fh.read(), Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        m = exc.problem_mark
+        return [], [PolicyIssue(path, (m.line + 1) if m else 1, (m.column + 1) if m else 1, f"YAML syntax error: {exc.problem}")]
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        return [], [PolicyIssue(path, 1, 1, f"cannot read test file: {exc}")]
+    if root is None:
+        return [], [PolicyIssue(path, 1, 1, "empty test file: expected `cases:` with a list of cases")]
+    seq = root
+    if isinstance(root, yaml.MappingNode):
+        seq = None
+        for k, v in root.value:
+            if k.value == "cases":
+                seq = v
+            else:
+                errors.append(PolicyIssue(path, k.start_mark.line + 1, k.start_mark.column + 1,
+                                          f"unknown key '{k.value}' in test file; expected 'cases'"))
+    if not isinstance(seq, yaml.SequenceNode):
+        node = seq or root
+        errors.append(PolicyIssue(path, node.start_mark.line + 1, node.start_mark.column + 1,
+                                  "test file must contain `cases:` with a list of cases"))
+        return [], errors
+    out = []
+    for node in seq.value:
+        line, col = node.start_mark.line + 1, node.start_mark.column + 1
+        case = _value(node)
+        if not isinstance(case, dict):
+            errors.append(PolicyIssue(path, line, col, "each case must be a mapping with 'call' and 'expect'"))
+            continue
+        bad = [k for k in case if k not in _CASE_KEYS]
+        if bad:
+            errors.append(PolicyIssue(path, line, col, f"unknown key '{bad[0]}' in case; expected one of: {', '.join(_CASE_KEYS)}"))
+            continue
+        if "call" not in case or "expect" not in case:
+            errors.append(PolicyIssue(path, line, col, "case is missing 'call' or 'expect'"))
+            continue
+        expect = case["expect"]
+        if isinstance(expect, str):
+            expect = {"decision": expect}
+        if not isinstance(expect, dict) or "decision" not in expect:
+            errors.append(PolicyIssue(path, line, col, "'expect' must be a decision or a mapping with 'decision'"))
+            continue
+        bad = [k for k in expect if k not in _EXPECT_KEYS]
+        if bad:
+            errors.append(PolicyIssue(path, line, col, f"unknown key '{bad[0]}' in expect; expected one of: {', '.join(_EXPECT_KEYS)}"))
+            continue
+        try:
+            Call.from_dict(case["call"])
+        except ValueError as exc:
+            errors.append(PolicyIssue(path, line, col, f"invalid call: {exc}"))
+            continue
+        case["expect"] = expect
+        out.append((line, case))
+    return out, errors
+
+
+def repo_test_files(repo: str) -> list[str]:
+    d = os.path.join(repo, "tests")
+    return sorted(glob.glob(os.path.join(d, "*.yaml")) + glob.glob(os.path.join(d, "*.yml")))
+
+
+def run_repo_tests(repo: str, *, policy_path: str | None = None) -> RepoTestReport:
+    if os.path.isfile(repo):
+        policy_path = policy_path or repo
+        repo = os.path.dirname(repo) or "."
+    loaded = load_policy_file(policy_path or os.path.join(repo, "safety.yaml"))
+    report = RepoTestReport(policy=loaded)
+    if not loaded.ok:
+        return report
+    compiled = compile_policy(loaded.policy, "test")
+    covered: set[str] = set()
+    for path in repo_test_files(repo):
+        cases, errors = load_cases(path)
+        report.errors.extend(errors)
+        for line, case in cases:
+            call = Call.from_dict(case["call"])
+            d = compiled.evaluate(call)
+            exp = case["expect"]
+            problems = []
+            if d.decision != exp["decision"]:
+                problems.append(f"decision: expected {exp['decision']}, got {d.decision}")
+            if "rule" in exp and d.rule != exp["rule"]:
+                problems.append(f"rule: expected {exp['rule'] or 'none (default)'}, got {d.rule or 'none (default)'}")
+            for key in ("topic", "target"):
+                if key in exp and getattr(d, key) != exp[key]:
+                    problems.append(f"{key}: expected {exp[key]!r}, got {getattr(d, key)!r}")
+            if "reason" in exp and str(exp["reason"]) not in d.reason:
+                problems.append(f"reason: expected it to contain {exp['reason']!r}, got {d.reason!r}")
+            if "risk_tags" in exp and sorted(d.risk_tags) != sorted(exp["risk_tags"] or []):
+                problems.append(f"risk_tags: expected {sorted(exp['risk_tags'] or [])}, got {sorted(d.risk_tags)}")
+            if "matched" in exp and list(d.matched) != list(exp["matched"] or []):
+                problems.append(f"matched: expected {list(exp['matched'] or [])}, got {list(d.matched)}")
+            if "shadow" in exp and [s["rule"] for s in d.shadow] != list(exp["shadow"] or []):
+                problems.append(f"shadow: expected {list(exp['shadow'] or [])}, got {[s['rule'] for s in d.shadow]}")
+            covered.update(d.matched)
+            covered.update(s["rule"] for s in d.shadow)
+            name = str(case.get("name") or f"case at line {line}")
+            report.results.append(CaseResult(path, line, name, not problems, problems, d.to_dict()))
+    report.uncovered_rules = [r.id for r in loaded.policy.rules if r.id not in covered]
+    return report
