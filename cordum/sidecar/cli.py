@@ -47,6 +47,8 @@ def _build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the proxy in front of MCP servers")
     common(run)
     run.add_argument("--name", help="server name of the upstream given after -- (default: guessed from it)")
+    run.add_argument("--url", help="front a streamable-HTTP MCP server instead of a command")
+    run.add_argument("--header", action="append", default=[], help="K:V header for --url (repeatable)")
     run.add_argument("upstream", nargs=argparse.REMAINDER, help="-- UPSTREAM_COMMAND ARGS...")
 
     hook = sub.add_parser("hook", help="answer a Claude Code PreToolUse or Cursor hook event (stdin -> stdout)")
@@ -92,6 +94,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if command:
         name = args.name or guess_server_name(command)
         cfg = dataclasses.replace(cfg, upstreams=(UpstreamConfig(name=name, command=command),))
+    elif args.url:
+        from urllib.parse import urlparse
+
+        headers = dict(h.split(":", 1) for h in args.header if ":" in h)
+        name = args.name or (urlparse(args.url).hostname or "remote").split(".")[0]
+        cfg = dataclasses.replace(cfg, upstreams=(UpstreamConfig(
+            name=name, url=args.url, headers={k.strip(): v.strip() for k, v in headers.items()}),))
     if not cfg.upstreams:
         print("cordum-sidecar run: no upstream MCP server (give `-- COMMAND ARGS...` or upstreams: in --config)",
               file=sys.stderr)

@@ -1,0 +1,211 @@
+"""Agent hooks: the same policy for the agent's built-in tools (shell, file edits, reads) as for MCP calls.
+
+Claude Code `PreToolUse` (stdin):
+    {"session_id", "transcript_path", "cwd", "hook_event_name": "PreToolUse", "tool_name": "Bash" | "Edit" |
+     "Write" | "Read" | "mcp__<server>__<tool>", "tool_input": {...}, "tool_use_id"}
+answer (stdout, exit 0):
+    {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "allow|deny|ask",
+                            "permissionDecisionReason": "..."}}
+
+Cursor hooks (stdin; `hook_event_name` says which):
+    beforeShellExecution {"command", "cwd"}; beforeMCPExecution {"tool_name", "tool_input", "command"|"url"};
+    beforeReadFile {"file_path", "content"}; common: "conversation_id", "generation_id", "workspace_roots"
+answer: {"permission": "allow|deny|ask", "user_message": "...", "agent_message": "..."}
+(beforeReadFile takes allow/deny only, so `ask` becomes `deny` there.)
+
+Built-in tools are evaluated as server `builtin` (hook.server in sidecar.yaml) with the agent's tool name
+(`Bash`, `Edit`, `Write`, `Read`, ...) and its input as arguments; Cursor's shell and file reads are mapped
+to `Bash {command, cwd}` and `Read {file_path}`, so one tool map governs both agents. MCP tools keep their
+server and tool names. Every event writes one evidence record to the spool, exactly like the proxy.
+A malformed event, or any internal error, is answered with deny (fail closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from cordum.sidecar.config import SidecarConfig, guess_server_name
+
+log = logging.getLogger("cordum.sidecar.hook")
+
+
+@dataclass
+class HookCall:
+    event: str
+    server: str
+    tool: str
+    arguments: dict[str, Any]
+    session_id: str
+    root: str | None
+
+
+def _session(value: Any) -> str:
+    return f"sess_{value}" if value else "sess_hook"
+
+
+def parse_claude_event(event: dict[str, Any], *, builtin_server: str) -> HookCall | None:
+    """None for events that are not PreToolUse (they are answered with an empty object)."""
+    name = event.get("hook_event_name", "PreToolUse")
+    if name != "PreToolUse":
+        return None
+    tool_name = event.get("tool_name")
+    if not isinstance(tool_name, str) or not tool_name:
+        raise ValueError("PreToolUse event without tool_name")
+    args = event.get("tool_input") or {}
+    if not isinstance(args, dict):
+        raise ValueError("tool_input must be an object")
+    server, tool = builtin_server, tool_name
+    if tool_name.startswith("mcp__"):
+        parts = tool_name.split("__", 2)
+        if len(parts) == 3 and parts[1] and parts[2]:
+            server, tool = parts[1], parts[2]
+    return HookCall("PreToolUse", server, tool, args, _session(event.get("session_id")), event.get("cwd"))
+
+
+def parse_cursor_event(event: dict[str, Any], *, builtin_server: str) -> HookCall | None:
+    name = event.get("hook_event_name")
+    roots = event.get("workspace_roots") or []
+    root = roots[0] if roots and isinstance(roots[0], str) else None
+    session = _session(event.get("conversation_id"))
+    if name == "beforeShellExecution":
+        command = event.get("command")
+        if not isinstance(command, str):
+            raise ValueError("beforeShellExecution event without command")
+        args = {"command": command}
+        if event.get("cwd"):
+            args["cwd"] = event["cwd"]
+        return HookCall(name, builtin_server, "Bash", args, session, event.get("cwd") or root)
+    if name == "beforeReadFile":
+        path = event.get("file_path")
+        if not isinstance(path, str):
+            raise ValueError("beforeReadFile event without file_path")
+        return HookCall(name, builtin_server, "Read", {"file_path": path}, session, root)
+    if name == "beforeMCPExecution":
+        tool = event.get("tool_name")
+        if not isinstance(tool, str) or not tool:
+            raise ValueError("beforeMCPExecution event without tool_name")
+        args = event.get("tool_input") or {}
+        if isinstance(args, str):
+            args = orjson.loads(args) if args.strip() else {}
+        if not isinstance(args, dict):
+            raise ValueError("tool_input must be an object")
+        server = event.get("server") or event.get("server_name")
+        if not server and event.get("command"):
+            server = guess_server_name(str(event["command"]).split())
+        if not server and event.get("url"):
+            from urllib.parse import urlparse
+
+            server = urlparse(str(event["url"])).hostname or "remote"
+        return HookCall(name, str(server or "mcp"), tool, args, session, root)
+    return None
+
+
+def claude_answer(decision: str, reason: str) -> dict[str, Any]:
+    return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": decision,
+                                   "permissionDecisionReason": reason}}
+
+
+def cursor_answer(event_name: str, decision: str, reason: str) -> dict[str, Any]:
+    if event_name == "beforeReadFile":
+        return {"permission": "deny" if decision == "ask" else decision}
+    out: dict[str, Any] = {"permission": decision}
+    if decision != "allow":
+        out["user_message"] = reason
+        out["agent_message"] = reason
+    return out
+
+
+async def decide_hook_event(cfg: SidecarConfig, event: Any, *, agent_format: str,
+                            local_bundle: str | None) -> dict[str, Any]:
+    """Decide one hook event (writes its evidence record) and return the answer object."""
+    from cordum.sidecar.runtime import build_services
+
+    fmt_cursor = agent_format == "cursor"
+    event_name = event.get("hook_event_name", "") if isinstance(event, dict) else ""
+
+    def answer(decision: str, reason: str) -> dict[str, Any]:
+        return cursor_answer(event_name, decision, reason) if fmt_cursor else claude_answer(decision, reason)
+
+    if not isinstance(event, dict):
+        return answer("deny", "Cordum: the hook event is not a JSON object; denied (fail closed)")
+    try:
+        parse = parse_cursor_event if fmt_cursor else parse_claude_event
+        call = parse(event, builtin_server=cfg.hook.server)
+    except (ValueError, orjson.JSONDecodeError) as exc:
+        return answer("deny", f"Cordum: malformed hook event ({exc}); denied (fail closed)")
+    if call is None:
+        return {} if not fmt_cursor else {"permission": "allow"} if event_name.startswith("before") else {}
+
+    svc = await build_services(cfg, local_bundle=local_bundle, background=False, root=call.root)
+    try:
+        verdict = svc.enforcer.decide(server=call.server, tool=call.tool, arguments=call.arguments,
+                                      session_id=call.session_id, root=call.root)
+        if verdict.decision == "allow":
+            result = answer("allow", f"Allowed by Cordum policy rule {verdict.rule or 'defaults.decision'}: "
+                                     f"{verdict.reason} (policy {verdict.policy_version})")
+        elif verdict.decision == "deny":
+            result = answer("deny", verdict.deny_text())
+        else:
+            result = await _approve(svc, verdict, call, answer)
+        if svc.uploader is not None:  # best effort: a running sidecar sharing the spool uploads the rest
+            await svc.uploader.drain(deadline=time.monotonic() + 1.5)
+        return result
+    finally:
+        await svc.close(drain_seconds=0)
+
+
+async def _approve(svc, verdict, call: HookCall, answer) -> dict[str, Any]:
+    cfg = svc.cfg
+    fallback = cfg.hook.on_approval_timeout  # ask (let the person at the terminal decide) or deny
+    head = f"Cordum policy rule {verdict.rule or 'defaults.decision'} requires approval: {verdict.reason}"
+    if svc.approvals is None:
+        if fallback == "deny":
+            svc.enforcer.record_outcome(verdict, "denied", comment="offline: no control plane to ask")
+        return answer(fallback, f"{head} (policy {verdict.policy_version}); no control plane to ask, "
+                                f"so {'asking you' if fallback == 'ask' else 'denied'}")
+    rec = verdict.record
+    approval = verdict.approval or {}
+    payload = {k: rec.get(k) for k in ("decision_id", "session_id", "server", "tool", "action", "target", "topic",
+                                       "risk_tags", "rule", "reason", "args_digest", "args", "policy_version")}
+    payload.update(diff="", on_timeout=approval.get("on_timeout") or "deny",
+                   reviewers=list(approval.get("reviewers") or ["role:reviewer"]),
+                   allow_self_approval=bool(approval.get("allow_self_approval")))
+    wait = min(float(approval.get("timeout") or 900), cfg.hook.approval_wait_seconds)
+    result = await svc.approvals.request_and_wait(payload, timeout_seconds=wait)
+    if result.approved:
+        svc.enforcer.record_outcome(verdict, "approved", reviewer=result.reviewer, comment=result.comment)
+        return answer("allow", f"Approved by {result.reviewer or 'a reviewer'}. {head}")
+    if result.outcome == "timed_out" or result.outcome == "error":
+        svc.enforcer.record_outcome(verdict, "timed_out", error=result.detail)
+        return answer(fallback, result.refusal_text(rule=verdict.rule, reason=verdict.reason,
+                                                    policy_version=verdict.policy_version)
+                      if fallback == "deny" else f"{head}; no reviewer answered in time, asking you instead")
+    svc.enforcer.record_outcome(verdict, "denied", reviewer=result.reviewer, comment=result.comment)
+    return answer("deny", result.refusal_text(rule=verdict.rule, reason=verdict.reason,
+                                              policy_version=verdict.policy_version))
+
+
+def run_hook(cfg: SidecarConfig, *, local_bundle: str | None, agent_format: str) -> int:
+    """Read one event from stdin, write one answer to stdout, exit 0 (the answer carries the decision)."""
+    raw = sys.stdin.buffer.read()
+    try:
+        event = orjson.loads(raw) if raw.strip() else None
+    except orjson.JSONDecodeError:
+        event = None
+    try:
+        result = asyncio.run(decide_hook_event(cfg, event, agent_format=agent_format, local_bundle=local_bundle))
+    except Exception as exc:  # fail closed, with the reason the agent can show
+        log.exception("hook failed; denying")
+        reason = f"Cordum hook failed ({type(exc).__name__}: {exc}); denied (fail closed)"
+        result = (cursor_answer((event or {}).get("hook_event_name", "") if isinstance(event, dict) else "", "deny",
+                                reason) if agent_format == "cursor" else claude_answer("deny", reason))
+    sys.stdout.buffer.write(orjson.dumps(result) + b"\n")
+    sys.stdout.flush()
+    return 0

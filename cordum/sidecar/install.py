@@ -1,0 +1,226 @@
+"""`cordum-sidecar install claude-code|cursor`: put every MCP server an agent launches behind the sidecar.
+
+Claude Code: `.mcp.json` (project) or `managed-mcp.json` (--managed, fleet-wide) has
+`{"mcpServers": {name: {"command", "args", "env"} | {"type": "http", "url", "headers"}}}`; each entry is
+rewritten to launch `cordum-sidecar run ... --name <name> -- <original command>` (or `--url` for HTTP
+entries), keeping its env. The PreToolUse hook goes into `.claude/settings.json` (`managed-settings.json`
+with --managed). Cursor: `.cursor/mcp.json` and `.cursor/hooks.json` (beforeShellExecution,
+beforeMCPExecution, beforeReadFile). Entries already behind the sidecar are left alone, everything else in
+the files is preserved, each changed file is backed up first (`<file>.cordum-backup-<UTC time>`) and
+written atomically, and `--dry-run` prints a diff and writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import difflib
+import json
+import os
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+SIDECAR = "cordum-sidecar"
+MANAGED_DIRS = {"darwin": "/Library/Application Support/ClaudeCode", "linux": "/etc/claude-code"}
+CURSOR_HOOK_EVENTS = ("beforeShellExecution", "beforeMCPExecution", "beforeReadFile")
+
+
+class InstallError(Exception):
+    pass
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text() or "{}")
+    except ValueError as exc:
+        raise InstallError(f"{path} is not valid JSON ({exc}); fix it first, nothing was changed") from exc
+    if not isinstance(data, dict):
+        raise InstallError(f"{path}: expected a JSON object at the top level; nothing was changed")
+    return data
+
+
+def _policy_args(args: argparse.Namespace) -> list[str]:
+    if getattr(args, "config", None):
+        return ["--config", os.path.abspath(args.config)]
+    if getattr(args, "bundle", None):
+        return ["--bundle", os.path.abspath(args.bundle)]
+    return ["--config", os.path.expanduser("~/.config/cordum/sidecar.yaml")]
+
+
+def _is_wrapped(entry: dict[str, Any], sidecar: list[str]) -> bool:
+    """True when the entry already launches the sidecar (installing twice changes nothing)."""
+    command, args = entry.get("command"), [str(a) for a in entry.get("args") or []]
+    if not isinstance(command, str) or "run" not in args:
+        return False
+    return os.path.basename(command) in (os.path.basename(sidecar[0]), SIDECAR) or "cordum.sidecar" in args
+
+
+def _is_cordum_hook(command: Any) -> bool:
+    text = str(command or "")
+    return (SIDECAR in text or "cordum.sidecar" in text) and " hook" in text
+
+
+def wrap_servers(servers: dict[str, Any], *, sidecar: list[str], policy_args: list[str]) -> tuple[dict, list[str]]:
+    """The mcpServers mapping with every entry launched behind the sidecar; returns (new, names changed)."""
+    out: dict[str, Any] = {}
+    changed: list[str] = []
+    for name, entry in servers.items():
+        if not isinstance(entry, dict) or _is_wrapped(entry, sidecar):
+            out[name] = entry
+            continue
+        new = copy.deepcopy(entry)
+        if isinstance(entry.get("command"), str):
+            upstream = [entry["command"], *[str(a) for a in entry.get("args") or []]]
+            new["command"] = sidecar[0]
+            new["args"] = [*sidecar[1:], "run", *policy_args, "--name", name, "--", *upstream]
+        elif isinstance(entry.get("url"), str):
+            new = {k: v for k, v in entry.items() if k not in ("type", "url", "headers")}
+            headers = [a for k, v in (entry.get("headers") or {}).items() for a in ("--header", f"{k}: {v}")]
+            new["type"] = "stdio"
+            new["command"] = sidecar[0]
+            new["args"] = [*sidecar[1:], "run", *policy_args, "--name", name, "--url", entry["url"], *headers]
+        else:
+            out[name] = entry
+            continue
+        out[name] = new
+        changed.append(name)
+    return out, changed
+
+
+def _hook_command(sidecar: list[str], policy_args: list[str], fmt: str | None = None) -> str:
+    parts = [*sidecar, "hook", *policy_args]
+    if fmt:
+        parts += ["--agent-format", fmt]
+    return shlex.join(parts)
+
+
+def add_claude_hook(settings: dict[str, Any], command: str, *, timeout: int = 60) -> bool:
+    """Register the PreToolUse hook for every tool; False when a Cordum hook is already there."""
+    hooks = settings.setdefault("hooks", {})
+    pre = hooks.setdefault("PreToolUse", [])
+    for group in pre:
+        for h in (group or {}).get("hooks") or []:
+            if _is_cordum_hook(h.get("command")):
+                return False
+    pre.append({"matcher": "*", "hooks": [{"type": "command", "command": command, "timeout": timeout}]})
+    return True
+
+
+def add_cursor_hooks(doc: dict[str, Any], command: str) -> bool:
+    doc.setdefault("version", 1)
+    hooks = doc.setdefault("hooks", {})
+    added = False
+    for event in CURSOR_HOOK_EVENTS:
+        entries = hooks.setdefault(event, [])
+        if any(_is_cordum_hook(e.get("command")) for e in entries if isinstance(e, dict)):
+            continue
+        entries.append({"command": command})
+        added = True
+    return added
+
+
+class Plan:
+    """File changes to make (or print)."""
+
+    def __init__(self) -> None:
+        self.files: list[tuple[Path, dict[str, Any] | None, dict[str, Any]]] = []
+
+    def add(self, path: Path, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+        if old != new:
+            self.files.append((path, old, new))
+
+    def diff(self) -> str:
+        chunks = []
+        for path, old, new in self.files:
+            a = json.dumps(old, indent=2).splitlines(keepends=True) if old is not None else []
+            b = json.dumps(new, indent=2).splitlines(keepends=True)
+            chunks.append("".join(difflib.unified_diff(a, b, f"{path} (current)", f"{path} (with Cordum)")))
+        return "\n".join(chunks)
+
+    def apply(self) -> list[Path]:
+        backups = []
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        for path, old, new in self.files:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if old is not None and path.exists():
+                backup = path.with_name(f"{path.name}.cordum-backup-{stamp}")
+                backup.write_bytes(path.read_bytes())
+                backups.append(backup)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            with os.fdopen(fd, "w") as handle:
+                json.dump(new, handle, indent=2)
+                handle.write("\n")
+            os.replace(tmp, path)
+        return backups
+
+
+def plan_install(args: argparse.Namespace) -> Plan:
+    sidecar = shlex.split(args.sidecar_command) if getattr(args, "sidecar_command", None) else [SIDECAR]
+    policy_args = _policy_args(args)
+    plan = Plan()
+    if args.target == "claude-code":
+        if args.managed:
+            base = Path(args.managed_dir or MANAGED_DIRS.get(sys.platform, "/etc/claude-code"))
+            mcp_path, settings_path = base / "managed-mcp.json", base / "managed-settings.json"
+            source = _read_json(mcp_path)
+            if source is None:  # start from the project's servers
+                source = _read_json(Path(args.project or ".") / ".mcp.json") or {}
+                old_mcp = None
+            else:
+                old_mcp = source
+        else:
+            project = Path(args.project or ".")
+            mcp_path, settings_path = project / ".mcp.json", project / ".claude" / "settings.json"
+            old_mcp = source = _read_json(mcp_path)
+            source = source or {}
+        new_mcp = copy.deepcopy(source)
+        servers, _ = wrap_servers(source.get("mcpServers") or {}, sidecar=sidecar, policy_args=policy_args)
+        new_mcp["mcpServers"] = servers
+        plan.add(mcp_path, old_mcp, new_mcp)
+        if not args.no_hook:
+            old_settings = _read_json(settings_path)
+            settings = copy.deepcopy(old_settings or {})
+            add_claude_hook(settings, _hook_command(sidecar, policy_args))
+            plan.add(settings_path, old_settings, settings)
+    else:  # cursor
+        base = Path(args.managed_dir or os.path.expanduser("~/.cursor")) if args.managed else \
+            Path(args.project or ".") / ".cursor"
+        mcp_path, hooks_path = base / "mcp.json", base / "hooks.json"
+        old_mcp = _read_json(mcp_path)
+        new_mcp = copy.deepcopy(old_mcp or {})
+        servers, _ = wrap_servers((old_mcp or {}).get("mcpServers") or {}, sidecar=sidecar, policy_args=policy_args)
+        new_mcp["mcpServers"] = servers
+        plan.add(mcp_path, old_mcp, new_mcp)
+        if not args.no_hook:
+            old_hooks = _read_json(hooks_path)
+            doc = copy.deepcopy(old_hooks or {})
+            add_cursor_hooks(doc, _hook_command(sidecar, policy_args, "cursor"))
+            plan.add(hooks_path, old_hooks, doc)
+    return plan
+
+
+def install(args: argparse.Namespace) -> int:
+    try:
+        plan = plan_install(args)
+    except InstallError as exc:
+        print(f"cordum-sidecar install: {exc}", file=sys.stderr)
+        return 1
+    if not plan.files:
+        print("Nothing to change: every MCP server and the hook are already behind Cordum.")
+        return 0
+    if args.dry_run:
+        print(plan.diff())
+        print(f"(dry run: {len(plan.files)} file(s) would change; nothing was written)")
+        return 0
+    backups = plan.apply()
+    for path, _, _ in plan.files:
+        print(f"updated {path}")
+    for b in backups:
+        print(f"backup  {b}")
+    return 0

@@ -1,0 +1,52 @@
+"""`cordum-sidecar status`: what this machine's sidecar enforces and how much evidence waits to be uploaded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cordum.sidecar import __version__
+from cordum.sidecar.config import SidecarConfig
+from cordum.sidecar.enforcer import PolicyLoadError, load_local_policy
+from cordum.sidecar.spool import Spool
+
+
+def status_report(cfg: SidecarConfig, *, local_bundle: str | None = None) -> dict[str, Any]:
+    spool = Spool(cfg.spool_path)
+    try:
+        report: dict[str, Any] = {
+            "version": __version__,
+            "sidecar_id": cfg.sidecar_id or spool.sidecar_id(),
+            "agent": cfg.agent,
+            "environment": cfg.environment,
+            "control_plane": cfg.control_plane,
+            "mode": "online" if cfg.control_plane and not local_bundle else "offline",
+            "spool": str(cfg.spool_path),
+            "spool_depth": spool.depth(),
+            "spool_rejected": spool.rejected(),
+            "last_upload_at": spool.get_meta("last_upload_at"),
+            "upstreams": [u.name for u in cfg.upstreams],
+        }
+    finally:
+        spool.close()
+    bundle_file = local_bundle or (cfg.bundle if not cfg.control_plane else None)
+    if bundle_file:
+        try:
+            loaded = load_local_policy(bundle_file, trusted_keys=cfg.trusted_keys)
+            report.update(bundle_version=loaded.version, bundle_sequence=loaded.sequence, bundle_source=bundle_file)
+        except PolicyLoadError as exc:
+            report.update(bundle_version=None, bundle_error=str(exc))
+    else:
+        from cordum.sidecar.bundles import BundleError, BundleStore, bundle_verify
+
+        stored = BundleStore(cfg.bundle_store_path).load()
+        if stored is None:
+            report.update(bundle_version=None, bundle_error="no bundle received yet (every call is denied)")
+        else:
+            try:
+                bundle_verify(stored, cfg.trusted_keys)
+                manifest = stored["manifest"]
+                report.update(bundle_version=manifest.get("version"), bundle_sequence=manifest.get("sequence"),
+                              bundle_source=str(cfg.bundle_store_path))
+            except BundleError as exc:
+                report.update(bundle_version=None, bundle_error=f"stored bundle refused: {exc}")
+    return report
