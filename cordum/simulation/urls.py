@@ -1,5 +1,12 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from cordum.simulation import views
 
 app_name = "simulation"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.SimulationListView.as_view(), name="list"),
+    path("new/", views.SimulationCreateView.as_view(), name="create"),
+    path("compare/", views.SimulationCompareView.as_view(), name="compare"),
+    path("<int:pk>/", views.SimulationDetailView.as_view(), name="detail"),
+]

@@ -83,8 +83,12 @@ EXPECTED_MATRIX = {
 }
 
 
-def recorded_calls() -> list[dict]:
-    """The calls as an evidence export would list them (one dict per decision record)."""
+def recorded_calls(day1: dt.datetime | None = None) -> list[dict]:
+    """The calls as an evidence export would list them (one dict per decision record).
+
+    `day1` moves the whole set in time (the web window is "the last N days"); default DAY1.
+    """
+    shift = (day1 - DAY1) if day1 is not None else dt.timedelta(0)
     out = []
     n = 0
     for count, agent, team, env, session, server, tool, args, decision, rule, start in CALLS:
@@ -96,7 +100,7 @@ def recorded_calls() -> list[dict]:
                 "agent": agent, "team": team, "environment": env, "session_id": session,
                 "server": server, "tool": tool, "args": args, "args_digest": args_digest(args),
                 "decision": decision, "rule": rule or None, "mode": "enforce",
-                "timestamp": (start + dt.timedelta(seconds=10 * i)).isoformat().replace("+00:00", "Z"),
+                "timestamp": (start + shift + dt.timedelta(seconds=10 * i)).isoformat().replace("+00:00", "Z"),
             })
     return out
 

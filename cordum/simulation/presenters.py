@@ -1,0 +1,87 @@
+"""Shapes a saved report for the templates: matrix cells, bar widths (server-rendered charts), links."""
+
+from __future__ import annotations
+
+from cordum.policy.simulate import DECISIONS
+from cordum.simulation.selectors import evidence_record_links
+
+LABELS = {"allow": "allow", "require_approval": "approval", "deny": "deny"}
+
+
+def _pct(n: int, total: int) -> float:
+    return round(100.0 * n / total, 1) if total else 0.0
+
+
+def report_view(simulation) -> dict | None:
+    report = simulation.report
+    if not report:
+        return None
+    total = report["summary"]["total_calls"]
+    matrix = report["matrix"]
+    rows = []
+    cell_max = max([matrix[b][a] for b in DECISIONS for a in DECISIONS] + [1])
+    for before in DECISIONS:
+        cells = []
+        for after in DECISIONS:
+            n = matrix[before][after]
+            cells.append({"after": after, "count": n, "pct": _pct(n, total), "changed": before != after,
+                          "shade": round(0.08 + 0.6 * n / cell_max, 2) if n else 0})
+        rows.append({"before": before, "cells": cells, "total": sum(matrix[before].values())})
+    column_totals = [sum(matrix[b][a] for b in DECISIONS) for a in DECISIONS]
+
+    per_day = report["approval_load"]["per_day"]
+    day_max = max([max(d["before"], d["after"]) for d in per_day] + [1])
+    days = [{**d, "before_w": _pct(d["before"], day_max), "after_w": _pct(d["after"], day_max)} for d in per_day]
+    top = report["rules"]["top"]
+    top_max = max([t["count"] for t in top] + [1])
+    top_rules = [{**t, "w": _pct(t["count"], top_max)} for t in top]
+
+    sample_ids: set[str] = set()
+    for key in ("changed_by_rule", "changed_by_agent", "changed_calls"):
+        for group in report.get(key, []):
+            sample_ids.update(group.get("samples", []))
+    links = evidence_record_links(organization=simulation.organization, decision_ids=sample_ids)
+
+    def samples(group):
+        return [{"id": s, "short": s[-12:], "url": links.get(s, "")} for s in group.get("samples", [])]
+
+    return {
+        "summary": report["summary"],
+        "matrix_rows": rows,
+        "column_totals": column_totals,
+        "decisions": DECISIONS,
+        "labels": LABELS,
+        "days": days,
+        "approval_load": report["approval_load"],
+        "top_rules": top_rules,
+        "dead_rules": report["rules"]["dead"],
+        "by_rule": [{**g, "sample_links": samples(g)} for g in report["changed_by_rule"]],
+        "by_agent": [{**g, "sample_links": samples(g), "transitions_list": sorted(g["transitions"].items())}
+                     for g in report["changed_by_agent"]],
+        "changed_calls": [{**g, "sample_links": samples(g)} for g in report["changed_calls"][:50]],
+        "changed_calls_more": max(len(report["changed_calls"]) - 50, 0) + report.get("changed_calls_truncated", 0),
+        "run": report.get("run", {}),
+        "gate": simulation.gate,
+    }
+
+
+def compare_rows(left, right) -> list[dict]:
+    """Side-by-side figures of two reports, with the difference."""
+    a, b = left.report or {}, right.report or {}
+    if not a or not b:
+        return []
+    rows = []
+    for key, label in (("total_calls", "Calls replayed"), ("changed_calls", "Calls that change decision"),
+                       ("newly_denied", "Newly denied"), ("newly_require_approval", "Newly need approval"),
+                       ("newly_allowed", "Newly allowed"), ("distinct_signatures", "Distinct signatures")):
+        x, y = a["summary"][key], b["summary"][key]
+        rows.append({"label": label, "left": x, "right": y, "delta": y - x})
+    for before in DECISIONS:
+        for after in DECISIONS:
+            x, y = a["matrix"][before][after], b["matrix"][before][after]
+            rows.append({"label": f"{before} → {after}", "left": x, "right": y, "delta": y - x})
+    x, y = a["approval_load"]["avg_per_day_after"], b["approval_load"]["avg_per_day_after"]
+    rows.append({"label": "Approvals per day (after)", "left": x, "right": y, "delta": round(y - x, 2)})
+    rows.append({"label": "Dead rules", "left": ", ".join(a["rules"]["dead"]) or "—",
+                 "right": ", ".join(b["rules"]["dead"]) or "—", "delta": ""})
+    return rows

@@ -1,0 +1,99 @@
+"""HTML views for simulations: thin adapters over services and selectors, roles checked on the server."""
+
+from django.shortcuts import redirect, render
+from django.utils.decorators import method_decorator
+from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.vary import vary_on_headers
+from django.views.generic import View
+
+from cordum.accounts.access import RoleRequiredMixin
+from cordum.accounts.permissions import Perm
+from cordum.common.errors import CordumError
+from cordum.simulation import presenters, selectors, services
+from cordum.simulation.forms import SimulationForm
+
+
+@method_decorator(require_GET, name="dispatch")
+class SimulationListView(RoleRequiredMixin, View):
+    required_perm = Perm.VIEW_SIMULATION
+
+    def get(self, request):
+        simulations = selectors.simulation_list(organization=self.organization)[:100]
+        return render(request, "simulation/simulation_list.html", {
+            "simulations": simulations,
+            "can_run": self.membership.has_perm(Perm.RUN_SIMULATION),
+        })
+
+
+@method_decorator(require_http_methods(["GET", "POST"]), name="dispatch")
+class SimulationCreateView(RoleRequiredMixin, View):
+    required_perm = Perm.RUN_SIMULATION
+    template_name = "simulation/simulation_form.html"
+
+    def get(self, request):
+        initial = {}
+        if request.GET.get("version"):
+            initial["candidate_version"] = request.GET["version"]
+        form = SimulationForm(organization=self.organization, initial=initial)
+        return render(request, self.template_name, {"form": form, "live": services.live_version(
+            organization=self.organization)})
+
+    def post(self, request):
+        form = SimulationForm(request.POST, request.FILES, organization=self.organization)
+        if form.is_valid():
+            data = form.cleaned_data
+            version = data.get("candidate_version")
+            try:
+                simulation = services.simulation_create(
+                    organization=self.organization, user=request.user,
+                    candidate_version_id=version.pk if version else None,
+                    policy_yaml=None if version else data["policy_yaml"],
+                    days=data["days"], team=data["team"], agent=data["agent"], environment=data["environment"],
+                    baseline=data["baseline"],
+                )
+            except CordumError as exc:
+                field = exc.extra.get("field")
+                field = {"candidate_version_id": "candidate_version", "policy_yaml": "policy_yaml"}.get(field)
+                if field not in form.fields:
+                    field = None
+                form.add_error(field, exc.message)
+                for line in exc.extra.get("errors", []):
+                    form.add_error(field, line)
+            else:
+                return redirect("simulation:detail", pk=simulation.pk)
+        return render(request, self.template_name, {"form": form, "live": services.live_version(
+            organization=self.organization)}, status=400)
+
+
+@method_decorator([require_GET, vary_on_headers("HX-Request")], name="dispatch")
+class SimulationDetailView(RoleRequiredMixin, View):
+    """The report; while the run is in progress the body polls itself (htmx) for the progress bar."""
+
+    required_perm = Perm.VIEW_SIMULATION
+
+    def get(self, request, pk):
+        simulation = selectors.simulation_get(organization=self.organization, pk=pk)
+        context = {"simulation": simulation, "view": presenters.report_view(simulation),
+                   "can_run": self.membership.has_perm(Perm.RUN_SIMULATION)}
+        if request.htmx:
+            return render(request, "simulation/partials/_body.html", context)
+        return render(request, "simulation/simulation_detail.html", context)
+
+
+@method_decorator(require_GET, name="dispatch")
+class SimulationCompareView(RoleRequiredMixin, View):
+    required_perm = Perm.VIEW_SIMULATION
+
+    def get(self, request):
+        choices = selectors.simulation_list(organization=self.organization).filter(status="completed")[:100]
+        left, right = (self._pick(request.GET.get(key)) for key in ("a", "b"))
+        return render(request, "simulation/simulation_compare.html", {
+            "choices": choices, "left": left, "right": right,
+            "columns": [(s, presenters.report_view(s)) for s in (left, right) if s is not None],
+            "rows": presenters.compare_rows(left, right) if left and right else [],
+        })
+
+    def _pick(self, value):
+        if not value or not str(value).isdigit():
+            return None
+        return selectors.simulation_get(organization=self.organization, pk=int(value))
