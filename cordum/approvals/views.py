@@ -4,6 +4,7 @@ from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import redirect
 from django.urls import reverse
+from django.utils.cache import patch_vary_headers
 from django.utils.decorators import method_decorator
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
@@ -28,7 +29,7 @@ class HtmxPartialMixin:
 
     def render_to_response(self, context, **kwargs):
         response = super().render_to_response(context, **kwargs)
-        response["Vary"] = "HX-Request"
+        patch_vary_headers(response, ["HX-Request"])
         return response
 
 
