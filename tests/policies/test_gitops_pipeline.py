@@ -161,7 +161,8 @@ def test_a_downgraded_bundle_from_the_server_is_refused(live_server, synced, wor
     client = _client(live_server, agent_token, org, tmp_path)
     _fetch(client)
     assert client.sequence == 2
-    PolicyBundle.objects.filter(sequence=2).delete()  # the server now serves #1 again, without rollback
+    # The server now serves the validly signed bundle #1 again (its row moved to the top), without rollback.
+    PolicyBundle.objects.filter(sequence=1).update(sequence=3)
 
     with pytest.raises(BundleError, match="downgrade"):
         _fetch(client)
