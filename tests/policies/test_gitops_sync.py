@@ -6,7 +6,7 @@ from cordum.policies import gitrepo, selectors, services
 from cordum.policies.choices import KeyStatus, SyncStatus
 from cordum.policies.models import PolicyBundle, PolicyRepository, PolicyVersion
 from cordum.sidecar.bundles import BundleError, bundle_verify
-from tests.policies.conftest import POLICY_INVALID, POLICY_V1, POLICY_V2
+from tests.policies.conftest import POLICY_INVALID, POLICY_V2
 
 pytestmark = pytest.mark.django_db
 
