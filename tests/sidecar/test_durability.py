@@ -1,0 +1,93 @@
+"""Evidence survives kill -9 of the sidecar and a control-plane outage, and reaches the real control plane
+(Django live server: POST /api/v1/decisions -> ingest -> append-only evidence table) exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+from collections import Counter
+
+import pytest
+
+from cordum.sidecar.bundles import BundleStore, generate_keypair, key_id_for
+from cordum.sidecar.spool import Spool
+
+from .conftest import mcp_session, sidecar_params, sidecar_pids, text_of, write_config
+from .test_proxy import _signed_bundle
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def _config(tmp_path, *, control_plane, fs_bin, project, public, key_id):
+    return write_config(
+        tmp_path / f"sidecar-{abs(hash(control_plane))}.yaml", control_plane=control_plane, token_env="CORDUM_AGENT_TOKEN",
+        agent="claude-code-test", environment="dev", spool=str(tmp_path / "spool.db"),
+        bundle_store=str(tmp_path / "bundle.json"), trusted_keys={key_id: public},
+        upload={"interval_seconds": 0.2}, heartbeat={"interval_seconds": 3600},
+        upstreams=[{"name": "filesystem", "command": [fs_bin, str(project), str(project.parent / "outside")]}])
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_kill_9_during_an_outage_then_restart_uploads_every_record_exactly_once(
+    live_server, celery_eager, fs_server_bin, project, tmp_path, stderr_log
+):
+    from cordum.decisions.models import EvidenceRecord
+    from tests.factories import OrganizationFactory, agent_with_token
+
+    org = OrganizationFactory()
+    _agent, issued = agent_with_token(organization=org, name="claude-code-test")
+    private, public = generate_keypair()
+    key_id = key_id_for(public)
+    BundleStore(tmp_path / "bundle.json").save(_signed_bundle(private, key_id))  # the last good bundle on disk
+    env = {"CORDUM_AGENT_TOKEN": issued.plaintext}
+    log_handle, log_path = stderr_log
+    readme = str(project / "README.md")
+
+    async def phase_one() -> None:  # the control plane is down; the sidecar is killed mid-session
+        config = _config(tmp_path, control_plane=_closed_port_url(), fs_bin=fs_server_bin, project=project,
+                         public=public, key_id=key_id)
+        with contextlib.suppress(Exception):
+            async with mcp_session(sidecar_params(["run", "--config", str(config)], cwd=project, env=env),
+                                   errlog=log_handle) as s:
+                for _ in range(4):
+                    assert not (await s.call_tool("read_text_file", {"path": readme})).is_error
+                denied = await s.call_tool("write_file", {"path": str(project.parent / "outside" / "x"),
+                                                          "content": "x"})
+                assert "deny-write-outside-project" in text_of(denied)
+                os.kill(sidecar_pids(log_path)[-1], signal.SIGKILL)
+
+    async def phase_two() -> None:  # restarted, the control plane is back
+        config = _config(tmp_path, control_plane=live_server.url, fs_bin=fs_server_bin, project=project,
+                         public=public, key_id=key_id)
+        async with mcp_session(sidecar_params(["run", "--config", str(config)], cwd=project, env=env),
+                               errlog=log_handle) as s:
+            for _ in range(2):
+                assert not (await s.call_tool("read_text_file", {"path": readme})).is_error
+
+    asyncio.run(phase_one())
+    log_handle.flush()
+    spooled_before_restart = [r["decision_id"] for r in Spool(tmp_path / "spool.db").records()]
+    assert len(spooled_before_restart) == 5  # committed before forwarding, so kill -9 lost none
+
+    asyncio.run(phase_two())
+    assert Spool(tmp_path / "spool.db").depth() == 0  # everything acknowledged, so everything deleted
+
+    rows = list(EvidenceRecord.objects.filter(record_type="decision").values_list("decision_id", "decision",
+                                                                                  "agent_name", "outcome"))
+    counts = Counter(r[0] for r in rows)
+    assert set(spooled_before_restart) <= set(counts)
+    assert len(counts) == 7 and set(counts.values()) == {1}  # every call exactly once
+    assert {r[2] for r in rows} == {"claude-code-test"}
+    assert sorted(r[1] for r in rows) == ["allow"] * 6 + ["deny"]
+    assert Counter(r[3] for r in rows) == {"executed": 6, "blocked": 1}
+    assert len(sidecar_pids(log_path)) == 2
+    json.dumps(rows)  # plain values
