@@ -165,6 +165,20 @@ def _baseline_for(simulation: Simulation):
     return policy_version_compile(version=simulation.baseline_version, field="baseline")
 
 
+def simulation_channel(pk: int) -> str:
+    """notify channel published on every progress update and when the run finishes (for long-polls)."""
+    return f"simulation:{pk}"
+
+
+def _publish(pk: int) -> None:
+    from cordum.common.notify import publish
+
+    try:
+        publish(simulation_channel(pk))
+    except Exception:  # a missing wake-up only delays a long-poll; never fail the run for it
+        logger.warning("could not publish progress of simulation %s", pk, exc_info=True)
+
+
 class _Progress:
     def __init__(self, simulation: Simulation, total: int) -> None:
         self.pk, self.total, self.done = simulation.pk, total, 0
@@ -181,6 +195,7 @@ class _Progress:
         self._last_rows, self._last_time = self.done, time.monotonic()
         fraction = min(self.done / self.total, 1.0) if self.total else 1.0
         Simulation.objects.filter(pk=self.pk).update(progress=fraction, rows_processed=self.done)
+        _publish(self.pk)
 
 
 def simulation_replay(*, simulation: Simulation, candidate: Any, baseline: Any = None,
@@ -247,5 +262,6 @@ def simulation_run(*, simulation: Simulation) -> Simulation:
             status=SimulationStatus.FAILED, error=f"internal error: {exc.__class__.__name__}: {exc}",
             finished_at=timezone.now(),
         )
+    _publish(simulation.pk)
     simulation.refresh_from_db()
     return simulation

@@ -1,12 +1,14 @@
 """Simulation API: authors/admins start a run (CI on every PR), auditors read the reports."""
 
-from drf_spectacular.utils import extend_schema
+from django.conf import settings
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from cordum.accounts.access import HasOrgPermission
 from cordum.accounts.permissions import Perm
+from cordum.common.notify import wait_for
 from cordum.simulation import selectors, services
 from cordum.simulation.api import serializers as s
 
@@ -35,7 +37,19 @@ class SimulationDetailApi(APIView):
     permission_classes = [HasOrgPermission]
     required_perm = Perm.VIEW_SIMULATION
 
-    @extend_schema(responses=s.SimulationSerializer)
+    @extend_schema(
+        parameters=[OpenApiParameter("wait", int, description="long-poll: wait up to N seconds for completion")],
+        responses=s.SimulationSerializer,
+    )
     def get(self, request, pk: int):
         simulation = selectors.simulation_get(organization=self.organization, pk=pk)
+        wait = request.query_params.get("wait", "")
+        if wait.isdigit() and int(wait) > 0 and not simulation.is_finished:
+            timeout = min(int(wait), settings.CORDUM_LONG_POLL_MAX_SECONDS)
+
+            def finished():
+                simulation.refresh_from_db()
+                return simulation.is_finished
+
+            wait_for(services.simulation_channel(simulation.pk), timeout, finished)
         return Response(s.SimulationSerializer(simulation, context={"request": request}).data)

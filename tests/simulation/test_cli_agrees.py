@@ -1,0 +1,63 @@
+"""`cordum simulate` over the evidence export agrees with the web simulation over the same rows."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cordum.decisions.models import EvidenceRecord
+from cordum.decisions.selectors import evidence_as_dict
+from cordum.simulation import services
+from tests.simulation.data import CANDIDATE_POLICY, CANDIDATE_WITH_LIMITS, INVALID_POLICY
+
+pytestmark = pytest.mark.django_db
+
+
+def comparable(report):
+    report = {k: v for k, v in report.items() if k not in ("run", "window", "filters", "gate")}
+    report["summary"] = {k: v for k, v in report["summary"].items()
+                         if k not in ("candidate_version", "baseline_version")}
+    return report
+
+
+def export_jsonl(org, path):
+    with open(path, "w") as fh:
+        for record in EvidenceRecord.objects.filter(organization=org).order_by("seq"):
+            fh.write(json.dumps(evidence_as_dict(record)) + "\n")
+
+
+def cordum(*args):
+    return subprocess.run([sys.executable, "-m", "cordum", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("policy", [CANDIDATE_POLICY, CANDIDATE_WITH_LIMITS], ids=["grouped", "limits"])
+def test_the_cli_and_the_web_simulation_produce_the_same_report(sim_org, versions, recorded, tmp_path, policy):
+    web = services.simulation_run(simulation=services.simulation_create(
+        organization=sim_org, user=None, enqueue=False, policy_yaml=policy)).report
+    export_jsonl(sim_org, tmp_path / "calls.jsonl")
+    (tmp_path / "safety.yaml").write_text(policy)
+    result = cordum("simulate", "--policy", str(tmp_path / "safety.yaml"), "--calls", str(tmp_path / "calls.jsonl"))
+    assert result.returncode == 0, result.stderr
+    cli = json.loads(result.stdout)
+    assert comparable(cli) == comparable(web)
+    assert cli["summary"]["total_calls"] == 15
+
+
+def test_the_cli_gate_exits_1_when_too_many_calls_are_newly_denied(sim_org, recorded, tmp_path):
+    export_jsonl(sim_org, tmp_path / "calls.jsonl")
+    (tmp_path / "safety.yaml").write_text(CANDIDATE_POLICY)
+    args = ["simulate", "--policy", str(tmp_path / "safety.yaml"), "--calls", str(tmp_path / "calls.jsonl"),
+            "--summary-only", "--fail-if-newly-denied-over"]
+    failed = cordum(*args, "4")
+    assert failed.returncode == 1
+    assert json.loads(failed.stdout)["gate"] == {"fail_if_newly_denied_over": 4, "newly_denied": 5, "passed": False}
+    assert cordum(*args, "5").returncode == 0
+
+
+def test_the_cli_refuses_an_invalid_candidate_with_file_line_col(tmp_path):
+    (tmp_path / "safety.yaml").write_text(INVALID_POLICY)
+    (tmp_path / "calls.jsonl").write_text("")
+    result = cordum("simulate", "--policy", str(tmp_path / "safety.yaml"), "--calls", str(tmp_path / "calls.jsonl"))
+    assert result.returncode == 2
+    assert f"{tmp_path / 'safety.yaml'}:3:" in result.stderr

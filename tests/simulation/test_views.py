@@ -1,0 +1,79 @@
+"""The simulation pages: form (versions, paste, errors), progress partial for htmx, report, compare."""
+
+import pytest
+from django.urls import reverse
+
+from cordum.accounts.choices import Role
+from cordum.simulation import services
+from cordum.simulation.models import Simulation
+from tests.simulation.data import INVALID_POLICY
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize("role", Role.values)
+def test_the_pages_follow_the_role_matrix(member_client, sim_org, versions, role):
+    simulation = services.simulation_create(organization=sim_org, user=None, enqueue=False,
+                                            candidate_version_id=versions["candidate"].pk)
+    client = member_client(role)
+    can_read = role in {Role.ADMIN, Role.POLICY_AUTHOR, Role.AUDITOR}
+    can_run = role in {Role.ADMIN, Role.POLICY_AUTHOR}
+    assert client.get(reverse("simulation:list")).status_code == (200 if can_read else 403)
+    assert client.get(reverse("simulation:detail", args=[simulation.pk])).status_code == (200 if can_read else 403)
+    assert client.get(reverse("simulation:compare")).status_code == (200 if can_read else 403)
+    assert client.get(reverse("simulation:create")).status_code == (200 if can_run else 403)
+
+
+def test_an_author_runs_a_version_and_sees_the_matrix(author, versions, recorded, celery_eager,
+                                                     django_capture_on_commit_callbacks):
+    page = author.get(reverse("simulation:create") + f"?version={versions['candidate'].pk}")
+    assert "proposed@bbbbbbb" in page.content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = author.post(reverse("simulation:create"), {
+            "candidate_version": versions["candidate"].pk, "days": 7, "baseline": "recorded",
+        })
+    assert response.status_code == 302
+    simulation = Simulation.objects.get()
+    assert response["Location"] == reverse("simulation:detail", args=[simulation.pk])
+    html = author.get(response["Location"]).content.decode()
+    assert 'id="transition-matrix"' in html
+    assert "deny-env-reads" in html and "deny-terraform-destroy" in html
+
+
+def test_an_invalid_version_is_refused_as_a_form_error_with_file_line_col(author, versions):
+    response = author.post(reverse("simulation:create"), {"candidate_version": versions["invalid"].pk, "days": 7,
+                                                          "baseline": "recorded"})
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert "is invalid and cannot be simulated" in html
+    assert "safety.yaml:3:" in html
+    assert not Simulation.objects.exists()
+
+
+def test_invalid_pasted_yaml_is_a_form_error(author, versions):
+    response = author.post(reverse("simulation:create"), {"policy_yaml": INVALID_POLICY, "days": 7,
+                                                          "baseline": "recorded"})
+    assert response.status_code == 400
+    assert "safety.yaml:3:" in response.content.decode()
+
+
+def test_while_running_the_htmx_partial_polls_and_shows_progress(author, sim_org, versions):
+    simulation = services.simulation_create(organization=sim_org, user=None, enqueue=False,
+                                            candidate_version_id=versions["candidate"].pk)
+    Simulation.objects.filter(pk=simulation.pk).update(status="running", progress=0.42, rows_total=100,
+                                                       rows_processed=42)
+    response = author.get(reverse("simulation:detail", args=[simulation.pk]), HTTP_HX_REQUEST="true")
+    html = response.content.decode()
+    assert "<html" not in html
+    assert 'hx-trigger="every 1s"' in html and "42%" in html
+    assert response["Vary"] == "HX-Request" or "HX-Request" in response["Vary"]
+
+
+def test_two_reports_compare_side_by_side(author, sim_org, versions, recorded):
+    a = services.simulation_run(simulation=services.simulation_create(
+        organization=sim_org, user=None, enqueue=False, candidate_version_id=versions["candidate"].pk))
+    b = services.simulation_run(simulation=services.simulation_create(
+        organization=sim_org, user=None, enqueue=False, candidate_version_id=versions["live"].pk))
+    html = author.get(reverse("simulation:compare") + f"?a={a.pk}&b={b.pk}").content.decode()
+    assert 'id="compare-table"' in html
+    assert "Newly denied" in html and "-5" in html
