@@ -119,6 +119,7 @@ class ControlPlane:
         self.consumed: list[dict] = []
         self.auto_decide: tuple[str, str] | None = None  # (state, reviewer) applied to new approvals
         self.records_event = threading.Event()
+        self.stopping = threading.Event()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -129,6 +130,7 @@ class ControlPlane:
         return self
 
     def stop(self) -> None:
+        self.stopping.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -167,6 +169,13 @@ class ControlPlane:
                 if url.path == "/api/v1/bundle":
                     if cp.bundle is None:
                         return self._json(404, {"message": "no valid policy has been published for this organisation"})
+                    manifest = cp.bundle["manifest"]
+                    etag = f'"{manifest["content_sha256"]}-{manifest["sequence"]}"'
+                    if self.headers.get("If-None-Match") == etag:  # long-poll: nothing newer
+                        cp.stopping.wait(float(parse_qs(url.query).get("wait", ["0"])[0]))
+                        self.send_response(304)
+                        self.end_headers()
+                        return None
                     return self._json(200, cp.bundle)
                 if url.path.startswith("/api/v1/approvals/"):
                     approval_id = url.path.rsplit("/", 1)[1]

@@ -1,0 +1,118 @@
+"""require_approval through the sidecar against a small real control plane: the call is held, the agent gets
+MCP progress notifications while a human decides, and it is forwarded only after approve + consume; denial,
+timeout and an unreachable control plane all refuse (fail closed)."""
+
+from __future__ import annotations
+
+import subprocess
+
+import anyio
+import pytest
+
+from cordum.sidecar.bundles import BundleStore, generate_keypair, key_id_for
+
+from .conftest import PYTHON, mcp_session, sidecar_params, text_of, write_config
+from .test_proxy import _signed_bundle
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+
+@pytest.fixture
+def staged_repo(git_repo):
+    (git_repo / "b.txt").write_text("two\n")
+    subprocess.run(["git", "add", "b.txt"], cwd=git_repo, check=True)
+    return git_repo
+
+
+def _commits(repo) -> int:
+    out = subprocess.run(["git", "rev-list", "--count", "HEAD"], cwd=repo, check=True, capture_output=True, text=True)
+    return int(out.stdout)
+
+
+def _setup(tmp_path, repo, control_plane_url: str, cp=None, **approvals):
+    private, public = generate_keypair()
+    key_id = key_id_for(public)
+    bundle = _signed_bundle(private, key_id)
+    BundleStore(tmp_path / "bundle.json").save(bundle)
+    if cp is not None:
+        cp.bundle = bundle
+    config = write_config(
+        tmp_path / "sidecar.yaml", control_plane=control_plane_url, agent="claude-code-test",
+        spool=str(tmp_path / "spool.db"), bundle_store=str(tmp_path / "bundle.json"), trusted_keys={key_id: public},
+        approvals={"poll_wait_seconds": 1, "progress_interval_seconds": 0.2, **approvals},
+        upload={"interval_seconds": 0.2},
+        upstreams=[{"name": "git", "command": [PYTHON, "-m", "mcp_server_git", "--repository", str(repo)]}])
+    return sidecar_params(["run", "--config", str(config)], cwd=repo, env={"CORDUM_AGENT_TOKEN": "cdm_agent_test"})
+
+
+async def test_a_held_call_sends_progress_and_proceeds_when_approved(staged_repo, tmp_path, control_plane):
+    params = _setup(tmp_path, staged_repo, control_plane.url, control_plane)
+    progress: list[str] = []
+    first_progress = anyio.Event()
+    result = {}
+
+    async def on_progress(value, total, message):
+        progress.append(message)
+        first_progress.set()
+
+    async with mcp_session(params) as s:
+        async def call():
+            result["r"] = await s.call_tool("git_commit", {"repo_path": str(staged_repo), "message": "approved!"},
+                                            progress_callback=on_progress)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call)
+            request = await anyio.to_thread.run_sync(control_plane.wait_for_approval_request)
+            await first_progress.wait()
+            assert _commits(staged_repo) == 1  # held: nothing forwarded yet
+            control_plane.decide(request["id"], "approved")
+    r = result["r"]
+    assert not r.is_error, text_of(r)
+    assert _commits(staged_repo) == 2
+    assert "Waiting for human approval" in progress[0]
+    assert request["rule"] == "approve-git-push" and request["tool"] == "git_commit"
+    assert request["args"] == {"repo_path": str(staged_repo), "message": "approved!"}
+    assert request["reviewers"] == ["role:reviewer"] and request["on_timeout"] == "deny"
+    [consumed] = control_plane.consumed
+    assert consumed["args_digest"] == request["args_digest"] and consumed["tool"] == "git_commit"
+    decision = control_plane.stored[request["decision_id"]]
+    assert (decision["decision"], decision["outcome"], decision["reviewer"]) == (
+        "require_approval", "approved", "alice@example.com")
+    assert f"{request['decision_id']}:executed" in control_plane.stored
+
+
+async def test_a_call_the_reviewer_denies_is_refused_with_who_and_why(staged_repo, tmp_path, control_plane):
+    params = _setup(tmp_path, staged_repo, control_plane.url, control_plane)
+    result = {}
+    async with mcp_session(params) as s:
+        async def call():
+            result["r"] = await s.call_tool("git_commit", {"repo_path": str(staged_repo), "message": "no"})
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call)
+            request = await anyio.to_thread.run_sync(control_plane.wait_for_approval_request)
+            control_plane.decide(request["id"], "denied", reviewer="bob@example.com", comment="not on Friday")
+    r = result["r"]
+    assert r.is_error
+    assert text_of(r).startswith("Denied by bob@example.com: not on Friday. Cordum policy rule approve-git-push")
+    assert _commits(staged_repo) == 1 and control_plane.consumed == []
+    assert control_plane.stored[request["decision_id"]]["outcome"] == "denied"
+
+
+async def test_no_answer_before_the_timeout_refuses_the_call(staged_repo, tmp_path, control_plane):
+    params = _setup(tmp_path, staged_repo, control_plane.url, control_plane, max_wait_seconds=1.5)
+    async with mcp_session(params) as s:
+        r = await s.call_tool("git_commit", {"repo_path": str(staged_repo), "message": "late"})
+    assert r.is_error and text_of(r).startswith("Approval timed out; denied (fail closed)")
+    assert _commits(staged_repo) == 1
+    assert control_plane.approval_requests[0]["timeout_seconds"] == 2  # rounded, as sent to the control plane
+
+
+async def test_an_unreachable_control_plane_refuses_held_calls(staged_repo, tmp_path):
+    params = _setup(tmp_path, staged_repo, "http://127.0.0.1:9")
+    async with mcp_session(params) as s:
+        r = await s.call_tool("git_commit", {"repo_path": str(staged_repo), "message": "x"})
+        log = await s.call_tool("git_log", {"repo_path": str(staged_repo)})  # allowed calls still work offline
+    assert r.is_error and "control plane unreachable" in text_of(r) and "fail closed" in text_of(r)
+    assert _commits(staged_repo) == 1
+    assert not log.is_error
