@@ -149,6 +149,8 @@ def normalize_path(value: str) -> str:
     """Collapse `.`, `..` and duplicate slashes so `a/../.env` cannot dodge `**/.env`."""
     if not value:
         return value
+    if "/." not in value and "//" not in value and "\\" not in value and value[0] != "." and value[-1] != "/":
+        return value
     norm = posixpath.normpath(value.replace("\\", "/"))
     if value.startswith("//") and not value.startswith("///"):
         norm = "/" + norm.lstrip("/")
@@ -163,7 +165,7 @@ def compile_path_glob(patterns: tuple[str, ...] | list[str]) -> Matcher:
     current directory.
     """
     literals: set[str] = set()
-    last_seg: list[Callable[[str], object]] = []
+    last_seg: list[str] = []
     simple: list[str] = []
     complex_: list[str] = []
     for p in patterns:
@@ -173,7 +175,7 @@ def compile_path_glob(patterns: tuple[str, ...] | list[str]) -> Matcher:
         if p.startswith("**/") and "/" not in p[3:] and "**" not in p[3:]:
             rx, s = _segment_regex(p[3:])
             if s <= 1:
-                last_seg.append(re.compile(rx + r"\Z", re.DOTALL).match)
+                last_seg.append(rx)
                 continue
         rx, s = path_glob_regex(p)
         (simple if s <= 1 else complex_).append(rx)
@@ -185,15 +187,16 @@ def compile_path_glob(patterns: tuple[str, ...] | list[str]) -> Matcher:
         else:
             complex_match = re2.compile("(?s)" + "|".join(f"(?:{r})" for r in complex_)).fullmatch
 
+    last_match = None
+    if last_seg:
+        last_match = re.compile("|".join(f"(?:{r})" for r in last_seg) + r"\Z", re.DOTALL).match
+
     def match(value: str) -> bool:
         v = normalize_path(value)
         if v in literals:
             return True
-        if last_seg:
-            base = v.rsplit("/", 1)[-1]
-            for m in last_seg:
-                if m(base) is not None:
-                    return True
+        if last_match is not None and last_match(v[v.rfind("/") + 1 :]) is not None:
+            return True
         if simple_match is not None and simple_match(v) is not None:
             return True
         return complex_match is not None and complex_match(v) is not None
@@ -229,7 +232,7 @@ def _required_literals(pattern: str) -> tuple[tuple[str, ...], bool]:
     """Substrings every match must contain (from the top-level concatenation), and case-folding."""
     try:
         from re import _parser as sre_parse  # type: ignore[attr-defined]
-        from re._constants import LITERAL, SUBPATTERN  # type: ignore[attr-defined]
+        from re._constants import BRANCH, LITERAL, SUBPATTERN  # type: ignore[attr-defined]
     except ImportError:  # pragma: no cover
         return (), False
     try:
@@ -239,22 +242,44 @@ def _required_literals(pattern: str) -> tuple[tuple[str, ...], bool]:
     icase = bool(parsed.state.flags & re.IGNORECASE)
     items = list(parsed)
     # A pattern wrapped in a single group, e.g. "(git push)": look inside it.
-    while len(items) == 1 and items[0][0] is SUBPATTERN:
+    while len(items) == 1 and items[0][0] is SUBPATTERN and not items[0][1][1] and not items[0][1][2]:
         items = list(items[0][1][3])
-    lits: list[str] = []
+    groups: list[tuple[str, ...]] = []
     cur: list[str] = []
     for op, av in items:
         if op is LITERAL:
             cur.append(chr(av))
             continue
         if cur:
-            lits.append("".join(cur))
+            groups.append(("".join(cur),))
             cur = []
+        if op is SUBPATTERN and not av[1] and not av[2]:  # skip scoped flags such as (?i:...)
+            alts = _literal_alternatives(av[3], BRANCH, LITERAL)
+            if alts:
+                groups.append(alts)
     if cur:
-        lits.append("".join(cur))
-    lits = [x for x in lits if len(x) >= 2]
-    lits.sort(key=len, reverse=True)
-    return tuple(x.lower() if icase else x for x in lits[:3]), icase
+        groups.append(("".join(cur),))
+    groups = [g for g in groups if all(len(x) >= 2 for x in g)]
+    groups.sort(key=lambda g: min(len(x) for x in g), reverse=True)
+    return tuple(tuple(x.lower() if icase else x for x in g) for g in groups[:3]), icase
+
+
+def _literal_alternatives(sub, BRANCH, LITERAL) -> tuple[str, ...] | None:
+    """("cat", "less") for a group "(cat|less)" whose branches all start with a literal run."""
+    items = list(sub)
+    if len(items) != 1 or items[0][0] is not BRANCH:
+        return None
+    out = []
+    for branch in items[0][1][1]:
+        run = []
+        for op, av in branch:
+            if op is not LITERAL:
+                break
+            run.append(chr(av))
+        if not run:
+            return None
+        out.append("".join(run))
+    return tuple(out)
 
 
 def compile_regexes(patterns: tuple[str, ...] | list[str]) -> Matcher:
@@ -275,7 +300,7 @@ def compile_regexes(patterns: tuple[str, ...] | list[str]) -> Matcher:
                     hay = lowered
                 else:
                     hay = value
-                if not all(lit in hay for lit in lits):
+                if not all(any(alt in hay for alt in group) for group in lits):
                     continue
             if search(value) is not None:
                 return True
