@@ -9,7 +9,7 @@ import pytest
 
 from cordum.sidecar.ids import utc_now_rfc3339, uuid7_str
 from cordum.sidecar.spool import Spool
-from cordum.sidecar.uploader import UploadError, Uploader
+from cordum.sidecar.uploader import Uploader, UploadError
 
 pytestmark = pytest.mark.anyio
 

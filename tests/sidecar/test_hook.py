@@ -1,0 +1,150 @@
+"""`cordum-sidecar hook` answers Claude Code PreToolUse and Cursor hook events with the same policy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from cordum.sidecar.spool import Spool
+
+from .conftest import POLICY, PYTHON, sidecar_env, write_config
+
+
+def run_hook(event, tmp_path, *extra: str, config=None) -> dict:
+    args = [PYTHON, "-m", "cordum.sidecar", "hook", *(["--config", str(config)] if config else
+                                                        ["--bundle", str(POLICY), "--spool", str(tmp_path / "spool.db")]),
+            *extra]
+    raw = event if isinstance(event, bytes) else json.dumps(event).encode()
+    proc = subprocess.run(args, input=raw, capture_output=True, env=sidecar_env(), timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout.count(b"\n") == 1  # exactly one JSON answer on stdout, logs on stderr
+    return json.loads(proc.stdout)
+
+
+def claude(tool_name: str, tool_input: dict, cwd: str = "/work/project") -> dict:
+    return {"session_id": "abc123", "transcript_path": "/tmp/t.jsonl", "cwd": cwd, "hook_event_name": "PreToolUse",
+            "tool_name": tool_name, "tool_input": tool_input, "tool_use_id": "toolu_1"}
+
+
+def decision_of(answer: dict) -> tuple[str, str]:
+    out = answer["hookSpecificOutput"]
+    assert out["hookEventName"] == "PreToolUse"
+    return out["permissionDecision"], out["permissionDecisionReason"]
+
+
+def test_claude_code_bash_destroy_is_denied_with_the_rule(tmp_path):
+    decision, reason = decision_of(run_hook(claude("Bash", {"command": "rm -rf /"}), tmp_path))
+    assert decision == "deny"
+    assert reason.startswith("Denied by Cordum policy rule deny-destroy: Destructive commands are blocked")
+
+
+def test_claude_code_read_of_env_is_denied_and_a_plain_read_allowed(tmp_path):
+    assert decision_of(run_hook(claude("Read", {"file_path": "/work/project/.env"}), tmp_path))[0] == "deny"
+    decision, reason = decision_of(run_hook(claude("Read", {"file_path": "/work/project/app.py"}), tmp_path))
+    assert decision == "allow" and "allow-code-read" in reason
+
+
+def test_claude_code_edit_outside_the_project_is_denied_and_inside_allowed(tmp_path):
+    outside = decision_of(run_hook(claude("Edit", {"file_path": "/etc/passwd", "old_string": "a", "new_string": "b"},
+                                          cwd=str(tmp_path)), tmp_path))
+    inside = decision_of(run_hook(claude("Write", {"file_path": str(tmp_path / "x.py"), "content": "print(1)"},
+                                         cwd=str(tmp_path)), tmp_path))
+    assert outside[0] == "deny" and "deny-edit-outside-project" in outside[1]
+    assert inside[0] == "allow"
+
+
+def test_claude_code_mcp_tools_keep_their_server_and_tool_names(tmp_path):
+    event = claude("mcp__filesystem__read_text_file", {"path": "/work/project/.env"})
+    assert decision_of(run_hook(event, tmp_path))[0] == "deny"
+    [record] = Spool(tmp_path / "spool.db").records()
+    assert (record["server"], record["tool"], record["rule"]) == ("filesystem", "read_text_file", "deny-secrets-access")
+    assert record["session_id"] == "sess_abc123" and record["outcome"] == "blocked"
+
+
+def test_claude_code_git_push_needing_approval_offline_asks_the_person(tmp_path):
+    decision, reason = decision_of(run_hook(claude("Bash", {"command": "git push origin main"}), tmp_path))
+    assert decision == "ask" and "approve-git-push" in reason
+
+
+def test_claude_code_git_push_offline_can_be_configured_to_deny(tmp_path):
+    config = write_config(tmp_path / "sidecar.yaml", bundle=str(POLICY), spool=str(tmp_path / "spool.db"),
+                          hook={"on_approval_timeout": "deny"})
+    decision, _ = decision_of(run_hook(claude("Bash", {"command": "git push"}), tmp_path, config=config))
+    assert decision == "deny"
+
+
+def test_claude_code_hook_with_a_control_plane_waits_for_the_reviewer(tmp_path, control_plane):
+    from cordum.sidecar.bundles import BundleStore, generate_keypair, key_id_for
+
+    from .test_proxy import _signed_bundle
+
+    private, public = generate_keypair()
+    key_id = key_id_for(public)
+    BundleStore(tmp_path / "bundle.json").save(_signed_bundle(private, key_id))
+    config = write_config(tmp_path / "sidecar.yaml", control_plane=control_plane.url, token_env="CORDUM_TEST_TOKEN",
+                          spool=str(tmp_path / "spool.db"), bundle_store=str(tmp_path / "bundle.json"),
+                          trusted_keys={key_id: public}, approvals={"poll_wait_seconds": 1})
+    control_plane.auto_decide = ("approved", "alice@example.com")
+    args = [PYTHON, "-m", "cordum.sidecar", "hook", "--config", str(config)]
+    proc = subprocess.run(args, input=json.dumps(claude("Bash", {"command": "git push origin main"})).encode(),
+                          capture_output=True, env=sidecar_env(CORDUM_TEST_TOKEN="cdm_agent_x"), timeout=60)
+    decision, reason = decision_of(json.loads(proc.stdout))
+    assert decision == "allow" and reason.startswith("Approved by alice@example.com")
+    [request] = control_plane.approval_requests
+    assert control_plane.consumed[0]["args_digest"] == request["args_digest"]
+    assert control_plane.stored[request["decision_id"]]["outcome"] == "approved"  # evidence uploaded
+
+
+def test_a_malformed_event_is_denied(tmp_path):
+    decision, reason = decision_of(run_hook(b"not json", tmp_path))
+    assert decision == "deny" and "fail closed" in reason
+
+
+def test_other_claude_events_get_an_empty_answer(tmp_path):
+    assert run_hook({"hook_event_name": "SessionStart", "session_id": "x"}, tmp_path) == {}
+
+
+def cursor(event: str, **fields) -> dict:
+    return {"hook_event_name": event, "conversation_id": "conv-1", "generation_id": "gen-1",
+            "workspace_roots": ["/work/project"], **fields}
+
+
+def test_cursor_shell_commands_are_governed(tmp_path):
+    denied = run_hook(cursor("beforeShellExecution", command="terraform destroy -auto-approve", cwd="/work/project"),
+                      tmp_path, "--agent-format", "cursor")
+    allowed = run_hook(cursor("beforeShellExecution", command="ls -la", cwd="/work/project"), tmp_path,
+                       "--agent-format", "cursor")
+    assert denied["permission"] == "deny" and "deny-destroy" in denied["user_message"]
+    assert denied["agent_message"] == denied["user_message"]
+    assert allowed == {"permission": "allow"}
+
+
+def test_cursor_file_reads_and_mcp_calls_are_governed(tmp_path):
+    secret = run_hook(cursor("beforeReadFile", file_path="/work/project/.env", content="SECRET=1"), tmp_path,
+                      "--agent-format", "cursor")
+    assert secret == {"permission": "deny"}
+    mcp = run_hook(cursor("beforeMCPExecution", tool_name="read_text_file",
+                          tool_input=json.dumps({"path": "/work/project/a.py"}),
+                          command="npx -y @modelcontextprotocol/server-filesystem ."), tmp_path,
+                   "--agent-format", "cursor")
+    assert mcp == {"permission": "allow"}
+    ask = run_hook(cursor("beforeShellExecution", command="git push", cwd="/work/project"), tmp_path,
+                   "--agent-format", "cursor")
+    assert ask["permission"] == "ask"
+    records = Spool(tmp_path / "spool.db").records()
+    assert [(r["server"], r["tool"]) for r in records] == [("builtin", "Read"), ("filesystem", "read_text_file"),
+                                                            ("builtin", "Bash")]
+    assert all("content" not in r["args"] for r in records)  # the file's content never enters evidence
+
+
+@pytest.mark.parametrize("fmt", ["claude-code", "cursor"])
+def test_no_policy_means_deny(tmp_path, fmt):
+    config = write_config(tmp_path / "sidecar.yaml", spool=str(tmp_path / "spool.db"))
+    event = claude("Read", {"file_path": "/x"}) if fmt == "claude-code" else cursor("beforeShellExecution", command="ls")
+    answer = run_hook(event, tmp_path, "--agent-format", fmt, config=config)
+    if fmt == "cursor":
+        assert answer["permission"] == "deny" and "no policy configured" in answer["user_message"]
+    else:
+        assert decision_of(answer)[0] == "deny"
