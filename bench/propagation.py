@@ -1,0 +1,217 @@
+"""Propagation: seconds from `git push` (+ webhook) to a long-polling sidecar client holding the verified bundle.
+
+Real pieces, each its own process: a Django server (`manage.py runserver`, threaded), a Celery worker
+(Redis broker), PostgreSQL, a bare git "remote" the commits are pushed to, and `BundleClient` (the
+sidecar's client) long-polling GET /api/v1/bundle?wait=30. Each round: commit a policy change, `git
+push`, deliver the signed push webhook the way GitHub would (immediately after the push; GitHub's own
+delivery delay is not included), and stop the clock when the client has verified and stored the new
+bundle. The baseline is OPA-style bundle polling with its 60 s default interval: a change waits on
+average half an interval and at worst a whole one.
+
+Usage: DATABASE_URL=postgres://postgres@127.0.0.1:5432/test REDIS_URL=redis://127.0.0.1:6379/0 \
+       .venv/bin/python bench/propagation.py [--rounds 20]
+Uses its own database (cordum_bench_propagation) and Redis DB 14 so it never touches test data.
+"""
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+BENCH_DB = "cordum_bench_propagation"
+OPA_DEFAULT_POLL_SECONDS = 60  # OPA bundle polling default (min_delay_seconds=60, max_delay_seconds=120)
+
+POLICY = """version: v1
+defaults:
+  decision: deny
+rules:
+  - id: allow-read
+    match:
+      topics: ["job.mcp-bridge.read.*"]
+    decision: allow
+    reason: "round {n}"
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _with_db(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+def _redis_db(url: str, db: int) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
+
+
+def _recreate_database(admin_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
+
+
+def _wait_http(url: str, timeout: float = 60) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise SystemExit(f"server at {url} did not come up")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=20)
+    args = parser.parse_args()
+
+    base_db = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
+    if not base_db.startswith("postgres"):
+        raise SystemExit("bench/propagation.py needs DATABASE_URL=postgres://... (it creates its own database)")
+    redis_url = _redis_db(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), 14)
+    _recreate_database(base_db)
+    tmp = Path(tempfile.mkdtemp(prefix="cordum-bench-propagation-"))
+    env = {**os.environ, "DATABASE_URL": _with_db(base_db, BENCH_DB), "REDIS_URL": redis_url,
+           "CORDUM_STATE_DIR": str(tmp / "state"), "CORDUM_LOG_LEVEL": "WARNING", "DJANGO_SETTINGS_MODULE":
+           "cordum.settings", "PYTHONUNBUFFERED": "1"}
+    os.environ.update(env)
+    python = sys.executable
+    subprocess.run([python, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+
+    import django
+
+    django.setup()
+    import git
+
+    from cordum.accounts.models import Organization
+    from cordum.accounts.services import agent_create
+    from cordum.policies import services
+
+    # A bare remote and a developer clone.
+    git.Repo.init(tmp / "remote.git", bare=True, initial_branch="main")
+    clone = git.Repo.init(tmp / "work", initial_branch="main")
+    with clone.config_writer() as cfg:
+        cfg.set_value("user", "name", "Bench")
+        cfg.set_value("user", "email", "bench@example.com")
+        cfg.set_value("commit", "gpgsign", "false")
+    clone.create_remote("origin", str(tmp / "remote.git"))
+
+    def commit_and_push(n: int) -> None:
+        (tmp / "work" / "safety.yaml").write_text(POLICY.format(n=n))
+        clone.index.add(["safety.yaml"])
+        clone.index.commit(f"round {n}")
+        clone.git.push("origin", "main")
+
+    commit_and_push(0)
+    org = Organization.objects.create(name="Bench", slug="bench")
+    key = services.signing_key_create(organization=org)
+    repository, secret = services.repository_create(organization=org, actor=None, name="policies",
+                                                    url=str(tmp / "remote.git"))
+    services.sync_repository(repository=repository)
+    _agent, issued = agent_create(organization=org, actor=None, name="bench-agent", kind="claude-code", team=None,
+                                  environment="dev", owner=None)
+    from django.db import connections
+
+    connections.close_all()
+
+    port = _free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    procs = [
+        subprocess.Popen([python, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"], cwd=ROOT, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True),
+        subprocess.Popen([python, "-m", "celery", "-A", "cordum", "worker", "-P", "solo", "-l", "WARNING",
+                          "--without-heartbeat", "--without-gossip", "--without-mingle"], cwd=ROOT, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True),
+    ]
+    try:
+        _wait_http(f"{base_url}/login/")
+        results = asyncio.run(_rounds(args.rounds, base_url, issued.plaintext, {key.key_id: key.public_key},
+                                      repository.pk, secret, commit_and_push, tmp))
+    finally:
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+    _report(results, args.rounds)
+
+
+async def _rounds(rounds, base_url, token, trusted, repo_id, secret, commit_and_push, tmp):
+    import httpx
+
+    from cordum.sidecar.bundles import BundleClient, BundleStore
+
+    client = BundleClient(base_url, token, trusted, BundleStore(tmp / "sidecar" / "bundle.json"))
+    await client.fetch()
+    assert client.sequence == 1, "initial bundle missing"
+    push_to_client, hook_to_client = [], []
+    async with httpx.AsyncClient(timeout=30) as http:
+        for n in range(1, rounds + 1):
+            before = client.sequence
+            poll = asyncio.create_task(client.fetch(wait=30))
+            await asyncio.sleep(0.05)  # let the long-poll reach the server (it would be parked there in a sidecar)
+            t_push = time.perf_counter()
+            await asyncio.to_thread(commit_and_push, n)
+            body = json.dumps({"ref": "refs/heads/main"}).encode()
+            signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+            t_hook = time.perf_counter()
+            response = await http.post(f"{base_url}/hooks/git/{repo_id}", content=body, headers={
+                "Content-Type": "application/json", "X-Hub-Signature-256": signature, "X-GitHub-Event": "push"})
+            assert response.status_code == 202, response.text
+            changed = await poll
+            while not changed or client.sequence == before:  # e.g. woken by an unrelated publish
+                changed = await client.fetch(wait=30)
+            t_done = time.perf_counter()
+            assert client.current["manifest"]["sequence"] == before + 1
+            push_to_client.append(t_done - t_push)
+            hook_to_client.append(t_done - t_hook)
+    await client.aclose()
+    return push_to_client, hook_to_client
+
+
+def _pct(values, p):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def _report(results, rounds):
+    push_to_client, hook_to_client = results
+    print(f"propagation: git push -> webhook -> Celery sync -> signed bundle -> long-polling BundleClient "
+          f"({rounds} rounds, real runserver + Celery worker + PostgreSQL + Redis)")
+    print(f"{'path':<46} {'p50 s':>8} {'p90 s':>8} {'max s':>8}")
+    for label, values in (("push -> client holds verified bundle", push_to_client),
+                          ("webhook -> client holds verified bundle", hook_to_client)):
+        print(f"{label:<46} {statistics.median(values):>8.3f} {_pct(values, 90):>8.3f} {max(values):>8.3f}")
+    print(f"{'baseline: OPA-style polling every 60 s':<46} {OPA_DEFAULT_POLL_SECONDS / 2:>8.1f} "
+          f"{OPA_DEFAULT_POLL_SECONDS * 0.9:>8.1f} {OPA_DEFAULT_POLL_SECONDS:>8.1f}   (expected wait, uniform 0-60 s)")
+    print(f"target <= 2 s after the webhook: {'met' if max(hook_to_client) <= 2 else 'NOT met'} "
+          f"(max {max(hook_to_client):.3f} s)")
+
+
+if __name__ == "__main__":
+    main()
