@@ -60,9 +60,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     install = sub.add_parser("install", help="put every MCP server of an agent config behind the sidecar")
     install.add_argument("target", choices=["claude-code", "cursor"])
-    where = install.add_mutually_exclusive_group()
-    where.add_argument("--project", default=None, help="project directory (default: current directory)")
-    where.add_argument("--managed", action="store_true", help="write managed-mcp.json for fleet-wide enforcement")
+    install.add_argument("--project", default=None,
+                         help="project directory (default: current directory); with --managed, where servers come from")
+    install.add_argument("--managed", action="store_true", help="write managed-mcp.json for fleet-wide enforcement")
     install.add_argument("--managed-dir", help="directory for managed-mcp.json (default: the OS's managed path)")
     install.add_argument("--config", help="sidecar.yaml the installed entries use")
     install.add_argument("--bundle", help="local policy the installed entries use (instead of --config)")

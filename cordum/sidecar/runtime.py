@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import time
@@ -189,7 +190,7 @@ async def run_stdio(cfg: SidecarConfig, *, local_bundle: str | None = None) -> i
                 for t in done:
                     relay.upstream_closed(pending.pop(t))
 
-        log.info("sidecar ready", extra={"session_id": relay.session_id, "upstreams": [u.name for u in upstreams],
+        log.info("sidecar ready", extra={"pid": os.getpid(), "session_id": relay.session_id, "upstreams": [u.name for u in upstreams],
                                           "offline": svc.offline, "sidecar_id": svc.enforcer.sidecar_id})
         waiters = [asyncio.create_task(pump_agent(), name="agent"), asyncio.create_task(watch_upstreams()),
                    asyncio.create_task(stop.wait())]

@@ -1,0 +1,138 @@
+"""`cordum-sidecar install`: agent configs are rewritten to launch every MCP server behind the sidecar, without
+losing anything the user had, with a backup, and `--dry-run` writes nothing."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+
+from cordum.sidecar.cli import main
+
+from .conftest import POLICY, PYTHON, REPO, mcp_session, text_of
+
+SIDECAR_CMD = f"{PYTHON} -m cordum.sidecar"
+
+
+@pytest.fixture
+def claude_project(tmp_path: Path, fs_server_bin) -> Path:
+    proj = tmp_path / "proj"
+    (proj / ".claude").mkdir(parents=True)
+    (proj / "README.md").write_text("hi\n")
+    (proj / ".mcp.json").write_text(json.dumps({
+        "mcpServers": {
+            "filesystem": {"command": fs_server_bin, "args": [str(proj)], "env": {"DEBUG": "0"}},
+            "remote": {"type": "http", "url": "https://tools.example.com/mcp", "headers": {"X-Team": "payments"}},
+        },
+        "someOtherKey": {"keep": True},
+    }, indent=2))
+    (proj / ".claude" / "settings.json").write_text(json.dumps({
+        "permissions": {"allow": ["Bash(ls:*)"]},
+        "hooks": {"PreToolUse": [{"matcher": "Bash", "hooks": [{"type": "command", "command": "./mine.sh"}]}]},
+    }))
+    return proj
+
+
+def install(*args: str) -> int:
+    return main(["install", *args, "--sidecar-command", SIDECAR_CMD])
+
+
+def test_claude_code_project_install_wraps_every_server_and_keeps_the_rest(claude_project, fs_server_bin):
+    assert install("claude-code", "--project", str(claude_project), "--bundle", str(POLICY)) == 0
+    mcp = json.loads((claude_project / ".mcp.json").read_text())
+    fs = mcp["mcpServers"]["filesystem"]
+    assert fs["command"] == PYTHON
+    assert fs["args"] == ["-m", "cordum.sidecar", "run", "--bundle", str(POLICY), "--name", "filesystem", "--",
+                          fs_server_bin, str(claude_project)]
+    assert fs["env"] == {"DEBUG": "0"}
+    remote = mcp["mcpServers"]["remote"]
+    assert remote["type"] == "stdio" and remote["args"][-4:] == [
+        "--url", "https://tools.example.com/mcp", "--header", "X-Team: payments"]
+    assert mcp["someOtherKey"] == {"keep": True}
+    settings = json.loads((claude_project / ".claude" / "settings.json").read_text())
+    assert settings["permissions"] == {"allow": ["Bash(ls:*)"]}
+    mine, ours = settings["hooks"]["PreToolUse"]
+    assert mine["hooks"][0]["command"] == "./mine.sh"
+    assert ours["matcher"] == "*" and shlex.split(ours["hooks"][0]["command"])[-3:] == ["hook", "--bundle", str(POLICY)]
+    backups = sorted(p.name for p in claude_project.rglob("*.cordum-backup-*"))
+    assert len(backups) == 2 and backups[0].startswith(".mcp.json.cordum-backup-")
+
+
+def test_installing_twice_changes_nothing(claude_project, capsys):
+    install("claude-code", "--project", str(claude_project), "--bundle", str(POLICY))
+    before = (claude_project / ".mcp.json").read_text(), (claude_project / ".claude" / "settings.json").read_text()
+    capsys.readouterr()
+    assert install("claude-code", "--project", str(claude_project), "--bundle", str(POLICY)) == 0
+    assert "Nothing to change" in capsys.readouterr().out
+    after = (claude_project / ".mcp.json").read_text(), (claude_project / ".claude" / "settings.json").read_text()
+    assert before == after
+
+
+def test_dry_run_prints_the_change_and_writes_nothing(claude_project, capsys):
+    files = sorted(claude_project.rglob("*"))
+    before = {p: p.read_bytes() for p in files if p.is_file()}
+    assert install("claude-code", "--project", str(claude_project), "--bundle", str(POLICY), "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "cordum.sidecar" in out and "(with Cordum)" in out and "nothing was written" in out
+    assert sorted(claude_project.rglob("*")) == files
+    assert {p: p.read_bytes() for p in files if p.is_file()} == before
+
+
+def test_invalid_json_is_refused_and_left_alone(tmp_path, capsys):
+    (tmp_path / ".mcp.json").write_text("{broken")
+    assert install("claude-code", "--project", str(tmp_path)) == 1
+    assert "not valid JSON" in capsys.readouterr().err
+    assert (tmp_path / ".mcp.json").read_text() == "{broken"
+
+
+def test_managed_install_writes_managed_mcp_json_from_the_projects_servers(claude_project, tmp_path):
+    managed = tmp_path / "managed"
+    project_file = (claude_project / ".mcp.json").read_text()
+    assert install("claude-code", "--managed", "--managed-dir", str(managed), "--project", str(claude_project),
+                   "--config", "/etc/cordum/sidecar.yaml") == 0
+    servers = json.loads((managed / "managed-mcp.json").read_text())["mcpServers"]
+    assert set(servers) == {"filesystem", "remote"}
+    assert servers["filesystem"]["args"][:6] == ["-m", "cordum.sidecar", "run", "--config", "/etc/cordum/sidecar.yaml",
+                                                 "--name"]
+    hook = json.loads((managed / "managed-settings.json").read_text())["hooks"]["PreToolUse"][0]["hooks"][0]
+    assert "hook --config /etc/cordum/sidecar.yaml" in hook["command"]
+    assert (claude_project / ".mcp.json").read_text() == project_file  # the project's own file is untouched
+
+
+def test_cursor_install_writes_mcp_json_and_hooks_json(tmp_path, fs_server_bin):
+    cursor_dir = tmp_path / ".cursor"
+    cursor_dir.mkdir()
+    (cursor_dir / "mcp.json").write_text(json.dumps({"mcpServers": {"fs": {"command": fs_server_bin, "args": ["."]}}}))
+    (cursor_dir / "hooks.json").write_text(json.dumps(
+        {"version": 1, "hooks": {"afterFileEdit": [{"command": "./format.sh"}]}}))
+    assert install("cursor", "--project", str(tmp_path), "--bundle", str(POLICY)) == 0
+    mcp = json.loads((cursor_dir / "mcp.json").read_text())
+    assert mcp["mcpServers"]["fs"]["args"][:3] == ["-m", "cordum.sidecar", "run"]
+    hooks = json.loads((cursor_dir / "hooks.json").read_text())
+    assert hooks["hooks"]["afterFileEdit"] == [{"command": "./format.sh"}]
+    for event in ("beforeShellExecution", "beforeMCPExecution", "beforeReadFile"):
+        [entry] = hooks["hooks"][event]
+        assert entry["command"].endswith("--agent-format cursor")
+    assert len(list(cursor_dir.glob("*.cordum-backup-*"))) == 2
+
+
+@pytest.mark.anyio
+@pytest.mark.slow
+async def test_the_rewritten_entry_launches_a_working_sidecar(claude_project):
+    from mcp.client.stdio import StdioServerParameters
+
+    install("claude-code", "--project", str(claude_project), "--bundle", str(POLICY))
+    entry = json.loads((claude_project / ".mcp.json").read_text())["mcpServers"]["filesystem"]
+    params = StdioServerParameters(command=entry["command"], args=entry["args"], cwd=str(claude_project),
+                                   env={**entry.get("env", {}), "PYTHONPATH": str(REPO),
+                                        "CORDUM_SIDECAR_SPOOL": str(claude_project.parent / "spool.db")})
+    async with mcp_session(params) as s:
+        result = await s.call_tool("read_text_file", {"path": str(claude_project / "README.md")})
+    assert text_of(result) == "hi\n"
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
