@@ -142,6 +142,11 @@ def bundle_for_agent(*, agent) -> AgentBundle | None:
     Extension point for staged rollouts and shadow mode: return a different `bundle` for agents not
     yet in a rollout stage, or set `shadow` for agents evaluating a candidate.
     """
+    from cordum.rollouts.assignment import rollout_selection  # staged rollouts and shadow (rollouts app)
+
+    staged = rollout_selection(agent=agent)
+    if staged is not None:
+        return AgentBundle(bundle=staged[0], shadow=staged[1])
     bundle = PolicyBundle.objects.filter(organization_id=agent.organization_id).order_by("-sequence").first()
     if bundle is None:
         return None

@@ -1,19 +1,112 @@
-"""Which policy bundle each agent should hold: the baseline, or what its rollout stage assigns."""
+"""Which policy bundle each agent should hold: the baseline, or what its rollout stage assigns.
 
-from cordum.accounts.models import Organization
+The bundle API (`cordum.policies.selectors.bundle_for_agent`) calls `rollout_selection` on every request
+and every long-poll wake-up, so this module only reads a handful of rows.
+
+- Baseline: the organisation's newest bundle that is not a candidate of an unfinished (or rolled back)
+  rollout. Everyone enforces it unless a running/paused/halted rollout assigns them the new version.
+- Stage assignment (deterministic): canary selections add up stage by stage (teams, agent names, and a
+  percentage by a stable hash of the agent id, so an agent never flips back and forth); an `all` stage
+  moves everyone; from the first `shadow` stage on, agents not enforcing the new version shadow it.
+"""
+
+import fnmatch
+import hashlib
+
+from cordum.accounts.models import Agent, Organization
+from cordum.rollouts.choices import RolloutState, StageKind
+from cordum.rollouts.models import ACTIVE_STATES, Rollout
 
 
-def _latest_bundle(organization: Organization):
+def agent_bucket(agent_id: int) -> int:
+    """0-99, stable for an agent: who falls into "N% of agents"."""
+    digest = hashlib.sha256(f"cordum-rollout:{agent_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 100
+
+
+def _team_slug(agent: Agent) -> str:
+    return agent.team.slug if agent.team_id and agent.team else ""
+
+
+def in_canary(stage: dict, agent: Agent) -> bool:
+    if stage.get("kind") == StageKind.ALL:
+        return True
+    if stage.get("kind") != StageKind.CANARY:
+        return False
+    team = _team_slug(agent)
+    if team and team in (stage.get("teams") or []):
+        return True
+    if any(fnmatch.fnmatchcase(agent.name, pattern) for pattern in (stage.get("agents") or [])):
+        return True
+    percent = int(stage.get("percent") or 0)
+    return percent > 0 and agent_bucket(agent.pk) < percent
+
+
+def stage_assignment(stages: list[dict], stage_index: int, agent: Agent) -> tuple[bool, bool]:
+    """(enforces the new version, shadows the new version) for an agent at stage `stage_index`."""
+    reached = stages[: stage_index + 1] if stage_index >= 0 else []
+    enforce = any(in_canary(stage, agent) for stage in reached)
+    shadow = not enforce and any(stage.get("kind") == StageKind.SHADOW for stage in reached)
+    return enforce, shadow
+
+
+def active_rollout(*, organization_id: int) -> Rollout | None:
+    return (
+        Rollout.objects.filter(organization_id=organization_id, state__in=ACTIVE_STATES)
+        .select_related("from_bundle", "to_bundle", "from_version", "to_version")
+        .order_by("-created_at", "-id")
+        .first()
+    )
+
+
+def baseline_bundle(*, organization_id: int, before_sequence: int | None = None):
+    """The newest bundle everyone enforces outside a rollout (candidates of unfinished rollouts excluded)."""
     from cordum.policies.models import PolicyBundle
 
-    return PolicyBundle.objects.filter(organization=organization).order_by("-sequence").first()
+    held_back = Rollout.to_bundles.through.objects.filter(
+        rollout__organization_id=organization_id
+    ).exclude(rollout__state=RolloutState.COMPLETED).values("policybundle_id")
+    qs = PolicyBundle.objects.filter(organization_id=organization_id).exclude(pk__in=held_back)
+    if before_sequence is not None:
+        qs = qs.filter(sequence__lt=before_sequence)
+    return qs.select_related("version").order_by("-sequence").first()
+
+
+def rollout_selection(*, agent: Agent):
+    """(bundle, shadow bundle or None) for `agent`, or None when no rollout ever touched its organisation."""
+    org_id = agent.organization_id
+    if not Rollout.objects.filter(organization_id=org_id).exists():
+        return None
+    rollout = active_rollout(organization_id=org_id)
+    if rollout is not None:
+        enforce, shadow = stage_assignment(rollout.stages, rollout.stage_index, agent)
+        if enforce:
+            return rollout.to_bundle, None
+        return rollout.from_bundle, (rollout.to_bundle if shadow else None)
+    bundle = baseline_bundle(organization_id=org_id)
+    return (bundle, None) if bundle is not None else None
+
+
+def _version_of(bundle) -> str:
+    return bundle.manifest.get("version", "") if bundle is not None else ""
 
 
 def target_version(*, organization: Organization) -> str:
-    bundle = _latest_bundle(organization)
-    return bundle.manifest.get("version", "") if bundle else ""
+    """The version the fleet is heading to: the active rollout's new version, else the baseline's."""
+    rollout = active_rollout(organization_id=organization.pk)
+    if rollout is not None:
+        return _version_of(rollout.to_bundle)
+    return _version_of(baseline_bundle(organization_id=organization.pk))
 
 
 def assigned_versions(*, organization: Organization, agents) -> dict[int, str]:
-    version = target_version(organization=organization)
-    return {a.pk: version for a in agents}
+    """{agent id: the version the control plane currently assigns it}."""
+    rollout = active_rollout(organization_id=organization.pk)
+    if rollout is None:
+        version = _version_of(baseline_bundle(organization_id=organization.pk))
+        return {a.pk: version for a in agents}
+    out = {}
+    for agent in agents:
+        enforce, _ = stage_assignment(rollout.stages, rollout.stage_index, agent)
+        out[agent.pk] = _version_of(rollout.to_bundle if enforce else rollout.from_bundle)
+    return out

@@ -1,13 +1,26 @@
 """HTML views for the fleet and rollouts: thin adapters over selectors and services."""
 
-from django.shortcuts import render
+import json
+
+from django.contrib import messages
+from django.http import Http404
+from django.shortcuts import redirect, render
 from django.utils.decorators import method_decorator
-from django.views.decorators.http import require_GET
-from django.views.generic import View
+from django.views.decorators.http import require_GET, require_POST
+from django.views.generic import FormView, View
 
 from cordum.accounts.access import RoleRequiredMixin
 from cordum.accounts.permissions import Perm
-from cordum.rollouts import selectors
+from cordum.common.errors import CordumError, NotFound
+from cordum.rollouts import selectors, services
+from cordum.rollouts.forms import RolloutPlanForm
+
+
+def _rollout(organization, pk):
+    try:
+        return selectors.rollout_get(organization=organization, pk=pk)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
 
 
 def _render(request, full: str, partial: str, context: dict):
@@ -27,3 +40,103 @@ class FleetView(RoleRequiredMixin, View):
         return _render(request, "rollouts/fleet.html", "rollouts/partials/_fleet.html",
                        {"rows": rows, "summary": summary, "filters": filters,
                         "teams": self.organization.teams.all()})
+
+
+@method_decorator(require_GET, name="dispatch")
+class RolloutListView(RoleRequiredMixin, View):
+    required_perm = Perm.VIEW_ROLLOUT
+
+    def get(self, request):
+        from cordum.policies.selectors import repository_list
+
+        repositories = list(repository_list(organization=self.organization).select_related("rollout_plan"))
+        context = {
+            "rollouts": selectors.rollout_list(organization=self.organization,
+                                               filters={"state": request.GET.get("state", "")})[:100],
+            "summary": selectors.fleet_summary(organization=self.organization),
+            "repositories": repositories,
+            "can_manage": self.membership.has_perm(Perm.MANAGE_ROLLOUT),
+        }
+        return _render(request, "rollouts/rollout_list.html", "rollouts/partials/_rollout_rows.html", context)
+
+
+@method_decorator(require_GET, name="dispatch")
+class RolloutDetailView(RoleRequiredMixin, View):
+    required_perm = Perm.VIEW_ROLLOUT
+
+    def get(self, request, pk):
+        rollout = _rollout(self.organization, pk)
+        agents = selectors.rollout_agents(rollout=rollout)
+        context = {
+            "rollout": rollout,
+            "stages": selectors.rollout_stage_views(rollout=rollout),
+            "agents": agents,
+            "on_new": sum(1 for a in agents if a["enforces_new"]),
+            "shadowing": sum(1 for a in agents if a["shadows_new"]),
+            "summary": selectors.fleet_summary(organization=self.organization),
+            "events": rollout.events.all(),
+            "can_manage": self.membership.has_perm(Perm.MANAGE_ROLLOUT),
+        }
+        return _render(request, "rollouts/rollout_detail.html", "rollouts/partials/_rollout_live.html", context)
+
+
+@method_decorator(require_POST, name="dispatch")
+class RolloutActionView(RoleRequiredMixin, View):
+    """POST promote / pause / resume / rollback / start from the rollout page."""
+
+    required_perm = Perm.MANAGE_ROLLOUT
+    actions = {
+        "start": lambda r, u, p: services.rollout_start(rollout=r, actor=u),
+        "promote": lambda r, u, p: services.rollout_promote(rollout=r, actor=u, force=p.get("force") == "1"),
+        "pause": lambda r, u, p: services.rollout_pause(rollout=r, actor=u),
+        "resume": lambda r, u, p: services.rollout_resume(rollout=r, actor=u),
+        "rollback": lambda r, u, p: services.rollout_rollback(rollout=r, actor=u, reason=p.get("reason", "")),
+    }
+
+    def post(self, request, pk, action):
+        if action not in self.actions:
+            raise Http404("No such rollout action.")
+        rollout = _rollout(self.organization, pk)
+        try:
+            self.actions[action](rollout, request.user, request.POST)
+        except CordumError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, f"Rollout #{rollout.pk}: {action} done.")
+        return redirect("rollouts:detail", pk=rollout.pk)
+
+
+class RolloutPlanView(RoleRequiredMixin, FormView):
+    required_perm = Perm.MANAGE_ROLLOUT
+    template_name = "rollouts/plan_form.html"
+    form_class = RolloutPlanForm
+
+    def get_repository(self):
+        from cordum.policies.selectors import repository_get
+
+        try:
+            return repository_get(organization=self.organization, pk=self.kwargs["repository_id"])
+        except NotFound as exc:
+            raise Http404(exc.message) from None
+
+    def get_initial(self):
+        plan = selectors.rollout_plan_get(repository=self.get_repository())
+        if plan is None:
+            return {}
+        return {"stages": json.dumps(plan.stages, indent=2), "auto_start": plan.auto_start,
+                "auto_promote": plan.auto_promote, "max_new_restriction_rate": plan.max_new_restriction_rate,
+                "forecast_margin": plan.forecast_margin, "min_calls": plan.min_calls}
+
+    def get_context_data(self, **kwargs):
+        repository = self.get_repository()
+        return super().get_context_data(repository=repository,
+                                        plan=selectors.rollout_plan_get(repository=repository), **kwargs)
+
+    def form_valid(self, form):
+        try:
+            services.rollout_plan_set(repository=self.get_repository(), actor=self.request.user, **form.cleaned_data)
+        except CordumError as exc:
+            form.add_error("stages" if "stages" in exc.message else None, exc.message)
+            return self.form_invalid(form)
+        messages.success(self.request, "Rollout plan saved; it applies to the next version that goes live.")
+        return redirect("rollouts:list")

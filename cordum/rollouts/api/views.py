@@ -7,6 +7,7 @@ from rest_framework.views import APIView
 
 from cordum.accounts.access import HasOrgPermission, IsAgent
 from cordum.accounts.permissions import Perm
+from cordum.common.errors import NotFound
 from cordum.rollouts import selectors, services
 from cordum.rollouts.api import serializers as s
 
@@ -40,3 +41,114 @@ class FleetApi(APIView):
                         "total": summary.total, "by_version": summary.by_version},
             "sidecars": data,
         })
+
+
+READ_MANAGE = {"GET": Perm.VIEW_ROLLOUT, "HEAD": Perm.VIEW_ROLLOUT, "OPTIONS": Perm.VIEW_ROLLOUT,
+               "POST": Perm.MANAGE_ROLLOUT, "PUT": Perm.MANAGE_ROLLOUT}
+
+
+def _detail(rollout) -> dict:
+    context = {"agents": selectors.rollout_agents(rollout=rollout),
+               "stages": selectors.rollout_stage_views(rollout=rollout)}
+    return s.RolloutDetailSerializer(rollout, context=context).data
+
+
+class RolloutListApi(APIView):
+    permission_classes = [HasOrgPermission]
+    required_perm = Perm.VIEW_ROLLOUT
+
+    @extend_schema(responses=s.RolloutSerializer(many=True))
+    def get(self, request):
+        rollouts = selectors.rollout_list(organization=self.organization, filters=request.query_params)[:200]
+        return Response(s.RolloutSerializer(rollouts, many=True).data)
+
+
+class RolloutDetailApi(APIView):
+    permission_classes = [HasOrgPermission]
+    required_perm = Perm.VIEW_ROLLOUT
+
+    @extend_schema(responses=s.RolloutDetailSerializer)
+    def get(self, request, pk):
+        return Response(_detail(selectors.rollout_get(organization=self.organization, pk=pk)))
+
+
+class _RolloutActionApi(APIView):
+    """POST /api/v1/rollouts/{id}/<action>: policy authors and admins; the answer is the new detail."""
+
+    permission_classes = [HasOrgPermission]
+    required_perm = Perm.MANAGE_ROLLOUT
+    input_serializer = None
+
+    def act(self, rollout, data):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def post(self, request, pk):
+        rollout = selectors.rollout_get(organization=self.organization, pk=pk)
+        data = {}
+        if self.input_serializer is not None:
+            serializer = self.input_serializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            data = serializer.validated_data
+        self.act(rollout, data)
+        return Response(_detail(selectors.rollout_get(organization=self.organization, pk=pk)))
+
+
+@extend_schema(request=s.PromoteSerializer, responses=s.RolloutDetailSerializer)
+class RolloutPromoteApi(_RolloutActionApi):
+    input_serializer = s.PromoteSerializer
+
+    def act(self, rollout, data):
+        services.rollout_promote(rollout=rollout, actor=self.request.user, force=data.get("force", False))
+
+
+@extend_schema(request=None, responses=s.RolloutDetailSerializer)
+class RolloutStartApi(_RolloutActionApi):
+    def act(self, rollout, data):
+        services.rollout_start(rollout=rollout, actor=self.request.user)
+
+
+@extend_schema(request=None, responses=s.RolloutDetailSerializer)
+class RolloutPauseApi(_RolloutActionApi):
+    def act(self, rollout, data):
+        services.rollout_pause(rollout=rollout, actor=self.request.user)
+
+
+@extend_schema(request=None, responses=s.RolloutDetailSerializer)
+class RolloutResumeApi(_RolloutActionApi):
+    def act(self, rollout, data):
+        services.rollout_resume(rollout=rollout, actor=self.request.user)
+
+
+@extend_schema(request=s.RollbackSerializer, responses=s.RolloutDetailSerializer)
+class RolloutRollbackApi(_RolloutActionApi):
+    input_serializer = s.RollbackSerializer
+
+    def act(self, rollout, data):
+        services.rollout_rollback(rollout=rollout, actor=self.request.user, reason=data.get("reason", ""))
+
+
+class RolloutPlanApi(APIView):
+    """GET/PUT /api/v1/rollout-plans/{repository_id}: the repository's rollout plan."""
+
+    permission_classes = [HasOrgPermission]
+    required_perms = READ_MANAGE
+
+    @extend_schema(responses=s.RolloutPlanSerializer)
+    def get(self, request, repository_id):
+        from cordum.policies.selectors import repository_get
+
+        repository = repository_get(organization=self.organization, pk=repository_id)
+        plan = selectors.rollout_plan_get(repository=repository)
+        if plan is None:
+            raise NotFound("This repository has no rollout plan: new versions go to every agent at once.")
+        return Response(s.RolloutPlanSerializer(plan).data)
+
+    @extend_schema(request=s.RolloutPlanSerializer, responses=s.RolloutPlanSerializer)
+    def put(self, request, repository_id):
+        from cordum.policies.selectors import repository_get
+
+        repository = repository_get(organization=self.organization, pk=repository_id)
+        serializer = s.RolloutPlanSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        plan = services.rollout_plan_set(repository=repository, actor=request.user, **serializer.validated_data)
+        return Response(s.RolloutPlanSerializer(plan).data)
