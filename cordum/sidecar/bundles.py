@@ -357,17 +357,24 @@ class BundleClient:
         self._etag = response.headers.get("ETag") or bundle_etag(body)  # a refused bundle is not re-sent
         shadow = body.pop("shadow_bundle", None) if isinstance(body, dict) else None
         changed = self.accept(body)
-        shadow_changed = False
+        shadow_changed, shadow_error = False, None
         if shadow is None:
             shadow_changed, self._shadow = self._shadow is not None, None
         else:
-            bundle_verify(shadow, self.trusted_keys)
-            if bundle_etag(shadow) != bundle_etag(self._shadow):
-                self._shadow, shadow_changed = shadow, True
+            try:
+                bundle_verify(shadow, self.trusted_keys)
+            except BundleError as exc:  # the enforced bundle still applies; only the shadow is dropped
+                shadow_error = BundleError(f"shadow bundle refused: {exc}")
+                shadow_changed, self._shadow = self._shadow is not None, None
+            else:
+                if bundle_etag(shadow) != bundle_etag(self._shadow):
+                    self._shadow, shadow_changed = shadow, True
         if (changed or shadow_changed) and self.on_update is not None:
             result = self.on_update(self._current)
             if inspect.isawaitable(result):
                 await result
+        if shadow_error is not None:
+            raise shadow_error
         return changed or shadow_changed
 
     async def run_forever(self) -> None:
