@@ -31,7 +31,13 @@ DEFAULT_TIMEOUT_SECONDS = 900
 
 
 def approval_channel(approval_id) -> str:
+    """Published when the request is decided, expired or cancelled (wakes `?wait=N` long-polls)."""
     return f"approval:{approval_id}"
+
+
+def approvals_org_channel(organization_id) -> str:
+    """Published when a request opens in the organisation (queues and tests can wait on it)."""
+    return f"approvals:{organization_id}"
 
 
 def _wake(approval_id) -> None:
@@ -82,6 +88,7 @@ def approval_request_create(*, agent: Agent, data: dict) -> tuple[ApprovalReques
         with transaction.atomic():
             approval.save(force_insert=True)
             transaction.on_commit(lambda: _enqueue_notify(approval.pk))
+            transaction.on_commit(lambda: publish(approvals_org_channel(agent.organization_id), str(approval.pk)))
     except IntegrityError:  # a concurrent retry of the same POST won the insert
         return ApprovalRequest.objects.get(agent=agent, decision_id=data["decision_id"]), False
     logger.info("approval %s opened by %s for %s %s", approval.pk, agent.name, approval.tool, approval.target)

@@ -47,6 +47,11 @@ def api_client(token: str | None = None, user=None) -> APIClient:
     return client
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hasher(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def setup(db):
     org = OrganizationFactory(slug="acme-approvals")

@@ -8,23 +8,25 @@ class ApprovalOpenSerializer(serializers.Serializer):
     """POST /api/v1/approvals (sidecar), exactly the contract's fields."""
 
     decision_id = serializers.CharField(max_length=64)
-    session_id = serializers.CharField(max_length=128, allow_blank=True, required=False, default="")
-    server = serializers.CharField(max_length=200, allow_blank=True, required=False, default="")
+    session_id = serializers.CharField(allow_null=True, max_length=128, allow_blank=True, required=False, default="")
+    server = serializers.CharField(allow_null=True, max_length=200, allow_blank=True, required=False, default="")
     tool = serializers.CharField(max_length=200)
-    action = serializers.CharField(max_length=200, allow_blank=True, required=False, default="")
-    target = serializers.CharField(allow_blank=True, required=False, default="", allow_null=True)
-    topic = serializers.CharField(max_length=300, allow_blank=True, required=False, default="")
-    risk_tags = serializers.ListField(child=serializers.CharField(max_length=100), required=False, default=list)
+    action = serializers.CharField(allow_null=True, max_length=200, allow_blank=True, required=False, default="")
+    target = serializers.CharField(allow_null=True, allow_blank=True, required=False, default="")
+    topic = serializers.CharField(allow_null=True, max_length=300, allow_blank=True, required=False, default="")
+    risk_tags = serializers.ListField(child=serializers.CharField(max_length=100), required=False, default=list,
+                                      allow_null=True)
     rule = serializers.CharField(max_length=200, allow_blank=True, allow_null=True, required=False, default="")
-    reason = serializers.CharField(allow_blank=True, required=False, default="")
+    reason = serializers.CharField(allow_null=True, allow_blank=True, required=False, default="")
     args_digest = serializers.RegexField(r"^sha256:[0-9a-f]{64}$", max_length=80)
-    args = serializers.JSONField(required=False, default=dict)
-    diff = serializers.CharField(allow_blank=True, required=False, default="", trim_whitespace=False,
+    args = serializers.JSONField(required=False, default=dict, allow_null=True)
+    diff = serializers.CharField(allow_null=True, allow_blank=True, required=False, default="", trim_whitespace=False,
                                  max_length=1_000_000)
-    policy_version = serializers.CharField(max_length=200, allow_blank=True, required=False, default="")
+    policy_version = serializers.CharField(allow_null=True, max_length=200, allow_blank=True, required=False, default="")
     timeout_seconds = serializers.IntegerField(min_value=1, required=False, default=900)
-    on_timeout = serializers.ChoiceField(choices=["deny"], required=False, default="deny")
-    reviewers = serializers.ListField(child=serializers.CharField(max_length=300), required=False, default=list)
+    on_timeout = serializers.ChoiceField(choices=["deny", "allow"], required=False, default="deny")
+    reviewers = serializers.ListField(child=serializers.CharField(max_length=300), required=False, default=list,
+                                      allow_null=True)
     allow_self_approval = serializers.BooleanField(required=False, default=False)
 
 
