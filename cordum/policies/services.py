@@ -211,12 +211,13 @@ def _sync_once(repository: PolicyRepository, result: SyncResult) -> None:
         branches = sorted(branches_of[sha], key=lambda b: (b != repository.branch, b))
         tag = _best_tag(tags.get(sha, []))
         version = _human_version(tag=tag, branch=branches[0], sha=sha)
-        parsed = engine.parse_policy(gitrepo.blob_text(commit, path), filename=path, version=version)
+        text = gitrepo.blob_text(commit, path)
+        parsed = engine.parse_policy(text, filename=path, version=version)
         to_create.append(PolicyVersion(
             repository=repository, commit_sha=sha, parent_sha=commit.parents[0].hexsha if commit.parents else "",
             author=commit.author.name or "", author_email=commit.author.email or "",
             message=commit.message.strip(), committed_at=commit.committed_datetime,
-            branches=branches, tag=tag, version=version, source_text=(gitrepo.blob_text(commit, path) or ""),
+            branches=branches, tag=tag, version=version, source_text=text or "",
             policy=parsed.policy, content_sha256=parsed.content_sha256, is_valid=parsed.is_valid,
             errors=parsed.errors, warnings=parsed.warnings,
         ))
