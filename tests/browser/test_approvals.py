@@ -1,0 +1,94 @@
+"""The reviewer's journey in real Chromium: a held call appears in the queue without a reload, the reviewer
+opens its diff and approves it; and the keyboard path (j/o/d)."""
+
+import hashlib
+import json
+import uuid
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+
+from cordum.accounts.choices import Role
+from cordum.approvals.models import ApprovalRequest
+from tests.factories import MembershipFactory, OrganizationFactory, UserFactory, agent_with_token
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
+
+DIFF = "--- a/src/app.py\n+++ b/src/app.py\n@@ -1,2 +1,2 @@\n import os\n-DEBUG = True\n+DEBUG = False\n"
+
+
+@pytest.fixture
+def reviewer_world():
+    org = OrganizationFactory()
+    alice = MembershipFactory(organization=org, role=Role.REVIEWER,
+                              user=UserFactory(username="alice", email="alice@example.com"))
+    owner = MembershipFactory(organization=org, role=Role.MEMBER, user=UserFactory(username="mo"))
+    _agent, issued = agent_with_token(organization=org, name="claude-code-mo", owner=owner.user)
+    return {"org": org, "alice": alice, "token": issued.plaintext}
+
+
+def sidecar_opens(live_server, token: str, *, target: str = "src/app.py") -> str:
+    """What the sidecar does for a held write: POST /api/v1/approvals on the live server."""
+    arguments = {"path": target, "content": "import os\nDEBUG = False\n"}
+    body = {
+        "decision_id": str(uuid.uuid4()), "session_id": "sess_browser", "server": "filesystem", "tool": "write_file",
+        "action": "file.write", "target": target, "topic": "job.mcp-bridge.write.file", "risk_tags": ["code-change"],
+        "rule": "approve-file-writes", "reason": "File writes pause for developer review",
+        "args_digest": "sha256:" + hashlib.sha256(json.dumps(arguments).encode()).hexdigest(), "args": arguments,
+        "diff": DIFF, "policy_version": "v1.0.0@abc1234", "timeout_seconds": 900, "reviewers": ["role:reviewer"],
+    }
+    response = httpx.post(f"{live_server.url}/api/v1/approvals", json=body,
+                          headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def test_reviewer_sees_a_request_appear_live_opens_the_diff_and_approves(login, live_server, page, reviewer_world):
+    login("alice")
+    page.click("nav >> text=Approvals")
+    expect(page.locator("#queue")).to_contain_text("No requests are waiting for you")
+    page.evaluate("window.__notReloaded = true")
+
+    approval_id = sidecar_opens(live_server, reviewer_world["token"])
+    card = page.locator(f"#approval-{approval_id}")
+    expect(card).to_be_visible()  # arrives through the 2 s htmx poll
+    assert page.evaluate("window.__notReloaded") is True  # no reload happened
+    for text in ("claude-code-mo", "sess_browser", "file.write", "src/app.py", "approve-file-writes",
+                 "File writes pause for developer review"):
+        expect(card).to_contain_text(text)
+
+    diff = card.locator("details.approval-diff")
+    expect(diff.locator(".d-add")).to_be_hidden()
+    diff.locator("summary").click()
+    expect(diff.locator(".d-add")).to_have_text("+DEBUG = False")
+    expect(diff.locator(".d-del")).to_have_text("-DEBUG = True")
+    # Let a live-update tick swap the queue: the opened diff stays open (hx-preserve).
+    page.evaluate("window.__swaps = 0; document.body.addEventListener('htmx:afterSwap', () => window.__swaps++)")
+    page.wait_for_function("window.__swaps >= 1")
+    expect(diff.locator(".d-add")).to_be_visible()
+
+    card.locator("textarea[name=comment]").fill("looks right")
+    card.locator("button.approve").click()
+    expect(page.locator("#flash")).to_contain_text("Approved")
+    expect(card).to_have_count(0)
+    approval = ApprovalRequest.objects.get(pk=approval_id)
+    assert (approval.state, approval.reviewer_email, approval.comment) == ("approved", "alice@example.com",
+                                                                           "looks right")
+
+
+def test_reviewer_can_work_the_queue_with_the_keyboard(login, live_server, page, reviewer_world):
+    first = sidecar_opens(live_server, reviewer_world["token"], target="src/one.py")
+    second = sidecar_opens(live_server, reviewer_world["token"], target="src/two.py")
+    login("alice")
+    page.goto(f"{live_server.url}/approvals/")
+    expect(page.locator(f"#approval-{first}")).to_have_class("card approval selected")
+    page.keyboard.press("j")
+    expect(page.locator(f"#approval-{second}")).to_have_class("card approval selected")
+    page.keyboard.press("o")
+    expect(page.locator(f"#approval-{second} .d-add")).to_be_visible()
+    page.keyboard.press("d")
+    expect(page.locator(f"#approval-{second}")).to_have_count(0)
+    expect(page.locator("#flash")).to_contain_text("Denied")
+    assert ApprovalRequest.objects.get(pk=second).state == "denied"
+    assert ApprovalRequest.objects.get(pk=first).state == "pending"
