@@ -70,7 +70,7 @@ def _build_repo(path: Path) -> None:
         config.set_value("user", "name", "Cordum Demo")
         config.set_value("user", "email", "demo@example.com")
         config.set_value("commit", "gpgsign", "false")
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=9)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=12)
     authors = {"alice": git.Actor("Alice Reviewer", "alice@example.com"),
                "author": git.Actor("Avery Author", "author@example.com")}
     step = [0]
