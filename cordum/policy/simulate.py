@@ -17,8 +17,10 @@ runs per call. Without limits the grouped path is exact.
 policy's decision for the same call (to isolate what the candidate changes from drift between
 the versions that made the recorded decisions).
 
-Sample records are the smallest decision ids of a group (uuid7, so the earliest calls): a rule both
-the SQL path and the in-memory path can apply identically.
+Sample records: for each (signature, recorded decision, UTC day) group its smallest and largest decision
+id (uuid7: its first and last call) are candidates, and each report group keeps the smallest few of those;
+in call-order mode every call's id is a candidate. Plain min/max aggregates keep the SQL a hash aggregate,
+and the in-memory path applies exactly the same rule, so the CLI and the web show the same samples.
 """
 
 from __future__ import annotations
@@ -70,6 +72,17 @@ def _parse_ts(value: Any) -> dt.datetime:
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=dt.UTC)
     return ts.astimezone(dt.UTC)
+
+
+_DAY_CACHE: dict[int, str] = {}
+
+
+def _epoch_day(epoch: float) -> str:
+    n = int(epoch // 86400)
+    day = _DAY_CACHE.get(n)
+    if day is None:
+        day = _DAY_CACHE[n] = (dt.date(1970, 1, 1) + dt.timedelta(days=n)).isoformat()
+    return day
 
 
 def record_day(record: dict) -> str:
@@ -210,13 +223,15 @@ class Replay:
         args: Any,
         recorded: str,
         session_id: str,
-        timestamp: dt.datetime | str,
+        timestamp: dt.datetime | str | float,
         decision_id: str,
     ) -> None:
-        """One call, fed in (session_id, timestamp) order, with limits replayed by the engine's tracker."""
+        """One call, fed in (session_id, timestamp) order, with limits replayed by the engine's tracker.
+
+        `timestamp` may be a datetime, an RFC 3339 string or seconds since the epoch (UTC).
+        """
         cand, base = self.evaluations_for(sig, args)
-        ts = _parse_ts(timestamp)
-        now = ts.timestamp()
+        now = float(timestamp) if isinstance(timestamp, int | float) else _parse_ts(timestamp).timestamp()
         after, rule, matched = cand.decision, cand.rule, cand.matched
         tracker = self._trackers.get("candidate")
         if tracker is not None:
@@ -232,7 +247,7 @@ class Replay:
                     before = blimited.decision
         else:
             before = recorded
-        self._tally(sig, before, after, rule, matched, ts.date().isoformat(), 1, (decision_id,) if decision_id else ())
+        self._tally(sig, before, after, rule, matched, _epoch_day(now), 1, (decision_id,) if decision_id else ())
 
     def _tally(self, sig, before, after, rule, matched, day, count, samples) -> None:
         if before not in RANK:
@@ -378,14 +393,17 @@ def simulate_records(
         for r in _decision_records(records):
             key = (record_signature(r), r.get("decision") or "", record_day(r))
             g = groups.get(key)
+            rid = r.get("decision_id") or ""
             if g is None:
-                g = groups[key] = [r, 0, []]
+                g = groups[key] = [r, 0, rid, rid]
             g[1] += 1
-            if r.get("decision_id"):
-                g[2].append(r["decision_id"])
-        for (sig, recorded, day), (first, count, ids) in groups.items():
+            if rid and (not g[2] or rid < g[2]):
+                g[2] = rid
+            if rid > g[3]:
+                g[3] = rid
+        for (sig, recorded, day), (first, count, low, high) in groups.items():
             replay.add(sig=sig, args=lambda r=first: _args_of(r), recorded=recorded, day=day, count=count,
-                       samples=heapq.nsmallest(samples_per_group, ids))
+                       samples=[s for s in {low, high} if s])
             seen += count
             if on_progress:
                 on_progress(seen)

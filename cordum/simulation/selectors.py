@@ -19,6 +19,7 @@ from cordum.decisions.models import EvidenceRecord
 from cordum.simulation.models import Simulation
 
 FETCH_SIZE = 2000
+GROUP_WORK_MEM = "64MB"
 SIGNATURE_COLUMNS = "server, tool, args_digest, agent_name, team_slug, environment"
 
 
@@ -67,40 +68,64 @@ def evidence_window_count(*, window: Window) -> int:
         return cursor.fetchone()[0]
 
 
-def evidence_signature_groups(*, window: Window, samples: int) -> Iterator[tuple]:
-    """Rows of (server, tool, args_digest, agent, team, environment, decision, day, count, args, [sample ids]).
+def evidence_signature_groups(*, window: Window) -> Iterator[tuple]:
+    """Rows of (server, tool, args_digest, agent, team, environment, decision, day, count, args, samples).
 
-    One row per distinct call signature, recorded decision and UTC day; each signature's args are carried
-    by an aggregate (identical args_digest means identical arguments).
+    One row per distinct call signature, recorded decision and UTC day; the args ride along as an aggregate
+    (identical args_digest means identical arguments). `samples` are the smallest and largest decision id of
+    the group: plain aggregates, so PostgreSQL can hash-aggregate (no ordered aggregate forcing a sort) and
+    the in-memory CLI path picks exactly the same ones.
     """
     where, params = window.where()
     if connection.vendor == "postgresql":
         sql = (
             f"SELECT {SIGNATURE_COLUMNS}, decision, "  # noqa: S608 - constant identifiers, values are parameters
-            "to_char(\"timestamp\" AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, count(*), min(args), "
-            "(array_agg(decision_id ORDER BY decision_id))[1:%s] "
+            "(\"timestamp\" AT TIME ZONE 'UTC')::date AS day, count(*), min(args COLLATE \"C\"), "
+            "min(decision_id COLLATE \"C\"), max(decision_id COLLATE \"C\") "
             f"FROM {_table()} WHERE {where} "
             f"GROUP BY {SIGNATURE_COLUMNS}, decision, day"
         )
-        yield from _stream(sql, [samples, *params])
+        with connection.cursor() as cursor:  # room for an in-memory hash aggregate of many signatures
+            cursor.execute(f"SET work_mem = '{GROUP_WORK_MEM}'")
+        try:
+            for row in _stream(sql, params):
+                yield (*row[:7], row[7].isoformat(), row[8], row[9], (row[10], row[11]))
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("RESET work_mem")
         return
     sql = (
         f"SELECT {SIGNATURE_COLUMNS}, decision, substr(\"timestamp\", 1, 10) AS day, count(*), min(args), "  # noqa: S608
-        f"min(decision_id) FROM {_table()} WHERE {where} GROUP BY {SIGNATURE_COLUMNS}, decision, day"
+        f"min(decision_id), max(decision_id) FROM {_table()} WHERE {where} "
+        f"GROUP BY {SIGNATURE_COLUMNS}, decision, day"
     )
     for row in _stream(sql, params):
-        yield (*row[:10], [row[10]] if row[10] else [])
+        yield (*row[:10], (row[10], row[11]))
 
 
 def evidence_calls_in_session_order(*, window: Window) -> Iterator[tuple]:
     """Rows of (server, tool, args_digest, agent, team, environment, decision, session_id, timestamp,
-    decision_id, args), ordered by session then time: the order the sidecar enforced limits in."""
+    decision_id), ordered by session then time: the order the sidecar enforced limits in.
+
+    No args: callers evaluate each signature first from `evidence_signature_groups`. On PostgreSQL the
+    timestamp comes as seconds since the epoch (cheap to load); on SQLite as its stored string.
+    """
     where, params = window.where()
+    ts = 'extract(epoch FROM "timestamp")::float8' if connection.vendor == "postgresql" else '"timestamp"'
     sql = (
-        f"SELECT {SIGNATURE_COLUMNS}, decision, session_id, \"timestamp\", decision_id, args "  # noqa: S608
+        f"SELECT {SIGNATURE_COLUMNS}, decision, session_id, {ts}, decision_id "  # noqa: S608
         f"FROM {_table()} WHERE {where} ORDER BY session_id, \"timestamp\", decision_id"
     )
-    yield from _stream(sql, params)
+    if connection.vendor != "postgresql":
+        yield from _stream(sql, params)
+        return
+    with connection.cursor() as cursor:  # room to sort in memory
+        cursor.execute(f"SET work_mem = '{GROUP_WORK_MEM}'")
+    try:
+        yield from _stream(sql, params)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET work_mem")
 
 
 def simulation_list(*, organization) -> QuerySet[Simulation]:

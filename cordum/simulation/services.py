@@ -207,19 +207,27 @@ def simulation_replay(*, simulation: Simulation, candidate: Any, baseline: Any =
     window = selectors.Window.of(simulation)
     started = time.monotonic()
     if replay.needs_call_order:
-        for server, tool, digest, agent, team, env, decision, session, ts, decision_id, args in (
+        # Pass 1: evaluate every distinct signature once (grouped in SQL, with its args).
+        groups = 0
+        for server, tool, digest, agent, team, env, *_rest, args, _samples in (
+            selectors.evidence_signature_groups(window=window)
+        ):
+            replay.evaluations_for((server, tool, digest, agent, team, env), args)
+            groups += 1
+        # Pass 2: every call in (session, time) order through the limits tracker; evaluations are cached.
+        for server, tool, digest, agent, team, env, decision, session, ts, decision_id in (
             selectors.evidence_calls_in_session_order(window=window)
         ):
-            replay.add_call(sig=(server, tool, digest, agent, team, env), args=args, recorded=decision,
+            replay.add_call(sig=(server, tool, digest, agent, team, env), args=None, recorded=decision,
                             session_id=session, timestamp=ts, decision_id=decision_id)
             if progress:
                 progress.advance(1)
     else:
         for server, tool, digest, agent, team, env, decision, day, count, args, samples in (
-            selectors.evidence_signature_groups(window=window, samples=replay.samples_per_group)
+            selectors.evidence_signature_groups(window=window)
         ):
             replay.add(sig=(server, tool, digest, agent, team, env), args=args, recorded=decision, day=day,
-                       count=count, samples=samples or ())
+                       count=count, samples=samples)
             if progress:
                 progress.advance(count)
     report = replay.report()

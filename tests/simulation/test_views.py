@@ -38,6 +38,7 @@ def test_an_author_runs_a_version_and_sees_the_matrix(author, versions, recorded
     html = author.get(response["Location"]).content.decode()
     assert 'id="transition-matrix"' in html
     assert "deny-env-reads" in html and "deny-terraform-destroy" in html
+    assert '<a class="mono" href="/evidence/records/' in html  # samples link to the evidence record page
 
 
 def test_an_invalid_version_is_refused_as_a_form_error_with_file_line_col(author, versions):
