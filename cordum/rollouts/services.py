@@ -19,6 +19,11 @@ _COUNTER_KEYS = ("allow", "deny", "require_approval", "errors")
 
 
 # --- fleet ------------------------------------------------------------------------------------
+def fleet_channel(organization_id: int) -> str:
+    """notify channel announcing each heartbeat of the organisation's sidecars."""
+    return f"fleet:{organization_id}"
+
+
 @transaction.atomic
 def sidecar_heartbeat_record(*, agent: Agent, data: dict, now=None) -> SidecarInstance:
     """Store the latest status of one sidecar (keyed by sidecar_id within the agent's organisation)."""
@@ -43,6 +48,8 @@ def sidecar_heartbeat_record(*, agent: Agent, data: dict, now=None) -> SidecarIn
         create_defaults={**values, "first_seen_at": now},
     )
     Agent.objects.filter(pk=agent.pk).update(last_seen_at=now)
+    org_id, sidecar_id = agent.organization_id, instance.sidecar_id
+    transaction.on_commit(lambda: notify.publish(fleet_channel(org_id), sidecar_id))
     return instance
 
 
