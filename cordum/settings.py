@@ -213,3 +213,5 @@ LOGGING = {
 # --- Cordum ----------------------------------------------------------------------------------
 CORDUM_GIT_CACHE_DIR = Path(os.environ.get("CORDUM_GIT_CACHE_DIR", STATE_DIR / "git-cache"))
 CORDUM_LONG_POLL_MAX_SECONDS = int(os.environ.get("CORDUM_LONG_POLL_MAX_SECONDS", "60"))
+# Absolute base URL people reach the UI at (links in approval notifications).
+CORDUM_PUBLIC_URL = os.environ.get("CORDUM_PUBLIC_URL", "http://127.0.0.1:8000")
