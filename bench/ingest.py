@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import io
+import logging
 import os
 import signal
 import socket
@@ -61,6 +63,7 @@ def make_records(n: int) -> list[dict]:
 
 
 def main() -> None:
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=1000)
@@ -93,7 +96,7 @@ def main() -> None:
     from cordum.accounts import services as accounts
     from cordum.accounts.models import Team
     from cordum.decisions import storage
-    from cordum.decisions.services import chain_hash, format_ts, record_document, records_validate
+    from cordum.decisions.services import _unstage, format_ts, records_validate, stage_records
 
     org = accounts.organization_create(name="Bench", slug="bench")
     baseline_org = accounts.organization_create(name="Bench COPY baseline", slug="bench-copy")
@@ -167,21 +170,22 @@ def main() -> None:
         print(f"accepted in {t_accepted:.2f} s, chained in {t_chained:.2f} s", flush=True)
     finally:
         for p in procs:
-            os.killpg(p.pid, signal.SIGTERM)
+            p.send_signal(signal.SIGTERM)  # warm shutdown: gunicorn/celery stop their own children
         for p in procs:
             p.wait(timeout=30)
 
     # Baseline: bare COPY of the same records (already validated, hashed and formatted: only the database's
     # work is timed) into the same partitioned, indexed, triggered table of the same database.
-    rows = []
+    entries = []
     for start in range(0, len(records), 5000):
-        rows.extend(records_validate(records=records[start:start + 5000], agent=agent)[1])
+        ids, rows = records_validate(records=records[start:start + 5000], agent=agent)
+        entries.extend(_unstage(stage_records(ids, rows)))
     now, prev, lines = format_ts(dt.datetime.now(dt.UTC)), "0" * 64, []
-    for seq, row in enumerate(rows, start=1):
-        row.update(organization_id=baseline_org.pk, seq=seq, recorded_at=now)
-        row["prev_hash"], row["hash"] = prev, chain_hash(prev, record_document(row))
-        prev = row["hash"]
-        lines.append("\t".join(_copy_text(row[c], c in storage.JSON_COLUMNS) for c in storage.COLUMNS))
+    for seq, (_rid, body, tail) in enumerate(entries, start=1):
+        document = f'{{"body":{body},"chain":{{"organization_id":{baseline_org.pk},"recorded_at":"{now}","seq":{seq}}}}}'
+        digest = hashlib.sha256((prev + document).encode()).hexdigest()
+        lines.append(f"{baseline_org.pk}\t{seq}\t{now}\t{prev}\t{digest}\t{tail}")
+        prev = digest
     payload = ("\n".join(lines) + "\n").encode()
     with psycopg.connect(bench_url) as conn:
         t0 = time.perf_counter()
@@ -216,17 +220,6 @@ def _seq_reader(url: str, organization_id: int):
         return row[0] if row else 0
 
     return read
-
-
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def _copy_text(value, is_json: bool) -> str:
-    if value is None:
-        return "\\N"
-    if is_json:
-        value = orjson.dumps(value).decode()
-    return str(value).translate(_ESCAPES)
 
 
 if __name__ == "__main__":

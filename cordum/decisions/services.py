@@ -14,6 +14,8 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
+import operator
+import re
 
 import orjson
 from django.conf import settings
@@ -41,12 +43,18 @@ _STR_FIELDS = {
     "args_digest": 80, "topic": 300, "rule": 200, "reason": None, "policy_version": 200, "reviewer": 254,
     "comment": None, "error": None,
 }
+_STR_ITEMS = tuple(_STR_FIELDS.items())
+_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
+_MAX_INT = 2**63 - 1
 _CONTEXT_FIELDS = ("agent_id", "agent_name", "team_id", "team_slug", "environment")
 
 
 # --- canonical form and hashing ----------------------------------------------------------------
 def format_ts(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Canonical timestamp text: UTC, microseconds, 'Z' (what is hashed and exported)."""
+    if value.utcoffset():
+        value = value.astimezone(dt.UTC)
+    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def canonical_json(obj) -> bytes:
@@ -58,26 +66,32 @@ def chain_hash(prev_hash: str, document: dict) -> str:
     return hashlib.sha256(prev_hash.encode() + canonical_json(document)).hexdigest()
 
 
-def record_document(row: dict) -> dict:
-    """The hashed document of a record: every stored column except id, prev_hash and hash.
+CHAIN_COLUMNS = ("organization_id", "seq", "recorded_at")
+BODY_COLUMNS = tuple(c for c in storage.COLUMNS if c not in (*CHAIN_COLUMNS, "prev_hash", "hash"))
 
-    `row` holds column values either as written (timestamps as canonical strings) or as read back from
-    the database (datetimes); both give the same document.
+
+def record_document(row: dict) -> dict:
+    """The hashed document of a record: {"body": <the call's fields>, "chain": <org, seq, recorded_at>}.
+
+    `row` holds column values either as validated (timestamps as canonical strings) or as read back from
+    the database (datetimes); both give the same document. Splitting body and chain lets the API render
+    the body's canonical bytes once, and the single writer only splice the chain part in:
+    canonical_json(doc) == b'{"body":' + body + b',"chain":' + chain + b'}'.
     """
-    doc = {}
-    for column in storage.COLUMNS:
-        if column in ("prev_hash", "hash"):
-            continue
+    body = {}
+    for column in BODY_COLUMNS:
         value = row[column]
-        if isinstance(value, dt.datetime):
-            value = format_ts(value)
-        doc[column] = value
-    return doc
+        body[column] = format_ts(value) if isinstance(value, dt.datetime) else value
+    recorded_at = row["recorded_at"]
+    return {"body": body, "chain": {
+        "organization_id": row["organization_id"], "seq": row["seq"],
+        "recorded_at": format_ts(recorded_at) if isinstance(recorded_at, dt.datetime) else recorded_at,
+    }}
 
 
 # --- validation --------------------------------------------------------------------------------
 def _parse_ts(value, path: str) -> str:
-    if not isinstance(value, str):
+    if type(value) is not str:
         raise _invalid(path, "must be an RFC 3339 timestamp string.")
     try:
         parsed = dt.datetime.fromisoformat(value)
@@ -85,7 +99,9 @@ def _parse_ts(value, path: str) -> str:
         raise _invalid(path, f"{value!r} is not an RFC 3339 timestamp.") from None
     if parsed.tzinfo is None:
         raise _invalid(path, "must carry a UTC offset (e.g. 2026-01-01T12:00:00Z).")
-    return format_ts(parsed)
+    if parsed.utcoffset():
+        parsed = parsed.astimezone(dt.UTC)
+    return parsed.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _invalid(path: str, message: str) -> CordumError:
@@ -101,23 +117,24 @@ def _record_validate(raw, index: int, context: dict) -> tuple[str, dict]:
     if record_type not in (RecordType.DECISION, RecordType.OUTCOME):
         raise _invalid(f"{base}.record_type", f"must be 'decision' or 'outcome', got {record_type!r}.")
     decision_id = raw.get("decision_id")
-    if not isinstance(decision_id, str) or not decision_id or len(decision_id) > 64 or ":" in decision_id:
-        raise _invalid(f"{base}.decision_id", "must be a non-empty id (a UUID) of at most 64 characters.")
+    if type(decision_id) is not str or not _ID_RE.match(decision_id):
+        raise _invalid(f"{base}.decision_id", "must be an id (a UUID): 1-64 letters, digits, '-', '_' or '.'.")
     row = {"record_type": record_type, "decision_id": decision_id, **context}
-    for field, max_length in _STR_FIELDS.items():
-        value = raw.get(field)
+    get = raw.get
+    for field, max_length in _STR_ITEMS:
+        value = get(field)
         if value is None:
             row[field] = ""
-            continue
-        if not isinstance(value, str):
+        elif type(value) is str and (max_length is None or len(value) <= max_length):
+            row[field] = value
+        elif not isinstance(value, str):
             raise _invalid(f"{base}.{field}", "must be a string or null.")
-        if max_length is not None and len(value) > max_length:
+        else:
             raise _invalid(f"{base}.{field}", f"must be at most {max_length} characters.")
-        row[field] = value
     row["timestamp"] = _parse_ts(raw.get("timestamp"), f"{base}.timestamp")
     for field in ("latency_us", "duration_ms"):
         value = raw.get(field)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        if value is not None and (type(value) is not int or not 0 <= value <= _MAX_INT):
             raise _invalid(f"{base}.{field}", "must be a non-negative integer or null.")
         row[field] = value
     outcome = raw.get("outcome")
@@ -131,13 +148,16 @@ def _record_validate(raw, index: int, context: dict) -> tuple[str, dict]:
         if mode not in _MODES:
             raise _invalid(f"{base}.mode", f"must be 'enforce' or 'shadow', got {mode!r}.")
         risk_tags = raw.get("risk_tags") or []
-        if not isinstance(risk_tags, list) or not all(isinstance(t, str) for t in risk_tags):
+        if type(risk_tags) is not list:
             raise _invalid(f"{base}.risk_tags", "must be a list of strings.")
+        for tag in risk_tags:
+            if type(tag) is not str:
+                raise _invalid(f"{base}.risk_tags", "must be a list of strings.")
         shadow = raw.get("shadow") or []
-        if not isinstance(shadow, list) or not all(
+        if not isinstance(shadow, list) or (shadow and not all(
             isinstance(s, dict) and all(isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in s.items())
             for s in shadow
-        ):
+        )):
             raise _invalid(f"{base}.shadow", "must be a list of {rule, decision, policy_version} objects.")
         args = raw.get("args")
         if args is not None and not isinstance(args, dict):
@@ -179,17 +199,57 @@ def records_validate(*, records, agent: Agent | None) -> tuple[list[str], list[d
     return ids, rows
 
 
+# --- staged form -------------------------------------------------------------------------------
+# A validated record is staged as three lines: its record id, the canonical JSON of its body (what is
+# hashed), and the body columns already rendered as a PostgreSQL COPY text line. The single writer
+# then only hashes and splices; it never parses or re-renders a record (the per-org critical section
+# is the pipeline's bottleneck, so all per-record work that can run in parallel runs in the web tier).
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_BODY_GETTER = operator.itemgetter(*BODY_COLUMNS)
+
+
+def _copy_field(value) -> str:
+    if value is None:
+        return "\\N"
+    if type(value) is str:
+        if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+            return value.translate(_COPY_ESCAPES)
+        return value
+    if type(value) is list:
+        return orjson.dumps(value).decode().translate(_COPY_ESCAPES)
+    return str(value)
+
+
+def _stage(record_id: str, row: dict, index: int) -> str:
+    body = orjson.dumps(row, option=orjson.OPT_SORT_KEYS).decode()
+    if "\\u0000" in body:  # PostgreSQL text cannot hold NUL: refuse here rather than poison the writer
+        field = next((k for k, v in row.items() if "\\u0000" in orjson.dumps(v).decode()), "?")
+        raise _invalid(f"records[{index}].{field}", "must not contain NUL characters.")
+    tail = "\t".join([_copy_field(v) for v in _BODY_GETTER(row)])
+    return f"{record_id}\n{body}\n{tail}"
+
+
+def stage_records(ids: list[str], rows: list[dict]) -> bytes:
+    return "\n".join([_stage(rid, row, i) for i, (rid, row) in enumerate(zip(ids, rows, strict=True))]).encode()
+
+
+def _unstage(payload: bytes) -> list[tuple[str, str, str]]:
+    lines = payload.decode().split("\n")
+    return [(lines[i], lines[i + 1], lines[i + 2]) for i in range(0, len(lines) - 2, 3)]
+
+
 # --- the durable queue -------------------------------------------------------------------------
 def evidence_batch_enqueue(*, agent: Agent, records) -> list[str]:
     """API entry: validate, store the batch durably, enqueue the writer after commit; return ack ids."""
     ids, rows = records_validate(records=records, agent=agent)
     if not rows:
         return ids
+    payload = stage_records(ids, rows)
     from cordum.decisions.tasks import evidence_ingest_task
 
     with transaction.atomic():
         batch = IngestBatch.objects.create(
-            organization_id=agent.organization_id, agent=agent, payload=orjson.dumps(rows), record_count=len(rows)
+            organization_id=agent.organization_id, agent=agent, payload=payload, record_count=len(rows)
         )
         transaction.on_commit(lambda: evidence_ingest_task.delay(batch.pk))
     return ids
@@ -219,10 +279,10 @@ def evidence_ingest_pending(*, batch_id: int | None = None, organization_id: int
                 total += count
             if not batches:
                 return written
-            rows = []
+            entries = []
             for _pk, payload in batches:
-                rows.extend(orjson.loads(bytes(payload)))
-            written += _chain_locked(head, rows)
+                entries.extend(_unstage(bytes(payload)))
+            written += _chain_locked(head, entries)
             IngestBatch.objects.filter(pk__in=[pk for pk, _ in batches]).delete()
             transaction.on_commit(lambda: notify.publish(f"evidence:{organization_id}"))
         if total < DRAIN_MAX_RECORDS:
@@ -238,16 +298,13 @@ def _lock_head(organization_id: int) -> ChainHead:
         return ChainHead.objects.select_for_update().get(organization_id=organization_id)
 
 
-def _record_id(row: dict) -> str:
-    return row["decision_id"] if row["record_type"] == RecordType.DECISION else f"{row['decision_id']}:{row['outcome']}"
-
-
-def _chain_locked(head: ChainHead, rows: list[dict]) -> int:
-    """Append rows after `head` (locked by the caller). Rows already stored are skipped (idempotent)."""
+def _chain_locked(head: ChainHead, entries: list[tuple[str, str, str]]) -> int:
+    """Append staged entries after `head` (locked by the caller). Already-stored ids are skipped (idempotent)."""
     organization_id = head.organization_id
-    unique: dict[str, dict] = {}
-    for row in rows:
-        unique.setdefault(_record_id(row), row)
+    unique: dict[str, tuple[str, str]] = {}
+    for record_id, body, tail in entries:
+        if record_id not in unique:
+            unique[record_id] = (body, tail)
     new_ids = storage.claim_keys(organization_id=organization_id, record_ids=list(unique))
     if not new_ids:
         return 0
@@ -256,34 +313,41 @@ def _chain_locked(head: ChainHead, rows: list[dict]) -> int:
         now = head.recorded_at + dt.timedelta(microseconds=1)  # recorded_at is monotonic along the chain
     storage.ensure_partition(now)
     recorded_at = format_ts(now)
-    sqlite = connection.vendor != "postgresql"
     seq, prev = head.seq, head.hash
-    out = []
-    for record_id, row in unique.items():
+    sha256 = hashlib.sha256
+    chain_prefix = f'"organization_id":{organization_id},"recorded_at":"{recorded_at}","seq":'
+    lines, rows = [], []
+    postgres = connection.vendor == "postgresql"
+    for record_id, (body, tail) in unique.items():
         if record_id not in new_ids:
             continue
         seq += 1
-        row = {**row, "organization_id": organization_id, "seq": seq, "recorded_at": recorded_at}
-        digest = chain_hash(prev, record_document(row))
-        row["prev_hash"], row["hash"] = prev, digest
+        document = f'{{"body":{body},"chain":{{{chain_prefix}{seq}}}}}'
+        digest = sha256((prev + document).encode()).hexdigest()
+        if postgres:
+            lines.append(f"{organization_id}\t{seq}\t{recorded_at}\t{prev}\t{digest}\t{tail}\n")
+        else:
+            rows.append(_sqlite_row(orjson.loads(body), organization_id, seq, recorded_at, prev, digest))
         prev = digest
-        out.append(_db_row(row, sqlite))
-    storage.write_rows(out)
+    if postgres:
+        storage.copy_text("".join(lines))
+    else:
+        storage.write_rows(rows)
+    written = seq - head.seq
     head.seq, head.hash, head.recorded_at = seq, prev, now
     head.save(update_fields=["seq", "hash", "recorded_at"])
-    return len(out)
+    return written
 
 
-def _db_row(row: dict, sqlite: bool) -> tuple:
-    values = []
-    for column in storage.COLUMNS:
-        value = row[column]
-        if column in storage.JSON_COLUMNS:
-            value = orjson.dumps(value).decode()
-        elif sqlite and column in ("timestamp", "recorded_at"):
-            value = value.replace("T", " ").rstrip("Z")  # Django's SQLite datetime storage (naive UTC)
-        values.append(value)
-    return tuple(values)
+def _sqlite_row(body: dict, organization_id: int, seq: int, recorded_at: str, prev: str, digest: str) -> tuple:
+    def ts(value: str) -> str:
+        return value.replace("T", " ").rstrip("Z")  # Django's SQLite datetime storage (naive UTC)
+
+    row = {**body, "organization_id": organization_id, "seq": seq, "recorded_at": ts(recorded_at),
+           "prev_hash": prev, "hash": digest, "timestamp": ts(body["timestamp"])}
+    for column in storage.JSON_COLUMNS:
+        row[column] = orjson.dumps(row[column]).decode()
+    return tuple(row[c] for c in storage.COLUMNS)
 
 
 @transaction.atomic
@@ -317,8 +381,9 @@ def evidence_append(*, organization: Organization, records: list[dict], agent: A
             if row["agent_id"] is None and source:
                 row.update({k: source[k] for k in _CONTEXT_FIELDS})
                 row["session_id"] = row["session_id"] or source["session_id"]
+    entries = _unstage(stage_records(ids, rows))
     head = _lock_head(organization.pk)
-    _chain_locked(head, rows)
+    _chain_locked(head, entries)
     return ids
 
 

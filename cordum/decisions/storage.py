@@ -221,3 +221,12 @@ def write_rows(rows: list[tuple], connection=None) -> None:
         else:
             placeholders = ", ".join(["%s"] * len(COLUMNS))
             cursor.executemany(f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({placeholders})", rows)  # noqa: S608
+
+
+def copy_text(data: str, connection=None) -> None:
+    """PostgreSQL: COPY pre-rendered text lines (COLUMNS order, tab-separated, COPY-escaped)."""
+    connection = connection or default_connection
+    if not data:
+        return
+    with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {TABLE} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+        copy.write(data.encode())
