@@ -47,7 +47,8 @@ def wait_heartbeats(org_id, expected: dict, timeout: float = 45):
 
 
 @pytest.fixture
-def world(live_server, celery_eager, tmp_path):
+def world(live_server, celery_eager, tmp_path, settings):
+    settings.CORDUM_LONG_POLL_MAX_SECONDS = 5  # long-polls end soon after the sidecars stop
     if not FS_SERVER.exists():
         pytest.fail(f"{FS_SERVER} missing: run `npm install` (make test does)")
     from cordum.policies import services as policies
@@ -148,3 +149,29 @@ def test_a_stopped_sidecar_shows_as_stale(world):
     rows = {r.sidecar.agent.name: r for r in selectors.fleet_rows(organization=org, now=timezone.now())}
     assert rows["claude-pay"].is_stale and not rows["cursor-plat"].is_stale
     assert selectors.fleet_summary(organization=org, rows=list(rows.values())).stale == 1
+
+
+def test_guardrail_halts_a_rollout_when_real_shadow_decisions_tighten_too_much(world):
+    from cordum.rollouts.tasks import rollouts_check_task
+
+    org, sidecars = world["org"], world["sidecars"]
+    v1 = world["v1"]
+    services.rollout_plan_set(repository=world["repository"], actor=None, min_calls=3,
+                              max_new_restriction_rate=0.05)
+    v2 = publish_version(world["repository"], POLICY_V2, "v2.0.0").manifest["version"]
+    wait_heartbeats(org.pk, {"claude-pay": (v1, v2), "cursor-plat": (v1, v2)})
+    plat = sidecars["cursor-plat"]
+    plat.initialize()
+    for i in range(3):  # allowed by v1, would need approval under v2: 100% newly gated
+        assert not plat.call_tool("write_file", {"path": str(plat.project / f"f{i}.txt"), "content": "x"}).get(
+            "isError")
+
+    def uploaded():
+        s = _reported(org.pk).get("cursor-plat")
+        return s is not None and s.spool_depth == 0 and s.counters.get("allow", 0) >= 3
+
+    assert notify.wait_for(services.fleet_channel(org.pk), 45, uploaded)
+    assert rollouts_check_task()["halted"] == 1
+    rollout = Rollout.objects.get(to_version__version=v2)
+    assert rollout.state == "halted" and rollout.guardrail["source"] == "shadow"
+    assert rollout.guardrail["observed_rate"] == 1.0
