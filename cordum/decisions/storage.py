@@ -140,9 +140,10 @@ def ensure_partition(when: dt.datetime, connection=None) -> None:
         return
     with connection.cursor() as cursor:
         cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [name])
-        if not cursor.fetchone()[0]:
+        if cursor.fetchone()[0]:
+            _known_partitions.add(name)  # cached only once seen committed-or-visible, never on creation:
+        else:  # a partition created in a transaction that rolls back must be looked up again
             cursor.execute(_pg_partition_ddl(month))
-    _known_partitions.add(name)
 
 
 _PARTITION_RE = re.compile(rf"^{TABLE}_p(\d{{4}})_(\d{{2}})$")
