@@ -180,10 +180,13 @@ def approval_refresh(*, approval: ApprovalRequest) -> ApprovalRequest:
     return _expire_if_overdue(approval)
 
 
-def approvals_expire_due(*, now=None) -> int:
-    """Expire every pending request past its deadline. Returns how many this call expired."""
+def approvals_expire_due(*, now=None, organization=None) -> int:
+    """Expire every pending request past its deadline (of one organisation, or all). Returns how many."""
     now = now or timezone.now()
-    due = ApprovalRequest.objects.filter(state=ApprovalState.PENDING, expires_at__lte=now).values_list("pk", flat=True)
+    due = ApprovalRequest.objects.filter(state=ApprovalState.PENDING, expires_at__lte=now)
+    if organization is not None:
+        due = due.filter(organization=organization)
+    due = due.values_list("pk", flat=True)
     return sum(1 for pk in list(due) if _expire(pk, now=now) is not None)
 
 

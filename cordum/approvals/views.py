@@ -40,7 +40,7 @@ class QueueView(RoleRequiredMixin, HtmxPartialMixin, TemplateView):
     partial_template_name = "approvals/partials/_queue.html"
 
     def get_context_data(self, **kwargs):
-        services.approvals_expire_due()  # expiry is decided on read as well as by the beat task
+        services.approvals_expire_due(organization=self.organization)  # expiry is decided on read as well as by the beat task
         return super().get_context_data(items=selectors.approval_queue_for_reviewer(membership=self.membership),
                                         **kwargs)
 

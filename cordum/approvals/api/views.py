@@ -104,7 +104,7 @@ class ApprovalRequestListApi(APIView):
         responses={200: s.ApprovalRequestSerializer(many=True)},
     )
     def get(self, request):
-        services.approvals_expire_due()
+        services.approvals_expire_due(organization=self.organization)
         state = request.query_params.get("state", "pending")
         if state == "pending":
             items = [item["approval"] for item in selectors.approval_queue_for_reviewer(membership=self.membership)]
