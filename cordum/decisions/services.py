@@ -205,19 +205,23 @@ def records_validate(*, records, agent: Agent | None) -> tuple[list[str], list[d
 # then only hashes and splices; it never parses or re-renders a record (the per-org critical section
 # is the pipeline's bottleneck, so all per-record work that can run in parallel runs in the web tier).
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-_BODY_GETTER = operator.itemgetter(*BODY_COLUMNS)
+_TEXT_COLUMNS = tuple(c for c in BODY_COLUMNS if c not in storage.INT_COLUMNS)
+_INT_GETTER = operator.itemgetter(*storage.INT_COLUMNS)
+_TEXT_GETTER = operator.itemgetter(*_TEXT_COLUMNS)
+_LIST_POSITIONS = tuple(i for i, c in enumerate(_TEXT_COLUMNS) if c in storage.JSON_COLUMNS)
+assert BODY_COLUMNS == (*storage.INT_COLUMNS, *_TEXT_COLUMNS), "COPY order: integers first, then text"
 
 
-def _copy_field(value) -> str:
-    if value is None:
-        return "\\N"
-    if type(value) is str:
-        if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
-            return value.translate(_COPY_ESCAPES)
-        return value
-    if type(value) is list:
-        return orjson.dumps(value).decode().translate(_COPY_ESCAPES)
-    return str(value)
+def _copy_tail(row: dict) -> str:
+    """The body columns as a COPY text line fragment (integers first, then text, tab-separated)."""
+    ints = "\t".join(["\\N" if v is None else str(v) for v in _INT_GETTER(row)])
+    texts = list(_TEXT_GETTER(row))
+    for i in _LIST_POSITIONS:
+        texts[i] = orjson.dumps(texts[i]).decode()
+    joined = "\x00".join(texts)  # NUL never occurs in a record (refused by _stage): a safe separator
+    if "\\" in joined or "\t" in joined or "\n" in joined or "\r" in joined:
+        joined = "\x00".join([t.translate(_COPY_ESCAPES) for t in texts])
+    return ints + "\t" + joined.replace("\x00", "\t")
 
 
 def _stage(record_id: str, row: dict, index: int) -> str:
@@ -225,8 +229,7 @@ def _stage(record_id: str, row: dict, index: int) -> str:
     if "\\u0000" in body:  # PostgreSQL text cannot hold NUL: refuse here rather than poison the writer
         field = next((k for k, v in row.items() if "\\u0000" in orjson.dumps(v).decode()), "?")
         raise _invalid(f"records[{index}].{field}", "must not contain NUL characters.")
-    tail = "\t".join([_copy_field(v) for v in _BODY_GETTER(row)])
-    return f"{record_id}\n{body}\n{tail}"
+    return f"{record_id}\n{body}\n{_copy_tail(row)}"
 
 
 def stage_records(ids: list[str], rows: list[dict]) -> bytes:

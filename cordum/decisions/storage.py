@@ -20,12 +20,17 @@ APPEND_ONLY_MESSAGE = "decisions_evidencerecord is append-only"
 
 # Columns written by the chain writer, in COPY order (id comes from the identity).
 COLUMNS = (
-    "organization_id", "seq", "recorded_at", "prev_hash", "hash", "record_type", "decision_id",
-    "agent_id", "agent_name", "team_id", "team_slug", "environment", "session_id", "sidecar_id",
+    # chain (assigned by the single writer)
+    "organization_id", "seq", "recorded_at", "prev_hash", "hash",
+    # nullable integers (never need COPY escaping)
+    "agent_id", "team_id", "latency_us", "duration_ms",
+    # text (and JSON text) columns
+    "record_type", "decision_id", "agent_name", "team_slug", "environment", "session_id", "sidecar_id",
     "action", "target", "server", "tool", "args_digest", "args", "topic", "risk_tags", "decision",
     "rule", "reason", "policy_version", "mode", "shadow", "outcome", "reviewer", "comment", "error",
-    "timestamp", "latency_us", "duration_ms",
+    "timestamp",
 )
+INT_COLUMNS = ("agent_id", "team_id", "latency_us", "duration_ms")
 JSON_COLUMNS = {"risk_tags", "shadow"}
 
 _PG_CREATE = f"""
@@ -87,6 +92,17 @@ _SQLITE_TRIGGERS = [
 
 
 # --- migration hooks ---------------------------------------------------------------------------
+def tune_staging_table(apps, schema_editor):
+    """PostgreSQL: compress staged batches with lz4 (cheap) instead of pglz, when the server has it."""
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute("SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'")
+        row = cursor.fetchone()
+    if row and row[0]:
+        schema_editor.execute("ALTER TABLE decisions_ingestbatch ALTER COLUMN payload SET COMPRESSION lz4")
+
+
 def create_evidence_table(apps, schema_editor):
     model = apps.get_model("decisions", "EvidenceRecord")
     if schema_editor.connection.vendor == "postgresql":
