@@ -86,6 +86,8 @@ def _wait_http(url: str, timeout: float = 60) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--sidecars", type=int, default=50,
+                        help="simulated long-polling sidecars for the rollout promote/rollback figures (0: skip)")
     args = parser.parse_args()
 
     base_db = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
@@ -150,6 +152,11 @@ def main() -> None:
         _wait_http(f"{base_url}/login/")
         results = asyncio.run(_rounds(args.rounds, base_url, issued.plaintext, {key.key_id: key.public_key},
                                       repository.pk, secret, commit_and_push, tmp))
+        rollout_results = None
+        if args.sidecars:  # rollouts app: promote/rollback -> every simulated sidecar (see rollout_propagation)
+            rollout_results = asyncio.run(rollout_propagation(args.sidecars, base_url, org, repository,
+                                                              {key.key_id: key.public_key}, commit_and_push,
+                                                              args.rounds + 1, tmp))
     finally:
         for proc in procs:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -159,6 +166,8 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
     _report(results, args.rounds)
+    if rollout_results is not None:
+        _report_rollout(rollout_results, args.sidecars)
 
 
 async def _rounds(rounds, base_url, token, trusted, repo_id, secret, commit_and_push, tmp):
@@ -211,6 +220,78 @@ def _report(results, rounds):
           f"{OPA_DEFAULT_POLL_SECONDS * 0.9:>8.1f} {OPA_DEFAULT_POLL_SECONDS:>8.1f}   (expected wait, uniform 0-60 s)")
     print(f"target <= 2 s after the webhook: {'met' if max(hook_to_client) <= 2 else 'NOT met'} "
           f"(max {max(hook_to_client):.3f} s)")
+
+
+# --- rollouts: promote / rollback to N long-polling sidecars (owned by the rollouts app) -----------------
+async def rollout_propagation(n_clients, base_url, org, repository, trusted, commit_and_push, round_no, tmp):
+    """Seconds from `promote` (and from `rollback`) until each of `n_clients` long-polling BundleClients holds
+    the bundle its new stage assigns. The clients start in the rollout's shadow stage, parked on ?wait=30."""
+    from cordum.accounts.services import agent_create
+    from cordum.policies import services as policies
+    from cordum.rollouts import services as rollouts
+    from cordum.rollouts.models import Rollout
+    from cordum.sidecar.bundles import BundleClient, BundleStore
+
+    def setup():
+        from django.db import connections
+
+        rollouts.rollout_plan_set(repository=repository, actor=None, auto_start=True, stages=[
+            {"name": "shadow", "kind": "shadow", "min_soak_seconds": 0},
+            {"name": "all", "kind": "all", "min_soak_seconds": 3600}])
+        tokens = [agent_create(organization=org, actor=None, name=f"bench-fleet-{i:03d}", kind="claude-code",
+                               team=None, environment="dev", owner=None)[1].plaintext for i in range(n_clients)]
+        commit_and_push(round_no)
+        policies.sync_repository(repository=repository)
+        rollout = Rollout.objects.select_related("from_version", "to_version").latest("id")
+        connections.close_all()
+        return tokens, rollout.pk, rollout.from_version.version, rollout.to_version.version
+
+    def act(action, rollout_id):
+        from django.db import connections
+
+        rollout = Rollout.objects.get(pk=rollout_id)
+        if action == "promote":
+            rollouts.rollout_promote(rollout=rollout, actor=None, force=True)
+        else:
+            rollouts.rollout_rollback(rollout=rollout, actor=None, reason="bench")
+        connections.close_all()
+
+    tokens, rollout_id, old, new = await asyncio.to_thread(setup)
+    clients = [BundleClient(base_url, t, trusted, BundleStore(tmp / "fleet" / f"{i}.json"))
+               for i, t in enumerate(tokens)]
+    await asyncio.gather(*(c.fetch() for c in clients))
+    assert all(c.current["manifest"]["version"] == old and c.shadow["manifest"]["version"] == new for c in clients)
+
+    async def measure(action, done):
+        async def follow(client):
+            while not done(client):
+                await client.fetch(wait=30)
+            return time.perf_counter()
+
+        tasks = [asyncio.create_task(follow(c)) for c in clients]
+        await asyncio.sleep(0.5)  # let every long-poll park at the server
+        t0 = time.perf_counter()
+        await asyncio.to_thread(act, action, rollout_id)
+        return [t - t0 for t in await asyncio.gather(*tasks)]
+
+    promote = await measure("promote", lambda c: c.current["manifest"]["version"] == new and c.shadow is None)
+    rollback = await measure("rollback", lambda c: c.current["manifest"]["version"] == old
+                             and c.current["manifest"]["rollback"])
+    await asyncio.gather(*(c.aclose() for c in clients))
+    return promote, rollback
+
+
+def _report_rollout(results, n_clients):
+    promote, rollback = results
+    print(f"\nrollout propagation: {n_clients} simulated sidecars (BundleClient) long-polling one runserver")
+    print(f"{'path':<46} {'p50 s':>8} {'p90 s':>8} {'max s':>8}")
+    for label, values in (("promote -> client enforces new version", promote),
+                          ("rollback -> client enforces old version", rollback)):
+        print(f"{label:<46} {statistics.median(values):>8.3f} {_pct(values, 90):>8.3f} {max(values):>8.3f}")
+    print(f"{'baseline: OPA-style polling every 60 s':<46} {OPA_DEFAULT_POLL_SECONDS / 2:>8.1f} "
+          f"{OPA_DEFAULT_POLL_SECONDS * 0.9:>8.1f} {OPA_DEFAULT_POLL_SECONDS:>8.1f}   (expected wait, uniform 0-60 s)")
+    print(f"every sidecar on the new version {max(promote):.3f} s after promote, back on the old one "
+          f"{max(rollback):.3f} s after rollback")
 
 
 if __name__ == "__main__":
