@@ -129,21 +129,6 @@ class Counters:
                 "errors": self.errors}
 
 
-def _attr(obj: Any, name: str, default: Any = None) -> Any:
-    if isinstance(obj, dict):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
-
-
-def _approval_dict(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if isinstance(value, dict):
-        return value
-    to_dict = getattr(value, "to_dict", None)
-    return to_dict() if callable(to_dict) else dict(vars(value))
-
-
 class Enforcer:
     """Decides calls against the policy in force, spools one record per call, and records outcomes."""
 
@@ -199,18 +184,17 @@ class Enforcer:
         else:
             try:
                 d = evaluate(primary.compiled, call)
-                if primary.limits is not None and _attr(d, "decision") != "deny":
+                if primary.limits is not None and d.decision != "deny":
                     limited = primary.limits.check(session_id, d, time.time())
                     if limited is not None:
                         d = limited
-                decision, rule, reason = _attr(d, "decision"), _attr(d, "rule"), _attr(d, "reason") or ""
-                version = _attr(d, "policy_version") or primary.version
-                topic, risk_tags = _attr(d, "topic"), list(_attr(d, "risk_tags") or [])
-                target, action = _attr(d, "target") or "", _attr(d, "action") or f"{server}.{tool}"
-                approval = _approval_dict(_attr(d, "approval"))
-                for s in _attr(d, "shadow") or []:
-                    shadow_out.append({"rule": _attr(s, "rule"), "decision": _attr(s, "decision"),
-                                       "policy_version": version})
+                decision, rule, reason = d.decision, d.rule, d.reason or ""
+                version = d.policy_version or primary.version
+                topic, risk_tags = d.topic, list(d.risk_tags)
+                target, action = d.target or "", d.action or f"{server}.{tool}"
+                approval = dict(d.approval) if d.approval else {}
+                for s in d.shadow:
+                    shadow_out.append({"rule": s.get("rule"), "decision": s.get("decision"), "policy_version": version})
                 redacted = redact_arguments(primary.compiled, call)
             except Exception as exc:  # an engine failure must never let a call through
                 log.exception("policy evaluation failed; denying")
@@ -223,8 +207,8 @@ class Enforcer:
             if shadow_policy is not None:
                 try:
                     sd = evaluate(shadow_policy.compiled, call)
-                    shadow_out.append({"rule": _attr(sd, "rule"), "decision": _attr(sd, "decision"),
-                                       "policy_version": _attr(sd, "policy_version") or shadow_policy.version})
+                    shadow_out.append({"rule": sd.rule, "decision": sd.decision,
+                                       "policy_version": sd.policy_version or shadow_policy.version})
                 except Exception:
                     log.exception("shadow policy evaluation failed")
         latency_us = (time.perf_counter_ns() - t0) // 1000
@@ -277,18 +261,7 @@ class Enforcer:
         """Fold the outcome into the spooled decision record if it has not been uploaded yet, else (or when
         `in_decision` is False) spool a separate outcome record."""
         duration_ms = int((time.monotonic() - verdict.started) * 1000)
-        if in_decision and outcome in DECISION_OUTCOMES and verdict.record.get("outcome") in (None, "approved"):
-            updated = dict(verdict.record, outcome=outcome)
-            if reviewer is not None:
-                updated["reviewer"] = reviewer
-            if verdict.record.get("outcome") is None and verdict.seq is not None and self.spool.merge_outcome(
-                verdict.seq, updated
-            ):
-                verdict.record = updated
-                return
-            if verdict.record.get("outcome") is None:
-                verdict.record = updated
-        self.spool.add({
+        outcome_record = {
             "record_type": "outcome",
             "decision_id": verdict.decision_id,
             "outcome": outcome,
@@ -297,6 +270,16 @@ class Enforcer:
             "error": (error or "")[:2000],
             "timestamp": utc_now_rfc3339(),
             "duration_ms": duration_ms,
-        })
+        }
+        if in_decision and outcome in DECISION_OUTCOMES and verdict.record.get("outcome") is None \
+                and verdict.seq is not None:
+            updated = dict(verdict.record, outcome=outcome)
+            if reviewer is not None:
+                updated["reviewer"] = reviewer
+            verdict.record = updated
+            # folded into the decision record if it is still waiting in the spool, else its own record
+            self.spool.complete(verdict.seq, updated, outcome_record)
+            return
+        self.spool.add(outcome_record)
         if self.on_record is not None:
             self.on_record()

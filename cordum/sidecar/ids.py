@@ -6,24 +6,20 @@ import os
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
 
 _lock = threading.Lock()
 _last_ms = 0
 _counter = 0
 
 
-def uuid7() -> uuid.UUID:
-    """A UUIDv7: 48-bit Unix milliseconds, then a 12-bit counter (monotonic within a millisecond), then random.
-
-    Ids from one process sort in creation order, which keeps the spool and the audit trail time-ordered.
-    """
+def _uuid7_int() -> int:
     global _last_ms, _counter
+    rand = int.from_bytes(os.urandom(10), "big")
     with _lock:
         ms = time.time_ns() // 1_000_000
         if ms > _last_ms:
             _last_ms = ms
-            _counter = int.from_bytes(os.urandom(2), "big") & 0x3FF  # leave headroom for increments
+            _counter = (rand >> 64) & 0x3FF  # random start, with headroom for increments
         else:
             _counter += 1
             if _counter > 0xFFF:  # counter exhausted within one millisecond: borrow the next one
@@ -31,17 +27,21 @@ def uuid7() -> uuid.UUID:
                 _counter = 0
             ms = _last_ms
         counter = _counter
-    rand = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
-    value = (ms & ((1 << 48) - 1)) << 80
-    value |= 0x7 << 76
-    value |= counter << 64
-    value |= 0b10 << 62
-    value |= rand
-    return uuid.UUID(int=value)
+    return (ms & 0xFFFFFFFFFFFF) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | (rand & 0x3FFFFFFFFFFFFFFF)
+
+
+def uuid7() -> uuid.UUID:
+    """A UUIDv7: 48-bit Unix milliseconds, then a 12-bit counter (monotonic within a millisecond), then random.
+
+    Ids from one process sort in creation order, which keeps the spool and the audit trail time-ordered.
+    """
+    return uuid.UUID(int=_uuid7_int())
 
 
 def uuid7_str() -> str:
-    return str(uuid7())
+    """str(uuid7()) without building a UUID object (this runs once per tool call)."""
+    h = f"{_uuid7_int():032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def uuid7_time_ms(value: uuid.UUID | str) -> int:
@@ -53,4 +53,6 @@ def uuid7_time_ms(value: uuid.UUID | str) -> int:
 
 def utc_now_rfc3339() -> str:
     """RFC 3339 UTC with microseconds and a `Z` suffix."""
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    ns = time.time_ns()
+    sec, us = divmod(ns // 1000, 1_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{us:06d}Z"

@@ -94,6 +94,8 @@ async def build_services(cfg: SidecarConfig, *, local_bundle: str | None = None,
     `local_bundle` (the --bundle flag) means fully offline: no uploads, no heartbeats, no bundle fetches.
     """
     spool = Spool(cfg.spool_path)
+    if background:
+        spool.start_checkpointer()
     sidecar_id = cfg.sidecar_id or spool.sidecar_id()
     enforcer = Enforcer(spool=spool, agent=cfg.agent, environment=cfg.environment, team=cfg.team,
                         sidecar_id=sidecar_id, root=root)
