@@ -16,7 +16,7 @@ upstreams:
   - {name: remote, url: https://tools.example.com/mcp, headers: {X-Team: payments}}
 trusted_keys: {k_2026_01: "<base64 raw Ed25519 public key>"}
 approvals: {poll_wait_seconds: 25, progress_interval_seconds: 5, max_wait_seconds: 900}
-hook: {approval_wait_seconds: 50, on_approval_timeout: ask, server: builtin}
+hook: {approval_wait_seconds: 50, on_approval_timeout: ask, server: claude-code}
 upload: {interval_seconds: 1.0, batch_size: 500}
 heartbeat: {interval_seconds: 15}
 ```
@@ -62,7 +62,7 @@ class ApprovalSettings:
 class HookSettings:
     approval_wait_seconds: float = 50.0  # stay inside the agent's hook timeout (Claude Code: 60 s default)
     on_approval_timeout: str = "ask"     # ask | deny: what the hook answers when the reviewer has not decided
-    server: str = "builtin"              # server name the agent's built-in tools (Bash, Edit, ...) map under
+    server: str = "claude-code"          # server name the agents' built-in tools (Bash, Edit, ...) map under
 
 
 @dataclass(frozen=True)

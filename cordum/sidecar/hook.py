@@ -13,9 +13,10 @@ Cursor hooks (stdin; `hook_event_name` says which):
 answer: {"permission": "allow|deny|ask", "user_message": "...", "agent_message": "..."}
 (beforeReadFile takes allow/deny only, so `ask` becomes `deny` there.)
 
-Built-in tools are evaluated as server `builtin` (hook.server in sidecar.yaml) with the agent's tool name
-(`Bash`, `Edit`, `Write`, `Read`, ...) and its input as arguments; Cursor's shell and file reads are mapped
-to `Bash {command, cwd}` and `Read {file_path}`, so one tool map governs both agents. MCP tools keep their
+Built-in tools are evaluated as server `claude-code` (hook.server in sidecar.yaml; the policy template's tool
+map uses that name) with the agent's tool name (`Bash`, `Edit`, `Write`, `Read`, ...) and its input as
+arguments; Cursor's shell commands and file reads are mapped to `Bash {command, cwd}` and `Read {file_path}`
+under the same server name, so one tool map governs both agents. MCP tools keep their
 server and tool names. Every event writes one evidence record to the spool, exactly like the proxy.
 A malformed event, or any internal error, is answered with deny (fail closed).
 """

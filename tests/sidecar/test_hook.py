@@ -134,8 +134,8 @@ def test_cursor_file_reads_and_mcp_calls_are_governed(tmp_path):
                    "--agent-format", "cursor")
     assert ask["permission"] == "ask"
     records = Spool(tmp_path / "spool.db").records()
-    assert [(r["server"], r["tool"]) for r in records] == [("builtin", "Read"), ("filesystem", "read_text_file"),
-                                                            ("builtin", "Bash")]
+    assert [(r["server"], r["tool"]) for r in records] == [("claude-code", "Read"),
+                                                            ("filesystem", "read_text_file"), ("claude-code", "Bash")]
     assert all("content" not in r["args"] for r in records)  # the file's content never enters evidence
 
 
@@ -148,3 +148,20 @@ def test_no_policy_means_deny(tmp_path, fmt):
         assert answer["permission"] == "deny" and "no policy configured" in answer["user_message"]
     else:
         assert decision_of(answer)[0] == "deny"
+
+
+TEMPLATE = POLICY.parents[3] / "policies_repo_template" / "safety.yaml"
+
+
+@pytest.mark.parametrize(("command", "expected"), [
+    ("git push origin main", "ask"),            # approve-git-push, offline: the person decides
+    ("terraform destroy -auto-approve", "deny"),
+    ("cat .env", "deny"),
+    ("ls -la", "deny"),                          # the template denies other shell commands by default
+])
+def test_the_policy_templates_tool_map_governs_claude_code_bash(tmp_path, command, expected):
+    answer = subprocess.run(
+        [PYTHON, "-m", "cordum.sidecar", "hook", "--bundle", str(TEMPLATE), "--spool", str(tmp_path / "s.db")],
+        input=json.dumps(claude("Bash", {"command": command})).encode(), capture_output=True, env=sidecar_env(),
+        timeout=60)
+    assert decision_of(json.loads(answer.stdout))[0] == expected
