@@ -51,3 +51,9 @@ def celery_worker(transactional_db):
     app.conf.task_always_eager = False
     with start_worker(app, perform_ping_check=False, pool="solo", loglevel="WARNING", shutdown_timeout=30) as worker:
         yield worker
+
+
+def pytest_collection_modifyitems(config, items):
+    """Browser tests last: Playwright's sync API keeps an event loop in the main thread for the session,
+    which would break later tests that call asyncio.run()."""
+    items.sort(key=lambda item: "tests/browser/" in str(item.path))
