@@ -178,6 +178,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Policy, evidence, approvals, simulation and rollout APIs for governed coding agents.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "ENUM_NAME_OVERRIDES": {
+        "SigningKeyStatusEnum": "cordum.policies.choices.KeyStatus",
+        "SimulationStatusEnum": "cordum.simulation.choices.SimulationStatus",
+        "ExportStatusEnum": "cordum.decisions.choices.ExportStatus",
+    },
     "SWAGGER_UI_DIST": "SIDECAR",  # served locally: no CDN
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }

@@ -17,6 +17,7 @@ from cordum.common.notify import wait_for
 from cordum.policies import selectors, services
 from cordum.policies.api import serializers as s
 from cordum.policies.choices import KeyStatus
+from cordum.policies.models import PolicyRepository, PolicyVersion, SigningKey
 
 READ = Perm.VIEW_POLICIES
 WRITE = Perm.MANAGE_ORG
@@ -30,6 +31,7 @@ class PolicyRepositoryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, 
     permission_classes = [HasOrgPermission]
     required_perms = READ_WRITE
     serializer_class = s.PolicyRepositorySerializer
+    queryset = PolicyRepository.objects.none()  # for the schema; get_queryset scopes to the organisation
 
     def get_queryset(self):
         return selectors.repository_list(organization=self.organization)
@@ -85,6 +87,7 @@ class PolicyRepositoryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, 
 class PolicyVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     permission_classes = [HasOrgPermission]
     required_perm = READ
+    queryset = PolicyVersion.objects.none()
 
     def get_serializer_class(self):
         return s.PolicyVersionDetailSerializer if self.action == "retrieve" else s.PolicyVersionSerializer
@@ -107,6 +110,7 @@ class SigningKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     permission_classes = [HasOrgPermission]
     required_perms = READ_WRITE
     serializer_class = s.SigningKeySerializer
+    queryset = SigningKey.objects.none()
 
     def get_queryset(self):
         return selectors.signing_key_list(organization=self.organization)
