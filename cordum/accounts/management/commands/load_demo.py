@@ -25,6 +25,9 @@ class Command(BaseCommand):
                 continue
             self.stdout.write(f"demo: {app} …")
             module.load(ctx)
+        from cordum.accounts.demo_sidecars import DEMO_SIDECARS, write_configs
+
+        configs = write_configs(ctx)
         # Tokens for the demo's sidecars: local file readable only by this user.
         tokens_file = Path(settings.STATE_DIR) / "demo-agent-tokens.json"
         tokens_file.write_text(json.dumps(ctx.get("agent_tokens", {}), indent=2))
@@ -36,3 +39,5 @@ class Command(BaseCommand):
         for username, _email, role, teams in DEMO_USERS:
             self.stdout.write(f"  {username:<8} {role:<14} {', '.join(teams)}")
         self.stdout.write(f"Agent tokens for the demo sidecars: {tokens_file}")
+        for (agent, port), config in zip(DEMO_SIDECARS, configs, strict=True):
+            self.stdout.write(f"Sidecar for {agent}: http://127.0.0.1:{port}/mcp ({config})")
