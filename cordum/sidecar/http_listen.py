@@ -1,0 +1,180 @@
+"""The agent-facing side over streamable HTTP (`listen: http://127.0.0.1:8765/mcp`).
+
+Each MCP session (Mcp-Session-Id) gets the mcp SDK's `StreamableHTTPServerTransport`, its own upstream
+connections (stdio upstreams are spawned per session, as an agent launching them directly would) and its own
+`Relay`, so enforcement and evidence are exactly those of the stdio path. Messages are converted between the
+SDK's `SessionMessage` and JSON bytes at this edge only. Progress notifications are routed to the SSE stream
+of the request that asked for them (by progressToken), so an agent waiting on a held call sees them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+from urllib.parse import urlparse
+from uuid import uuid4
+
+import orjson
+
+from cordum.sidecar.config import SidecarConfig
+from cordum.sidecar.proxy import Relay
+from cordum.sidecar.runtime import Services, build_services, new_session_id
+from cordum.sidecar.transports import make_upstream
+
+log = logging.getLogger("cordum.sidecar.http")
+
+
+class HttpSession:
+    def __init__(self, svc: Services, cfg: SidecarConfig, security) -> None:
+        from mcp.server.streamable_http import StreamableHTTPServerTransport
+
+        self.id = uuid4().hex
+        self.transport = StreamableHTTPServerTransport(mcp_session_id=self.id, security_settings=security,
+                                                       idle_timeout=1800)
+        self.svc = svc
+        self.cfg = cfg
+        self.ready = asyncio.Event()
+        self.task: asyncio.Task | None = None
+        self.failed: BaseException | None = None
+        self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self._progress_requests: dict[Any, Any] = {}  # progressToken -> agent request id
+
+    def send_agent(self, data: bytes) -> None:
+        self._outbox.put_nowait(data)
+
+    async def run(self) -> None:
+        import anyio
+        import mcp_types
+        from mcp.shared.message import ServerMessageMetadata, SessionMessage
+
+        upstreams = [make_upstream(u) for u in self.cfg.upstreams]
+        relay = Relay(upstreams=upstreams, enforcer=self.svc.enforcer, send_agent=self.send_agent,
+                      session_id=new_session_id(), approvals=self.svc.approvals)
+        try:
+            async with self.transport.connect() as (read, write):
+                for up in upstreams:
+                    await up.start(relay.on_upstream_line)
+                self.ready.set()
+                log.info("http session opened", extra={"mcp_session": self.id, "session_id": relay.session_id})
+
+                async def pump_out() -> None:
+                    while True:
+                        data = await self._outbox.get()
+                        msg = mcp_types.jsonrpc_message_adapter.validate_json(data, by_name=False)
+                        raw = orjson.loads(data)
+                        meta = None
+                        if raw.get("method") == "notifications/progress":
+                            token = (raw.get("params") or {}).get("progressToken")
+                            related = self._progress_requests.get(token)
+                            if related is not None:
+                                meta = ServerMessageMetadata(related_request_id=related)
+                        elif "method" not in raw:
+                            for token, rid in list(self._progress_requests.items()):
+                                if rid == raw.get("id"):
+                                    del self._progress_requests[token]
+                        await write.send(SessionMessage(msg, metadata=meta))
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(pump_out)
+                    scope = self.transport.idle_scope or anyio.CancelScope()
+                    with scope, contextlib.suppress(anyio.ClosedResourceError, anyio.EndOfStream):
+                        async for item in read:  # ends when the agent deletes the session or it idles out
+                            if isinstance(item, Exception):
+                                continue
+                            data = item.message.model_dump_json(by_alias=True, exclude_unset=True).encode()
+                            raw = orjson.loads(data)
+                            token = ((raw.get("params") or {}).get("_meta") or {}).get("progressToken") \
+                                if isinstance(raw, dict) else None
+                            if token is not None and "id" in raw:
+                                self._progress_requests[token] = raw["id"]
+                            relay.on_agent_line(data)
+                    tg.cancel_scope.cancel()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.failed = exc
+            log.exception("http session failed", extra={"mcp_session": self.id})
+        finally:
+            self.ready.set()
+            for up in upstreams:
+                with contextlib.suppress(Exception):
+                    await up.close()
+            log.info("http session closed", extra={"mcp_session": self.id})
+
+
+async def run_http(cfg: SidecarConfig, *, local_bundle: str | None = None) -> int:
+    import uvicorn
+    from mcp.server.transport_security import TransportSecuritySettings
+    from starlette.responses import JSONResponse
+
+    url = urlparse(cfg.listen)
+    host, port, path = url.hostname or "127.0.0.1", url.port or 8765, url.path or "/mcp"
+    security = TransportSecuritySettings(enable_dns_rebinding_protection=True,
+                                         allowed_hosts=[f"{host}:{port}", f"127.0.0.1:{port}", f"localhost:{port}"],
+                                         allowed_origins=[f"http://{host}:{port}", f"http://127.0.0.1:{port}",
+                                                          f"http://localhost:{port}"])
+    svc = await build_services(cfg, local_bundle=local_bundle)
+    sessions: dict[str, HttpSession] = {}
+
+    async def app(scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http" or scope["path"].rstrip("/") != path.rstrip("/"):
+            await JSONResponse({"message": "not found"}, status_code=404)(scope, receive, send)
+            return
+        headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
+        sid = headers.get("mcp-session-id")
+        if sid is not None:
+            session = sessions.get(sid)
+            if session is None:
+                await JSONResponse({"jsonrpc": "2.0", "id": None, "error": {"code": -32600,
+                                    "message": "Session not found"}}, status_code=404)(scope, receive, send)
+                return
+            await session.transport.handle_request(scope, receive, send)
+            if session.transport.is_terminated:
+                sessions.pop(sid, None)
+            return
+        session = HttpSession(svc, cfg, security)
+        sessions[session.id] = session
+
+        def done(task: asyncio.Task, sid: str = session.id) -> None:
+            sessions.pop(sid, None)
+
+        session.task = asyncio.create_task(session.run(), name=f"http-session-{session.id}")
+        session.task.add_done_callback(done)
+        await session.ready.wait()
+        if session.failed is not None:
+            await JSONResponse({"jsonrpc": "2.0", "id": None, "error": {"code": -32603,
+                                "message": f"Cordum sidecar: {session.failed}"}}, status_code=502)(scope, receive, send)
+            return
+        await session.transport.handle_request(scope, receive, send)
+
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    log.info("sidecar listening", extra={"url": f"http://{host}:{port}{path}", "sidecar_id": svc.enforcer.sidecar_id})
+    try:
+        await server.serve()
+    finally:
+        for session in list(sessions.values()):
+            with contextlib.suppress(Exception):
+                await session.transport.terminate()
+            if session.task:
+                session.task.cancel()
+                with contextlib.suppress(BaseException):
+                    await session.task
+        await svc.close()
+    return 0
