@@ -13,7 +13,16 @@ import pytest
 
 from cordum.sidecar.spool import Spool
 
-from .conftest import DATA, POLICY, fs_direct_params, mcp_session, sidecar_env, sidecar_params, text_of, write_config
+from .conftest import (
+    DATA,
+    POLICY,
+    fs_direct_params,
+    mcp_session,
+    sidecar_env,
+    sidecar_params,
+    text_of,
+    write_config,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
