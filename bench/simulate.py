@@ -169,13 +169,17 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
     parser.add_argument("--skip-limits", action="store_true")
+    parser.add_argument("--reuse", action="store_true", help="reuse a database kept by --keep (skip the load)")
     args = parser.parse_args()
 
     url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
     name, bench_url, admin_url = bench_database(url)
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        reuse = bool(args.reuse and exists)
+        if not reuse:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"')
     os.environ["DATABASE_URL"] = bench_url
     os.environ.pop("REDIS_URL", None)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cordum.settings")
@@ -191,12 +195,16 @@ def main() -> int:
         from cordum.accounts.models import Organization
         from cordum.simulation import services
 
-        org = Organization.objects.create(name="Bench", slug="bench")
         baseline, candidate, candidate_yaml, limited_yaml = policies()
-        t0 = time.perf_counter()
-        distinct = load_rows(args.rows, org.pk, baseline)
-        load_s = time.perf_counter() - t0
-        print(f"loaded {args.rows:,} recorded calls ({distinct:,} distinct signatures) with COPY in {load_s:.1f} s")
+        if reuse:
+            org = Organization.objects.get(slug="bench")
+            print("reusing the recorded calls of the kept bench database")
+        else:
+            org = Organization.objects.create(name="Bench", slug="bench")
+            t0 = time.perf_counter()
+            distinct = load_rows(args.rows, org.pk, baseline)
+            load_s = time.perf_counter() - t0
+            print(f"loaded {args.rows:,} recorded calls ({distinct:,} distinct signatures) with COPY in {load_s:.1f} s")
 
         sim = services.simulation_create(organization=org, user=None, policy_yaml=candidate_yaml, enqueue=False)
         t0 = time.perf_counter()
@@ -233,7 +241,7 @@ def main() -> int:
         return 0 if agree else 1
     finally:
         connection.close()
-        if not args.keep:
+        if not (args.keep or args.reuse):
             with psycopg.connect(admin_url, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

@@ -17,10 +17,12 @@ runs per call. Without limits the grouped path is exact.
 policy's decision for the same call (to isolate what the candidate changes from drift between
 the versions that made the recorded decisions).
 
-Sample records: for each (signature, recorded decision, UTC day) group its smallest and largest decision
-id (uuid7: its first and last call) are candidates, and each report group keeps the smallest few of those;
-in call-order mode every call's id is a candidate. Plain min/max aggregates keep the SQL a hash aggregate,
-and the in-memory path applies exactly the same rule, so the CLI and the web show the same samples.
+Sample records: a sample key is the record's chain position `seq` (in the evidence export; without it,
+its line number). For each (signature, recorded decision, UTC day) group, its first and last record are
+candidates, and each report group keeps the earliest few of those; in call-order mode every call is a
+candidate. Plain integer min/max aggregates keep the SQL a cheap hash aggregate, and the in-memory path
+applies exactly the same rule, so the CLI and the web show the same samples. `report(resolve=...)` turns
+sample keys into decision ids.
 """
 
 from __future__ import annotations
@@ -133,7 +135,7 @@ class _Eval:
         self.matched = tuple(dict.fromkeys((*(getattr(obj, "matched", None) or ()), *_shadow_rules(obj))))
 
 
-def _merge_samples(current: list[str], new: Iterable[str], limit: int) -> list[str]:
+def _merge_samples(current: list, new: list, limit: int) -> list:
     if not new:
         return current
     return heapq.nsmallest(limit, set(current).union(new))
@@ -197,6 +199,11 @@ class Replay:
         return cached
 
     @property
+    def evaluated(self) -> dict:
+        """Signatures evaluated so far (read-only use)."""
+        return self._cache
+
+    @property
     def distinct_signatures(self) -> int:
         return len(self._cache)
 
@@ -209,7 +216,7 @@ class Replay:
         recorded: str,
         day: str,
         count: int,
-        samples: Iterable[str] = (),
+        samples: Iterable = (),
     ) -> None:
         """A group of `count` identical calls recorded with decision `recorded` on `day` (stateless path)."""
         cand, base = self.evaluations_for(sig, args)
@@ -224,7 +231,7 @@ class Replay:
         recorded: str,
         session_id: str,
         timestamp: dt.datetime | str | float,
-        decision_id: str,
+        sample: Any,
     ) -> None:
         """One call, fed in (session_id, timestamp) order, with limits replayed by the engine's tracker.
 
@@ -247,7 +254,7 @@ class Replay:
                     before = blimited.decision
         else:
             before = recorded
-        self._tally(sig, before, after, rule, matched, _epoch_day(now), 1, (decision_id,) if decision_id else ())
+        self._tally(sig, before, after, rule, matched, _epoch_day(now), 1, (sample,) if sample is not None else ())
 
     def _tally(self, sig, before, after, rule, matched, day, count, samples) -> None:
         if before not in RANK:
@@ -292,7 +299,24 @@ class Replay:
         c["samples"] = _merge_samples(c["samples"], samples, limit)
 
     # --- the report -------------------------------------------------------------------------------
-    def report(self) -> dict:
+    def sample_keys(self) -> set:
+        keys: set = set()
+        for groups in (self.by_rule, self.by_agent, self.changed):
+            for g in groups.values():
+                keys.update(g["samples"])
+        return keys
+
+    def report(self, *, resolve: Callable[[set], dict] | None = None) -> dict:
+        """The report. `resolve(keys) -> {key: decision_id}` names the samples (default: key[1] of a
+        (seq, decision_id) tuple, else str(key))."""
+        if resolve is None:
+            names = {k: (k[1] if isinstance(k, tuple) else str(k)) for k in self.sample_keys()}
+        else:
+            names = resolve(self.sample_keys())
+
+        def named(group: dict) -> dict:
+            return {**group, "samples": [names[k] for k in group["samples"] if k in names]}
+
         changed_total = sum(self.matrix[b][a] for b in DECISIONS for a in DECISIONS if a != b)
         newly = {a: sum(self.matrix[b][a] for b in DECISIONS if b != a) for a in DECISIONS}
         tightened = sum(self.matrix[b][a] for b in DECISIONS for a in DECISIONS if RANK[a] > RANK[b])
@@ -306,16 +330,17 @@ class Replay:
         days = sorted(self.per_day)
         per_day = [{"day": d, **self.per_day[d]} for d in days]
         n_days = max(len(days), 1)
-        by_rule = sorted(self.by_rule.values(), key=lambda g: (-g["count"], g["rule"], g["before"], g["after"]))
+        by_rule = sorted((named(g) for g in self.by_rule.values()),
+                         key=lambda g: (-g["count"], g["rule"], g["before"], g["after"]))
         by_agent = sorted(
             (
-                {**a, "transitions": dict(sorted(a["transitions"].items()))}
+                named({**a, "transitions": dict(sorted(a["transitions"].items()))})
                 for a in self.by_agent.values()
             ),
             key=lambda g: (-g["count"], g["agent"], g["team"]),
         )
         changed = sorted(
-            self.changed.values(),
+            (named(c) for c in self.changed.values()),
             key=lambda c: (-c["count"], c["server"], c["tool"], c["agent"], c["team"], c["environment"],
                            c["args_digest"], c["before"], c["after"], c["rule"]),
         )
@@ -355,9 +380,15 @@ class Replay:
 
 # --- in-memory feeding (the CLI): the same grouping the SQL path does -----------------------------
 def _decision_records(records: Iterable[dict]) -> Iterator[dict]:
-    for record in records:
+    for line, record in enumerate(records, 1):
         if record.get("record_type", "decision") == "decision":
-            yield record
+            yield record if "seq" in record else {**record, "_line": line}
+
+
+def _sample_key(record: dict) -> tuple[int, str]:
+    """(seq, decision_id): the chain position orders samples exactly as the database does."""
+    seq = record.get("seq")
+    return (int(seq) if seq is not None else record["_line"], record.get("decision_id") or "")
 
 
 def simulate_records(
@@ -371,19 +402,19 @@ def simulate_records(
     """Replay evidence-export records (dicts) and return the report.
 
     Without limits: records are grouped by (signature, recorded decision, day), as the SQL path does.
-    With limits: records are sorted by (session_id, timestamp, decision_id) and fed one by one.
+    With limits: records are sorted by (session_id, timestamp, seq) and fed one by one.
     """
     replay = Replay(candidate, baseline=baseline, samples_per_group=samples_per_group)
     seen = 0
     if replay.needs_call_order:
         rows = sorted(
             _decision_records(records),
-            key=lambda r: (r.get("session_id") or "", _parse_ts(r["timestamp"]), r.get("decision_id") or ""),
+            key=lambda r: (r.get("session_id") or "", _parse_ts(r["timestamp"]), _sample_key(r)),
         )
         for r in rows:
             replay.add_call(
                 sig=record_signature(r), args=lambda r=r: _args_of(r), recorded=r.get("decision") or "",
-                session_id=r.get("session_id") or "", timestamp=r["timestamp"], decision_id=r.get("decision_id") or "",
+                session_id=r.get("session_id") or "", timestamp=r["timestamp"], sample=_sample_key(r),
             )
             seen += 1
             if on_progress and seen % 10000 == 0:
@@ -393,17 +424,17 @@ def simulate_records(
         for r in _decision_records(records):
             key = (record_signature(r), r.get("decision") or "", record_day(r))
             g = groups.get(key)
-            rid = r.get("decision_id") or ""
+            sample = _sample_key(r)
             if g is None:
-                g = groups[key] = [r, 0, rid, rid]
+                g = groups[key] = [r, 0, sample, sample]
             g[1] += 1
-            if rid and (not g[2] or rid < g[2]):
-                g[2] = rid
-            if rid > g[3]:
-                g[3] = rid
+            if sample < g[2]:
+                g[2] = sample
+            if sample > g[3]:
+                g[3] = sample
         for (sig, recorded, day), (first, count, low, high) in groups.items():
             replay.add(sig=sig, args=lambda r=first: _args_of(r), recorded=recorded, day=day, count=count,
-                       samples=[s for s in {low, high} if s])
+                       samples=list({low, high}))
             seen += count
             if on_progress:
                 on_progress(seen)

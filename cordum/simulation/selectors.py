@@ -69,43 +69,56 @@ def evidence_window_count(*, window: Window) -> int:
 
 
 def evidence_signature_groups(*, window: Window) -> Iterator[tuple]:
-    """Rows of (server, tool, args_digest, agent, team, environment, decision, day, count, args, samples).
+    """Rows of (server, tool, args_digest, agent, team, environment, decision, day, count, any_id, first_seq,
+    last_seq): one per distinct call signature, recorded decision and UTC day.
 
-    One row per distinct call signature, recorded decision and UTC day; the args ride along as an aggregate
-    (identical args_digest means identical arguments). `samples` are the smallest and largest decision id of
-    the group: plain aggregates, so PostgreSQL can hash-aggregate (no ordered aggregate forcing a sort) and
-    the in-memory CLI path picks exactly the same ones.
+    Only integer aggregates: PostgreSQL hash-aggregates them cheaply (no text comparisons, no ordered
+    aggregate forcing a sort). `any_id` locates one record whose args stand for the signature (identical
+    args_digest means identical arguments; see `evidence_args`); first/last seq are the sample candidates.
     """
     where, params = window.where()
-    if connection.vendor == "postgresql":
-        sql = (
-            f"SELECT {SIGNATURE_COLUMNS}, decision, "  # noqa: S608 - constant identifiers, values are parameters
-            "(\"timestamp\" AT TIME ZONE 'UTC')::date AS day, count(*), min(args COLLATE \"C\"), "
-            "min(decision_id COLLATE \"C\"), max(decision_id COLLATE \"C\") "
-            f"FROM {_table()} WHERE {where} "
-            f"GROUP BY {SIGNATURE_COLUMNS}, decision, day"
-        )
-        with connection.cursor() as cursor:  # room for an in-memory hash aggregate of many signatures
-            cursor.execute(f"SET work_mem = '{GROUP_WORK_MEM}'")
-        try:
-            for row in _stream(sql, params):
-                yield (*row[:7], row[7].isoformat(), row[8], row[9], (row[10], row[11]))
-        finally:
-            with connection.cursor() as cursor:
-                cursor.execute("RESET work_mem")
-        return
+    day = '("timestamp" AT TIME ZONE \'UTC\')::date' if connection.vendor == "postgresql" else 'substr("timestamp", 1, 10)'
     sql = (
-        f"SELECT {SIGNATURE_COLUMNS}, decision, substr(\"timestamp\", 1, 10) AS day, count(*), min(args), "  # noqa: S608
-        f"min(decision_id), max(decision_id) FROM {_table()} WHERE {where} "
-        f"GROUP BY {SIGNATURE_COLUMNS}, decision, day"
+        f"SELECT {SIGNATURE_COLUMNS}, decision, {day} AS day, count(*), min(id), min(seq), max(seq) "  # noqa: S608
+        f"FROM {_table()} WHERE {where} GROUP BY {SIGNATURE_COLUMNS}, decision, day"
     )
-    for row in _stream(sql, params):
-        yield (*row[:10], (row[10], row[11]))
+    if connection.vendor != "postgresql":
+        yield from _stream(sql, params)
+        return
+    # The planner cannot know how few signatures there are (it assumes one group per row) and would sort
+    # a million wide rows; a hash aggregate over the few thousand real groups is what we want.
+    with connection.cursor() as cursor:
+        cursor.execute(f"SET work_mem = '{GROUP_WORK_MEM}'")
+        cursor.execute("SET enable_sort = off")
+    try:
+        for row in _stream(sql, params):
+            yield (*row[:7], row[7].isoformat(), *row[8:])
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET work_mem")
+            cursor.execute("RESET enable_sort")
+
+
+def evidence_args(*, organization_id: int, ids: list[int]) -> dict[int, str]:
+    """id -> args (canonical JSON text) for a batch of evidence records."""
+    if not ids:
+        return {}
+    rows = EvidenceRecord.objects.filter(organization_id=organization_id, id__in=ids).values_list("id", "args")
+    return dict(rows)
+
+
+def evidence_decision_ids(*, organization_id: int, seqs: set[int]) -> dict[int, str]:
+    """seq -> decision_id for sample records (one query on the organisation's chain index)."""
+    if not seqs:
+        return {}
+    rows = EvidenceRecord.objects.filter(organization_id=organization_id, seq__in=seqs).values_list(
+        "seq", "decision_id")
+    return dict(rows)
 
 
 def evidence_calls_in_session_order(*, window: Window) -> Iterator[tuple]:
-    """Rows of (server, tool, args_digest, agent, team, environment, decision, session_id, timestamp,
-    decision_id), ordered by session then time: the order the sidecar enforced limits in.
+    """Rows of (server, tool, args_digest, agent, team, environment, decision, session_id, timestamp, seq),
+    ordered by session then time: the order the sidecar enforced limits in.
 
     No args: callers evaluate each signature first from `evidence_signature_groups`. On PostgreSQL the
     timestamp comes as seconds since the epoch (cheap to load); on SQLite as its stored string.
@@ -113,8 +126,8 @@ def evidence_calls_in_session_order(*, window: Window) -> Iterator[tuple]:
     where, params = window.where()
     ts = 'extract(epoch FROM "timestamp")::float8' if connection.vendor == "postgresql" else '"timestamp"'
     sql = (
-        f"SELECT {SIGNATURE_COLUMNS}, decision, session_id, {ts}, decision_id "  # noqa: S608
-        f"FROM {_table()} WHERE {where} ORDER BY session_id, \"timestamp\", decision_id"
+        f"SELECT {SIGNATURE_COLUMNS}, decision, session_id, {ts}, seq "  # noqa: S608
+        f"FROM {_table()} WHERE {where} ORDER BY session_id, \"timestamp\", seq"
     )
     if connection.vendor != "postgresql":
         yield from _stream(sql, params)

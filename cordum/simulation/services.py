@@ -198,6 +198,31 @@ class _Progress:
         _publish(self.pk)
 
 
+def _batches(rows, size: int):
+    batch = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _signature_groups(replay, window):
+    """Stream the grouped rows in batches; evaluate each new signature once, fetching its args by id."""
+    for batch in _batches(selectors.evidence_signature_groups(window=window), selectors.FETCH_SIZE):
+        missing = {}
+        for row in batch:
+            sig = row[:6]
+            if sig not in replay.evaluated and sig not in missing:
+                missing[sig] = row[9]
+        args = selectors.evidence_args(organization_id=window.organization_id, ids=list(missing.values()))
+        for sig, record_id in missing.items():
+            replay.evaluations_for(sig, args.get(record_id) or "")
+        yield from batch
+
+
 def simulation_replay(*, simulation: Simulation, candidate: Any, baseline: Any = None,
                       progress: _Progress | None = None) -> dict:
     """Replay the window's recorded calls (grouped, or in session order when limits apply); the report."""
@@ -207,30 +232,27 @@ def simulation_replay(*, simulation: Simulation, candidate: Any, baseline: Any =
     window = selectors.Window.of(simulation)
     started = time.monotonic()
     if replay.needs_call_order:
-        # Pass 1: evaluate every distinct signature once (grouped in SQL, with its args).
-        groups = 0
-        for server, tool, digest, agent, team, env, *_rest, args, _samples in (
-            selectors.evidence_signature_groups(window=window)
-        ):
-            replay.evaluations_for((server, tool, digest, agent, team, env), args)
-            groups += 1
-        # Pass 2: every call in (session, time) order through the limits tracker; evaluations are cached.
-        for server, tool, digest, agent, team, env, decision, session, ts, decision_id in (
+        # Pass 1: evaluate every distinct signature once (grouped in SQL). Pass 2: every call in (session,
+        # time) order through the limits tracker, with the cached evaluations.
+        for _row in _signature_groups(replay, window):
+            pass
+        for server, tool, digest, agent, team, env, decision, session, ts, seq in (
             selectors.evidence_calls_in_session_order(window=window)
         ):
             replay.add_call(sig=(server, tool, digest, agent, team, env), args=None, recorded=decision,
-                            session_id=session, timestamp=ts, decision_id=decision_id)
+                            session_id=session, timestamp=ts, sample=seq)
             if progress:
                 progress.advance(1)
     else:
-        for server, tool, digest, agent, team, env, decision, day, count, args, samples in (
-            selectors.evidence_signature_groups(window=window)
+        for server, tool, digest, agent, team, env, decision, day, count, _id, first, last in (
+            _signature_groups(replay, window)
         ):
-            replay.add(sig=(server, tool, digest, agent, team, env), args=args, recorded=decision, day=day,
-                       count=count, samples=samples)
+            replay.add(sig=(server, tool, digest, agent, team, env), args=None, recorded=decision, day=day,
+                       count=count, samples=(first, last) if first != last else (first,))
             if progress:
                 progress.advance(count)
-    report = replay.report()
+    report = replay.report(resolve=lambda seqs: selectors.evidence_decision_ids(
+        organization_id=simulation.organization_id, seqs=seqs))
     report["run"] = {"seconds": round(time.monotonic() - started, 3), "evaluations": replay.evaluations,
                      "grouped": not replay.needs_call_order}
     return report
