@@ -2,7 +2,8 @@
 
 POST /api/v1/approvals opens a request, GET /api/v1/approvals/{id}?wait=N long-polls its state, and
 POST /api/v1/approvals/{id}/consume binds the approval to this exact call (args digest, session, tool) once.
-The call is forwarded only after consume answers 200. While waiting, `on_progress` is called every
+The call is forwarded only after consume answers 200. If the agent cancels the call while it waits,
+POST /api/v1/approvals/{id}/cancel withdraws the request. While waiting, `on_progress` is called every
 `progress_interval` seconds (the proxy turns that into MCP `notifications/progress` for the agent).
 Everything fails closed: a timeout, an unreachable control plane or an unexpected answer is a refusal.
 """
@@ -78,6 +79,9 @@ class ApprovalClient:
             progress_task = asyncio.create_task(self._progress(on_progress, approval_id, timeout_seconds))
         try:
             result = await self._wait(approval_id, deadline)
+        except asyncio.CancelledError:  # the agent gave up (notifications/cancelled) or the sidecar stops
+            await asyncio.shield(self._cancel(approval_id))
+            raise
         finally:
             if progress_task is not None:
                 progress_task.cancel()
@@ -95,6 +99,14 @@ class ApprovalClient:
             return ApprovalResult("error", approval_id, result.reviewer,
                                   detail=f"approval could not be consumed ({resp.status_code}: {_msg(resp)})")
         return result
+
+    async def _cancel(self, approval_id: str) -> None:
+        """Tell the control plane nobody waits for this request any more (best effort)."""
+        try:
+            await self.client.post(f"/api/v1/approvals/{approval_id}/cancel", timeout=5.0)
+            log.info("approval cancelled", extra={"approval_id": approval_id})
+        except httpx.HTTPError as exc:
+            log.warning("could not cancel approval", extra={"approval_id": approval_id, "error": str(exc)})
 
     async def _wait(self, approval_id: str, deadline: float) -> ApprovalResult:
         failures = 0

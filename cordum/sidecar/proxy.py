@@ -363,6 +363,17 @@ class Relay:
         else:
             self.enforcer.record_outcome(pending.verdict, "executed")
 
+    async def cancel_held(self) -> None:
+        """Shutdown: withdraw every approval still being waited for (recorded as cancelled)."""
+        tasks = list(self._held.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
     def upstream_closed(self, upstream: Any) -> None:
         """Answer every call still waiting on a dead upstream, and record it as failed."""
         for key in [k for k in self._calls if k[0] == upstream.name]:

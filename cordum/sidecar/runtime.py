@@ -207,6 +207,7 @@ async def run_stdio(cfg: SidecarConfig, *, local_bundle: str | None = None) -> i
         log.error("could not start an upstream", extra={"error": str(exc)})
         exit_code = 1
     finally:
+        await relay.cancel_held()
         await agent.flush()
         for up in upstreams:
             with contextlib.suppress(Exception):

@@ -117,6 +117,7 @@ class ControlPlane:
         self.approval_requests: list[dict] = []
         self.approval_changed = threading.Condition(self.lock)
         self.consumed: list[dict] = []
+        self.cancelled: list[str] = []
         self.auto_decide: tuple[str, str] | None = None  # (state, reviewer) applied to new approvals
         self.records_event = threading.Event()
         self.stopping = threading.Event()
@@ -138,6 +139,11 @@ class ControlPlane:
         with self.approval_changed:
             self.approvals[approval_id].update(state=state, reviewer=reviewer, comment=comment)
             self.approval_changed.notify_all()
+
+    def wait_for_cancel(self, timeout: float = 20.0) -> str:
+        with self.approval_changed:
+            assert self.approval_changed.wait_for(lambda: self.cancelled, timeout=timeout), "no cancel arrived"
+            return self.cancelled[0]
 
     def wait_for_approval_request(self, timeout: float = 20.0) -> dict:
         with self.approval_changed:
@@ -217,6 +223,13 @@ class ControlPlane:
                         cp.approval_requests.append(dict(body, id=approval_id))
                         cp.approval_changed.notify_all()
                     return self._json(201, {"id": approval_id, "state": "pending", "expires_at": "2099-01-01T00:00:00Z"})
+                if url.path.endswith("/cancel"):
+                    approval_id = url.path.split("/")[-2]
+                    with cp.approval_changed:
+                        cp.approvals[approval_id]["state"] = "cancelled"
+                        cp.cancelled.append(approval_id)
+                        cp.approval_changed.notify_all()
+                    return self._json(200, dict(cp.approvals[approval_id]))
                 if url.path.endswith("/consume"):
                     approval_id = url.path.split("/")[-2]
                     with cp.lock:

@@ -99,6 +99,23 @@ async def test_a_call_the_reviewer_denies_is_refused_with_who_and_why(staged_rep
     assert control_plane.stored[request["decision_id"]]["outcome"] == "denied"
 
 
+async def test_an_agent_that_cancels_a_held_call_withdraws_the_approval_request(staged_repo, tmp_path,
+                                                                               control_plane):
+    params = _setup(tmp_path, staged_repo, control_plane.url, control_plane)
+    async with mcp_session(params) as s:
+        async with anyio.create_task_group() as tg:
+            async def call():
+                await s.call_tool("git_commit", {"repo_path": str(staged_repo), "message": "never"})
+
+            tg.start_soon(call)
+            request = await anyio.to_thread.run_sync(control_plane.wait_for_approval_request)
+            tg.cancel_scope.cancel()  # the SDK sends notifications/cancelled for the request
+        assert await anyio.to_thread.run_sync(control_plane.wait_for_cancel) == request["id"]
+        # the session is still usable and the call was never forwarded
+        assert not (await s.call_tool("git_log", {"repo_path": str(staged_repo)})).is_error
+    assert _commits(staged_repo) == 1 and control_plane.consumed == []
+
+
 async def test_no_answer_before_the_timeout_refuses_the_call(staged_repo, tmp_path, control_plane):
     params = _setup(tmp_path, staged_repo, control_plane.url, control_plane, max_wait_seconds=1.5)
     async with mcp_session(params) as s:
