@@ -208,8 +208,8 @@ class Relay:
                 result = await self.approvals.request_and_wait(payload, timeout_seconds=timeout,
                                                                on_progress=on_progress)
         except asyncio.CancelledError:
-            self.enforcer.record_outcome(verdict, "cancelled", in_decision=False)
-            self.enforcer.record_outcome(verdict, "denied", comment="cancelled by the agent")
+            self.enforcer.record_outcome(verdict, "cancelled", comment="the agent cancelled the call while it waited",
+                                         in_decision=False)
             return
         finally:
             self._held.pop(req_id, None)

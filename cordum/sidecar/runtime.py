@@ -64,6 +64,9 @@ class Services:
         if self.uploader is not None and drain_seconds > 0:
             with contextlib.suppress(Exception):
                 await self.uploader.drain(deadline=time.monotonic() + drain_seconds)
+            if self.heartbeat is not None:  # a last beat: the fleet view sees the final spool depth
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.heartbeat.beat(), timeout=2.0)
         if self.bundle_client is not None:
             with contextlib.suppress(Exception):
                 await self.bundle_client.aclose()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -90,4 +89,9 @@ def test_kill_9_during_an_outage_then_restart_uploads_every_record_exactly_once(
     assert sorted(r[1] for r in rows) == ["allow"] * 6 + ["deny"]
     assert Counter(r[3] for r in rows) == {"executed": 6, "blocked": 1}
     assert len(sidecar_pids(log_path)) == 2
-    json.dumps(rows)  # plain values
+
+    from cordum.rollouts.models import SidecarInstance  # the heartbeat reached the fleet view
+
+    fleet = SidecarInstance.objects.get(agent=_agent)
+    assert (fleet.bundle_version, fleet.bundle_sequence, fleet.spool_depth) == ("v1.0.0@3f2c1ab", 1, 0)
+    assert fleet.last_upload_at is not None
