@@ -78,3 +78,16 @@ def test_two_reports_compare_side_by_side(author, sim_org, versions, recorded):
     html = author.get(reverse("simulation:compare") + f"?a={a.pk}&b={b.pk}").content.decode()
     assert 'id="compare-table"' in html
     assert "Newly denied" in html and "-5" in html
+
+
+def test_the_version_review_page_offers_simulate_this_commit_to_authors(author, versions):
+    html = author.get(reverse("policies:version_detail", args=[versions["candidate"].pk])).content.decode()
+    assert f'href="{reverse("simulation:create")}?version={versions["candidate"].pk}"' in html
+    form = author.get(reverse("simulation:create") + f"?version={versions['candidate'].pk}").content.decode()
+    assert f'<option value="{versions["candidate"].pk}" selected>' in form
+
+
+def test_the_version_review_page_has_no_simulate_button_for_auditors(member_client, versions):
+    auditor = member_client(Role.AUDITOR)
+    html = auditor.get(reverse("policies:version_detail", args=[versions["candidate"].pk])).content.decode()
+    assert "Simulate this commit" not in html
