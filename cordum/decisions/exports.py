@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from cordum.common import notify
 from cordum.decisions.choices import ExportFormat, ExportStatus
 from cordum.decisions.filters import apply_filters, parse_filters
 from cordum.decisions.models import EvidenceRecord, ExportJob
@@ -113,5 +114,7 @@ def export_job_run(*, job_id: int) -> None:
     except Exception as exc:
         ExportJob.objects.filter(pk=job.pk).update(status=ExportStatus.FAILED, error=str(exc)[:2000],
                                                    finished_at=timezone.now())
+        notify.publish(f"evidence-export:{job.pk}")
         raise
     ExportJob.objects.filter(pk=job.pk).update(status=ExportStatus.DONE, finished_at=timezone.now())
+    notify.publish(f"evidence-export:{job.pk}")

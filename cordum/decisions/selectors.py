@@ -134,16 +134,16 @@ def chain_neighbours(*, record: EvidenceRecord) -> dict:
 
 def session_timeline(*, membership: Membership, session_id: str) -> list[dict]:
     """Everything one agent session did, in order, with the gap to the next call and outcome durations."""
-    records = list(
-        evidence_visible(membership=membership).filter(session_id=session_id).order_by("timestamp", "seq")
+    visible = evidence_visible(membership=membership)
+    decisions = list(
+        visible.filter(session_id=session_id, record_type=RecordType.DECISION).order_by("timestamp", "seq")
     )
+    # Outcome records uploaded later by the sidecar carry no session id: link them by decision_id.
     outcomes: dict[str, list[EvidenceRecord]] = {}
-    decisions = []
-    for r in records:
-        if r.record_type == RecordType.OUTCOME:
+    ids = [r.decision_id for r in decisions]
+    for start in range(0, len(ids), 1000):
+        for r in visible.filter(record_type=RecordType.OUTCOME, decision_id__in=ids[start:start + 1000]).order_by("seq"):
             outcomes.setdefault(r.decision_id, []).append(r)
-        else:
-            decisions.append(r)
     timeline = []
     start = decisions[0].timestamp if decisions else None
     for index, r in enumerate(decisions):

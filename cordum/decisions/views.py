@@ -4,6 +4,7 @@ Visibility is enforced in `selectors.evidence_visible` (every view goes through 
 see every team, anyone else with `view_own_team` only the teams of their membership.
 """
 
+import orjson
 from django.contrib import messages
 from django.http import FileResponse, Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -73,7 +74,9 @@ class RecordView(RoleRequiredMixin, View):
         document = record_document({c: getattr(record, c) for c in storage.COLUMNS})
         link_ok = chain_hash(record.prev_hash, document) == record.hash
         return render(request, "decisions/record.html", {
-            "record": record, "data": selectors.evidence_as_dict(record),
+            "record": record,
+            "data": {k: orjson.dumps(v).decode() if isinstance(v, list | dict) else v
+                     for k, v in selectors.evidence_as_dict(record).items()},
             "linked": selectors.evidence_linked(membership=self.membership, record=record),
             "chain": selectors.chain_neighbours(record=record), "link_ok": link_ok,
         })

@@ -42,3 +42,31 @@ def wait_until_ingested(*, organization, expected: int, timeout: float = 30):
     drained = notify.wait_for(f"evidence:{organization.pk}", timeout, lambda: not IngestBatch.objects.exists())
     assert drained, "the worker did not drain the queue"
     assert EvidenceRecord.objects.count() == expected
+
+
+def test_background_export_job_reports_progress_and_matches_the_explorer_count(org_setup, celery_worker, settings,
+                                                                            tmp_path):
+    from django.test import Client
+
+    from cordum.decisions import services
+    from cordum.decisions.models import ExportJob
+
+    settings.STATE_DIR = tmp_path
+    records = [make_decision(n=i, decision="deny" if i % 4 == 0 else "allow") for i in range(4100)]
+    services.evidence_append(organization=org_setup["org"], records=records, agent=org_setup["pay_agent"])
+    client = Client()
+    client.force_login(org_setup["auditor"].user)
+    page = client.get("/evidence/?decision=allow").content.decode()
+    count = int(page.split('id="evidence-count">')[1].split("<")[0])
+    response = client.post("/evidence/exports/", {"decision": "allow", "format": "csv"})
+    job = ExportJob.objects.get()
+    assert response.status_code == 302 and response["Location"] == f"/evidence/exports/{job.pk}/"
+    finished = notify.wait_for(f"evidence-export:{job.pk}", 60,
+                               lambda: ExportJob.objects.filter(pk=job.pk, status__in=["done", "failed"]).exists())
+    assert finished
+    job.refresh_from_db()
+    assert (job.status, job.total, job.done, job.percent) == ("done", count, count, 100)
+    progress = client.get(f"/evidence/exports/{job.pk}/", HTTP_HX_REQUEST="true").content.decode()
+    assert "hx-trigger" not in progress and "Download" in progress
+    body = b"".join(client.get(f"/evidence/exports/{job.pk}/download/").streaming_content).decode()
+    assert len(body.strip().splitlines()) == count + 1  # header + rows
