@@ -1,10 +1,14 @@
 """Sidecar overhead: tools/call round trip through `cordum-sidecar` vs directly to the same MCP server.
 
 Upstream: the real @modelcontextprotocol/server-filesystem (node), tool `read_text_file` on a small file.
-Both paths are measured in the same run, interleaved call by call, with a minimal newline-JSON client (so the
-client's own cost is the same on both sides and small). The sidecar path includes the policy decision, the
-SQLite spool write (WAL, committed before forwarding) and the outcome update. Prints p50/p99 for each path,
-the p50/p99 added, and the sidecar process's RSS.
+All paths are measured in the same run, interleaved call by call, with a minimal newline-JSON client (so the
+client's own cost is the same on every path and small):
+  - direct: the client talks to the server itself (the baseline);
+  - plain relay: a 25-line asyncio + orjson newline-JSON relay with no policy and no evidence (what any
+    stdio proxy costs on this machine: two extra pipe hops and a parse);
+  - cordum-sidecar: the real sidecar, including the policy decision, the SQLite spool write (WAL, committed
+    before forwarding) and the outcome update.
+Prints p50/p99 per path, what each adds over direct, and the sidecar process's RSS.
 
     .venv/bin/python bench/sidecar_overhead.py [--calls 3000]
 """
@@ -66,6 +70,29 @@ class RawClient:
             self.proc.kill()
 
 
+PLAIN_RELAY = r"""
+import asyncio, sys, orjson
+async def main():
+    loop = asyncio.get_running_loop()
+    proc = await asyncio.create_subprocess_exec(*sys.argv[1:], stdin=-1, stdout=-1, limit=1 << 26)
+    reader = asyncio.StreamReader(limit=1 << 26)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
+    out, _ = await loop.connect_write_pipe(asyncio.Protocol, sys.stdout.buffer)
+    async def up():
+        while line := await proc.stdout.readline():
+            orjson.loads(line)
+            out.write(line)
+    task = asyncio.create_task(up())
+    while line := await reader.readline():
+        orjson.loads(line)
+        proc.stdin.write(line)
+    proc.stdin.close()
+    await proc.wait()
+    task.cancel()
+asyncio.run(main())
+"""
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -90,37 +117,41 @@ async def main(calls: int, warmup: int) -> None:
         direct = RawClient([str(FS), str(proj)], cwd=str(proj))
         sidecar = RawClient([sys.executable, "-m", "cordum.sidecar", "run", "--bundle", str(POLICY), "--spool",
                              str(Path(tmp) / "spool.db"), "--", str(FS), str(proj)], cwd=str(proj), env=env)
-        await direct.start()
-        await sidecar.start()
+        relay = RawClient([sys.executable, "-c", PLAIN_RELAY, str(FS), str(proj)], cwd=str(proj))
+        for c in (direct, relay, sidecar):
+            await c.start()
         args = {"name": "read_text_file", "arguments": {"path": str(target)}}
         for _ in range(warmup):
-            await direct.request("tools/call", args)
-            await sidecar.request("tools/call", args)
-        t_direct, t_sidecar = [], []
+            for c in (direct, relay, sidecar):
+                await c.request("tools/call", args)
+        times: dict[str, list[float]] = {"direct": [], "relay": [], "sidecar": []}
+        results = {}
         for _ in range(calls):
-            t0 = time.perf_counter()
-            r1 = await direct.request("tools/call", args)
-            t1 = time.perf_counter()
-            r2 = await sidecar.request("tools/call", args)
-            t2 = time.perf_counter()
-            t_direct.append((t1 - t0) * 1000)
-            t_sidecar.append((t2 - t1) * 1000)
-        assert r1["result"] == r2["result"], "the sidecar changed the result"
+            for key, c in (("direct", direct), ("relay", relay), ("sidecar", sidecar)):
+                t0 = time.perf_counter()
+                results[key] = await c.request("tools/call", args)
+                times[key].append((time.perf_counter() - t0) * 1000)
+        assert results["direct"]["result"] == results["sidecar"]["result"], "the sidecar changed the result"
         rss = rss_mb(sidecar.proc.pid)
-        await direct.close()
-        await sidecar.close()
+        for c in (direct, relay, sidecar):
+            await c.close()
         from cordum.sidecar.spool import Spool
 
         spooled = Spool(Path(tmp) / "spool.db").depth()
 
-    d50, d99 = statistics.median(t_direct), pct(t_direct, 0.99)
-    s50, s99 = statistics.median(t_sidecar), pct(t_sidecar, 0.99)
-    print(f"sidecar overhead: server-filesystem read_text_file, {calls} calls each, interleaved, same run")
-    print(f"  {'path':<28}{'p50 ms':>10}{'p99 ms':>10}")
-    print(f"  {'direct (baseline)':<28}{d50:>10.3f}{d99:>10.3f}")
-    print(f"  {'through cordum-sidecar':<28}{s50:>10.3f}{s99:>10.3f}")
-    print(f"  {'added by the sidecar':<28}{s50 - d50:>10.3f}{s99 - d99:>10.3f}   (target: <= 0.300 ms p50)")
-    print(f"  sidecar RSS: {rss:.1f} MB (target <= 60 MB); evidence records spooled: {spooled}")
+    d50, d99 = statistics.median(times["direct"]), pct(times["direct"], 0.99)
+    print(f"sidecar overhead: server-filesystem read_text_file, {calls} calls per path, interleaved, same run")
+    print(f"  {'path':<34}{'p50 ms':>9}{'p99 ms':>9}{'+p50 ms':>10}{'+p99 ms':>10}")
+    for key, label in (("direct", "direct (baseline)"), ("relay", "plain orjson relay (no policy)"),
+                       ("sidecar", "through cordum-sidecar")):
+        p50, p99 = statistics.median(times[key]), pct(times[key], 0.99)
+        print(f"  {label:<34}{p50:>9.3f}{p99:>9.3f}{p50 - d50:>10.3f}{p99 - d99:>10.3f}")
+    s50 = statistics.median(times["sidecar"])
+    r50 = statistics.median(times["relay"])
+    print(f"  sidecar adds {s50 - d50:.3f} ms p50 over direct (target <= 0.300), of which "
+          f"{s50 - r50:.3f} ms over a plain relay (decision + spool + evidence)")
+    print(f"  sidecar RSS: {rss:.1f} MB (target <= 60 MB); evidence records spooled: {spooled}; "
+          f"load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":
