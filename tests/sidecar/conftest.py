@@ -121,6 +121,9 @@ class ControlPlane:
         self.auto_decide: tuple[str, str] | None = None  # (state, reviewer) applied to new approvals
         self.records_event = threading.Event()
         self.stopping = threading.Event()
+        self.bundle_changed = threading.Condition()
+        self.etags_seen: list[str | None] = []
+        self._published_at = 0
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -130,8 +133,31 @@ class ControlPlane:
         self.thread.start()
         return self
 
+    def etag(self) -> str | None:
+        if self.bundle is None:
+            return None
+        manifest = self.bundle["manifest"]
+        return f'"{manifest["content_sha256"]}-{manifest["sequence"]}"'
+
+    def publish(self, bundle: dict) -> None:
+        with self.bundle_changed:
+            self.bundle = bundle
+            self._published_at = len(self.etags_seen)
+            self.bundle_changed.notify_all()
+
+    def wait_for_sidecar_holding(self, bundle: dict, timeout: float = 30.0) -> None:
+        """Block until a sidecar long-polls with this bundle's ETag after it was published, i.e. it has fetched
+        it and either applied it or refused it."""
+        manifest = bundle["manifest"]
+        etag = f'"{manifest["content_sha256"]}-{manifest["sequence"]}"'
+        with self.bundle_changed:
+            ok = self.bundle_changed.wait_for(lambda: etag in self.etags_seen[self._published_at:], timeout)
+            assert ok, "the sidecar never fetched the bundle"
+
     def stop(self) -> None:
         self.stopping.set()
+        with self.bundle_changed:
+            self.bundle_changed.notify_all()
         self.server.shutdown()
         self.server.server_close()
 
@@ -175,14 +201,19 @@ class ControlPlane:
                 if url.path == "/api/v1/bundle":
                     if cp.bundle is None:
                         return self._json(404, {"message": "no valid policy has been published for this organisation"})
-                    manifest = cp.bundle["manifest"]
-                    etag = f'"{manifest["content_sha256"]}-{manifest["sequence"]}"'
-                    if self.headers.get("If-None-Match") == etag:  # long-poll: nothing newer
-                        cp.stopping.wait(float(parse_qs(url.query).get("wait", ["0"])[0]))
-                        self.send_response(304)
-                        self.end_headers()
-                        return None
-                    return self._json(200, cp.bundle)
+                    seen = self.headers.get("If-None-Match")
+                    with cp.bundle_changed:
+                        cp.etags_seen.append(seen)
+                        cp.bundle_changed.notify_all()
+                        if seen == cp.etag():  # long-poll: hold until a newer bundle is published
+                            wait = float(parse_qs(url.query).get("wait", ["0"])[0])
+                            cp.bundle_changed.wait_for(lambda: seen != cp.etag() or cp.stopping.is_set(), wait)
+                        if seen == cp.etag():
+                            self.send_response(304)
+                            self.end_headers()
+                            return None
+                        bundle = cp.bundle
+                    return self._json(200, bundle)
                 if url.path.startswith("/api/v1/approvals/"):
                     approval_id = url.path.rsplit("/", 1)[1]
                     wait = float(parse_qs(url.query).get("wait", ["0"])[0])
