@@ -19,8 +19,8 @@ the versions that made the recorded decisions).
 
 Sample records: a sample key is the record's chain position `seq` (in the evidence export; without it,
 its line number). For each (signature, recorded decision, UTC day) group, its first and last record are
-candidates, and each report group keeps the earliest few of those; in call-order mode every call is a
-candidate. Plain integer min/max aggregates keep the SQL a cheap hash aggregate, and the in-memory path
+candidates, and each report group keeps the earliest few of those; in call-order mode the same holds per
+(signature, before, after, deciding rule, day) fold. Plain integer min/max aggregates keep the SQL a cheap hash aggregate, and the in-memory path
 applies exactly the same rule, so the CLI and the web show the same samples. `report(resolve=...)` turns
 sample keys into decision ids.
 """
@@ -167,6 +167,9 @@ class Replay:
             self._trackers["candidate"] = LimitsTracker(candidate)
             if baseline is not None:
                 self._trackers["baseline"] = LimitsTracker(baseline)
+        self._candidate_tracker = self._trackers.get("candidate")
+        self._baseline_tracker = self._trackers.get("baseline")
+        self._folds: dict[tuple, list] = {}
         self._cache: dict[Signature, tuple[_Eval, _Eval | None]] = {}
         self.evaluations = 0
         self.total = 0
@@ -229,32 +232,61 @@ class Replay:
         sig: Signature,
         args: Any,
         recorded: str,
-        session_id: str,
+        session_id: Any,
         timestamp: dt.datetime | str | float,
         sample: Any,
     ) -> None:
         """One call, fed in (session_id, timestamp) order, with limits replayed by the engine's tracker.
 
-        `timestamp` may be a datetime, an RFC 3339 string or seconds since the epoch (UTC).
+        `timestamp` may be a datetime, an RFC 3339 string or seconds since the epoch (UTC); `session_id`
+        any hashable that identifies the session. Calls are folded per (signature, before, after, deciding
+        rule, day), keeping that fold's first and last sample, and tallied when the report is made.
         """
-        cand, base = self.evaluations_for(sig, args)
-        now = float(timestamp) if isinstance(timestamp, int | float) else _parse_ts(timestamp).timestamp()
-        after, rule, matched = cand.decision, cand.rule, cand.matched
-        tracker = self._trackers.get("candidate")
-        if tracker is not None:
-            limited = tracker.check(session_id, cand.obj, now)
-            if limited is not None:
-                after, rule = limited.decision, limited.rule or DEFAULT_RULE
-        if base is not None:
-            before = base.decision
-            btracker = self._trackers.get("baseline")
-            if btracker is not None:
-                blimited = btracker.check(session_id, base.obj, now)
-                if blimited is not None:
-                    before = blimited.decision
-        else:
-            before = recorded
-        self._tally(sig, before, after, rule, matched, _epoch_day(now), 1, (sample,) if sample is not None else ())
+        self.evaluations_for(sig, args)
+        self.add_calls(((session_id, timestamp, sample, recorded, sig),))
+
+    def add_calls(self, rows: Iterable[tuple]) -> int:
+        """The hot loop of `add_call` for many calls: rows of (session, timestamp, sample, recorded, sig)
+        in (session, time) order, every signature already evaluated. Returns the number of rows."""
+        cache, folds, epoch_day = self._cache, self._folds, _epoch_day
+        tracker, btracker = self._candidate_tracker, self._baseline_tracker
+        n = 0
+        for session_id, timestamp, sample, recorded, sig in rows:
+            n += 1
+            cand, base = cache[sig]
+            now = timestamp if isinstance(timestamp, float) else (
+                float(timestamp) if isinstance(timestamp, int) else _parse_ts(timestamp).timestamp())
+            after, rule = cand.decision, cand.rule
+            if tracker is not None:
+                limited = tracker.check(session_id, cand.obj, now)
+                if limited is not None:
+                    after, rule = limited.decision, limited.rule or DEFAULT_RULE
+            if base is not None:
+                before = base.decision
+                if btracker is not None:
+                    blimited = btracker.check(session_id, base.obj, now)
+                    if blimited is not None:
+                        before = blimited.decision
+            else:
+                before = recorded
+            key = (sig, before, after, rule, epoch_day(now))
+            fold = folds.get(key)
+            if fold is None:
+                folds[key] = [1, sample, sample]
+            else:
+                fold[0] += 1
+                if sample < fold[1]:
+                    fold[1] = sample
+                elif sample > fold[2]:
+                    fold[2] = sample
+        return n
+
+    def _flush_folds(self) -> None:
+        folds, self._folds = self._folds, {}
+        for (sig, before, after, rule, day), (count, first, last) in folds.items():
+            cand, _base = self._cache[sig]
+            samples = () if first is None else ((first,) if first == last else (first, last))
+            self._tally(sig, before, after, rule, cand.matched, day, count, samples)
 
     def _tally(self, sig, before, after, rule, matched, day, count, samples) -> None:
         if before not in RANK:
@@ -300,6 +332,7 @@ class Replay:
 
     # --- the report -------------------------------------------------------------------------------
     def sample_keys(self) -> set:
+        self._flush_folds()
         keys: set = set()
         for groups in (self.by_rule, self.by_agent, self.changed):
             for g in groups.values():
@@ -309,6 +342,7 @@ class Replay:
     def report(self, *, resolve: Callable[[set], dict] | None = None) -> dict:
         """The report. `resolve(keys) -> {key: decision_id}` names the samples (default: key[1] of a
         (seq, decision_id) tuple, else str(key))."""
+        self._flush_folds()
         if resolve is None:
             names = {k: (k[1] if isinstance(k, tuple) else str(k)) for k in self.sample_keys()}
         else:

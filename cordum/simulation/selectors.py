@@ -19,6 +19,8 @@ from cordum.decisions.models import EvidenceRecord
 from cordum.simulation.models import Simulation
 
 FETCH_SIZE = 2000
+# A 64-bit hash of a call signature (PostgreSQL), so the per-call stream carries one bigint, not six strings.
+SIGNATURE_HASH = "hashtextextended(concat_ws(chr(31), server, tool, args_digest, agent_name, team_slug, environment), 0)"
 GROUP_WORK_MEM = "64MB"
 SIGNATURE_COLUMNS = "server, tool, args_digest, agent_name, team_slug, environment"
 
@@ -70,19 +72,22 @@ def evidence_window_count(*, window: Window) -> int:
 
 def evidence_signature_groups(*, window: Window) -> Iterator[tuple]:
     """Rows of (server, tool, args_digest, agent, team, environment, decision, day, count, any_id, first_seq,
-    last_seq): one per distinct call signature, recorded decision and UTC day.
+    last_seq, signature_hash): one per distinct call signature, recorded decision and UTC day
+    (signature_hash is None on SQLite).
 
     Only integer aggregates: PostgreSQL hash-aggregates them cheaply (no text comparisons, no ordered
     aggregate forcing a sort). `any_id` locates one record whose args stand for the signature (identical
     args_digest means identical arguments; see `evidence_args`); first/last seq are the sample candidates.
     """
     where, params = window.where()
-    day = '("timestamp" AT TIME ZONE \'UTC\')::date' if connection.vendor == "postgresql" else 'substr("timestamp", 1, 10)'
+    pg = connection.vendor == "postgresql"
+    day = '("timestamp" AT TIME ZONE \'UTC\')::date' if pg else 'substr("timestamp", 1, 10)'
     sql = (
-        f"SELECT {SIGNATURE_COLUMNS}, decision, {day} AS day, count(*), min(id), min(seq), max(seq) "  # noqa: S608
+        f"SELECT {SIGNATURE_COLUMNS}, decision, {day} AS day, count(*), min(id), min(seq), max(seq), "  # noqa: S608
+        f"{SIGNATURE_HASH if pg else 'NULL'} "
         f"FROM {_table()} WHERE {where} GROUP BY {SIGNATURE_COLUMNS}, decision, day"
     )
-    if connection.vendor != "postgresql":
+    if not pg:
         yield from _stream(sql, params)
         return
     # The planner cannot know how few signatures there are (it assumes one group per row) and would sort
@@ -116,22 +121,27 @@ def evidence_decision_ids(*, organization_id: int, seqs: set[int]) -> dict[int, 
     return dict(rows)
 
 
-def evidence_calls_in_session_order(*, window: Window) -> Iterator[tuple]:
-    """Rows of (server, tool, args_digest, agent, team, environment, decision, session_id, timestamp, seq),
-    ordered by session then time: the order the sidecar enforced limits in.
+def evidence_calls_in_session_order(*, window: Window, hashed: bool) -> Iterator[tuple]:
+    """Rows of (session, timestamp, seq, decision, signature) ordered by session then time: the order the
+    sidecar enforced limits in. No args: callers evaluate each signature first from
+    `evidence_signature_groups`.
 
-    No args: callers evaluate each signature first from `evidence_signature_groups`. On PostgreSQL the
-    timestamp comes as seconds since the epoch (cheap to load); on SQLite as its stored string.
+    hashed (PostgreSQL): session and signature come as 64-bit hashes and the timestamp as epoch seconds,
+    so a million rows decode quickly; otherwise session_id, the stored timestamp and the signature tuple.
     """
     where, params = window.where()
-    ts = 'extract(epoch FROM "timestamp")::float8' if connection.vendor == "postgresql" else '"timestamp"'
-    sql = (
-        f"SELECT {SIGNATURE_COLUMNS}, decision, session_id, {ts}, seq "  # noqa: S608
-        f"FROM {_table()} WHERE {where} ORDER BY session_id, \"timestamp\", seq"
-    )
-    if connection.vendor != "postgresql":
-        yield from _stream(sql, params)
+    if not hashed:
+        order = f"FROM {_table()} WHERE {where} ORDER BY session_id, \"timestamp\", seq"
+        sql = f"SELECT session_id, \"timestamp\", seq, decision, {SIGNATURE_COLUMNS} {order}"  # noqa: S608
+        for row in _stream(sql, params):
+            yield (*row[:4], row[4:])
         return
+    # Sessions in hash order (any order of sessions will do; a bigint sorts much faster than text),
+    # calls within a session by time then chain position.
+    sql = (
+        "SELECT hashtextextended(session_id, 0) AS s, extract(epoch FROM \"timestamp\")::float8, seq, "  # noqa: S608
+        f"decision, {SIGNATURE_HASH} FROM {_table()} WHERE {where} ORDER BY s, \"timestamp\", seq"
+    )
     with connection.cursor() as cursor:  # room to sort in memory
         cursor.execute(f"SET work_mem = '{GROUP_WORK_MEM}'")
     try:

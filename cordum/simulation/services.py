@@ -234,17 +234,20 @@ def simulation_replay(*, simulation: Simulation, candidate: Any, baseline: Any =
     if replay.needs_call_order:
         # Pass 1: evaluate every distinct signature once (grouped in SQL). Pass 2: every call in (session,
         # time) order through the limits tracker, with the cached evaluations.
-        for _row in _signature_groups(replay, window):
-            pass
-        for server, tool, digest, agent, team, env, decision, session, ts, seq in (
-            selectors.evidence_calls_in_session_order(window=window)
-        ):
-            replay.add_call(sig=(server, tool, digest, agent, team, env), args=None, recorded=decision,
-                            session_id=session, timestamp=ts, sample=seq)
+        by_hash: dict = {}
+        for row in _signature_groups(replay, window):
+            by_hash.setdefault(row[12], set()).add(row[:6])
+        hashed = None not in by_hash and all(len(sigs) == 1 for sigs in by_hash.values())  # no collision
+        signature = {h: next(iter(sigs)) for h, sigs in by_hash.items()} if hashed else None
+        rows = selectors.evidence_calls_in_session_order(window=window, hashed=hashed)
+        for batch in _batches(rows, 5 * selectors.FETCH_SIZE):
+            if hashed:
+                batch = [(session, ts, seq, decision, signature[h]) for session, ts, seq, decision, h in batch]
+            replay.add_calls(batch)
             if progress:
-                progress.advance(1)
+                progress.advance(len(batch))
     else:
-        for server, tool, digest, agent, team, env, decision, day, count, _id, first, last in (
+        for server, tool, digest, agent, team, env, decision, day, count, _id, first, last, _hash in (
             _signature_groups(replay, window)
         ):
             replay.add(sig=(server, tool, digest, agent, team, env), args=None, recorded=decision, day=day,
