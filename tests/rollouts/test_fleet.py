@@ -74,3 +74,23 @@ def test_fleet_view_serves_the_htmx_fragment_for_auto_refresh(person, client, ma
     assert 'hx-trigger="every 5s"' in full.content.decode()
     assert b"<html" not in fragment.content and b"sc-a1" in fragment.content
     assert "HX-Request" in fragment["Vary"]
+
+
+def test_sidecar_lagging_behind_its_assigned_version_is_flagged_old(client, person, repository, plan, fleet):
+    from cordum.rollouts.models import Rollout
+    from cordum.rollouts.selectors import fleet_rows, fleet_summary
+    from tests.rollouts.conftest import POLICY_V1, POLICY_V2, publish_version
+
+    v1 = publish_version(repository, POLICY_V1, "v1.0.0").manifest["version"]
+    v2 = publish_version(repository, POLICY_V2, "v1.1.0").manifest["version"]
+    rollout = Rollout.objects.get()
+    person(Role.POLICY_AUTHOR).post(f"/api/v1/rollouts/{rollout.pk}/promote")  # payments -> v1.1.0
+    _beat(client, fleet["pay1"], bundle_version=v2)
+    _beat(client, fleet["pay2"], bundle_version=v1)  # has not picked up the canary bundle yet
+    _beat(client, fleet["plat1"], bundle_version=v1, shadow_version=v2)
+    rows = {r.sidecar.agent.name: r for r in fleet_rows(organization=fleet["pay1"].organization)}
+    assert [name for name, r in rows.items() if r.is_old_version] == ["claude-pay-2"]
+    assert rows["claude-pay-2"].expected_version == v2
+    summary = fleet_summary(organization=fleet["pay1"].organization, rows=list(rows.values()))
+    assert summary.text == f"1 of 3 sidecars enforce {v2}"
+    assert summary.by_version == {v1: 2, v2: 1}
