@@ -1,4 +1,5 @@
-"""Demo: one finished simulation of the proposed branch's head over the demo's recorded week. Idempotent."""
+"""Demo: the proposed branch's head simulated over the demo's recorded week, against the recorded decisions and
+against the live version (so the list and the compare page have something to show). Idempotent."""
 
 from cordum.policies.models import PolicyVersion
 from cordum.simulation import services
@@ -20,17 +21,20 @@ def load(ctx: dict) -> None:
     if repository is None:
         return
     version = proposed_version(repository)
-    if version is None or Simulation.objects.filter(organization=ctx["organization"], candidate_version=version,
-                                                    status="completed").exists():
+    if version is None:
         return
-    simulation = services.simulation_create(organization=ctx["organization"], user=ctx["users"].get("author"),
-                                            candidate_version_id=version.pk, days=7, enqueue=False,
-                                            baseline=Baseline.LIVE if ctx.get("live_policy_version") else
-                                            Baseline.RECORDED)
-    simulation = services.simulation_run(simulation=simulation)
-    ctx["simulation"] = simulation
+    baselines = [Baseline.RECORDED] + ([Baseline.LIVE] if ctx.get("live_policy_version") else [])
     out = ctx.get("stdout")
-    if out is not None and simulation.report:
-        summary = simulation.report["summary"]
-        out.write(f"  simulation #{simulation.pk}: {version.version} over {summary['total_calls']} recorded calls, "
-                  f"{summary['changed_calls']} would change ({summary['newly_denied']} newly denied)")
+    for baseline in baselines:
+        if Simulation.objects.filter(organization=ctx["organization"], candidate_version=version, baseline=baseline,
+                                     status="completed").exists():
+            continue
+        simulation = services.simulation_create(organization=ctx["organization"], user=ctx["users"].get("author"),
+                                                candidate_version_id=version.pk, days=7, baseline=baseline,
+                                                enqueue=False)
+        simulation = services.simulation_run(simulation=simulation)
+        if out is not None and simulation.report:
+            summary = simulation.report["summary"]
+            out.write(f"  simulation #{simulation.pk}: {version.version} vs {baseline.label.lower()}: "
+                      f"{summary['total_calls']} recorded calls, {summary['changed_calls']} would change "
+                      f"({summary['newly_denied']} newly denied)")

@@ -152,10 +152,18 @@ def evidence_calls_in_session_order(*, window: Window, hashed: bool) -> Iterator
 
 
 def simulation_list(*, organization) -> QuerySet[Simulation]:
+    """Newest first, without the (large) report; its headline figures come as annotations."""
+    from django.db.models.fields.json import KT
+
     return (
         Simulation.objects.filter(organization=organization)
         .select_related("created_by", "candidate_version", "baseline_version")
         .defer("report", "candidate_text")
+        .annotate(
+            changed_calls=KT("report__summary__changed_calls"),
+            newly_denied=KT("report__summary__newly_denied"),
+            total_calls=KT("report__summary__total_calls"),
+        )
     )
 
 

@@ -91,3 +91,11 @@ def test_the_version_review_page_has_no_simulate_button_for_auditors(member_clie
     auditor = member_client(Role.AUDITOR)
     html = auditor.get(reverse("policies:version_detail", args=[versions["candidate"].pk])).content.decode()
     assert "Simulate this commit" not in html
+
+
+def test_the_list_shows_each_reports_headline_figures(author, sim_org, versions, recorded):
+    simulation = services.simulation_run(simulation=services.simulation_create(
+        organization=sim_org, user=None, enqueue=False, candidate_version_id=versions["candidate"].pk))
+    html = author.get(reverse("simulation:list")).content.decode()
+    assert f'href="{reverse("simulation:detail", args=[simulation.pk])}"' in html
+    assert '<span class="badge deny">5</span>' in html
