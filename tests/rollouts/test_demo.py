@@ -48,3 +48,10 @@ def test_merge_demo_branch_starts_a_rollout_in_shadow(demo, client):
     body = client.get("/api/v1/bundle", HTTP_AUTHORIZATION=f"Bearer {token}").json()
     assert body["manifest"]["version"] == rollout.from_version.version
     assert body["shadow_bundle"]["manifest"]["version"] == rollout.to_version.version
+
+
+def test_rollouts_check_command_runs_the_guardrails_once(demo):
+    call_command("merge_demo_branch", stdout=io.StringIO())
+    out = io.StringIO()
+    call_command("rollouts_check", stdout=out)
+    assert out.getvalue().startswith("checked: 1")
