@@ -251,10 +251,9 @@ def evidence_batch_enqueue(*, agent: Agent, records) -> list[str]:
     from cordum.decisions.tasks import evidence_ingest_task
 
     with transaction.atomic():
-        batch = IngestBatch.objects.create(
-            organization_id=agent.organization_id, agent=agent, payload=payload, record_count=len(rows)
-        )
-        transaction.on_commit(lambda: evidence_ingest_task.delay(batch.pk))
+        batch_id = storage.stage_insert(organization_id=agent.organization_id, agent_id=agent.pk, payload=payload,
+                                        record_count=len(rows))
+        transaction.on_commit(lambda: evidence_ingest_task.delay(batch_id))
     return ids
 
 
@@ -272,10 +271,7 @@ def evidence_ingest_pending(*, batch_id: int | None = None, organization_id: int
         with transaction.atomic():
             head = _lock_head(organization_id)
             batches, total = [], 0
-            for pk, payload, count in (
-                IngestBatch.objects.filter(organization_id=organization_id).order_by("id")
-                .values_list("pk", "payload", "record_count")[:200]
-            ):
+            for pk, payload, count in storage.stage_fetch(organization_id=organization_id):
                 if batches and total + count > DRAIN_MAX_RECORDS:
                     break
                 batches.append((pk, payload))
@@ -284,7 +280,7 @@ def evidence_ingest_pending(*, batch_id: int | None = None, organization_id: int
                 return written
             entries = []
             for _pk, payload in batches:
-                entries.extend(_unstage(bytes(payload)))
+                entries.extend(_unstage(payload))
             written += _chain_locked(head, entries)
             IngestBatch.objects.filter(pk__in=[pk for pk, _ in batches]).delete()
             transaction.on_commit(lambda: notify.publish(f"evidence:{organization_id}"))

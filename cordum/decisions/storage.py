@@ -201,10 +201,12 @@ def claim_keys(*, organization_id: int, record_ids: list[str], connection=None) 
         return set()
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
+            # One text parameter split server-side: no per-element array adaptation in Python.
+            # Record ids never contain a newline (validated charset).
             cursor.execute(
                 f"INSERT INTO {KEY_TABLE} (organization_id, record_id) "
-                "SELECT %s, unnest(%s::varchar[]) ON CONFLICT DO NOTHING RETURNING record_id",
-                [organization_id, record_ids],
+                "SELECT %s, unnest(string_to_array(%s, E'\\n')) ON CONFLICT DO NOTHING RETURNING record_id",
+                [organization_id, "\n".join(record_ids)],
             )
             return {row[0] for row in cursor.fetchall()}
         new = []
@@ -247,3 +249,47 @@ def copy_text(data: str, connection=None) -> None:
         return
     with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {TABLE} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
         copy.write(data.encode())
+
+
+# --- the staging queue (PostgreSQL: server-side binding, binary bytea, no escaping) ------------
+STAGE_TABLE = "decisions_ingestbatch"
+
+
+def stage_insert(*, organization_id: int, agent_id: int | None, payload: bytes, record_count: int,
+                 connection=None) -> int:
+    """Insert one staged batch and return its id. The payload travels as raw binary on PostgreSQL."""
+    connection = connection or default_connection
+    connection.ensure_connection()
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        with psycopg.Cursor(connection.connection) as cursor:
+            cursor.execute(
+                "INSERT INTO decisions_ingestbatch (organization_id, agent_id, payload, record_count, received_at) "
+                "VALUES (%s, %s, %b, %s, now()) RETURNING id",
+                [organization_id, agent_id, payload, record_count],
+            )
+            return cursor.fetchone()[0]
+    from cordum.decisions.models import IngestBatch
+
+    return IngestBatch.objects.create(organization_id=organization_id, agent_id=agent_id, payload=payload,
+                                      record_count=record_count).pk
+
+
+def stage_fetch(*, organization_id: int, limit: int = 200, connection=None) -> list[tuple[int, bytes, int]]:
+    """Pending batches of an organisation, oldest first: [(id, payload, record_count)]."""
+    connection = connection or default_connection
+    connection.ensure_connection()
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        with psycopg.Cursor(connection.connection) as cursor:
+            cursor.execute(
+                "SELECT id, payload, record_count FROM decisions_ingestbatch WHERE organization_id = %s ORDER BY id LIMIT %s",
+                [organization_id, limit], binary=True,
+            )
+            return [(pk, bytes(payload), count) for pk, payload, count in cursor.fetchall()]
+    from cordum.decisions.models import IngestBatch
+
+    return [(pk, bytes(payload), count) for pk, payload, count in IngestBatch.objects.filter(
+        organization_id=organization_id).order_by("id").values_list("pk", "payload", "record_count")[:limit]]
