@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from django.db import connection
 from django.db.models import QuerySet
 
-from cordum.accounts.models import Membership
 from cordum.decisions.models import EvidenceRecord
 from cordum.simulation.models import Simulation
 
@@ -193,8 +192,3 @@ def evidence_record_links(*, organization, decision_ids: set[str]) -> dict[str, 
             return {}
     return out
 
-
-def membership_can_run(membership: Membership) -> bool:
-    from cordum.accounts.permissions import Perm
-
-    return membership.has_perm(Perm.RUN_SIMULATION)
