@@ -61,3 +61,21 @@ def test_the_cli_refuses_an_invalid_candidate_with_file_line_col(tmp_path):
     result = cordum("simulate", "--policy", str(tmp_path / "safety.yaml"), "--calls", str(tmp_path / "calls.jsonl"))
     assert result.returncode == 2
     assert f"{tmp_path / 'safety.yaml'}:3:" in result.stderr
+
+
+def test_cli_baseline_agrees_with_the_web_live_version_baseline(sim_org, versions, recorded, tmp_path):
+    from cordum.simulation.choices import Baseline
+    from tests.simulation.data import BASE_POLICY
+
+    web = services.simulation_run(simulation=services.simulation_create(
+        organization=sim_org, user=None, enqueue=False, candidate_version_id=versions["candidate"].pk,
+        baseline=Baseline.LIVE)).report
+    export_jsonl(sim_org, tmp_path / "calls.jsonl")
+    (tmp_path / "safety.yaml").write_text(CANDIDATE_POLICY)
+    (tmp_path / "live.yaml").write_text(BASE_POLICY)
+    result = cordum("simulate", "--policy", str(tmp_path / "safety.yaml"), "--calls", str(tmp_path / "calls.jsonl"),
+                    "--baseline", str(tmp_path / "live.yaml"))
+    assert result.returncode == 0, result.stderr
+    cli = json.loads(result.stdout)
+    assert cli["summary"]["baseline"] == web["summary"]["baseline"] == "policy"
+    assert comparable(cli) == comparable(web)
