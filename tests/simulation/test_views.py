@@ -99,3 +99,19 @@ def test_the_list_shows_each_reports_headline_figures(author, sim_org, versions,
     html = author.get(reverse("simulation:list")).content.decode()
     assert f'href="{reverse("simulation:detail", args=[simulation.pk])}"' in html
     assert '<span class="badge deny">5</span>' in html
+
+
+def test_an_uploaded_safety_yaml_is_a_candidate(author, versions, recorded, celery_eager,
+                                                django_capture_on_commit_callbacks):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from tests.simulation.data import CANDIDATE_POLICY, EXPECTED_MATRIX
+
+    upload = SimpleUploadedFile("safety.yaml", CANDIDATE_POLICY.encode(), content_type="application/x-yaml")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = author.post(reverse("simulation:create"), {"policy_file": upload, "days": 7,
+                                                              "baseline": "recorded"})
+    assert response.status_code == 302
+    simulation = Simulation.objects.get()
+    assert simulation.candidate_source == "text" and simulation.candidate_text == CANDIDATE_POLICY
+    assert simulation.report["matrix"] == EXPECTED_MATRIX
