@@ -156,6 +156,9 @@ class IngestBatch(models.Model):
     payload = models.BinaryField()  # JSON array of normalised records (orjson bytes)
     record_count = models.IntegerField()
     received_at = models.DateTimeField(default=timezone.now)
+    # Set when the database refused this batch on its own (never expected: validation runs first). A quarantined
+    # batch is skipped by the writer so one bad batch cannot stall its organisation's chain; see the admin.
+    error = models.TextField(blank=True, default="")
 
     class Meta:
         indexes = [models.Index(fields=["organization", "id"], name="ingest_batch_org_id")]

@@ -19,7 +19,7 @@ import re
 
 import orjson
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DataError, IntegrityError, ProgrammingError, connection, transaction
 from django.utils import timezone
 
 from cordum.accounts.models import Agent, Organization
@@ -260,7 +260,9 @@ def evidence_batch_enqueue(*, agent: Agent, records) -> list[str]:
 def evidence_ingest_pending(*, batch_id: int | None = None, organization_id: int | None = None) -> int:
     """The writer: chain every pending batch of the organisation (of `batch_id`), oldest first.
 
-    Returns the number of new records written (0 when another run already took the batch).
+    Returns the number of new records written (0 when another run already took the batch). If the database
+    refuses a group, its batches are retried one by one and a batch refused on its own is quarantined
+    (`IngestBatch.error`), so the rest of the organisation's evidence keeps flowing.
     """
     if organization_id is None:
         organization_id = IngestBatch.objects.filter(pk=batch_id).values_list("organization_id", flat=True).first()
@@ -268,24 +270,49 @@ def evidence_ingest_pending(*, batch_id: int | None = None, organization_id: int
             return 0  # already drained together with an earlier batch
     written = 0
     while True:
-        with transaction.atomic():
-            head = _lock_head(organization_id)
-            batches, total = [], 0
-            for pk, payload, count in storage.stage_fetch(organization_id=organization_id):
-                if batches and total + count > DRAIN_MAX_RECORDS:
-                    break
-                batches.append((pk, payload))
-                total += count
-            if not batches:
-                return written
-            entries = []
-            for _pk, payload in batches:
-                entries.extend(_unstage(payload))
-            written += _chain_locked(head, entries)
-            IngestBatch.objects.filter(pk__in=[pk for pk, _ in batches]).delete()
-            transaction.on_commit(lambda: notify.publish(f"evidence:{organization_id}"))
+        try:
+            count, total = _drain_once(organization_id, DRAIN_MAX_RECORDS)
+        except (DataError, IntegrityError, ProgrammingError):
+            logger.exception("evidence writer: group refused for org %s; retrying batch by batch", organization_id)
+            count, total = _drain_singly(organization_id)
+        written += count
         if total < DRAIN_MAX_RECORDS:
             return written
+
+
+def _drain_once(organization_id: int, max_records: int, only: int | None = None) -> tuple[int, int]:
+    with transaction.atomic():
+        head = _lock_head(organization_id)
+        batches, total = [], 0
+        for pk, payload, count in storage.stage_fetch(organization_id=organization_id):
+            if only is not None and pk != only:
+                continue
+            if batches and total + count > max_records:
+                break
+            batches.append((pk, payload))
+            total += count
+        if not batches:
+            return 0, 0
+        entries = []
+        for _pk, payload in batches:
+            entries.extend(_unstage(payload))
+        written = _chain_locked(head, entries)
+        IngestBatch.objects.filter(pk__in=[pk for pk, _ in batches]).delete()
+        transaction.on_commit(lambda: notify.publish(f"evidence:{organization_id}"))
+    return written, total
+
+
+def _drain_singly(organization_id: int) -> tuple[int, int]:
+    written = 0
+    for pk in IngestBatch.objects.filter(organization_id=organization_id, error="").order_by("id").values_list(
+        "pk", flat=True
+    )[:200]:
+        try:
+            written += _drain_once(organization_id, DRAIN_MAX_RECORDS, only=pk)[0]
+        except (DataError, IntegrityError, ProgrammingError) as exc:
+            logger.error("evidence writer: quarantining batch %s of org %s: %s", pk, organization_id, exc)
+            IngestBatch.objects.filter(pk=pk).update(error=str(exc)[:2000] or type(exc).__name__)
+    return written, 0
 
 
 # --- the chain writer --------------------------------------------------------------------------

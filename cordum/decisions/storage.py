@@ -234,7 +234,7 @@ def write_rows(rows: list[tuple], connection=None) -> None:
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             copy_sql = f"COPY {TABLE} ({', '.join(COLUMNS)}) FROM STDIN"
-            with cursor.cursor.copy(copy_sql) as copy:
+            with connection.wrap_database_errors, cursor.cursor.copy(copy_sql) as copy:
                 for row in rows:
                     copy.write_row(row)
         else:
@@ -247,7 +247,9 @@ def copy_text(data: str, connection=None) -> None:
     connection = connection or default_connection
     if not data:
         return
-    with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {TABLE} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+    with connection.wrap_database_errors, connection.cursor() as cursor, cursor.cursor.copy(
+        f"COPY {TABLE} ({', '.join(COLUMNS)}) FROM STDIN"
+    ) as copy:
         copy.write(data.encode())
 
 
@@ -263,10 +265,10 @@ def stage_insert(*, organization_id: int, agent_id: int | None, payload: bytes, 
     if connection.vendor == "postgresql":
         import psycopg
 
-        with psycopg.Cursor(connection.connection) as cursor:
+        with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
             cursor.execute(
-                "INSERT INTO decisions_ingestbatch (organization_id, agent_id, payload, record_count, received_at) "
-                "VALUES (%s, %s, %b, %s, now()) RETURNING id",
+                "INSERT INTO decisions_ingestbatch (organization_id, agent_id, payload, record_count, received_at, error) "
+                "VALUES (%s, %s, %b, %s, now(), '') RETURNING id",
                 [organization_id, agent_id, payload, record_count],
             )
             return cursor.fetchone()[0]
@@ -283,13 +285,14 @@ def stage_fetch(*, organization_id: int, limit: int = 200, connection=None) -> l
     if connection.vendor == "postgresql":
         import psycopg
 
-        with psycopg.Cursor(connection.connection) as cursor:
+        with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
             cursor.execute(
-                "SELECT id, payload, record_count FROM decisions_ingestbatch WHERE organization_id = %s ORDER BY id LIMIT %s",
+                "SELECT id, payload, record_count FROM decisions_ingestbatch WHERE organization_id = %s AND error = '' "
+                "ORDER BY id LIMIT %s",
                 [organization_id, limit], binary=True,
             )
             return [(pk, bytes(payload), count) for pk, payload, count in cursor.fetchall()]
     from cordum.decisions.models import IngestBatch
 
     return [(pk, bytes(payload), count) for pk, payload, count in IngestBatch.objects.filter(
-        organization_id=organization_id).order_by("id").values_list("pk", "payload", "record_count")[:limit]]
+        organization_id=organization_id, error="").order_by("id").values_list("pk", "payload", "record_count")[:limit]]

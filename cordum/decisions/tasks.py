@@ -22,9 +22,9 @@ def evidence_ingest_task(batch_id: int) -> int:
 def evidence_ingest_sweep_task(older_than_seconds: int = 30) -> int:
     """Safety net: re-enqueue batches whose message was lost (broker restart, enqueue failure)."""
     cutoff = timezone.now() - dt.timedelta(seconds=older_than_seconds)
-    org_ids = set(IngestBatch.objects.filter(received_at__lt=cutoff).values_list("organization_id", flat=True))
+    org_ids = set(IngestBatch.objects.filter(received_at__lt=cutoff, error="").values_list("organization_id", flat=True))
     for org_id in org_ids:
-        batch_id = IngestBatch.objects.filter(organization_id=org_id).order_by("id").values_list("pk", flat=True).first()
+        batch_id = IngestBatch.objects.filter(organization_id=org_id, error="").order_by("id").values_list("pk", flat=True).first()
         if batch_id:
             evidence_ingest_task.delay(batch_id)
     return len(org_ids)
