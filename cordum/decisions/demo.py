@@ -45,26 +45,28 @@ class Step:
 
 def _scenarios(team: str) -> list[Step]:
     """What a coding agent does in a session, weighted: mostly reads and edits, some shell, few risky calls."""
-    root = REPOS[team]
+    # Paths relative to the agent's working root, so that a replay of the recorded call (simulation, which
+    # does not know the root) resolves them the same way.
+    root = "."
     files = FILES[team]
     f = files[0]
     steps = [
-        Step("claude-code", "Read", {"file_path": f"{root}/{f}"}, 26),
+        Step("claude-code", "Read", {"file_path": f}, 26),
         Step("claude-code", "Grep", {"pattern": "def charge", "path": root}, 10),
-        Step("claude-code", "Edit", {"file_path": f"{root}/{f}", "old_string": "x", "new_string": "y"}, 14),
-        Step("claude-code", "Write", {"file_path": f"{root}/{f}", "content": "..."}, 3),
+        Step("claude-code", "Edit", {"file_path": f, "old_string": "x", "new_string": "y"}, 14),
+        Step("claude-code", "Write", {"file_path": f, "content": "..."}, 3),
         Step("git", "git_status", {"repo_path": root}, 8),
         Step("git", "git_diff_unstaged", {"repo_path": root}, 6),
         Step("git", "git_log", {"repo_path": root, "max_count": 10}, 3),
         Step("git", "git_add", {"repo_path": root, "files": [f]}, 3),
         Step("git", "git_commit", {"repo_path": root, "message": "Fix rounding in refunds"}, 2.5),
-        Step("filesystem", "read_text_file", {"path": f"{root}/{f}"}, 8),
+        Step("filesystem", "read_text_file", {"path": f}, 8),
         Step("filesystem", "list_directory", {"path": root}, 3),
         Step("claude-code", "Bash", {"command": "pytest -q" if team != "web" else "npm test"}, 7),
         Step("claude-code", "Bash", {"command": "git push origin HEAD"}, 1.4),
         Step("claude-code", "Bash", {"command": "npm install left-pad" if team == "web" else "pip install requests"}, 0.8),
         Step("claude-code", "Bash", {"command": "cat .env"}, 0.35),
-        Step("filesystem", "read_text_file", {"path": f"{root}/.env"}, 0.3),
+        Step("filesystem", "read_text_file", {"path": ".env"}, 0.3),
         Step("claude-code", "Bash", {"command": "rm -rf build/ dist/"}, 0.5),
         Step("claude-code", "Write", {"file_path": "/etc/hosts", "content": "127.0.0.1 api"}, 0.15),
     ]
@@ -134,7 +136,7 @@ def generate(ctx: dict, *, now: dt.datetime | None = None, sessions_per_agent_da
                     step = rng.choices(steps, weights)[0]
                     arguments = dict(step.arguments)
                     if "file_path" in arguments and not arguments["file_path"].startswith("/etc"):
-                        arguments["file_path"] = f"{REPOS[team]}/{rng.choice(FILES[team])}"
+                        arguments["file_path"] = rng.choice(FILES[team])
                     compiled = _policy_at(policies, t)
                     call = Call(server=step.server, tool=step.tool, arguments=arguments, agent=agent.name, team=team,
                                 environment=agent.environment, root=REPOS[team])
