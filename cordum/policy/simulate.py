@@ -15,7 +15,10 @@ runs per call. Without limits the grouped path is exact.
 
 "Before" is the decision actually recorded, unless a baseline policy is given: then it is that
 policy's decision for the same call (to isolate what the candidate changes from drift between
-the versions that made the recorded decisions).
+the versions that made the recorded decisions). With recorded decisions as "before", a `reference`
+policy (the live version) may be given too: the report's `drift` then says how many of the changed calls
+the reference already decides the way the candidate does (drift between the versions that recorded the
+calls and the live one) and how many change because of the candidate itself.
 
 Sample records: a sample key is the record's chain position `seq` (in the evidence export; without it,
 its line number). For each (signature, recorded decision, UTC day) group, its first and last record are
@@ -149,6 +152,7 @@ class Replay:
         candidate: Any,
         *,
         baseline: Any = None,
+        reference: Any = None,
         samples_per_group: int = SAMPLES_PER_GROUP,
         max_changed_calls: int = MAX_CHANGED_CALLS,
     ) -> None:
@@ -157,9 +161,11 @@ class Replay:
         self._evaluate = evaluate
         self.candidate = candidate
         self.baseline = baseline
+        self.reference = reference if baseline is None else None
+        self.also_in_reference = 0
         self.samples_per_group = samples_per_group
         self.max_changed_calls = max_changed_calls
-        self.needs_call_order = has_limits(candidate) or (baseline is not None and has_limits(baseline))
+        self.needs_call_order = any(p is not None and has_limits(p) for p in (candidate, baseline, self.reference))
         self._trackers: dict[str, Any] = {}
         if self.needs_call_order:
             from cordum.policy import LimitsTracker
@@ -167,10 +173,13 @@ class Replay:
             self._trackers["candidate"] = LimitsTracker(candidate)
             if baseline is not None:
                 self._trackers["baseline"] = LimitsTracker(baseline)
+            if self.reference is not None:
+                self._trackers["reference"] = LimitsTracker(self.reference)
         self._candidate_tracker = self._trackers.get("candidate")
         self._baseline_tracker = self._trackers.get("baseline")
+        self._reference_tracker = self._trackers.get("reference")
         self._folds: dict[tuple, list] = {}
-        self._cache: dict[Signature, tuple[_Eval, _Eval | None]] = {}
+        self._cache: dict[Signature, tuple[_Eval, _Eval | None, _Eval | None]] = {}
         self.evaluations = 0
         self.total = 0
         self.matrix = {b: dict.fromkeys(DECISIONS, 0) for b in DECISIONS}
@@ -187,7 +196,7 @@ class Replay:
         return {"server": server, "tool": tool, "arguments": args, "agent": agent, "team": team,
                 "environment": environment}
 
-    def evaluations_for(self, sig: Signature, args: Any) -> tuple[_Eval, _Eval | None]:
+    def evaluations_for(self, sig: Signature, args: Any) -> tuple[_Eval, _Eval | None, _Eval | None]:
         cached = self._cache.get(sig)
         if cached is None:
             if callable(args):
@@ -197,8 +206,9 @@ class Replay:
             call = self._call(sig, args or {})
             cand = _Eval(self._evaluate(self.candidate, call))
             base = _Eval(self._evaluate(self.baseline, call)) if self.baseline is not None else None
-            self.evaluations += 1 + (base is not None)
-            cached = self._cache[sig] = (cand, base)
+            ref = _Eval(self._evaluate(self.reference, call)) if self.reference is not None else None
+            self.evaluations += 1 + (base is not None) + (ref is not None)
+            cached = self._cache[sig] = (cand, base, ref)
         return cached
 
     @property
@@ -222,9 +232,10 @@ class Replay:
         samples: Iterable = (),
     ) -> None:
         """A group of `count` identical calls recorded with decision `recorded` on `day` (stateless path)."""
-        cand, base = self.evaluations_for(sig, args)
+        cand, base, ref = self.evaluations_for(sig, args)
         before = base.decision if base is not None else recorded
-        self._tally(sig, before, cand.decision, cand.rule, cand.matched, day, count, samples)
+        self._tally(sig, before, cand.decision, cand.rule, cand.matched, day, count, samples,
+                    ref.decision if ref is not None else None)
 
     def add_call(
         self,
@@ -249,11 +260,11 @@ class Replay:
         """The hot loop of `add_call` for many calls: rows of (session, timestamp, sample, recorded, sig)
         in (session, time) order, every signature already evaluated. Returns the number of rows."""
         cache, folds, epoch_day = self._cache, self._folds, _epoch_day
-        tracker, btracker = self._candidate_tracker, self._baseline_tracker
+        tracker, btracker, rtracker = self._candidate_tracker, self._baseline_tracker, self._reference_tracker
         n = 0
         for session_id, timestamp, sample, recorded, sig in rows:
             n += 1
-            cand, base = cache[sig]
+            cand, base, ref = cache[sig]
             now = timestamp if isinstance(timestamp, float) else (
                 float(timestamp) if isinstance(timestamp, int) else _parse_ts(timestamp).timestamp())
             after, rule = cand.decision, cand.rule
@@ -269,7 +280,14 @@ class Replay:
                         before = blimited.decision
             else:
                 before = recorded
-            key = (sig, before, after, rule, epoch_day(now))
+            ref_after = None
+            if ref is not None:
+                ref_after = ref.decision
+                if rtracker is not None:
+                    rlimited = rtracker.check(session_id, ref.obj, now)
+                    if rlimited is not None:
+                        ref_after = rlimited.decision
+            key = (sig, before, after, rule, epoch_day(now), ref_after)
             fold = folds.get(key)
             if fold is None:
                 folds[key] = [1, sample, sample]
@@ -283,12 +301,12 @@ class Replay:
 
     def _flush_folds(self) -> None:
         folds, self._folds = self._folds, {}
-        for (sig, before, after, rule, day), (count, first, last) in folds.items():
-            cand, _base = self._cache[sig]
+        for (sig, before, after, rule, day, ref_after), (count, first, last) in folds.items():
+            cand = self._cache[sig][0]
             samples = () if first is None else ((first,) if first == last else (first, last))
-            self._tally(sig, before, after, rule, cand.matched, day, count, samples)
+            self._tally(sig, before, after, rule, cand.matched, day, count, samples, ref_after)
 
-    def _tally(self, sig, before, after, rule, matched, day, count, samples) -> None:
+    def _tally(self, sig, before, after, rule, matched, day, count, samples, ref_after=None) -> None:
         if before not in RANK:
             before = "deny"  # an unknown recorded value is treated as the fail-closed decision
         self.total += count
@@ -304,6 +322,8 @@ class Replay:
             d["after"] += count
         if before == after:
             return
+        if ref_after == after:
+            self.also_in_reference += count
         limit = self.samples_per_group
         samples = list(samples)
         key = (rule, before, after)
@@ -378,7 +398,16 @@ class Replay:
             key=lambda c: (-c["count"], c["server"], c["tool"], c["agent"], c["team"], c["environment"],
                            c["args_digest"], c["before"], c["after"], c["rule"]),
         )
+        drift = None
+        if self.reference is not None:
+            drift = {
+                "reference_version": getattr(self.reference, "version", "") or "",
+                "changed_calls": changed_total,
+                "also_changed_by_reference": self.also_in_reference,
+                "due_to_candidate": changed_total - self.also_in_reference,
+            }
         return {
+            "drift": drift,
             "summary": {
                 "total_calls": self.total,
                 "distinct_signatures": self.distinct_signatures,
@@ -430,6 +459,7 @@ def simulate_records(
     records: Iterable[dict],
     *,
     baseline: Any = None,
+    reference: Any = None,
     on_progress: Callable[[int], None] | None = None,
     samples_per_group: int = SAMPLES_PER_GROUP,
 ) -> dict:
@@ -438,7 +468,7 @@ def simulate_records(
     Without limits: records are grouped by (signature, recorded decision, day), as the SQL path does.
     With limits: records are sorted by (session_id, timestamp, seq) and fed one by one.
     """
-    replay = Replay(candidate, baseline=baseline, samples_per_group=samples_per_group)
+    replay = Replay(candidate, baseline=baseline, reference=reference, samples_per_group=samples_per_group)
     seen = 0
     if replay.needs_call_order:
         rows = sorted(
@@ -494,6 +524,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--policy", required=True, help="candidate safety.yaml")
     parser.add_argument("--calls", required=True, help="recorded calls, JSONL (the evidence export); - for stdin")
     parser.add_argument("--baseline", help="replay this safety.yaml as 'before' instead of the recorded decisions")
+    parser.add_argument("--live", help="the live safety.yaml: report how many changes it already makes (drift) "
+                        "and how many are the candidate's own (ignored with --baseline)")
     parser.add_argument("--fail-if-newly-denied-over", type=int, default=None, metavar="N",
                         help="exit 1 when more than N calls would newly be denied (for CI)")
     parser.add_argument("--summary-only", action="store_true", help="print only the summary and matrix")
@@ -521,6 +553,11 @@ def run(args) -> int:
     candidate = _load_compiled(args.policy, f"candidate:{args.policy}")
     if candidate is None:
         return 2
+    reference = None
+    if args.live and not args.baseline:
+        reference = _load_compiled(args.live, f"live:{args.live}")
+        if reference is None:
+            return 2
     baseline = None
     if args.baseline:
         baseline = _load_compiled(args.baseline, f"baseline:{args.baseline}")
@@ -531,7 +568,7 @@ def run(args) -> int:
             records: Iterable[dict] = (json.loads(line) for line in sys.stdin if line.strip())
         else:
             records = read_jsonl(args.calls)
-        report = simulate_records(candidate, records, baseline=baseline)
+        report = simulate_records(candidate, records, baseline=baseline, reference=reference)
     except (OSError, ValueError, KeyError) as exc:
         print(f"cordum simulate: {exc}", file=sys.stderr)
         return 2
@@ -543,7 +580,7 @@ def run(args) -> int:
                           "passed": passed}
         exit_code = 0 if passed else 1
     if args.summary_only:
-        report = {k: report[k] for k in ("summary", "matrix", "gate") if k in report}
+        report = {k: report[k] for k in ("summary", "matrix", "drift", "gate") if k in report}
     print(json.dumps(report, indent=2, sort_keys=False))
     return exit_code
 

@@ -62,6 +62,7 @@ def report_view(simulation) -> dict | None:
         "changed_calls_more": max(len(report["changed_calls"]) - 50, 0) + report.get("changed_calls_truncated", 0),
         "run": report.get("run", {}),
         "gate": simulation.gate,
+        "drift": report.get("drift"),
     }
 
 

@@ -179,6 +179,15 @@ def _publish(pk: int) -> None:
         logger.warning("could not publish progress of simulation %s", pk, exc_info=True)
 
 
+def _reference_for(simulation: Simulation):
+    """With recorded decisions as "before", the live version tells drift apart from the candidate's changes."""
+    if simulation.baseline != Baseline.RECORDED or simulation.baseline_version is None:
+        return None
+    if not simulation.baseline_version.is_valid:
+        return None
+    return policy_version_compile(version=simulation.baseline_version, field="baseline")
+
+
 class _Progress:
     def __init__(self, simulation: Simulation, total: int) -> None:
         self.pk, self.total, self.done = simulation.pk, total, 0
@@ -223,12 +232,12 @@ def _signature_groups(replay, window):
         yield from batch
 
 
-def simulation_replay(*, simulation: Simulation, candidate: Any, baseline: Any = None,
+def simulation_replay(*, simulation: Simulation, candidate: Any, baseline: Any = None, reference: Any = None,
                       progress: _Progress | None = None) -> dict:
     """Replay the window's recorded calls (grouped, or in session order when limits apply); the report."""
     from cordum.policy.simulate import Replay
 
-    replay = Replay(candidate, baseline=baseline)
+    replay = Replay(candidate, baseline=baseline, reference=reference)
     window = selectors.Window.of(simulation)
     started = time.monotonic()
     if replay.needs_call_order:
@@ -272,10 +281,12 @@ def simulation_run(*, simulation: Simulation) -> Simulation:
     try:
         candidate = _candidate_for(simulation)
         baseline = _baseline_for(simulation)
+        reference = _reference_for(simulation)
         total = selectors.evidence_window_count(window=selectors.Window.of(simulation))
         Simulation.objects.filter(pk=simulation.pk).update(rows_total=total)
         progress = _Progress(simulation, total)
-        report = simulation_replay(simulation=simulation, candidate=candidate, baseline=baseline, progress=progress)
+        report = simulation_replay(simulation=simulation, candidate=candidate, baseline=baseline,
+                                   reference=reference, progress=progress)
         report["window"] = {"start": simulation.window_start.isoformat(), "end": simulation.window_end.isoformat(),
                             "days": simulation.days}
         report["filters"] = {"team": simulation.team, "agent": simulation.agent,

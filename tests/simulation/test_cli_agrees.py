@@ -16,6 +16,8 @@ pytestmark = pytest.mark.django_db
 
 def comparable(report):
     report = {k: v for k, v in report.items() if k not in ("run", "window", "filters", "gate")}
+    if report.get("drift"):
+        report["drift"] = {k: v for k, v in report["drift"].items() if k != "reference_version"}
     report["summary"] = {k: v for k, v in report["summary"].items()
                          if k not in ("candidate_version", "baseline_version")}
     return report
@@ -33,11 +35,16 @@ def cordum(*args):
 
 @pytest.mark.parametrize("policy", [CANDIDATE_POLICY, CANDIDATE_WITH_LIMITS], ids=["grouped", "limits"])
 def test_the_cli_and_the_web_simulation_produce_the_same_report(sim_org, versions, recorded, tmp_path, policy):
+    from tests.simulation.data import BASE_POLICY
+
     web = services.simulation_run(simulation=services.simulation_create(
         organization=sim_org, user=None, enqueue=False, policy_yaml=policy)).report
+    assert web["drift"]["due_to_candidate"] == web["summary"]["changed_calls"]  # the live version is BASE_POLICY
     export_jsonl(sim_org, tmp_path / "calls.jsonl")
     (tmp_path / "safety.yaml").write_text(policy)
-    result = cordum("simulate", "--policy", str(tmp_path / "safety.yaml"), "--calls", str(tmp_path / "calls.jsonl"))
+    (tmp_path / "live.yaml").write_text(BASE_POLICY)
+    result = cordum("simulate", "--policy", str(tmp_path / "safety.yaml"), "--calls", str(tmp_path / "calls.jsonl"),
+                    "--live", str(tmp_path / "live.yaml"))
     assert result.returncode == 0, result.stderr
     cli = json.loads(result.stdout)
     assert comparable(cli) == comparable(web)

@@ -31,8 +31,11 @@ def test_a_candidate_version_adding_a_deny_rule_yields_the_expected_matrix_and_c
     ]
     assert report["rules"]["dead"] == ["deny-terraform-destroy"]
     assert report["summary"]["distinct_signatures"] == 5
-    assert report["run"]["grouped"] is True and report["run"]["evaluations"] == 5
+    # each distinct signature evaluated once by the candidate and once by the live version (for drift)
+    assert report["run"]["grouped"] is True and report["run"]["evaluations"] == 2 * 5
     assert simulation.baseline_version == versions["live"]
+    assert report["drift"] == {"reference_version": versions["live"].version, "changed_calls": 5,
+                               "also_changed_by_reference": 0, "due_to_candidate": 5}
 
 
 def test_samples_are_the_first_and_last_call_of_each_group_linking_to_the_evidence_record(sim_org, versions,

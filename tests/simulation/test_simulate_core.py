@@ -102,3 +102,14 @@ def test_outcome_records_in_an_export_are_not_replayed():
     records = recorded_calls() + [{"record_type": "outcome", "decision_id": decision_id(1), "outcome": "executed",
                                    "timestamp": "2026-11-20T09:00:01Z"}]
     assert simulate_records(compiled(CANDIDATE_POLICY), records)["summary"]["total_calls"] == 15
+
+
+def test_with_a_live_reference_the_report_tells_drift_from_the_candidates_own_changes():
+    # Recorded decisions say allow for the .env reads; the live version here already denies them.
+    report = simulate_records(compiled(CANDIDATE_POLICY), recorded_calls(), reference=compiled(CANDIDATE_POLICY, "live"))
+    assert report["matrix"] == EXPECTED_MATRIX
+    assert report["drift"] == {"reference_version": "live", "changed_calls": 5, "also_changed_by_reference": 5,
+                               "due_to_candidate": 0}
+    report = simulate_records(compiled(CANDIDATE_POLICY), recorded_calls(), reference=compiled(BASE_POLICY, "live"))
+    assert report["drift"]["due_to_candidate"] == 5 and report["drift"]["also_changed_by_reference"] == 0
+    assert simulate_records(compiled(CANDIDATE_POLICY), recorded_calls())["drift"] is None
