@@ -34,9 +34,9 @@ logger = logging.getLogger(__name__)
 MAX_BATCH_RECORDS = 5000
 DRAIN_MAX_RECORDS = 20000  # records chained per writer transaction (group commit across batches)
 
-_DECISIONS = frozenset(DecisionValue.values)
-_OUTCOMES = frozenset(Outcome.values)
-_MODES = frozenset(Mode.values)
+_DECISIONS = frozenset(str(v) for v in DecisionValue.values)
+_OUTCOMES = frozenset(str(v) for v in Outcome.values)
+_MODES = frozenset(str(v) for v in Mode.values)
 # Optional string fields of an uploaded record -> max length (None: unbounded text).
 _STR_FIELDS = {
     "session_id": 128, "sidecar_id": 128, "action": 200, "target": None, "server": 200, "tool": 200,
@@ -90,15 +90,15 @@ def record_document(row: dict) -> dict:
 
 
 # --- validation --------------------------------------------------------------------------------
-def _parse_ts(value, path: str) -> str:
+def _parse_ts(value, index: int) -> str:
     if type(value) is not str:
-        raise _invalid(path, "must be an RFC 3339 timestamp string.")
+        raise _invalid(f"records[{index}].timestamp", "must be an RFC 3339 timestamp string.")
     try:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:
-        raise _invalid(path, f"{value!r} is not an RFC 3339 timestamp.") from None
+        raise _invalid(f"records[{index}].timestamp", f"{value!r} is not an RFC 3339 timestamp.") from None
     if parsed.tzinfo is None:
-        raise _invalid(path, "must carry a UTC offset (e.g. 2026-01-01T12:00:00Z).")
+        raise _invalid(f"records[{index}].timestamp", "must carry a UTC offset (e.g. 2026-01-01T12:00:00Z).")
     if parsed.utcoffset():
         parsed = parsed.astimezone(dt.UTC)
     return parsed.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
@@ -109,18 +109,22 @@ def _invalid(path: str, message: str) -> CordumError:
 
 
 def _record_validate(raw, index: int, context: dict) -> tuple[str, dict]:
-    """Validate and normalise one uploaded record. Returns (acknowledgement id, row without chain fields)."""
-    base = f"records[{index}]"
-    if not isinstance(raw, dict):
-        raise _invalid(base, "must be an object.")
-    record_type = raw.get("record_type")
-    if record_type not in (RecordType.DECISION, RecordType.OUTCOME):
-        raise _invalid(f"{base}.record_type", f"must be 'decision' or 'outcome', got {record_type!r}.")
-    decision_id = raw.get("decision_id")
-    if type(decision_id) is not str or not _ID_RE.match(decision_id):
-        raise _invalid(f"{base}.decision_id", "must be an id (a UUID): 1-64 letters, digits, '-', '_' or '.'.")
-    row = {"record_type": record_type, "decision_id": decision_id, **context}
+    """Validate and normalise one uploaded record. Returns (acknowledgement id, row without chain fields).
+
+    This runs for every record of every upload (the web tier's hot loop): plain-str comparisons, no
+    per-record string formatting unless there is an error to report.
+    """
+    if type(raw) is not dict:
+        raise _invalid(f"records[{index}]", "must be an object.")
     get = raw.get
+    record_type = get("record_type")
+    if record_type != "decision" and record_type != "outcome":
+        raise _invalid(f"records[{index}].record_type", f"must be 'decision' or 'outcome', got {record_type!r}.")
+    decision_id = get("decision_id")
+    if type(decision_id) is not str or not _ID_RE.match(decision_id):
+        raise _invalid(f"records[{index}].decision_id",
+                       "must be an id (a UUID): 1-64 letters, digits, '-', '_' or '.'.")
+    row = {"record_type": record_type, "decision_id": decision_id, **context}
     for field, max_length in _STR_ITEMS:
         value = get(field)
         if value is None:
@@ -128,49 +132,56 @@ def _record_validate(raw, index: int, context: dict) -> tuple[str, dict]:
         elif type(value) is str and (max_length is None or len(value) <= max_length):
             row[field] = value
         elif not isinstance(value, str):
-            raise _invalid(f"{base}.{field}", "must be a string or null.")
+            raise _invalid(f"records[{index}].{field}", "must be a string or null.")
         else:
-            raise _invalid(f"{base}.{field}", f"must be at most {max_length} characters.")
-    row["timestamp"] = _parse_ts(raw.get("timestamp"), f"{base}.timestamp")
-    for field in ("latency_us", "duration_ms"):
-        value = raw.get(field)
-        if value is not None and (type(value) is not int or not 0 <= value <= _MAX_INT):
-            raise _invalid(f"{base}.{field}", "must be a non-negative integer or null.")
-        row[field] = value
-    outcome = raw.get("outcome")
-    if record_type == RecordType.DECISION:
-        decision = raw.get("decision")
+            raise _invalid(f"records[{index}].{field}", f"must be at most {max_length} characters.")
+    row["timestamp"] = _parse_ts(get("timestamp"), index)
+    latency_us, duration_ms = get("latency_us"), get("duration_ms")
+    if latency_us is not None and (type(latency_us) is not int or not 0 <= latency_us <= _MAX_INT):
+        raise _invalid(f"records[{index}].latency_us", "must be a non-negative integer or null.")
+    if duration_ms is not None and (type(duration_ms) is not int or not 0 <= duration_ms <= _MAX_INT):
+        raise _invalid(f"records[{index}].duration_ms", "must be a non-negative integer or null.")
+    row["latency_us"], row["duration_ms"] = latency_us, duration_ms
+    outcome = get("outcome")
+    if record_type == "decision":
+        decision = get("decision")
         if decision not in _DECISIONS:
-            raise _invalid(f"{base}.decision", f"must be one of allow, require_approval, deny; got {decision!r}.")
+            raise _invalid(f"records[{index}].decision",
+                           f"must be one of allow, require_approval, deny; got {decision!r}.")
         if outcome is not None and outcome not in _OUTCOMES:
-            raise _invalid(f"{base}.outcome", f"{outcome!r} is not a known outcome.")
-        mode = raw.get("mode") or Mode.ENFORCE
+            raise _invalid(f"records[{index}].outcome", f"{outcome!r} is not a known outcome.")
+        mode = get("mode") or "enforce"
         if mode not in _MODES:
-            raise _invalid(f"{base}.mode", f"must be 'enforce' or 'shadow', got {mode!r}.")
-        risk_tags = raw.get("risk_tags") or []
+            raise _invalid(f"records[{index}].mode", f"must be 'enforce' or 'shadow', got {mode!r}.")
+        risk_tags = get("risk_tags") or []
         if type(risk_tags) is not list:
-            raise _invalid(f"{base}.risk_tags", "must be a list of strings.")
+            raise _invalid(f"records[{index}].risk_tags", "must be a list of strings.")
         for tag in risk_tags:
             if type(tag) is not str:
-                raise _invalid(f"{base}.risk_tags", "must be a list of strings.")
-        shadow = raw.get("shadow") or []
-        if not isinstance(shadow, list) or (shadow and not all(
+                raise _invalid(f"records[{index}].risk_tags", "must be a list of strings.")
+        shadow = get("shadow") or []
+        if type(shadow) is not list or (shadow and not all(
             isinstance(s, dict) and all(isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in s.items())
             for s in shadow
         )):
-            raise _invalid(f"{base}.shadow", "must be a list of {rule, decision, policy_version} objects.")
-        args = raw.get("args")
-        if args is not None and not isinstance(args, dict):
-            raise _invalid(f"{base}.args", "must be an object (the redacted arguments) or null.")
-        row.update(
-            decision=decision, outcome=outcome or "", mode=mode, risk_tags=risk_tags, shadow=shadow,
-            args=canonical_json(args).decode() if args else "",
-        )
+            raise _invalid(f"records[{index}].shadow", "must be a list of {rule, decision, policy_version} objects.")
+        args = get("args")
+        if args is not None and type(args) is not dict:
+            raise _invalid(f"records[{index}].args", "must be an object (the redacted arguments) or null.")
+        row["decision"], row["outcome"], row["mode"] = decision, outcome or "", mode
+        row["risk_tags"], row["shadow"] = risk_tags, shadow
+        row["args"] = _dumps_sorted(args).decode() if args else ""
         return decision_id, row
     if outcome not in _OUTCOMES:
-        raise _invalid(f"{base}.outcome", f"must be one of {', '.join(Outcome.values)}; got {outcome!r}.")
-    row.update(decision="", outcome=outcome, mode="", risk_tags=[], shadow=[], args="")
+        raise _invalid(f"records[{index}].outcome",
+                       f"must be one of {', '.join(Outcome.values)}; got {outcome!r}.")
+    row["decision"], row["outcome"], row["mode"] = "", outcome, ""
+    row["risk_tags"], row["shadow"], row["args"] = [], [], ""
     return f"{decision_id}:{outcome}", row
+
+
+def _dumps_sorted(value) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
 def agent_context(agent: Agent | None) -> dict:

@@ -120,3 +120,18 @@ def test_upload_without_token_is_401(org_setup):
 def test_people_cannot_upload_evidence(org_setup):
     response = api(org_setup["admin"]).post("/api/v1/decisions", {"records": [make_decision()]}, format="json")
     assert response.status_code == 403
+
+
+def test_siem_api_rejects_a_cursor_it_did_not_issue(two_teams):
+    response = api(two_teams["auditor"]).get("/api/v1/evidence?cursor=not-a-cursor")
+    assert response.status_code == 400 and response.json()["message"].startswith("Invalid input: cursor:")
+
+
+def test_upload_refuses_nul_and_overlong_fields_naming_them(org_setup):
+    client = agent_client(org_setup["pay_token"])
+    records = [make_decision(n=0), make_decision(n=1, reason="bad\x00byte")]
+    response = client.post("/api/v1/decisions", {"records": records}, format="json")
+    assert response.status_code == 400 and response.json()["message"].startswith("Invalid input: records[1].reason:")
+    records = [make_decision(n=0, session_id="s" * 200)]
+    response = client.post("/api/v1/decisions", {"records": records}, format="json")
+    assert response.json()["message"] == "Invalid input: records[0].session_id: must be at most 128 characters."
