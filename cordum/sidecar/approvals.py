@@ -65,8 +65,15 @@ class ApprovalClient:
             timeout_seconds = min(timeout_seconds, self.max_wait_seconds)
         deadline = time.monotonic() + timeout_seconds
         body = dict(payload, timeout_seconds=int(max(1, round(timeout_seconds))))
+        opening = asyncio.ensure_future(self.client.post("/api/v1/approvals", json=body, timeout=15.0))
         try:
-            resp = await self.client.post("/api/v1/approvals", json=body, timeout=15.0)
+            resp = await asyncio.shield(opening)
+        except asyncio.CancelledError:  # cancelled while the request was being opened: withdraw it once it exists
+            with contextlib.suppress(Exception):
+                opened = await asyncio.wait_for(opening, timeout=15.0)
+                if opened.status_code in (200, 201):
+                    await self._cancel(str(opened.json().get("id")))
+            raise
         except httpx.HTTPError as exc:
             return ApprovalResult("error", detail=f"control plane unreachable: {type(exc).__name__}")
         if resp.status_code not in (200, 201):

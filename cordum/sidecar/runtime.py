@@ -99,7 +99,10 @@ async def build_services(cfg: SidecarConfig, *, local_bundle: str | None = None,
     spool = Spool(cfg.spool_path)
     if background:
         spool.start_checkpointer()
-    sidecar_id = cfg.sidecar_id or spool.sidecar_id()
+    # One installation (spool) may serve several sidecar processes: `install` wraps each MCP server of an
+    # agent config in its own. Each reports under its own id, so the fleet view does not merge their counters.
+    role = "hook" if not background else "+".join(u.name for u in cfg.upstreams) or "proxy"
+    sidecar_id = cfg.sidecar_id or f"{spool.sidecar_id()}.{role}"[:128]
     enforcer = Enforcer(spool=spool, agent=cfg.agent, environment=cfg.environment, team=cfg.team,
                         sidecar_id=sidecar_id, root=root)
     svc = Services(cfg=cfg, spool=spool, enforcer=enforcer)
