@@ -4,9 +4,6 @@ import os
 
 import pytest
 
-# pytest-django's live_server + Playwright's sync API share a thread with a running event loop.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
 CHROMIUM_ARGS = [
     "--headless=new",
     "--disable-gpu",
@@ -27,6 +24,10 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(scope="session")
 def browser():
     from playwright.sync_api import sync_playwright
+
+    # pytest-django's live_server + Playwright's sync API share a thread with a running event loop.
+    # Set here, not at import, so no other test (nor a subprocess it starts) inherits it.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
     executable = os.environ.get("CHROMIUM", "/usr/bin/chromium")
     if not os.path.exists(executable):

@@ -1,6 +1,5 @@
 """A policy author opens a rollout, promotes it, and watches the fleet counts change (real Chromium, real sidecars)."""
 
-import os
 
 import pytest
 from playwright.sync_api import expect
@@ -11,7 +10,6 @@ from tests.factories import MembershipFactory, OrganizationFactory, TeamFactory,
 from tests.rollouts.conftest import FAST_STAGES, POLICY_V1, POLICY_V2, publish_version
 from tests.rollouts.sidecars import FS_SERVER, SidecarProcess
 
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 

@@ -1,6 +1,5 @@
 """An author simulates the proposed branch in real Chromium: queued progress, then the worker runs, then the matrix."""
 
-import os
 
 import pytest
 from playwright.sync_api import expect
@@ -10,7 +9,6 @@ from cordum.simulation.models import Simulation
 from tests.factories import MembershipFactory
 from tests.simulation.conftest import recorded, sim_org, versions  # noqa: F401 - shared fixtures
 
-os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
