@@ -175,7 +175,10 @@ async def _approve(svc, verdict, call: HookCall, answer) -> dict[str, Any]:
     approval = verdict.approval or {}
     payload = {k: rec.get(k) for k in ("decision_id", "session_id", "server", "tool", "action", "target", "topic",
                                        "risk_tags", "rule", "reason", "args_digest", "args", "policy_version")}
-    payload.update(diff="", on_timeout=approval.get("on_timeout") or "deny",
+    from cordum.sidecar.diffs import write_diff
+
+    diff = write_diff(tool=call.tool, arguments=call.arguments, redacted=rec.get("args") or {}, root=call.root)
+    payload.update(diff=diff, on_timeout=approval.get("on_timeout") or "deny",
                    reviewers=list(approval.get("reviewers") or ["role:reviewer"]),
                    allow_self_approval=bool(approval.get("allow_self_approval")))
     wait = min(float(approval.get("timeout") or 900), cfg.hook.approval_wait_seconds)

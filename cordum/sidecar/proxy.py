@@ -20,6 +20,7 @@ import orjson
 
 from cordum.sidecar import __version__
 from cordum.sidecar.approvals import ApprovalClient, ApprovalResult
+from cordum.sidecar.diffs import write_diff
 from cordum.sidecar.enforcer import Enforcer, Verdict
 
 log = logging.getLogger("cordum.sidecar.proxy")
@@ -201,7 +202,9 @@ class Relay:
                 payload = {k: rec.get(k) for k in ("decision_id", "session_id", "server", "tool", "action", "target",
                                                    "topic", "risk_tags", "rule", "reason", "args_digest", "args",
                                                    "policy_version")}
-                payload.update(diff="", on_timeout=approval.get("on_timeout") or "deny",
+                diff = write_diff(tool=tool, arguments=params.get("arguments") or {}, redacted=rec.get("args") or {},
+                                  root=self.enforcer.root)
+                payload.update(diff=diff, on_timeout=approval.get("on_timeout") or "deny",
                                reviewers=list(approval.get("reviewers") or ["role:reviewer"]),
                                allow_self_approval=bool(approval.get("allow_self_approval")))
                 timeout = float(approval.get("timeout") or 900)

@@ -81,6 +81,7 @@ async def test_a_held_call_sends_progress_and_proceeds_when_approved(staged_repo
     assert request["rule"] == "approve-git-push" and request["tool"] == "git_commit"
     assert request["args"] == {"repo_path": str(staged_repo), "message": "approved!"}
     assert request["reviewers"] == ["role:reviewer"] and request["on_timeout"] == "deny"
+    assert request["diff"] == ""  # a commit is not a file write: nothing to diff
     [consumed] = control_plane.consumed
     assert consumed["args_digest"] == request["args_digest"] and consumed["tool"] == "git_commit"
     assert control_plane.stored[request["decision_id"]]["decision"] == "require_approval"

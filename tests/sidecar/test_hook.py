@@ -165,3 +165,38 @@ def test_the_policy_templates_tool_map_governs_claude_code_bash(tmp_path, comman
         input=json.dumps(claude("Bash", {"command": command})).encode(), capture_output=True, env=sidecar_env(),
         timeout=60)
     assert decision_of(json.loads(answer.stdout))[0] == expected
+
+
+@pytest.mark.parametrize("template", [False, True])
+def test_a_held_edit_sends_the_reviewer_a_diff_unless_the_policy_redacts_the_text(tmp_path, control_plane, template):
+    from cordum.sidecar.bundles import BundleStore, generate_keypair, key_id_for
+
+    from .test_proxy import _signed_bundle
+
+    if template:  # the template redacts old_string/new_string: those values never leave the machine
+        policy = TEMPLATE
+    else:
+        policy = tmp_path / "review-writes.yaml"
+        policy.write_text(POLICY.read_text().replace(
+            "decision: allow\n    reason: \"Writes inside the project are fine in this test policy\"",
+            "decision: require_approval\n    reason: \"Writes need review\""))
+    private, public = generate_keypair()
+    key_id = key_id_for(public)
+    BundleStore(tmp_path / "bundle.json").save(_signed_bundle(private, key_id, policy_path=policy))
+    config = write_config(tmp_path / "sidecar.yaml", control_plane=control_plane.url, token_env="CORDUM_TEST_TOKEN",
+                          spool=str(tmp_path / "spool.db"), bundle_store=str(tmp_path / "bundle.json"),
+                          trusted_keys={key_id: public}, approvals={"poll_wait_seconds": 1})
+    control_plane.auto_decide = ("approved", "alice@example.com")
+    source = tmp_path / "login.ts"
+    source.write_text("const ok = false;\n")
+    event = claude("Edit", {"file_path": str(source), "old_string": "false", "new_string": "true"}, cwd=str(tmp_path))
+    proc = subprocess.run([PYTHON, "-m", "cordum.sidecar", "hook", "--config", str(config)],
+                          input=json.dumps(event).encode(), capture_output=True,
+                          env=sidecar_env(CORDUM_TEST_TOKEN="cdm_agent_x"), timeout=60)
+    assert decision_of(json.loads(proc.stdout))[0] == "allow"
+    [request] = control_plane.approval_requests
+    if template:
+        assert request["rule"] == "approve-code-write" and request["diff"] == ""
+        assert request["args"]["new_string"] == "[REDACTED]"
+    else:
+        assert "-const ok = false;" in request["diff"] and "+const ok = true;" in request["diff"]

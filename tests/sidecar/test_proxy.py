@@ -90,10 +90,10 @@ async def test_a_missing_bundle_file_denies_every_call(fs_server_bin, project, t
     assert result.is_error and "cannot read policy file" in text_of(result)
 
 
-def _signed_bundle(private_key: str, key_id: str, *, sequence: int = 1) -> dict:
+def _signed_bundle(private_key: str, key_id: str, *, sequence: int = 1, policy_path: Path = POLICY) -> dict:
     from cordum.policy import load_policy_file
 
-    policy = load_policy_file(str(POLICY)).policy
+    policy = load_policy_file(str(policy_path)).policy
     bundle = bundle_build(policy_dict=policy.to_dict(), manifest={
         "org": "acme", "repo": "policies", "repo_id": 1, "commit": "3f2c1ab" + "0" * 33, "version": "v1.0.0@3f2c1ab",
         "sequence": sequence, "rollback": False, "created_at": "2026-11-25T12:00:00Z"})

@@ -1,0 +1,41 @@
+"""Reviewers see what a held write would change: unified diffs built from the file on disk and the call."""
+
+from __future__ import annotations
+
+from cordum.sidecar.diffs import write_diff
+
+
+def test_write_file_to_an_existing_file_diffs_against_its_content(tmp_path):
+    target = tmp_path / "app.py"
+    target.write_text("print('one')\n")
+    args = {"path": str(target), "content": "print('two')\n"}
+    diff = write_diff(tool="write_file", arguments=args, redacted=dict(args), root=None)
+    assert f"--- a/{target}" in diff and "-print('one')" in diff and "+print('two')" in diff
+
+
+def test_a_new_file_is_all_additions_and_relative_paths_resolve_against_the_root(tmp_path):
+    args = {"file_path": "new.txt", "content": "hello\n"}
+    diff = write_diff(tool="Write", arguments=args, redacted=dict(args), root=str(tmp_path))
+    assert diff.splitlines()[-1] == "+hello"
+
+
+def test_claude_code_edit_and_filesystem_edit_file(tmp_path):
+    target = tmp_path / "a.txt"
+    target.write_text("alpha\nbeta\n")
+    edit = {"file_path": str(target), "old_string": "beta", "new_string": "gamma"}
+    assert "+gamma" in write_diff(tool="Edit", arguments=edit, redacted=dict(edit), root=None)
+    fs_edit = {"path": str(target), "edits": [{"oldText": "alpha", "newText": "omega"}]}
+    assert "+omega" in write_diff(tool="edit_file", arguments=fs_edit, redacted=dict(fs_edit), root=None)
+
+
+def test_no_diff_when_the_policy_redacts_the_written_text(tmp_path):
+    args = {"path": str(tmp_path / "x"), "content": "AKIA...secret"}
+    assert write_diff(tool="write_file", arguments=args, redacted={**args, "content": "[REDACTED]"}, root=None) == ""
+
+
+def test_no_diff_for_calls_that_are_not_writes_or_edits_that_do_not_apply(tmp_path):
+    target = tmp_path / "a.txt"
+    target.write_text("alpha\n")
+    assert write_diff(tool="read_text_file", arguments={"path": str(target)}, redacted={}, root=None) == ""
+    edit = {"file_path": str(target), "old_string": "zzz", "new_string": "y"}
+    assert write_diff(tool="Edit", arguments=edit, redacted=dict(edit), root=None) == ""
