@@ -22,6 +22,21 @@ from cordum.accounts.models import Agent, Membership, Team, UserToken
 from cordum.accounts.permissions import Perm
 from cordum.common.errors import CordumError
 
+# Apps that contribute a dashboard panel through `cordum.<app>.dashboard.panel(*, membership)`.
+DASHBOARD_APPS = ["policies", "approvals", "decisions", "rollouts"]
+
+
+def dashboard_panels(membership) -> list[dict]:
+    """Each app's panel, if it has one and the role may see it (the app's function checks the role)."""
+    import importlib
+
+    panels = []
+    for app in DASHBOARD_APPS:
+        panel = importlib.import_module(f"cordum.{app}.dashboard").panel(membership=membership)
+        if panel is not None:
+            panels.append(panel)
+    return panels
+
 
 class DashboardView(RoleRequiredMixin, TemplateView):
     template_name = "accounts/dashboard.html"
@@ -29,6 +44,7 @@ class DashboardView(RoleRequiredMixin, TemplateView):
     def get_context_data(self, **kwargs):
         org = self.organization
         return super().get_context_data(
+            panels=dashboard_panels(self.membership),
             teams=selectors.team_list(organization=org).count(),
             members=selectors.membership_list(organization=org).count(),
             agents=selectors.agent_list(organization=org, filters={"active": "true"}).count(),

@@ -79,3 +79,19 @@ def test_admin_of_one_org_cannot_touch_another_orgs_objects(client, org):
     _client_for(client, org, Role.ADMIN)
     assert client.get(f"/api/v1/teams/{other_team.pk}/").status_code == 404
     assert client.post(reverse("accounts:team_delete", args=[other_team.pk])).status_code == 404
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("role", "titles"),
+    [
+        (Role.ADMIN, {"Live policy", "Pending approvals", "Tool calls, last 24 h", "Fleet"}),
+        (Role.REVIEWER, {"Live policy", "Pending approvals", "Tool calls, last 24 h"}),
+        (Role.AUDITOR, {"Live policy", "Tool calls, last 24 h", "Fleet"}),
+        (Role.MEMBER, {"Tool calls, last 24 h"}),
+    ],
+)
+def test_dashboard_shows_each_role_only_the_panels_it_may_read(client, org, role, titles):
+    _client_for(client, org, role)
+    response = client.get(reverse("accounts:dashboard"))
+    assert {p["title"] for p in response.context["panels"]} == titles
