@@ -51,6 +51,16 @@ def evidence_list(*, membership: Membership, filters: dict) -> QuerySet[Evidence
     return apply_filters(evidence_visible(membership=membership), filters).order_by("-timestamp", "-id")
 
 
+COUNT_CAP = 100_000  # as many as a streamed export takes; beyond: background export job
+CHART_DEFAULT_DAYS = 14
+
+
+def evidence_count(*, qs: QuerySet[EvidenceRecord], cap: int = COUNT_CAP) -> tuple[int, bool]:
+    """(count, capped): exact up to `cap` matches, so the explorer stays fast on huge unfiltered ranges."""
+    n = qs.order_by()[: cap + 1].count()
+    return min(n, cap), n > cap
+
+
 # --- keyset pagination -------------------------------------------------------------------------
 def _encode(payload: dict) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(payload)).decode().rstrip("=")
@@ -163,21 +173,29 @@ def checkpoints_for(*, organization_id: int) -> QuerySet[ChainCheckpoint]:
 
 # --- charts ------------------------------------------------------------------------------------
 def decision_counts(*, qs: QuerySet[EvidenceRecord], filters: dict) -> dict:
-    """Decision records per hour (ranges up to 3 days) or per day, split by decision."""
+    """Decision records per hour (ranges up to 3 days) or per day, split by decision.
+
+    Without a time filter the chart covers the last CHART_DEFAULT_DAYS days that have records (so the explorer
+    stays fast on a long history); `window` says which range is drawn.
+    """
     qs = qs.filter(record_type=RecordType.DECISION).order_by()
     start, end = filters.get("start"), filters.get("end")
-    if not (start and end):
-        bounds = qs.aggregate(first=Min("timestamp"), last=Max("timestamp"))
-        start, end = start or bounds["first"], end or bounds["last"]
+    if not end:
+        end = qs.aggregate(last=Max("timestamp"))["last"]
+    if end and not start:
+        start = end - dt.timedelta(days=CHART_DEFAULT_DAYS)
+        first = qs.filter(timestamp__gte=start).aggregate(first=Min("timestamp"))["first"]
+        start = first or start
     if not start or not end:
-        return {"unit": "day", "buckets": []}
+        return {"unit": "day", "buckets": [], "window": None}
+    qs = qs.filter(timestamp__gte=start, timestamp__lte=end)
     hourly = (end - start) <= dt.timedelta(days=3)
     trunc = TruncHour("timestamp") if hourly else TruncDay("timestamp")
     rows = qs.annotate(bucket=trunc).values("bucket", "decision").annotate(n=Count("id")).order_by("bucket")
     buckets: dict = {}
     for row in rows:
         buckets.setdefault(row["bucket"], {"allow": 0, "require_approval": 0, "deny": 0})[row["decision"]] = row["n"]
-    return {"unit": "hour" if hourly else "day", "buckets": sorted(buckets.items())}
+    return {"unit": "hour" if hourly else "day", "buckets": sorted(buckets.items()), "window": (start, end)}
 
 
 # --- serialisation -----------------------------------------------------------------------------

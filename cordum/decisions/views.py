@@ -51,10 +51,11 @@ class ExplorerView(RoleRequiredMixin, View):
         }
         if request.htmx and request.GET.get("cursor"):
             return render(request, "decisions/partials/_rows.html", context)
-        total = qs.count()
+        total, capped = selectors.evidence_count(qs=qs)
         context.update(
-            total=total, stream_limit=exports.STREAM_LIMIT,
-            chart=decision_chart_svg(selectors.decision_counts(qs=qs, filters=filters)),
+            total=total, capped=capped, stream_limit=exports.STREAM_LIMIT,
+            chart=decision_chart_svg(counts := selectors.decision_counts(qs=qs, filters=filters)),
+            chart_window=counts["window"],
             can_export=self.membership.has_perm(Perm.EXPORT_AUDIT),
             head=ChainHead.objects.filter(organization_id=self.organization.pk).first(),
         )
