@@ -37,9 +37,12 @@ def _config(tmp_path, *, control_plane, fs_bin, project, public, key_id):
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_kill_9_during_an_outage_then_restart_uploads_every_record_exactly_once(
-    live_server, celery_eager, fs_server_bin, project, tmp_path, stderr_log
+    live_server, celery_eager, fs_server_bin, project, tmp_path, stderr_log, settings
 ):
     from cordum.decisions.models import EvidenceRecord
+
+    # the sidecar long-polls GET /api/v1/bundle; keep the live server's polls short so none outlives the test
+    settings.CORDUM_LONG_POLL_MAX_SECONDS = 1
     from tests.factories import OrganizationFactory, agent_with_token
 
     org = OrganizationFactory()
