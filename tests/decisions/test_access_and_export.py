@@ -135,3 +135,10 @@ def test_upload_refuses_nul_and_overlong_fields_naming_them(org_setup):
     records = [make_decision(n=0, session_id="s" * 200)]
     response = client.post("/api/v1/decisions", {"records": records}, format="json")
     assert response.json()["message"] == "Invalid input: records[0].session_id: must be at most 128 characters."
+
+
+def test_upload_larger_than_djangos_form_limit_is_accepted(org_setup, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    records = [make_decision(n=i, args={"content": "x" * 4000}) for i in range(5)]
+    response = agent_client(org_setup["pay_token"]).post("/api/v1/decisions", {"records": records}, format="json")
+    assert response.status_code == 202 and len(response.json()["accepted"]) == 5

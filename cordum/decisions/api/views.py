@@ -1,5 +1,7 @@
 """Evidence API: sidecar uploads (agent token) and the SIEM pull (people/CI tokens with audit rights)."""
 
+import os
+
 import orjson
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
@@ -12,6 +14,8 @@ from cordum.common.errors import CordumError
 from cordum.decisions import selectors, services
 from cordum.decisions.api import serializers as s
 
+MAX_UPLOAD_BYTES = int(os.environ.get("CORDUM_EVIDENCE_MAX_UPLOAD_BYTES", str(32 * 1024 * 1024)))
+
 
 class EvidenceUploadApi(APIView):
     """POST /api/v1/decisions: a batch of evidence records; 202 once durably queued."""
@@ -20,8 +24,19 @@ class EvidenceUploadApi(APIView):
 
     @extend_schema(request=s.EvidenceUploadSerializer, responses={202: s.EvidenceAcceptedSerializer})
     def post(self, request):
+        # Read the stream ourselves: Django's DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) would turn a sidecar's
+        # batch with large redacted args into an HTML 400 that names no record. Our own cap answers in JSON.
         try:
-            body = orjson.loads(request.body)  # orjson: the hot path of the fleet's uploads
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > MAX_UPLOAD_BYTES:
+            raise CordumError(
+                f"Upload too large: {length} bytes (at most {MAX_UPLOAD_BYTES}); send smaller batches.",
+                {"field": "records", "max_bytes": MAX_UPLOAD_BYTES}, status_code=413,
+            )
+        try:
+            body = orjson.loads(request._request.read(MAX_UPLOAD_BYTES + 1))  # orjson: the fleet's hot path
         except orjson.JSONDecodeError as exc:
             raise CordumError(f"Invalid input: body is not valid JSON ({exc}).", {"field": "records"}) from None
         if not isinstance(body, dict) or "records" not in body:
