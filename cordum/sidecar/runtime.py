@@ -157,6 +157,15 @@ async def build_services(cfg: SidecarConfig, *, local_bundle: str | None = None,
     else:
         enforcer.set_policy(None, reason="no valid policy bundle has been received from the control plane yet")
     enforcer.no_policy_detail = lambda: svc.bundle_client.last_error
+    # Before serving: a proxy with nothing on disk fetches once (so the first call is not denied needlessly);
+    # the hook, one process per event with no long-poll of its own, revalidates every time (a 304 is cheap).
+    # Either falls back to the stored bundle (or to fail closed) when the control plane does not answer.
+    if svc.bundle_client.current is None or not background:
+        try:
+            await asyncio.wait_for(svc.bundle_client.fetch(wait=0), timeout=5.0 if background else 1.5)
+        except Exception as exc:  # unreachable, refused bundle, timeout: keep what we hold
+            svc.bundle_client.last_error = str(exc) or type(exc).__name__
+            log.warning("initial bundle fetch failed", extra={"error": svc.bundle_client.last_error})
     if background:
         svc.tasks.append(asyncio.create_task(svc.bundle_client.run_forever(), name="bundles"))
         svc.tasks.append(asyncio.create_task(svc.uploader.run(), name="uploader"))
