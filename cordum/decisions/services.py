@@ -264,8 +264,19 @@ def evidence_batch_enqueue(*, agent: Agent, records) -> list[str]:
     with transaction.atomic():
         batch_id = storage.stage_insert(organization_id=agent.organization_id, agent_id=agent.pk, payload=payload,
                                         record_count=len(rows))
-        transaction.on_commit(lambda: evidence_ingest_task.delay(batch_id))
+        transaction.on_commit(lambda: _enqueue(evidence_ingest_task, batch_id))
     return ids
+
+
+def _enqueue(task, batch_id: int) -> None:
+    """The batch is committed (durable): a broker outage must not turn the 202 into a 500. The beat sweep
+    (`evidence_ingest_sweep_task`) re-enqueues batches whose message never made it."""
+    from kombu.exceptions import OperationalError as BrokerError
+
+    try:
+        task.delay(batch_id)
+    except (BrokerError, OSError):
+        logger.warning("evidence batch %s stored but not enqueued; the sweep will pick it up", batch_id, exc_info=True)
 
 
 def evidence_ingest_pending(*, batch_id: int | None = None, organization_id: int | None = None) -> int:
