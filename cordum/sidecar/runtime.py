@@ -96,7 +96,7 @@ async def build_services(cfg: SidecarConfig, *, local_bundle: str | None = None,
 
     `local_bundle` (the --bundle flag) means fully offline: no uploads, no heartbeats, no bundle fetches.
     """
-    spool = Spool(cfg.spool_path)
+    spool = Spool(cfg.spool_path, recover=background)
     if background:
         spool.start_checkpointer()
     # One installation (spool) may serve several sidecar processes: `install` wraps each MCP server of an

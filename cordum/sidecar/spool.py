@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,14 @@ CREATE TABLE IF NOT EXISTS records (
     seq INTEGER PRIMARY KEY,
     record_id TEXT NOT NULL,
     body BLOB NOT NULL,
-    inflight INTEGER NOT NULL DEFAULT 0
+    inflight INTEGER NOT NULL DEFAULT 0,
+    claimed_at REAL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+STALE_CLAIM_SECONDS = 120.0
 
 
 def record_id_of(record: dict[str, Any]) -> str:
@@ -43,7 +48,7 @@ def record_id_of(record: dict[str, Any]) -> str:
 
 
 class Spool:
-    def __init__(self, path: str | os.PathLike[str]):
+    def __init__(self, path: str | os.PathLike[str], *, recover: bool = True):
         self.path = Path(path)
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,8 +61,13 @@ class Spool:
         self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._db.execute("PRAGMA journal_size_limit=8388608")
         self._db.executescript(_SCHEMA)
-        # A previous process died with a batch in flight: put it back in the queue.
-        self._db.execute("UPDATE records SET inflight = 0 WHERE inflight = 1")
+        # A previous process died with a batch in flight: put it back in the queue. (Short-lived openers such as
+        # the hook pass recover=False so they never take back a batch a running sidecar is uploading.)
+        if recover:
+            self._db.execute("UPDATE records SET inflight = 0 WHERE inflight = 1")
+        else:  # only batches whose uploader is surely gone (claimed over 2 minutes ago)
+            self._db.execute("UPDATE records SET inflight = 0 WHERE inflight = 1 AND claimed_at < ?",
+                             (time.time() - STALE_CLAIM_SECONDS,))
         self._writes = 0
         self._checkpointer: threading.Thread | None = None
         self._stop = threading.Event()
@@ -132,8 +142,8 @@ class Spool:
                 ).fetchall()
                 if rows:
                     self._db.execute(
-                        "UPDATE records SET inflight = 1 WHERE seq BETWEEN ? AND ? AND inflight = 0",
-                        (rows[0][0], rows[-1][0]),
+                        "UPDATE records SET inflight = 1, claimed_at = ? WHERE seq BETWEEN ? AND ? AND inflight = 0",
+                        (time.time(), rows[0][0], rows[-1][0]),
                     )
                 self._db.execute("COMMIT")
             except BaseException:

@@ -11,7 +11,7 @@ from cordum.sidecar.spool import Spool
 
 
 def status_report(cfg: SidecarConfig, *, local_bundle: str | None = None) -> dict[str, Any]:
-    spool = Spool(cfg.spool_path)
+    spool = Spool(cfg.spool_path, recover=False)
     try:
         report: dict[str, Any] = {
             "version": __version__,

@@ -135,3 +135,23 @@ async def test_a_record_the_server_rejects_is_parked_not_deleted_and_does_not_bl
         server.shutdown()
         server.server_close()
     assert spool.depth() == 0 and spool.rejected() == 1
+
+
+def test_a_batch_left_in_flight_by_a_dead_uploader_is_uploaded_again(tmp_path):
+    import time as _time
+
+    path = tmp_path / "spool.db"
+    first = Spool(path)
+    record = _decision()
+    first.add(record)
+    assert len(first.claim(10)) == 1  # the process dies here, before the answer
+    first.close()
+
+    hook = Spool(path, recover=False)  # a short-lived opener leaves a fresh claim alone
+    assert hook.claim(10) == []
+    hook._db.execute("UPDATE records SET claimed_at = ?", (_time.time() - 600,))
+    hook.close()
+    assert len(Spool(path, recover=False).claim(10)) == 1  # ... but takes back a stale one
+
+    restarted = Spool(path)  # a restarted sidecar takes back everything that was in flight
+    assert restarted.depth() == 1 and len(restarted.claim(10)) == 1
