@@ -198,7 +198,7 @@ def load(ctx: dict) -> None:
         if out is not None:
             out.write(f"  evidence already loaded ({head.seq} records in the chain)")
         return
-    per_agent = generate(ctx)
+    per_agent = generate(ctx, sessions_per_agent_day=ctx.get("evidence_sessions_per_agent_day", 18.0))
     # Upload like the fleet does: each agent's sidecar sends its own records in time-ordered batches.
     queue = sorted(
         ((r["timestamp"], name, r) for name, records in per_agent.items() for r in records), key=lambda x: x[0]

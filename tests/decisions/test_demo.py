@@ -1,0 +1,31 @@
+"""The demo week: decided by the real policy engine, ingested through the pipeline, idempotent."""
+
+import pytest
+
+from cordum.accounts import demo as accounts_demo
+from cordum.decisions import demo
+from cordum.decisions.audit import verify_chain
+from cordum.decisions.models import EvidenceRecord
+
+pytestmark = pytest.mark.django_db
+
+
+def test_demo_week_is_policy_decided_chained_and_idempotent(celery_eager, tmp_path, django_capture_on_commit_callbacks):
+    ctx = {"state_dir": tmp_path, "evidence_sessions_per_agent_day": 1.0}
+    accounts_demo.load(ctx)
+    with django_capture_on_commit_callbacks(execute=True):  # the demo runs Celery eagerly after each commit
+        demo.load(ctx)
+    org = ctx["organization"]
+    stored = EvidenceRecord.objects.filter(organization=org)
+    count = stored.count()
+    assert count > 500
+    assert set(stored.values_list("agent_name", flat=True)) == set(ctx["agents"])
+    decisions = set(stored.filter(record_type="decision").values_list("decision", flat=True))
+    assert decisions == {"allow", "require_approval", "deny"}
+    # The template policy's rules, not invented ones.
+    assert {"allow-code-read", "approve-code-write"} <= set(stored.values_list("rule", flat=True))
+    assert stored.filter(record_type="outcome", outcome="approved").exclude(reviewer="").exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        demo.load(ctx)
+    assert stored.count() == count
+    assert verify_chain(organization_id=org.pk).ok
