@@ -42,6 +42,7 @@ def evidence_partitions_maintain_task() -> None:
     """Create next months' partitions ahead of time (PostgreSQL)."""
     from cordum.decisions import storage
 
-    now = timezone.now()
+    this_month = timezone.now().date().replace(day=1)
     for months in range(3):
-        storage.ensure_partition(now + dt.timedelta(days=31 * months))
+        month = storage.add_months(this_month, months)
+        storage.ensure_partition(dt.datetime(month.year, month.month, 1, tzinfo=dt.UTC))

@@ -55,3 +55,12 @@ def test_forged_checkpoint_is_caught(old_and_new, tmp_path):
         cursor.execute("UPDATE decisions_chaincheckpoint SET hash = %s", ["f" * 64])
     result = verify_chain(organization_id=old_and_new["org"].pk)
     assert not result.ok and "signature" in result.problem
+
+
+def test_partition_maintenance_creates_the_next_months_ahead(db):
+    from cordum.decisions.tasks import evidence_partitions_maintain_task
+
+    evidence_partitions_maintain_task()
+    this_month = dt.datetime.now(dt.UTC).date().replace(day=1)
+    names = {name for name, _ in storage.partitions()}
+    assert {storage.partition_name(storage.add_months(this_month, m)) for m in range(3)} <= names
