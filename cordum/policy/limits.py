@@ -5,6 +5,9 @@ None is returned; otherwise nothing is counted and a deny Decision names the lim
 (rule "limits.session.max_calls", "limits.session.max_duration", "limits.session.max_writes",
 "limits.rate.per_minute", "limits.rule.<id>.max_calls" or "limits.rule.<id>.per_minute").
 Calls the policy already denies are neither limited nor counted.
+
+`may_limit(calls=, duration=, writes=, busiest=)` answers, from a session's aggregates alone, whether
+`check` could deny any of its calls; the simulation uses it to skip replaying sessions that cannot.
 """
 
 from __future__ import annotations
@@ -48,6 +51,46 @@ class LimitsTracker:
         self.rule_limits = {r.id: r.limits for r in compiled.policy.rules if r.limits is not None}
         self._sessions: dict[str, SessionCounters] = {}
         self._lock = threading.Lock()
+
+    # Timestamps are float epoch seconds here; a session's duration measured elsewhere (SQL intervals, datetimes)
+    # may differ from `now - started` by float rounding (< 1 µs), so durations this close to the limit count.
+    DURATION_SLACK = 1e-3
+
+    def may_limit(
+        self, *, calls: int, duration: float, writes: int | None = None, busiest: tuple[int, float] | None = None
+    ) -> bool:
+        """Could `check` deny any call of a session with these aggregates? False only when provably not.
+
+        calls: the session's calls (denied ones included: an upper bound of what `check` counts); duration:
+        seconds from its first to its last call; writes: an upper bound of its write calls (default: calls);
+        busiest: (n, period) — at most n calls fell in any one epoch-aligned UTC period of `period` seconds
+        (default: all calls in one). A denial needs one more counted call than a limit allows before it:
+        calls > max_calls, writes > max_writes, more than per_minute calls within 60 s (a 60 s window, plus
+        rounding, touches at most 60 // period + 2 periods) or a call later than max_duration after the
+        first. Per-rule limits are bounded by the same figures (a rule's calls are among the session's).
+        Conservative by design: when in doubt, True.
+        """
+        if calls <= 0:
+            return False
+        writes = calls if writes is None else min(writes, calls)
+        in_a_minute = calls
+        if busiest is not None:
+            n, period = busiest
+            in_a_minute = min(calls, n * (int((60.0 + self.DURATION_SLACK) // period) + 2))
+        if self.max_duration is not None and duration + self.DURATION_SLACK > self.max_duration:
+            return True
+        if self.max_calls is not None and calls > self.max_calls:
+            return True
+        if self.max_writes is not None and writes > self.max_writes:
+            return True
+        if self.per_minute is not None and in_a_minute > self.per_minute:
+            return True
+        for rl in self.rule_limits.values():
+            if rl.max_calls is not None and calls > rl.max_calls:
+                return True
+            if rl.per_minute is not None and in_a_minute > rl.per_minute:
+                return True
+        return False
 
     def _deny(self, decision: Decision, rule: str, reason: str) -> Decision:
         return dataclasses.replace(decision, decision="deny", rule=rule, reason=reason, approval=None)

@@ -13,6 +13,12 @@ policy) has limits, callers feed every call one by one in (session_id, timestamp
 `Replay.add_call`; the signature's evaluation is still cached, and only the engine's `LimitsTracker`
 runs per call. Without limits the grouped path is exact.
 
+Most sessions never come near a limit, though. `Replay.session_may_be_limited` asks each tracker
+(`LimitsTracker.may_limit`, the engine's own conservative answer) whether a session with given call
+count, write count, duration and busiest 10 minutes could have any call denied; sessions it rules out are
+folded per group without the tracker (`Replay.add_unlimited`), exactly as feeding them call by call would,
+and only the others are replayed in order.
+
 "Before" is the decision actually recorded, unless a baseline policy is given: then it is that
 policy's decision for the same call (to isolate what the candidate changes from drift between
 the versions that made the recorded decisions). With recorded decisions as "before", a `reference`
@@ -43,6 +49,9 @@ DEFAULT_RULE = "(default)"
 SAMPLES_PER_GROUP = 3
 MAX_CHANGED_CALLS = 200
 TOP_RULES = 10
+# The limits prefilter counts a session's calls per epoch-aligned period of this many seconds (its busiest
+# period bounds its calls per minute); 10 minutes keeps the SQL aggregate small.
+BUSY_PERIOD = 600
 
 # (server, tool, args_digest, agent, team, environment)
 Signature = tuple[str, str, str, str, str, str]
@@ -299,6 +308,38 @@ class Replay:
                     fold[2] = sample
         return n
 
+    # --- the limits prefilter: sessions no limit can touch need no per-call replay ---------------------
+    def session_may_be_limited(
+        self, *, calls: int, duration: float, writes: int | None = None, busiest: tuple[int, float] | None = None
+    ) -> bool:
+        """Whether any call of a session with these aggregates could be denied by a limit of any replayed
+        policy (each tracker's `LimitsTracker.may_limit`; conservative). Only meaningful with limits."""
+        return any(
+            t.may_limit(calls=calls, duration=duration, writes=writes, busiest=busiest)
+            for t in self._trackers.values()
+        )
+
+    def is_write(self, sig: Signature) -> bool:
+        """The (evaluated) signature is a write for some replayed policy: it may count towards max_writes."""
+        return any(e is not None and e.obj.is_write for e in self._cache[sig])
+
+    def add_unlimited(self, *, sig: Signature, recorded: str, day: str, count: int, first: Any, last: Any) -> None:
+        """`count` calls of sessions `session_may_be_limited` ruled out, with sample keys from `first` to
+        `last`: folded exactly as `add_calls` would fold them (no tracker can deny any of them, and a fold
+        only keeps its count and first/last sample, so the order of feeding does not matter)."""
+        cand, base, ref = self._cache[sig]
+        before = base.decision if base is not None else recorded
+        key = (sig, before, cand.decision, cand.rule, day, ref.decision if ref is not None else None)
+        fold = self._folds.get(key)
+        if fold is None:
+            self._folds[key] = [count, first, last]
+        else:
+            fold[0] += count
+            if first < fold[1]:
+                fold[1] = first
+            if last > fold[2]:
+                fold[2] = last
+
     def _flush_folds(self) -> None:
         folds, self._folds = self._folds, {}
         for (sig, before, after, rule, day, ref_after), (count, first, last) in folds.items():
@@ -462,19 +503,48 @@ def simulate_records(
     reference: Any = None,
     on_progress: Callable[[int], None] | None = None,
     samples_per_group: int = SAMPLES_PER_GROUP,
+    prefilter: bool = True,
 ) -> dict:
     """Replay evidence-export records (dicts) and return the report.
 
     Without limits: records are grouped by (signature, recorded decision, day), as the SQL path does.
-    With limits: records are sorted by (session_id, timestamp, seq) and fed one by one.
+    With limits: sessions that `Replay.session_may_be_limited` rules out (from their call count, write
+    count, duration and busiest 10 minutes) are folded without the tracker; the others are sorted by
+    (session_id, timestamp, seq) and fed one by one. prefilter=False replays every session (for tests).
     """
     replay = Replay(candidate, baseline=baseline, reference=reference, samples_per_group=samples_per_group)
     seen = 0
     if replay.needs_call_order:
+        decisions = list(_decision_records(records))
+        sessions: dict[str, list] = {}  # session -> [calls, writes, first epoch, last epoch, Counter(period)]
+        for r in decisions:
+            sig = record_signature(r)
+            replay.evaluations_for(sig, lambda r=r: _args_of(r))
+            now = _parse_ts(r["timestamp"]).timestamp()
+            s = sessions.get(r.get("session_id") or "")
+            if s is None:
+                s = sessions[r.get("session_id") or ""] = [0, 0, now, now, Counter()]
+            s[0] += 1
+            s[1] += replay.is_write(sig)
+            s[2], s[3] = min(s[2], now), max(s[3], now)
+            s[4][int(now // BUSY_PERIOD)] += 1
+        replayed = {
+            sid for sid, (calls, writes, first, last, periods) in sessions.items()
+            if not prefilter or replay.session_may_be_limited(
+                calls=calls, duration=last - first, writes=writes, busiest=(max(periods.values()), BUSY_PERIOD))
+        }
         rows = sorted(
-            _decision_records(records),
+            (r for r in decisions if (r.get("session_id") or "") in replayed),
             key=lambda r: (r.get("session_id") or "", _parse_ts(r["timestamp"]), _sample_key(r)),
         )
+        for r in decisions:
+            if (r.get("session_id") or "") not in replayed:
+                sample = _sample_key(r)
+                replay.add_unlimited(sig=record_signature(r), recorded=r.get("decision") or "", day=record_day(r),
+                                     count=1, first=sample, last=sample)
+                seen += 1
+                if on_progress and seen % 10000 == 0:
+                    on_progress(seen)
         for r in rows:
             replay.add_call(
                 sig=record_signature(r), args=lambda r=r: _args_of(r), recorded=r.get("decision") or "",

@@ -15,11 +15,14 @@ from django.db import connection
 from django.db.models import QuerySet
 
 from cordum.decisions.models import EvidenceRecord
+from cordum.policy.simulate import BUSY_PERIOD
 from cordum.simulation.models import Simulation
 
 FETCH_SIZE = 2000
 # A 64-bit hash of a call signature (PostgreSQL), so the per-call stream carries one bigint, not six strings.
 SIGNATURE_HASH = "hashtextextended(concat_ws(chr(31), server, tool, args_digest, agent_name, team_slug, environment), 0)"
+# The same for a session id (the limits replay's session key).
+SESSION_HASH = "hashtextextended(session_id, 0)"
 GROUP_WORK_MEM = "64MB"
 SIGNATURE_COLUMNS = "server, tool, args_digest, agent_name, team_slug, environment"
 
@@ -120,15 +123,19 @@ def evidence_decision_ids(*, organization_id: int, seqs: set[int]) -> dict[int, 
     return dict(rows)
 
 
-def evidence_calls_in_session_order(*, window: Window, hashed: bool) -> Iterator[tuple]:
+def evidence_calls_in_session_order(*, window: Window, hashed: bool,
+                                    sessions: list[int] | None = None) -> Iterator[tuple]:
     """Rows of (session, timestamp, seq, decision, signature) ordered by session then time: the order the
     sidecar enforced limits in. No args: callers evaluate each signature first from
     `evidence_signature_groups`.
 
     hashed (PostgreSQL): session and signature come as 64-bit hashes and the timestamp as epoch seconds,
     so a million rows decode quickly; otherwise session_id, the stored timestamp and the signature tuple.
+    sessions (hashed only): just the calls of these session hashes.
     """
     where, params = window.where()
+    if hashed and sessions is not None:
+        where, params = f"{where} AND {SESSION_HASH} = ANY(%s::bigint[])", [*params, sessions]
     if not hashed:
         order = f"FROM {_table()} WHERE {where} ORDER BY session_id, \"timestamp\", seq"
         sql = f"SELECT session_id, \"timestamp\", seq, decision, {SIGNATURE_COLUMNS} {order}"  # noqa: S608
@@ -138,16 +145,82 @@ def evidence_calls_in_session_order(*, window: Window, hashed: bool) -> Iterator
     # Sessions in hash order (any order of sessions will do; a bigint sorts much faster than text),
     # calls within a session by time then chain position.
     sql = (
-        "SELECT hashtextextended(session_id, 0) AS s, extract(epoch FROM \"timestamp\")::float8, seq, "  # noqa: S608
+        f"SELECT {SESSION_HASH} AS s, extract(epoch FROM \"timestamp\")::float8, seq, "  # noqa: S608
         f"decision, {SIGNATURE_HASH} FROM {_table()} WHERE {where} ORDER BY s, \"timestamp\", seq"
     )
-    with connection.cursor() as cursor:  # room to sort in memory
+    with connection.cursor() as cursor:  # room to sort in memory; no JIT (compiling costs more than it saves)
         cursor.execute(f"SET work_mem = '{GROUP_WORK_MEM}'")
+        cursor.execute("SET jit = off")
     try:
         yield from _stream(sql, params)
     finally:
         with connection.cursor() as cursor:
             cursor.execute("RESET work_mem")
+            cursor.execute("RESET jit")
+
+
+def evidence_signatures(*, window: Window) -> list[tuple]:
+    """Rows of (server, tool, args_digest, agent, team, environment, any_id, signature_hash): one per distinct
+    call signature of the window (signature_hash is None on SQLite). The limits replay evaluates these
+    first; its other passes carry only the 64-bit hash."""
+    where, params = window.where()
+    if connection.vendor != "postgresql":
+        sql = f"SELECT {SIGNATURE_COLUMNS}, min(id), NULL FROM {_table()} WHERE {where} GROUP BY {SIGNATURE_COLUMNS}"  # noqa: S608
+        return list(_stream(sql, params))
+    sql = (
+        f"SELECT {SIGNATURE_COLUMNS}, min(id), {SIGNATURE_HASH} FROM {_table()} WHERE {where} "  # noqa: S608
+        f"GROUP BY {SIGNATURE_COLUMNS}"
+    )
+    return _small_aggregate(sql, params)
+
+
+def evidence_session_stats(*, window: Window, write_signatures: list[int] | None) -> Iterator[tuple]:
+    """Rows of (session_hash, calls, writes, busiest, duration_seconds), one per session (PostgreSQL): the
+    aggregates `Replay.session_may_be_limited` decides on. writes counts the calls whose signature hash is
+    in `write_signatures` (None: not counted, 0); busiest is the most calls in one epoch-aligned UTC period
+    of `BUSY_PERIOD` seconds; duration is from the first to the last call. Sessions are 64-bit hashes, as in
+    the call stream (a collision would merge two sessions' aggregates, which only makes them look busier).
+    """
+    where, params = window.where()
+    writes = f"count(*) FILTER (WHERE {SIGNATURE_HASH} = ANY(%s::bigint[]))" if write_signatures else "0"
+    sql = (
+        "SELECT s, sum(n)::bigint, sum(w)::bigint, max(n), extract(epoch FROM max(t1) - min(t0))::float8 FROM ("  # noqa: S608
+        f"SELECT {SESSION_HASH} AS s, floor(extract(epoch FROM \"timestamp\") / {BUSY_PERIOD}) AS m, count(*) AS n, "
+        f"{writes} AS w, min(\"timestamp\") AS t0, max(\"timestamp\") AS t1 "
+        f"FROM {_table()} WHERE {where} GROUP BY s, m) per_period GROUP BY s"
+    )
+    yield from _small_aggregate(sql, ([write_signatures] if write_signatures else []) + params)
+
+
+def _small_aggregate(sql: str, params: list) -> list[tuple]:
+    """A full scan aggregated into few rows (sessions, groups): a plain cursor, so PostgreSQL may scan in
+    parallel (it never does for a server-side cursor), no JIT (compiling costs more than it saves here),
+    and hash aggregates only (the planner cannot estimate how many rows a session filter keeps and would
+    otherwise sort them all)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SET work_mem = '{GROUP_WORK_MEM}'")
+        cursor.execute("SET jit = off")
+        cursor.execute("SET enable_sort = off")
+        try:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+        finally:
+            cursor.execute("RESET work_mem")
+            cursor.execute("RESET jit")
+            cursor.execute("RESET enable_sort")
+
+
+def evidence_unlimited_groups(*, window: Window, replayed_sessions: list[int]) -> Iterator[tuple]:
+    """Rows of (signature_hash, decision, day, count, first_seq, last_seq) over the calls of every session
+    NOT in `replayed_sessions` (session hashes): the calls no limit can touch, grouped (PostgreSQL)."""
+    where, params = window.where()
+    sql = (
+        f"SELECT {SIGNATURE_HASH} AS h, decision, (\"timestamp\" AT TIME ZONE 'UTC')::date AS day, count(*), "  # noqa: S608
+        f"min(seq), max(seq) FROM {_table()} WHERE {where} AND NOT ({SESSION_HASH} = ANY(%s::bigint[])) "
+        "GROUP BY h, decision, day"
+    )
+    for row in _small_aggregate(sql, [*params, replayed_sessions]):
+        yield (row[0], row[1], row[2].isoformat(), *row[3:])
 
 
 def simulation_list(*, organization) -> QuerySet[Simulation]:

@@ -218,14 +218,17 @@ def _batches(rows, size: int):
         yield batch
 
 
-def _signature_groups(replay, window):
-    """Stream the grouped rows in batches; evaluate each new signature once, fetching its args by id."""
-    for batch in _batches(selectors.evidence_signature_groups(window=window), selectors.FETCH_SIZE):
+def _signature_groups(replay, window, rows=None, id_index: int = 9):
+    """Stream the grouped rows in batches; evaluate each new signature once, fetching its args by id
+    (rows: the grouped rows by default, or any rows starting with the signature, the record id at id_index)."""
+    if rows is None:
+        rows = selectors.evidence_signature_groups(window=window)
+    for batch in _batches(rows, selectors.FETCH_SIZE):
         missing = {}
         for row in batch:
             sig = row[:6]
             if sig not in replay.evaluated and sig not in missing:
-                missing[sig] = row[9]
+                missing[sig] = row[id_index]
         args = selectors.evidence_args(organization_id=window.organization_id, ids=list(missing.values()))
         for sig, record_id in missing.items():
             replay.evaluations_for(sig, args.get(record_id) or "")
@@ -233,26 +236,49 @@ def _signature_groups(replay, window):
 
 
 def simulation_replay(*, simulation: Simulation, candidate: Any, baseline: Any = None, reference: Any = None,
-                      progress: _Progress | None = None) -> dict:
-    """Replay the window's recorded calls (grouped, or in session order when limits apply); the report."""
-    from cordum.policy.simulate import Replay
+                      progress: _Progress | None = None, prefilter: bool = True) -> dict:
+    """Replay the window's recorded calls (grouped, or in session order when limits apply); the report.
+
+    With limits, only the sessions a limit could touch are replayed call by call (prefilter=False: all)."""
+    from cordum.policy.simulate import BUSY_PERIOD, Replay
 
     replay = Replay(candidate, baseline=baseline, reference=reference)
     window = selectors.Window.of(simulation)
     started = time.monotonic()
+    replayed_calls = 0
     if replay.needs_call_order:
-        # Pass 1: evaluate every distinct signature once (grouped in SQL). Pass 2: every call in (session,
-        # time) order through the limits tracker, with the cached evaluations.
+        # Pass 1: evaluate every distinct signature once (grouped in SQL).
         by_hash: dict = {}
-        for row in _signature_groups(replay, window):
-            by_hash.setdefault(row[12], set()).add(row[:6])
+        for row in _signature_groups(replay, window, selectors.evidence_signatures(window=window), id_index=6):
+            by_hash.setdefault(row[7], set()).add(row[:6])
         hashed = None not in by_hash and all(len(sigs) == 1 for sigs in by_hash.values())  # no collision
         signature = {h: next(iter(sigs)) for h, sigs in by_hash.items()} if hashed else None
-        rows = selectors.evidence_calls_in_session_order(window=window, hashed=hashed)
+        replayed = None  # session hashes to replay call by call (None: all of them)
+        if hashed and prefilter:
+            # Pass 2: per-session aggregates; the engine says which sessions a limit could touch. Pass 3: the
+            # others' calls, grouped and folded without the tracker.
+            writes = sorted(h for h, sig in signature.items() if replay.is_write(sig))
+            replayed = []
+            for session, calls, n_writes, busiest, duration in selectors.evidence_session_stats(
+                window=window, write_signatures=writes if writes else None
+            ):
+                if replay.session_may_be_limited(calls=calls, duration=duration, writes=n_writes,
+                                                 busiest=(busiest, BUSY_PERIOD)):
+                    replayed.append(session)
+            for h, decision, day, count, first, last in selectors.evidence_unlimited_groups(
+                window=window, replayed_sessions=replayed
+            ):
+                replay.add_unlimited(sig=signature[h], recorded=decision, day=day, count=count, first=first,
+                                     last=last)
+                if progress:
+                    progress.advance(count)
+        # Pass 4: the remaining calls in (session, time) order through the limits tracker.
+        rows = () if replayed == [] else selectors.evidence_calls_in_session_order(
+            window=window, hashed=hashed, sessions=replayed)
         for batch in _batches(rows, 5 * selectors.FETCH_SIZE):
             if hashed:
                 batch = [(session, ts, seq, decision, signature[h]) for session, ts, seq, decision, h in batch]
-            replay.add_calls(batch)
+            replayed_calls += replay.add_calls(batch)
             if progress:
                 progress.advance(len(batch))
     else:
@@ -266,7 +292,7 @@ def simulation_replay(*, simulation: Simulation, candidate: Any, baseline: Any =
     report = replay.report(resolve=lambda seqs: selectors.evidence_decision_ids(
         organization_id=simulation.organization_id, seqs=seqs))
     report["run"] = {"seconds": round(time.monotonic() - started, 3), "evaluations": replay.evaluations,
-                     "grouped": not replay.needs_call_order}
+                     "grouped": not replay.needs_call_order, "calls_replayed_in_order": replayed_calls}
     return report
 
 
