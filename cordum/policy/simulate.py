@@ -319,9 +319,10 @@ class Replay:
             for t in self._trackers.values()
         )
 
-    def is_write(self, sig: Signature) -> bool:
-        """The (evaluated) signature is a write for some replayed policy: it may count towards max_writes."""
-        return any(e is not None and e.obj.is_write for e in self._cache[sig])
+    def counts_as_write(self, sig: Signature) -> bool:
+        """The (evaluated) signature may count towards max_writes for some replayed policy: a write that policy
+        does not deny (denied calls are never counted by the tracker)."""
+        return any(e is not None and e.obj.is_write and e.decision != "deny" for e in self._cache[sig])
 
     def add_unlimited(self, *, sig: Signature, recorded: str, day: str, count: int, first: Any, last: Any) -> None:
         """`count` calls of sessions `session_may_be_limited` ruled out, with sample keys from `first` to
@@ -525,7 +526,7 @@ def simulate_records(
             if s is None:
                 s = sessions[r.get("session_id") or ""] = [0, 0, now, now, Counter()]
             s[0] += 1
-            s[1] += replay.is_write(sig)
+            s[1] += replay.counts_as_write(sig)
             s[2], s[3] = min(s[2], now), max(s[3], now)
             s[4][int(now // BUSY_PERIOD)] += 1
         replayed = {

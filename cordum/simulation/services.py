@@ -257,7 +257,7 @@ def simulation_replay(*, simulation: Simulation, candidate: Any, baseline: Any =
         if hashed and prefilter:
             # Pass 2: per-session aggregates; the engine says which sessions a limit could touch. Pass 3: the
             # others' calls, grouped and folded without the tracker.
-            writes = sorted(h for h, sig in signature.items() if replay.is_write(sig))
+            writes = sorted(h for h, sig in signature.items() if replay.counts_as_write(sig))
             replayed = []
             for session, calls, n_writes, busiest, duration in selectors.evidence_session_stats(
                 window=window, write_signatures=writes if writes else None
