@@ -17,8 +17,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python requirements/base.txt requirements/dev.txt requirements/sidecar.txt pyproject.toml
 	$(BIN)/pip install --disable-pip-version-check -q -r requirements/dev.txt
-	$(BIN)/pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e . || \
-		$(BIN)/pip install --disable-pip-version-check -q --no-deps -e .
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
