@@ -123,15 +123,20 @@ def evidence_decision_ids(*, organization_id: int, seqs: set[int]) -> dict[int, 
     return dict(rows)
 
 
-def evidence_calls_in_session_order(*, window: Window, hashed: bool,
-                                    sessions: list[int] | None = None) -> Iterator[tuple]:
+# Up to this many calls of the sessions to replay are fetched with one plain query (PostgreSQL may then scan
+# and sort in parallel, which it never does for a server-side cursor); more are streamed.
+FETCH_ALL_ROWS = 400_000
+
+
+def evidence_calls_in_session_order(*, window: Window, hashed: bool, sessions: list[int] | None = None,
+                                    expected_rows: int | None = None) -> Iterator[tuple]:
     """Rows of (session, timestamp, seq, decision, signature) ordered by session then time: the order the
     sidecar enforced limits in. No args: callers evaluate each signature first from
     `evidence_signature_groups`.
 
     hashed (PostgreSQL): session and signature come as 64-bit hashes and the timestamp as epoch seconds,
     so a million rows decode quickly; otherwise session_id, the stored timestamp and the signature tuple.
-    sessions (hashed only): just the calls of these session hashes.
+    sessions (hashed only): just the calls of these session hashes; expected_rows: how many calls they have.
     """
     where, params = window.where()
     if hashed and sessions is not None:
@@ -152,6 +157,12 @@ def evidence_calls_in_session_order(*, window: Window, hashed: bool,
         cursor.execute(f"SET work_mem = '{GROUP_WORK_MEM}'")
         cursor.execute("SET jit = off")
     try:
+        if expected_rows is not None and expected_rows <= FETCH_ALL_ROWS:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                rows = cursor.fetchall()
+            yield from rows
+            return
         yield from _stream(sql, params)
     finally:
         with connection.cursor() as cursor:
@@ -174,22 +185,23 @@ def evidence_signatures(*, window: Window) -> list[tuple]:
     return _small_aggregate(sql, params)
 
 
-def evidence_session_stats(*, window: Window, write_signatures: list[int] | None) -> Iterator[tuple]:
+def evidence_session_stats(*, window: Window, write_digests: list[str] | None) -> Iterator[tuple]:
     """Rows of (session_hash, calls, writes, busiest, duration_seconds), one per session (PostgreSQL): the
-    aggregates `Replay.session_may_be_limited` decides on. writes counts the calls whose signature hash is
-    in `write_signatures` (None: not counted, 0); busiest is the most calls in one epoch-aligned UTC period
+    aggregates `Replay.session_may_be_limited` decides on. writes counts the calls whose args_digest is in
+    `write_digests` (the digests of the signatures that may count as writes: a superset of the write calls,
+    cheaper to test than a signature; None: not counted, 0); busiest is the most calls in one epoch-aligned UTC period
     of `BUSY_PERIOD` seconds; duration is from the first to the last call. Sessions are 64-bit hashes, as in
     the call stream (a collision would merge two sessions' aggregates, which only makes them look busier).
     """
     where, params = window.where()
-    writes = f"count(*) FILTER (WHERE {SIGNATURE_HASH} = ANY(%s::bigint[]))" if write_signatures else "0"
+    writes = "count(*) FILTER (WHERE args_digest = ANY(%s::text[]))" if write_digests else "0"
     sql = (
         "SELECT s, sum(n)::bigint, sum(w)::bigint, max(n), extract(epoch FROM max(t1) - min(t0))::float8 FROM ("  # noqa: S608
         f"SELECT {SESSION_HASH} AS s, floor(extract(epoch FROM \"timestamp\") / {BUSY_PERIOD}) AS m, count(*) AS n, "
         f"{writes} AS w, min(\"timestamp\") AS t0, max(\"timestamp\") AS t1 "
         f"FROM {_table()} WHERE {where} GROUP BY s, m) per_period GROUP BY s"
     )
-    yield from _small_aggregate(sql, ([write_signatures] if write_signatures else []) + params)
+    yield from _small_aggregate(sql, ([write_digests] if write_digests else []) + params)
 
 
 def _small_aggregate(sql: str, params: list) -> list[tuple]:

@@ -253,18 +253,19 @@ def simulation_replay(*, simulation: Simulation, candidate: Any, baseline: Any =
             by_hash.setdefault(row[7], set()).add(row[:6])
         hashed = None not in by_hash and all(len(sigs) == 1 for sigs in by_hash.values())  # no collision
         signature = {h: next(iter(sigs)) for h, sigs in by_hash.items()} if hashed else None
-        replayed = None  # session hashes to replay call by call (None: all of them)
+        replayed, expected = None, 0  # session hashes to replay call by call (None: all of them), their calls
         if hashed and prefilter:
             # Pass 2: per-session aggregates; the engine says which sessions a limit could touch. Pass 3: the
             # others' calls, grouped and folded without the tracker.
-            writes = sorted(h for h, sig in signature.items() if replay.counts_as_write(sig))
-            replayed = []
+            writes = sorted({sig[2] for sig in signature.values() if replay.counts_as_write(sig)})
+            replayed, expected = [], 0
             for session, calls, n_writes, busiest, duration in selectors.evidence_session_stats(
-                window=window, write_signatures=writes if writes else None
+                window=window, write_digests=writes or None
             ):
                 if replay.session_may_be_limited(calls=calls, duration=duration, writes=n_writes,
                                                  busiest=(busiest, BUSY_PERIOD)):
                     replayed.append(session)
+                    expected += calls
             for h, decision, day, count, first, last in selectors.evidence_unlimited_groups(
                 window=window, replayed_sessions=replayed
             ):
@@ -274,7 +275,7 @@ def simulation_replay(*, simulation: Simulation, candidate: Any, baseline: Any =
                     progress.advance(count)
         # Pass 4: the remaining calls in (session, time) order through the limits tracker.
         rows = () if replayed == [] else selectors.evidence_calls_in_session_order(
-            window=window, hashed=hashed, sessions=replayed)
+            window=window, hashed=hashed, sessions=replayed, expected_rows=expected if replayed else None)
         for batch in _batches(rows, 5 * selectors.FETCH_SIZE):
             if hashed:
                 batch = [(session, ts, seq, decision, signature[h]) for session, ts, seq, decision, h in batch]
