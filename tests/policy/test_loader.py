@@ -22,15 +22,19 @@ def only_error(text):
     return result.errors[0]
 
 
-def test_brief_example_policy_loads_unchanged_from_the_brief_text():
-    text = BRIEF.read_text()
-    start = text.index("# safety.yaml - coding agent governance\nversion: v1")
-    end = text.index("File reads and git log pass through")
-    result = load_policy_text(text[start:end])
+def test_brief_example_policy_loads_unchanged():
+    result = load_policy_text(BRIEF_POLICY)
     assert result.ok and not result.warnings
     assert [r.id for r in result.policy.rules] == [
         "allow-code-read", "approve-code-write", "approve-git-push", "deny-infra-destroy", "deny-secrets-access",
     ]
+
+
+@pytest.mark.skipif(not BRIEF.exists(), reason="the product brief lives beside the repository, not in it")
+def test_brief_policy_fixture_is_the_brief_text_verbatim():
+    text = BRIEF.read_text()
+    start = text.index("# safety.yaml - coding agent governance\nversion: v1")
+    end = text.index("File reads and git log pass through")
     assert text[start:end].strip() == BRIEF_POLICY.strip()
 
 
