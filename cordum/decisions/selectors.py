@@ -178,7 +178,9 @@ def decision_counts(*, qs: QuerySet[EvidenceRecord], filters: dict) -> dict:
     Without a time filter the chart covers the last CHART_DEFAULT_DAYS days that have records (so the explorer
     stays fast on a long history); `window` says which range is drawn.
     """
-    qs = qs.filter(record_type=RecordType.DECISION).order_by()
+    # Outcome records have decision "" and are skipped below; not filtering on record_type lets PostgreSQL
+    # answer from the (organization, decision, timestamp) index alone.
+    qs = qs.order_by()
     start, end = filters.get("start"), filters.get("end")
     if not end:
         end = qs.aggregate(last=Max("timestamp"))["last"]
@@ -191,10 +193,11 @@ def decision_counts(*, qs: QuerySet[EvidenceRecord], filters: dict) -> dict:
     qs = qs.filter(timestamp__gte=start, timestamp__lte=end)
     hourly = (end - start) <= dt.timedelta(days=3)
     trunc = TruncHour("timestamp") if hourly else TruncDay("timestamp")
-    rows = qs.annotate(bucket=trunc).values("bucket", "decision").annotate(n=Count("id")).order_by("bucket")
+    rows = qs.annotate(bucket=trunc).values("bucket", "decision").annotate(n=Count("*")).order_by("bucket")
     buckets: dict = {}
     for row in rows:
-        buckets.setdefault(row["bucket"], {"allow": 0, "require_approval": 0, "deny": 0})[row["decision"]] = row["n"]
+        if row["decision"]:
+            buckets.setdefault(row["bucket"], {"allow": 0, "require_approval": 0, "deny": 0})[row["decision"]] = row["n"]
     return {"unit": "hour" if hourly else "day", "buckets": sorted(buckets.items()), "window": (start, end)}
 
 

@@ -6,6 +6,7 @@ app_name = "decisions"
 
 urlpatterns = [
     path("", views.ExplorerView.as_view(), name="explorer"),
+    path("chart/", views.ChartView.as_view(), name="chart"),
     path("records/<int:pk>/", views.RecordView.as_view(), name="record"),
     path("sessions/<str:session_id>/", views.SessionView.as_view(), name="session"),
     path("export/", views.ExportView.as_view(), name="export"),

@@ -54,13 +54,25 @@ class ExplorerView(RoleRequiredMixin, View):
         total, capped = selectors.evidence_count(qs=qs)
         context.update(
             total=total, capped=capped, stream_limit=exports.STREAM_LIMIT,
-            chart=decision_chart_svg(counts := selectors.decision_counts(qs=qs, filters=filters)),
-            chart_window=counts["window"],
             can_export=self.membership.has_perm(Perm.EXPORT_AUDIT),
             head=ChainHead.objects.filter(organization_id=self.organization.pk).first(),
         )
         template = "decisions/partials/_results.html" if request.htmx else "decisions/explorer.html"
         return render(request, template, context)
+
+
+@method_decorator(require_GET, name="dispatch")
+class ChartView(RoleRequiredMixin, View):
+    """Decisions over time for the explorer's filters (SVG fragment; the explorer loads it after the rows)."""
+
+    required_perm = Perm.VIEW_OWN_TEAM
+
+    def get(self, request):
+        filters, _error = _filters_or_empty(request)
+        qs = selectors.evidence_list(membership=self.membership, filters=filters)
+        counts = selectors.decision_counts(qs=qs, filters=filters)
+        return render(request, "decisions/partials/_chart.html",
+                      {"chart": decision_chart_svg(counts), "chart_window": counts["window"]})
 
 
 @method_decorator(require_GET, name="dispatch")

@@ -142,3 +142,10 @@ def test_upload_larger_than_djangos_form_limit_is_accepted(org_setup, settings):
     records = [make_decision(n=i, args={"content": "x" * 4000}) for i in range(5)]
     response = agent_client(org_setup["pay_token"]).post("/api/v1/decisions", {"records": records}, format="json")
     assert response.status_code == 202 and len(response.json()["accepted"]) == 5
+
+
+def test_decision_chart_is_an_svg_of_the_visible_records(two_teams):
+    svg = ui(two_teams["auditor"]).get("/evidence/chart/?start=2026-11-20T00:00&end=2026-11-21T00:00").content.decode()
+    assert "<svg" in svg and "deny of" in svg  # web's denials are visible to the auditor
+    svg = ui(two_teams["member"]).get("/evidence/chart/?start=2026-11-20T00:00&end=2026-11-21T00:00").content.decode()
+    assert "<svg" in svg and "deny of" not in svg  # payments has no denials; web's are not counted
