@@ -10,6 +10,7 @@ import signal
 import socket
 from collections import Counter
 
+import anyio
 import pytest
 
 from cordum.sidecar.bundles import BundleStore, generate_keypair, key_id_for
@@ -17,6 +18,21 @@ from cordum.sidecar.spool import Spool
 
 from .conftest import mcp_session, sidecar_params, sidecar_pids, text_of, write_config
 from .test_proxy import _signed_bundle
+
+
+def _wait_for_outcomes(spool_path, calls: int, timeout: float = 20.0) -> None:
+    """Block until the spool holds an outcome for each of `calls` decisions (folded in or as its own record)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        records = Spool(spool_path).records()
+        decided = {r["decision_id"] for r in records if r.get("record_type") == "decision"}
+        done = {r["decision_id"] for r in records if r.get("outcome")}
+        if len(decided) == calls and decided <= done:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the spool never held {calls} outcomes: {Spool(spool_path).records()}")
 
 
 def _closed_port_url() -> str:
@@ -65,6 +81,9 @@ def test_kill_9_during_an_outage_then_restart_uploads_every_record_exactly_once(
                 denied = await s.call_tool("write_file", {"path": str(project.parent / "outside" / "x"),
                                                           "content": "x"})
                 assert "deny-write-outside-project" in text_of(denied)
+                # An outcome is spooled just after the answer reaches the agent; wait for the last one so the
+                # kill tests what was spooled, not a race with the final outcome write.
+                await anyio.to_thread.run_sync(_wait_for_outcomes, tmp_path / "spool.db", 5)
                 os.kill(sidecar_pids(log_path)[-1], signal.SIGKILL)
 
     async def phase_two() -> None:  # restarted, the control plane is back
