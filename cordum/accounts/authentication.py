@@ -4,6 +4,8 @@ Tokens are looked up by sha256 digest; the plaintext is never stored. An agent r
 authenticates as an `AgentPrincipal` with `request.auth` set to the `AgentToken`.
 """
 
+from datetime import timedelta
+
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
@@ -11,6 +13,8 @@ from rest_framework import authentication, exceptions
 from cordum.accounts.models import AgentToken, UserToken
 from cordum.accounts.services import AGENT_TOKEN_PREFIX, USER_TOKEN_PREFIX
 from cordum.common.crypto import token_digest
+
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 class AgentPrincipal:
@@ -58,7 +62,9 @@ class TokenAuthentication(authentication.BaseAuthentication):
             if agent is None:
                 raise exceptions.AuthenticationFailed("Invalid or revoked agent token.")
             now = timezone.now()
-            AgentToken.objects.filter(pk=token.pk).update(last_used_at=now)
+            # A fleet calls many times a second: record use at most once per LAST_USED_RESOLUTION.
+            if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
+                AgentToken.objects.filter(pk=token.pk).update(last_used_at=now)
             return AgentPrincipal(agent), token
         if raw.startswith(USER_TOKEN_PREFIX + "_"):
             try:
