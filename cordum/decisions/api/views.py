@@ -13,7 +13,6 @@ from cordum.accounts.permissions import Perm
 from cordum.common.errors import CordumError
 from cordum.decisions import selectors, services
 from cordum.decisions.api import serializers as s
-from cordum.decisions.api.authentication import UploadTokenAuthentication
 
 MAX_UPLOAD_BYTES = int(os.environ.get("CORDUM_EVIDENCE_MAX_UPLOAD_BYTES", str(32 * 1024 * 1024)))
 
@@ -22,7 +21,6 @@ class EvidenceUploadApi(APIView):
     """POST /api/v1/decisions: a batch of evidence records; 202 once durably queued."""
 
     permission_classes = [IsAgent]
-    authentication_classes = [UploadTokenAuthentication]
 
     @extend_schema(request=s.EvidenceUploadSerializer, responses={202: s.EvidenceAcceptedSerializer})
     def post(self, request):
