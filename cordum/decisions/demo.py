@@ -66,6 +66,7 @@ def _scenarios(team: str) -> list[Step]:
         Step("claude-code", "Bash", {"command": "git push origin HEAD"}, 1.4),
         Step("claude-code", "Bash", {"command": "npm install left-pad" if team == "web" else "pip install requests"}, 0.8),
         Step("claude-code", "Bash", {"command": "cat .env"}, 0.35),
+        *([Step("claude-code", "Bash", {"command": "npm publish --access public"}, 0.1)] if team == "web" else []),
         Step("filesystem", "read_text_file", {"path": ".env"}, 0.3),
         Step("claude-code", "Bash", {"command": "rm -rf build/ dist/"}, 0.5),
         Step("claude-code", "Write", {"file_path": "/etc/hosts", "content": "127.0.0.1 api"}, 0.15),

@@ -5,7 +5,7 @@ History on `main` (oldest first):
   2. Deny dropping production databases (typo)        INVALID: recorded with its error, never distributed
   3. Deny dropping production databases               valid, tagged v1.1.0
   4. Require approval for dependency installs         valid, tagged v1.2.0 -> live
-Branch `proposed/deny-npm-publish`: one commit adding a deny rule for `npm publish` (review it in the UI).
+Branch `proposed/deny-npm-publish`: one commit denying `npm publish` and allowing test runs (review it in the UI).
 
 Idempotent: the repository is created once; later runs only re-sync. Puts `policy_repository`,
 `signing_key`, `trusted_keys` ({key_id: public_key}) and `live_policy_version` into ctx.
@@ -41,6 +41,41 @@ INSTALL_RULE = """
     reason: "New dependencies need review (supply chain)"
 """
 
+INSTALL_TOOLS = r"""
+  - server: claude-code
+    tool: Bash
+    when: {args: {command: {regex: ['^\s*npm\s+(install|i|add)\s+\S']}}}
+    topic: job.mcp-bridge.shell.npm-install
+    target: "{command}"
+  - server: claude-code
+    tool: Bash
+    when: {args: {command: {regex: ['^\s*pip3?\s+install\s']}}}
+    topic: job.mcp-bridge.shell.pip-install
+    target: "{command}"
+"""
+
+PROPOSED_TOOLS = r"""
+  - server: claude-code
+    tool: Bash
+    when: {args: {command: {regex: ['^\s*npm\s+publish\b']}}}
+    topic: job.mcp-bridge.shell.npm-publish
+    risk_tags: [deploy]
+    target: "{command}"
+  - server: claude-code
+    tool: Bash
+    when: {args: {command: {regex: ['^\s*(pytest|python -m pytest|npm (run )?test)\b']}}}
+    topic: job.mcp-bridge.shell.test
+    target: "{command}"
+"""
+
+TEST_RUN_RULE = """
+  - id: allow-test-runs
+    match:
+      topics: ["job.mcp-bridge.shell.test"]
+    decision: allow
+    reason: "Running the test suite has no side effects outside the workspace"
+"""
+
 NPM_PUBLISH_RULE = """
   - id: deny-npm-publish
     match:
@@ -59,6 +94,15 @@ def _with_rule(text: str, rule: str) -> str:
     marker = "\ntools:"
     index = text.index(marker) if marker in text else len(text)
     return text[:index].rstrip("\n") + "\n" + rule + text[index:]
+
+
+CATCH_ALL_BASH = "  - {server: claude-code, tool: Bash, topic: job.mcp-bridge.shell.exec"
+
+
+def _with_tools(text: str, entries: str) -> str:
+    """Insert tool-map entries before the catch-all Bash entry (the first matching entry maps a call)."""
+    index = text.index(CATCH_ALL_BASH)
+    return text[:index] + entries.lstrip("\n") + text[index:]
 
 
 def _build_repo(path: Path) -> None:
@@ -95,14 +139,15 @@ def _build_repo(path: Path) -> None:
     commit("Fix: 'block' is not a decision, use deny", who="alice")
     repo.create_tag("v1.1.0")
 
-    with_install = _with_rule(with_db, INSTALL_RULE)
+    with_install = _with_tools(_with_rule(with_db, INSTALL_RULE), INSTALL_TOOLS)
     policy_file.write_text(with_install)
     commit("Require approval for dependency installs")
     repo.create_tag("v1.2.0")
 
     repo.git.checkout("-b", PROPOSED_BRANCH)
-    policy_file.write_text(_with_rule(with_install, NPM_PUBLISH_RULE))
-    commit("Propose: agents may not publish npm packages")
+    proposed = _with_rule(_with_rule(with_install, TEST_RUN_RULE), NPM_PUBLISH_RULE)
+    policy_file.write_text(_with_tools(proposed, PROPOSED_TOOLS))
+    commit("Propose: agents may not publish npm packages; let them run the test suite")
     repo.git.checkout("main")
 
 
