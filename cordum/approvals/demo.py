@@ -4,8 +4,6 @@ Rows are keyed by deterministic decision ids, so a second run changes nothing. P
 a week after the first run (the demo's reviewer queue is not empty when you open it).
 """
 
-import hashlib
-import json
 import uuid
 from datetime import timedelta
 
@@ -13,6 +11,7 @@ from django.utils import timezone
 
 from cordum.approvals.choices import ApprovalState
 from cordum.approvals.models import ApprovalRequest
+from cordum.policy import args_digest
 
 NAMESPACE = uuid.UUID("a7d4c1e2-5b3f-4e8a-9c6d-1f2e3a4b5c6d")
 
@@ -66,11 +65,6 @@ DEMO_REQUESTS = [
 ]
 
 
-def _digest(arguments: dict) -> str:
-    canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
-
-
 def load(ctx: dict) -> None:
     org = ctx["organization"]
     agents = ctx.get("agents") or {}
@@ -91,7 +85,7 @@ def load(ctx: dict) -> None:
             defaults={
                 "organization": org, "session_id": f"sess_demo_{agent_name}", "server": server, "tool": tool,
                 "action": action, "target": target, "topic": f"job.mcp-bridge.{action}", "risk_tags": tags,
-                "rule": rule, "reason": reason, "args_digest": _digest(arguments), "args": arguments, "diff": diff,
+                "rule": rule, "reason": reason, "args_digest": args_digest(arguments), "args": arguments, "diff": diff,
                 "policy_version": "v1.0.0", "reviewers": ["role:reviewer"], "state": state, "reviewer": user,
                 "reviewer_email": (user.email if user else ""), "comment": comment, "created_at": opened,
                 "expires_at": opened + (timedelta(minutes=15) if decided else timedelta(days=7)),
