@@ -25,7 +25,7 @@ from django.utils import timezone
 from cordum.accounts.models import Agent, Organization
 from cordum.common import notify
 from cordum.common.errors import CordumError
-from cordum.decisions import storage
+from cordum.decisions import storage, upload
 from cordum.decisions.choices import DecisionValue, Mode, Outcome, RecordType
 from cordum.decisions.models import GENESIS_HASH, ChainHead, EvidenceRecord, IngestBatch
 
@@ -46,6 +46,10 @@ _STR_FIELDS = {
 _STR_ITEMS = tuple(_STR_FIELDS.items())
 _ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 _MAX_INT = 2**63 - 1
+assert upload.STR_FIELD_NAMES == tuple(_STR_FIELDS), "fast path mirrors the reference validator's fields"
+assert all(
+    (upload._Record.__annotations__[f] == upload._str(n)) for f, n in _STR_FIELDS.items()
+), "fast path mirrors the reference validator's length limits"
 _CONTEXT_FIELDS = ("agent_id", "agent_name", "team_id", "team_slug", "environment")
 
 
@@ -223,24 +227,21 @@ _LIST_POSITIONS = tuple(i for i, c in enumerate(_TEXT_COLUMNS) if c in storage.J
 assert BODY_COLUMNS == (*storage.INT_COLUMNS, *_TEXT_COLUMNS), "COPY order: integers first, then text"
 
 
-def _copy_tail(row: dict) -> str:
-    """The body columns as a COPY text line fragment (integers first, then text, tab-separated)."""
+def _stage(record_id: str, row: dict, index: int) -> str:
+    """Three staged lines: record id, canonical JSON of the body, the body columns as a COPY text fragment
+    (integers first, then text, tab-separated)."""
+    body = orjson.dumps(row, option=orjson.OPT_SORT_KEYS).decode()
     ints = "\t".join(["\\N" if v is None else str(v) for v in _INT_GETTER(row)])
     texts = list(_TEXT_GETTER(row))
     for i in _LIST_POSITIONS:
         texts[i] = orjson.dumps(texts[i]).decode()
-    joined = "\x00".join(texts)  # NUL never occurs in a record (refused by _stage): a safe separator
-    if "\\" in joined or "\t" in joined or "\n" in joined or "\r" in joined:
-        joined = "\x00".join([t.translate(_COPY_ESCAPES) for t in texts])
-    return ints + "\t" + joined.replace("\x00", "\t")
-
-
-def _stage(record_id: str, row: dict, index: int) -> str:
-    body = orjson.dumps(row, option=orjson.OPT_SORT_KEYS).decode()
     if "\\u0000" in body:  # PostgreSQL text cannot hold NUL: refuse here rather than poison the writer
         field = next((k for k, v in row.items() if "\\u0000" in orjson.dumps(v).decode()), "?")
         raise _invalid(f"records[{index}].{field}", "must not contain NUL characters.")
-    return f"{record_id}\n{body}\n{_copy_tail(row)}"
+    joined = "\x00".join(texts)  # NUL never occurs here (refused above): a safe separator
+    if "\\" in joined or "\t" in joined or "\n" in joined or "\r" in joined:
+        joined = "\x00".join([t.translate(_COPY_ESCAPES) for t in texts])
+    return f"{record_id}\n{body}\n{ints}\t" + joined.replace("\x00", "\t")
 
 
 def stage_records(ids: list[str], rows: list[dict]) -> bytes:
@@ -253,17 +254,42 @@ def _unstage(payload: bytes) -> list[tuple[str, str, str]]:
 
 
 # --- the durable queue -------------------------------------------------------------------------
+def evidence_upload_enqueue(*, agent: Agent, body: bytes) -> list[str]:
+    """API entry for a raw upload body `{"records": [...]}`: validate, stage, enqueue; return ack ids.
+
+    A valid batch takes the msgspec fast path (`upload.stage_upload`); anything else is parsed with orjson
+    and validated record by record by the reference validator, which names the bad record and field.
+    """
+    staged = upload.stage_upload(
+        body, agent_context(agent), decisions=_DECISIONS, outcomes=_OUTCOMES, modes=_MODES,
+        max_records=MAX_BATCH_RECORDS, stage=_stage,
+    )
+    if staged is not None:
+        ids, payload = staged
+        return _enqueue_payload(agent=agent, ids=ids, payload=payload) if ids else ids
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise CordumError(f"Invalid input: body is not valid JSON ({exc}).", {"field": "records"}) from None
+    if not isinstance(data, dict) or "records" not in data:
+        raise CordumError("Invalid input: records: this field is required.", {"field": "records"})
+    return evidence_batch_enqueue(agent=agent, records=data["records"])
+
+
 def evidence_batch_enqueue(*, agent: Agent, records) -> list[str]:
-    """API entry: validate, store the batch durably, enqueue the writer after commit; return ack ids."""
+    """Validate parsed records, store the batch durably, enqueue the writer after commit; return ack ids."""
     ids, rows = records_validate(records=records, agent=agent)
     if not rows:
         return ids
-    payload = stage_records(ids, rows)
+    return _enqueue_payload(agent=agent, ids=ids, payload=stage_records(ids, rows))
+
+
+def _enqueue_payload(*, agent: Agent, ids: list[str], payload: bytes) -> list[str]:
     from cordum.decisions.tasks import evidence_ingest_task
 
     with transaction.atomic():
         batch_id = storage.stage_insert(organization_id=agent.organization_id, agent_id=agent.pk, payload=payload,
-                                        record_count=len(rows))
+                                        record_count=len(ids))
         transaction.on_commit(lambda: _enqueue(evidence_ingest_task, batch_id))
     return ids
 
@@ -447,6 +473,7 @@ def head_for(organization_id: int) -> ChainHead | None:
 
 
 __all__ = [
-    "GENESIS_HASH", "canonical_json", "chain_hash", "record_document", "records_validate", "evidence_batch_enqueue",
+    "GENESIS_HASH", "canonical_json", "chain_hash", "record_document", "records_validate", "evidence_upload_enqueue",
+    "evidence_batch_enqueue",
     "evidence_ingest_pending", "evidence_append", "checkpoint_signature", "format_ts",
 ]
