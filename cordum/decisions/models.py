@@ -98,8 +98,10 @@ class EvidenceRecord(models.Model):
 class EvidenceKey(models.Model):
     """Idempotency: a record id is stored once per organisation, enforced by the unique constraint."""
 
+    # No index of its own: the unique constraint's (organization, record_id) index serves organization lookups,
+    # and every claimed key would otherwise pay a second btree insert.
     organization = models.ForeignKey(
-        "accounts.Organization", on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+        "accounts.Organization", on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"
     )
     record_id = models.CharField(max_length=100)
 

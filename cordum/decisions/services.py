@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 MAX_BATCH_RECORDS = 5000
 DRAIN_MAX_RECORDS = 20000  # records chained per writer transaction (group commit across batches)
+COPY_CHUNK_RECORDS = 1000  # COPY lines sent to PostgreSQL at a time while the writer keeps hashing
 
 _DECISIONS = frozenset(str(v) for v in DecisionValue.values)
 _OUTCOMES = frozenset(str(v) for v in Outcome.values)
@@ -390,22 +391,33 @@ def _chain_locked(head: ChainHead, entries: list[tuple[str, str, str]]) -> int:
     seq, prev = head.seq, head.hash
     sha256 = hashlib.sha256
     chain_prefix = f'"organization_id":{organization_id},"recorded_at":"{recorded_at}","seq":'
-    lines, rows = [], []
-    postgres = connection.vendor == "postgresql"
-    for record_id, (body, tail) in unique.items():
-        if record_id not in new_ids:
-            continue
-        seq += 1
-        document = f'{{"body":{body},"chain":{{{chain_prefix}{seq}}}}}'
-        digest = sha256((prev + document).encode()).hexdigest()
-        if postgres:
-            lines.append(f"{organization_id}\t{seq}\t{recorded_at}\t{prev}\t{digest}\t{tail}\n")
-        else:
-            rows.append(_sqlite_row(orjson.loads(body), organization_id, seq, recorded_at, prev, digest))
-        prev = digest
-    if postgres:
-        storage.copy_text("".join(lines))
+    if connection.vendor == "postgresql":
+        # Stream the COPY in chunks: PostgreSQL inserts (and indexes) chunk n while we hash chunk n+1.
+        with storage.copy_stream() as write:
+            lines = []
+            for record_id, (body, tail) in unique.items():
+                if record_id not in new_ids:
+                    continue
+                seq += 1
+                document = f'{{"body":{body},"chain":{{{chain_prefix}{seq}}}}}'
+                digest = sha256((prev + document).encode()).hexdigest()
+                lines.append(f"{organization_id}\t{seq}\t{recorded_at}\t{prev}\t{digest}\t{tail}\n")
+                prev = digest
+                if len(lines) == COPY_CHUNK_RECORDS:
+                    write("".join(lines))
+                    lines = []
+            if lines:
+                write("".join(lines))
     else:
+        rows = []
+        for record_id, (body, _tail) in unique.items():
+            if record_id not in new_ids:
+                continue
+            seq += 1
+            document = f'{{"body":{body},"chain":{{{chain_prefix}{seq}}}}}'
+            digest = sha256((prev + document).encode()).hexdigest()
+            rows.append(_sqlite_row(orjson.loads(body), organization_id, seq, recorded_at, prev, digest))
+            prev = digest
         storage.write_rows(rows)
     written = seq - head.seq
     head.seq, head.hash, head.recorded_at = seq, prev, now

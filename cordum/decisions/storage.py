@@ -9,6 +9,7 @@ UPDATE and DELETE; executemany inserts.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 
@@ -240,6 +241,18 @@ def write_rows(rows: list[tuple], connection=None) -> None:
         else:
             placeholders = ", ".join(["%s"] * len(COLUMNS))
             cursor.executemany(f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({placeholders})", rows)  # noqa: S608
+
+
+@contextlib.contextmanager
+def copy_stream(connection=None):
+    """PostgreSQL: one COPY into the evidence table; yields `write(text)` for pre-rendered lines (COLUMNS order,
+    tab-separated, COPY-escaped). Lines are sent as they are written, so PostgreSQL loads the first rows while
+    the writer is still hashing the next ones."""
+    connection = connection or default_connection
+    with connection.wrap_database_errors, connection.cursor() as cursor, cursor.cursor.copy(
+        f"COPY {TABLE} ({', '.join(COLUMNS)}) FROM STDIN"
+    ) as copy:
+        yield lambda text: copy.write(text.encode())
 
 
 def copy_text(data: str, connection=None) -> None:
