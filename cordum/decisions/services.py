@@ -28,6 +28,7 @@ from cordum.common.errors import CordumError
 from cordum.decisions import storage, upload
 from cordum.decisions.choices import DecisionValue, Mode, Outcome, RecordType
 from cordum.decisions.models import GENESIS_HASH, ChainHead, EvidenceRecord, IngestBatch
+from cordum.policy.evidence import canonical_json  # the one canonical form: sorted keys, compact, UTF-8
 
 logger = logging.getLogger(__name__)
 
@@ -60,11 +61,6 @@ def format_ts(value: dt.datetime) -> str:
     if value.utcoffset():
         value = value.astimezone(dt.UTC)
     return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-
-
-def canonical_json(obj) -> bytes:
-    """Sorted keys, compact, UTF-8: the bytes that are hashed."""
-    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
 
 
 def chain_hash(prev_hash: str, document: dict) -> str:
