@@ -270,6 +270,9 @@ def approval_notify(*, approval: ApprovalRequest) -> bool:
         response = httpx.post(url, json={"text": approval_notification_text(approval=approval)}, timeout=5.0)
         response.raise_for_status()
     except httpx.HTTPError as exc:
-        logger.warning("approval %s: webhook delivery failed: %s", approval.pk, exc)
+        # The webhook URL is itself a secret (Slack puts the token in the path): log its host only.
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        logger.warning("approval %s: webhook delivery to %s failed: %s%s", approval.pk,
+                       httpx.URL(url).host, type(exc).__name__, f" (HTTP {status})" if status else "")
         return False
     return True
