@@ -37,6 +37,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from cordum.policy.evidence import canonical_json  # the one canonical form (signed bytes)
+
 __all__ = [
     "ALG",
     "BundleClient",
@@ -66,13 +68,6 @@ class BundleError(Exception):
 
 
 # --- format -------------------------------------------------------------------------------------
-def canonical_json(obj: Any) -> bytes:
-    """Deterministic JSON: sorted keys, compact separators, UTF-8 (no ASCII escaping), no NaN."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
-        "utf-8"
-    )
-
-
 def content_sha256(policy_dict: Mapping) -> str:
     return hashlib.sha256(canonical_json(policy_dict)).hexdigest()
 
