@@ -190,7 +190,7 @@ def main() -> None:
     entries = []
     for start in range(0, len(records), 5000):
         ids, rows = records_validate(records=records[start:start + 5000], agent=agent)
-        entries.extend(_unstage(stage_records(ids, rows)))
+        entries.extend(_unstage("\n".join(stage_records(ids, rows)).encode()))
     now, prev, lines = format_ts(dt.datetime.now(dt.UTC)), "0" * 64, []
     for seq, (_rid, body, tail) in enumerate(entries, start=1):
         document = f'{{"body":{body},"chain":{{"organization_id":{baseline_org.pk},"recorded_at":"{now}","seq":{seq}}}}}'

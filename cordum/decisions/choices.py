@@ -21,6 +21,7 @@ class Outcome(models.TextChoices):
     FAILED = "failed", "failed"
     BLOCKED = "blocked", "blocked"
     CANCELLED = "cancelled", "cancelled"
+    ALLOWED_ON_TIMEOUT = "allowed_on_timeout", "allowed_on_timeout"
 
 
 class Mode(models.TextChoices):

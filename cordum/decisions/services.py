@@ -1,11 +1,13 @@
 """Writes for evidence: validate uploads, queue them durably, chain them in order (the single writer).
 
-Pipeline: the API validates a batch (`records_validate`), stores it as one `IngestBatch` row in the
-request's transaction and enqueues `evidence_ingest_task` after commit (`evidence_batch_enqueue`). The
-task (`evidence_ingest_pending`) locks the organisation's `ChainHead`, drains every pending batch of that
-organisation in one transaction (group commit), claims idempotency keys (unique constraint), hashes the
-new records in order and COPYs them into the partitioned, append-only table, then deletes the batches.
-Other apps append in-process with `evidence_append` (same writer, same chain).
+Pipeline: the API validates a batch (`records_validate`, or the msgspec fast path), then in the request's
+transaction claims the records' idempotency keys (the unique constraint decides: a retried upload finds its
+keys taken and stages nothing again) and stores the new records as one `IngestBatch` row; it enqueues
+`evidence_ingest_task` after commit (`evidence_batch_enqueue`). Claiming in the web tier keeps that work
+parallel and off the per-organisation critical section. The task (`evidence_ingest_pending`) locks the
+organisation's `ChainHead`, drains pending batches of that organisation in one transaction (group commit),
+hashes the records in order and COPYs them into the partitioned, append-only table, then deletes the batches.
+Other apps append in-process with `evidence_append` (same writer, same chain; it claims its keys itself).
 """
 
 from __future__ import annotations
@@ -241,8 +243,9 @@ def _stage(record_id: str, row: dict, index: int) -> str:
     return f"{record_id}\n{body}\n{ints}\t" + joined.replace("\x00", "\t")
 
 
-def stage_records(ids: list[str], rows: list[dict]) -> bytes:
-    return "\n".join([_stage(rid, row, i) for i, (rid, row) in enumerate(zip(ids, rows, strict=True))]).encode()
+def stage_records(ids: list[str], rows: list[dict]) -> list[str]:
+    """The staged lines of validated records, one string per record (see `_stage`)."""
+    return [_stage(rid, row, i) for i, (rid, row) in enumerate(zip(ids, rows, strict=True))]
 
 
 def _unstage(payload: bytes) -> list[tuple[str, str, str]]:
@@ -262,8 +265,8 @@ def evidence_upload_enqueue(*, agent: Agent, body: bytes) -> list[str]:
         max_records=MAX_BATCH_RECORDS, stage=_stage,
     )
     if staged is not None:
-        ids, payload = staged
-        return _enqueue_payload(agent=agent, ids=ids, payload=payload) if ids else ids
+        ids, lines = staged
+        return _enqueue_staged(agent=agent, ids=ids, lines=lines)
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -276,18 +279,32 @@ def evidence_upload_enqueue(*, agent: Agent, body: bytes) -> list[str]:
 def evidence_batch_enqueue(*, agent: Agent, records) -> list[str]:
     """Validate parsed records, store the batch durably, enqueue the writer after commit; return ack ids."""
     ids, rows = records_validate(records=records, agent=agent)
-    if not rows:
-        return ids
-    return _enqueue_payload(agent=agent, ids=ids, payload=stage_records(ids, rows))
+    return _enqueue_staged(agent=agent, ids=ids, lines=stage_records(ids, rows))
 
 
-def _enqueue_payload(*, agent: Agent, ids: list[str], payload: bytes) -> list[str]:
+def _enqueue_staged(*, agent: Agent, ids: list[str], lines: list[str]) -> list[str]:
+    """Claim the records' keys and stage the new ones, in one transaction; return every acknowledged id.
+
+    An id whose key is already taken is stored (or staged) already: it is acknowledged and not staged again,
+    which is what makes a retried upload idempotent. Keys are claimed in sorted order (see `storage.claim_keys`),
+    so concurrent uploads that share ids wait for each other instead of deadlocking; an upload whose
+    transaction rolls back releases its keys with it.
+    """
     from cordum.decisions.tasks import evidence_ingest_task
 
+    if not ids:
+        return ids
     with transaction.atomic():
-        batch_id = storage.stage_insert(organization_id=agent.organization_id, agent_id=agent.pk, payload=payload,
-                                        record_count=len(ids))
-        transaction.on_commit(lambda: _enqueue(evidence_ingest_task, batch_id))
+        new_ids = storage.claim_keys(organization_id=agent.organization_id, record_ids=ids)
+        staged = []
+        for record_id, line in zip(ids, lines, strict=True):
+            if record_id in new_ids:
+                new_ids.discard(record_id)  # an id repeated inside the upload is staged once
+                staged.append(line)
+        if staged:
+            batch_id = storage.stage_insert(organization_id=agent.organization_id, agent_id=agent.pk,
+                                            payload="\n".join(staged).encode(), record_count=len(staged))
+            transaction.on_commit(lambda: _enqueue(evidence_ingest_task, batch_id))
     return ids
 
 
@@ -328,21 +345,15 @@ def evidence_ingest_pending(*, batch_id: int | None = None, organization_id: int
 def _drain_once(organization_id: int, max_records: int, only: int | None = None) -> tuple[int, int]:
     with transaction.atomic():
         head = _lock_head(organization_id)
-        batches, total = [], 0
-        for pk, payload, count in storage.stage_fetch(organization_id=organization_id):
-            if only is not None and pk != only:
-                continue
-            if batches and total + count > max_records:
-                break
-            batches.append((pk, payload))
-            total += count
+        batches = storage.stage_take(organization_id=organization_id, max_records=max_records, only=only)
         if not batches:
             return 0, 0
+        total = sum(count for _pk, _payload, count in batches)
         entries = []
-        for _pk, payload in batches:
+        for _pk, payload, _count in batches:
             entries.extend(_unstage(payload))
-        written = _chain_locked(head, entries)
-        IngestBatch.objects.filter(pk__in=[pk for pk, _ in batches]).delete()
+        written = _chain_locked(head, entries, claim=False)  # their keys were claimed when they were staged
+        IngestBatch.objects.filter(pk__in=[pk for pk, _payload, _count in batches]).delete()
         transaction.on_commit(lambda: notify.publish(f"evidence:{organization_id}"))
     return written, total
 
@@ -369,14 +380,18 @@ def _lock_head(organization_id: int) -> ChainHead:
         return ChainHead.objects.select_for_update().get(organization_id=organization_id)
 
 
-def _chain_locked(head: ChainHead, entries: list[tuple[str, str, str]]) -> int:
-    """Append staged entries after `head` (locked by the caller). Already-stored ids are skipped (idempotent)."""
+def _chain_locked(head: ChainHead, entries: list[tuple[str, str, str]], *, claim: bool) -> int:
+    """Append staged entries after `head` (locked by the caller).
+
+    With `claim`, the entries' idempotency keys are claimed here and already-stored ids are skipped; without,
+    the caller vouches that they were claimed for exactly these entries (staged batches).
+    """
     organization_id = head.organization_id
     unique: dict[str, tuple[str, str]] = {}
     for record_id, body, tail in entries:
         if record_id not in unique:
             unique[record_id] = (body, tail)
-    new_ids = storage.claim_keys(organization_id=organization_id, record_ids=list(unique))
+    new_ids = storage.claim_keys(organization_id=organization_id, record_ids=list(unique)) if claim else unique
     if not new_ids:
         return 0
     now = timezone.now()
@@ -463,9 +478,9 @@ def evidence_append(*, organization: Organization, records: list[dict], agent: A
             if row["agent_id"] is None and source:
                 row.update({k: source[k] for k in _CONTEXT_FIELDS})
                 row["session_id"] = row["session_id"] or source["session_id"]
-    entries = _unstage(stage_records(ids, rows))
+    entries = _unstage("\n".join(stage_records(ids, rows)).encode())
     head = _lock_head(organization.pk)
-    _chain_locked(head, entries)
+    _chain_locked(head, entries, claim=True)
     return ids
 
 

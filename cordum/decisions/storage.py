@@ -196,7 +196,12 @@ def detach_and_drop(name: str, connection=None) -> None:
 
 # --- the writer's bulk operations --------------------------------------------------------------
 def claim_keys(*, organization_id: int, record_ids: list[str], connection=None) -> set[str]:
-    """Insert idempotency keys; return the ids that were new (the unique constraint decides)."""
+    """Insert idempotency keys; return the ids that were new (the unique constraint decides).
+
+    Keys are inserted in sorted order: two transactions claiming overlapping ids then wait on the first id
+    they share, in the same order, and never deadlock. A key held by an uncommitted transaction makes the
+    claim wait for it (taken if it commits, ours if it rolls back).
+    """
     connection = connection or default_connection
     if not record_ids:
         return set()
@@ -207,7 +212,7 @@ def claim_keys(*, organization_id: int, record_ids: list[str], connection=None) 
             cursor.execute(
                 f"INSERT INTO {KEY_TABLE} (organization_id, record_id) "
                 "SELECT %s, unnest(string_to_array(%s, E'\\n')) ON CONFLICT DO NOTHING RETURNING record_id",
-                [organization_id, "\n".join(record_ids)],
+                [organization_id, "\n".join(sorted(set(record_ids)))],
             )
             return {row[0] for row in cursor.fetchall()}
         new = []
@@ -291,8 +296,15 @@ def stage_insert(*, organization_id: int, agent_id: int | None, payload: bytes, 
                                       record_count=record_count).pk
 
 
-def stage_fetch(*, organization_id: int, limit: int = 200, connection=None) -> list[tuple[int, bytes, int]]:
-    """Pending batches of an organisation, oldest first: [(id, payload, record_count)]."""
+def stage_take(*, organization_id: int, max_records: int, only: int | None = None,
+               connection=None) -> list[tuple[int, bytes, int]]:
+    """The next group of pending batches of an organisation, oldest first: [(id, payload, record_count)].
+
+    Batches are taken in order while their running record count stays within `max_records` (the first one
+    always, whatever its size). The group is chosen from ids and counts alone; only the chosen batches'
+    payloads are read (a backlog of hundreds of megabytes is not read again for every group).
+    `only` restricts the group to that one batch.
+    """
     connection = connection or default_connection
     connection.ensure_connection()
     if connection.vendor == "postgresql":
@@ -300,12 +312,26 @@ def stage_fetch(*, organization_id: int, limit: int = 200, connection=None) -> l
 
         with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
             cursor.execute(
-                "SELECT id, payload, record_count FROM decisions_ingestbatch WHERE organization_id = %s AND error = '' "
-                "ORDER BY id LIMIT %s",
-                [organization_id, limit], binary=True,
+                "SELECT b.id, b.payload, b.record_count FROM decisions_ingestbatch b JOIN ("
+                "  SELECT id, row_number() OVER w AS n, sum(record_count) OVER w AS upto FROM ("
+                "    SELECT id, record_count FROM decisions_ingestbatch"
+                "    WHERE organization_id = %(org)s AND error = '' AND (%(only)s::bigint IS NULL OR id = %(only)s)"
+                "    ORDER BY id LIMIT 1000) pending"
+                "  WINDOW w AS (ORDER BY id)"
+                ") chosen ON chosen.id = b.id WHERE chosen.n = 1 OR chosen.upto <= %(max)s ORDER BY b.id",
+                {"org": organization_id, "only": only, "max": max_records}, binary=True,
             )
             return [(pk, bytes(payload), count) for pk, payload, count in cursor.fetchall()]
     from cordum.decisions.models import IngestBatch
 
-    return [(pk, bytes(payload), count) for pk, payload, count in IngestBatch.objects.filter(
-        organization_id=organization_id, error="").order_by("id").values_list("pk", "payload", "record_count")[:limit]]
+    pending = IngestBatch.objects.filter(organization_id=organization_id, error="").order_by("id")
+    if only is not None:
+        pending = pending.filter(pk=only)
+    chosen, total = [], 0
+    for pk, count in pending.values_list("pk", "record_count")[:1000]:
+        if chosen and total + count > max_records:
+            break
+        chosen.append(pk)
+        total += count
+    return [(pk, bytes(payload), count) for pk, payload, count in IngestBatch.objects.filter(pk__in=chosen)
+            .order_by("id").values_list("pk", "payload", "record_count")]

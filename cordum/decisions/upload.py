@@ -83,8 +83,9 @@ def _timestamp(value) -> str:
 
 
 def stage_upload(body: bytes, context: dict, *, decisions, outcomes, modes, max_records: int,
-                 stage) -> tuple[list[str], bytes] | None:
-    """(acknowledgement ids, staged payload) for a valid upload body, or None to use the reference path.
+                 stage) -> tuple[list[str], list[str]] | None:
+    """(acknowledgement ids, staged lines, one entry per record) for a valid upload body, or None to use the
+    reference path.
 
     `stage(record_id, row, index)` renders one record's staged lines (the reference renderer, shared).
     """
@@ -134,4 +135,4 @@ def stage_upload(body: bytes, context: dict, *, decisions, outcomes, modes, max_
     # orjson's encode errors are TypeErrors; CordumError (NUL) is re-raised by the reference path in its order
     except (_Refer, ValueError, TypeError, ArithmeticError, CordumError):
         return None
-    return ids, "\n".join(lines).encode()
+    return ids, lines
