@@ -107,6 +107,9 @@ def _enqueue_notify(approval_id) -> None:
 # --- decide -----------------------------------------------------------------------------------
 def _already_decided_message(approval: ApprovalRequest) -> str:
     if approval.state == ApprovalState.EXPIRED:
+        if approval.on_timeout == "allow":
+            return ("This request expired before anyone decided; its policy says on_timeout: allow, so the "
+                    "agent's call was let through.")
         return "This request expired before anyone decided; the agent's call was not run."
     if approval.state == ApprovalState.CANCELLED:
         return "The agent cancelled this request."

@@ -5,7 +5,9 @@ POST /api/v1/approvals/{id}/consume binds the approval to this exact call (args 
 The call is forwarded only after consume answers 200. If the agent cancels the call while it waits,
 POST /api/v1/approvals/{id}/cancel withdraws the request. While waiting, `on_progress` is called every
 `progress_interval` seconds (the proxy turns that into MCP `notifications/progress` for the agent).
-Everything fails closed: a timeout, an unreachable control plane or an unexpected answer is a refusal.
+Everything fails closed: a timeout, an unreachable control plane or an unexpected answer is a refusal, except
+that a policy's `on_timeout: allow` lets the call through once nobody decided within its whole `timeout`
+(see `allows_on_timeout`).
 """
 
 from __future__ import annotations
@@ -50,6 +52,25 @@ class ApprovalResult:
                 f"(policy {policy_version})")
 
 
+ALLOWED_ON_TIMEOUT = "allowed_on_timeout"  # the outcome recorded when `on_timeout: allow` lets a call through
+
+
+def policy_timeout_seconds(approval: dict[str, Any]) -> float:
+    return float(approval.get("timeout") or 900)
+
+
+def allows_on_timeout(result: ApprovalResult, approval: dict[str, Any], *, waited_seconds: float) -> bool:
+    """Whether the policy's `on_timeout: allow` lets this unanswered call through.
+
+    Only a real timeout counts: the control plane expired the request, or the sidecar's wait reached its
+    deadline. A denial, a cancellation or an unreachable control plane still refuses. And only when the wait
+    covered the policy's whole `timeout`: a local cap that ends the wait earlier (`approvals.max_wait_seconds`,
+    the hook's `approval_wait_seconds`) is not the policy's timeout, so it refuses (fail closed).
+    """
+    return (result.outcome in ("timed_out", "expired") and approval.get("on_timeout") == "allow"
+            and waited_seconds >= policy_timeout_seconds(approval))
+
+
 class ApprovalClient:
     def __init__(self, client: httpx.AsyncClient, *, poll_wait_seconds: int = 25,
                  progress_interval_seconds: float = 5.0, max_wait_seconds: float | None = None):
@@ -58,11 +79,16 @@ class ApprovalClient:
         self.progress_interval_seconds = progress_interval_seconds
         self.max_wait_seconds = max_wait_seconds
 
+    def wait_seconds(self, timeout_seconds: float) -> float:
+        """How long a request with the policy's `timeout_seconds` is actually waited for (local cap applied)."""
+        if self.max_wait_seconds is not None:
+            return min(timeout_seconds, self.max_wait_seconds)
+        return timeout_seconds
+
     async def request_and_wait(self, payload: dict[str, Any], *, timeout_seconds: float,
                                on_progress: ProgressCallback | None = None) -> ApprovalResult:
         """Open an approval and wait for the reviewer, the timeout, or a failure (all but approval refuse)."""
-        if self.max_wait_seconds is not None:
-            timeout_seconds = min(timeout_seconds, self.max_wait_seconds)
+        timeout_seconds = self.wait_seconds(timeout_seconds)
         deadline = time.monotonic() + timeout_seconds
         body = dict(payload, timeout_seconds=int(max(1, round(timeout_seconds))))
         opening = asyncio.ensure_future(self.client.post("/api/v1/approvals", json=body, timeout=15.0))

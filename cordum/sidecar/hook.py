@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from cordum.sidecar.approvals import ALLOWED_ON_TIMEOUT, allows_on_timeout, policy_timeout_seconds
 from cordum.sidecar.config import SidecarConfig, guess_server_name
 
 log = logging.getLogger("cordum.sidecar.hook")
@@ -181,11 +182,17 @@ async def _approve(svc, verdict, call: HookCall, answer) -> dict[str, Any]:
     payload.update(diff=diff, on_timeout=approval.get("on_timeout") or "deny",
                    reviewers=list(approval.get("reviewers") or ["role:reviewer"]),
                    allow_self_approval=bool(approval.get("allow_self_approval")))
-    wait = min(float(approval.get("timeout") or 900), cfg.hook.approval_wait_seconds)
+    wait = svc.approvals.wait_seconds(min(policy_timeout_seconds(approval), cfg.hook.approval_wait_seconds))
     result = await svc.approvals.request_and_wait(payload, timeout_seconds=wait)
     if result.approved:
         svc.enforcer.record_outcome(verdict, "approved", reviewer=result.reviewer, comment=result.comment)
         return answer("allow", f"Approved by {result.reviewer or 'a reviewer'}. {head}")
+    if allows_on_timeout(result, approval, waited_seconds=wait):
+        svc.enforcer.record_outcome(verdict, ALLOWED_ON_TIMEOUT, error=result.detail,
+                                    comment="no reviewer decided within the approval timeout; "
+                                            "the policy's on_timeout: allow let the call through")
+        return answer("allow", f"No reviewer decided within the approval timeout; allowed by the policy's "
+                               f"on_timeout: allow. {head} (policy {verdict.policy_version})")
     if result.outcome == "timed_out" or result.outcome == "error":
         svc.enforcer.record_outcome(verdict, "timed_out", error=result.detail)
         return answer(fallback, result.refusal_text(rule=verdict.rule, reason=verdict.reason,

@@ -19,7 +19,13 @@ from typing import Any
 import orjson
 
 from cordum.sidecar import __version__
-from cordum.sidecar.approvals import ApprovalClient, ApprovalResult
+from cordum.sidecar.approvals import (
+    ALLOWED_ON_TIMEOUT,
+    ApprovalClient,
+    ApprovalResult,
+    allows_on_timeout,
+    policy_timeout_seconds,
+)
 from cordum.sidecar.diffs import write_diff
 from cordum.sidecar.enforcer import Enforcer, Verdict
 
@@ -182,6 +188,8 @@ class Relay:
         req_id = msg["id"]
         params = msg.get("params") or {}
         token = (params.get("_meta") or {}).get("progressToken")
+        approval = verdict.approval or {}
+        waited = 0.0
         try:
             if self.approvals is None:
                 result = ApprovalResult("error", detail="no control plane configured to ask (offline mode)")
@@ -197,7 +205,6 @@ class Relay:
                                                   "params": {"progressToken": token, "progress": count,
                                                              "message": text}}))
 
-                approval = verdict.approval or {}
                 rec = verdict.record
                 payload = {k: rec.get(k) for k in ("decision_id", "session_id", "server", "tool", "action", "target",
                                                    "topic", "risk_tags", "rule", "reason", "args_digest", "args",
@@ -207,7 +214,8 @@ class Relay:
                 payload.update(diff=diff, on_timeout=approval.get("on_timeout") or "deny",
                                reviewers=list(approval.get("reviewers") or ["role:reviewer"]),
                                allow_self_approval=bool(approval.get("allow_self_approval")))
-                timeout = float(approval.get("timeout") or 900)
+                timeout = policy_timeout_seconds(approval)
+                waited = self.approvals.wait_seconds(timeout)
                 result = await self.approvals.request_and_wait(payload, timeout_seconds=timeout,
                                                                on_progress=on_progress)
         except asyncio.CancelledError:
@@ -218,6 +226,14 @@ class Relay:
             self._held.pop(req_id, None)
         if result.approved:
             self.enforcer.record_outcome(verdict, "approved", reviewer=result.reviewer, comment=result.comment)
+            self._send_call(upstream, tool, msg, raw, verdict)
+            return
+        if allows_on_timeout(result, approval, waited_seconds=waited):
+            log.warning("approval timed out; allowed by the policy's on_timeout: allow",
+                        extra={"decision_id": verdict.decision_id, "approval_id": result.approval_id})
+            self.enforcer.record_outcome(verdict, ALLOWED_ON_TIMEOUT, error=result.detail,
+                                         comment="no reviewer decided within the approval timeout; "
+                                                 "the policy's on_timeout: allow let the call through")
             self._send_call(upstream, tool, msg, raw, verdict)
             return
         outcome = result.outcome if result.outcome in ("denied", "timed_out") else (

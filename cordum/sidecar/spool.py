@@ -113,11 +113,13 @@ class Spool:
     def merge_outcome(self, seq: int, record: dict[str, Any]) -> bool:
         """Replace a decision record that has not been picked up for upload yet with its completed version.
 
-        Returns False when the record is already in flight or uploaded.
+        Returns False when the record is already in flight or uploaded. The row must still hold this decision:
+        once a record is acknowledged and deleted, SQLite may give its seq to the next record added.
         """
         body = orjson.dumps(record)
         with self._lock:
-            cur = self._db.execute("UPDATE records SET body = ? WHERE seq = ? AND inflight = 0", (body, seq))
+            cur = self._db.execute("UPDATE records SET body = ? WHERE seq = ? AND record_id = ? AND inflight = 0",
+                                   (body, seq, record_id_of(record)))
             return cur.rowcount == 1
 
     def complete(self, seq: int, record: dict[str, Any], outcome_record: dict[str, Any]) -> None:

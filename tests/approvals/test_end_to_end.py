@@ -78,7 +78,7 @@ def world(tmp_path, settings, live_server, celery_eager, fs_server_bin):
     """An org whose policy repo (real git) is synced and published as a signed bundle; a sidecar config."""
     settings.CORDUM_GIT_CACHE_DIR = tmp_path / "git-cache"
 
-    def build(timeout: str = "15m") -> dict:
+    def build(timeout: str = "15m", on_timeout: str = "deny") -> dict:
         org = OrganizationFactory(slug="acme-e2e")
         payments = TeamFactory(organization=org, slug="payments", name="Payments")
         owner = MembershipFactory(organization=org, role=Role.MEMBER, user=UserFactory(username="mo",
@@ -92,7 +92,8 @@ def world(tmp_path, settings, live_server, celery_eager, fs_server_bin):
             config.set_value("user", "name", "Pat Author")
             config.set_value("user", "email", "pat@example.com")
             config.set_value("commit", "gpgsign", "false")
-        (tmp_path / "policies" / "safety.yaml").write_text(POLICY.replace("TIMEOUT", timeout))
+        (tmp_path / "policies" / "safety.yaml").write_text(POLICY.replace("TIMEOUT", timeout).replace(
+            "on_timeout: deny", f"on_timeout: {on_timeout}"))
         policy_repo.index.add(["safety.yaml"])
         policy_repo.index.commit("File writes need approval")
         policy_repo.create_tag("v1.0.0")
@@ -287,3 +288,30 @@ def test_a_held_write_expires_when_nobody_decides(world):
     reviewer.force_login(w["alice"].user)
     page = reviewer.post(reverse("approvals:decide", args=[request.pk]), {"decision": "approve"}, follow=True)
     assert "expired before anyone decided" in page.content.decode()
+
+
+def test_a_held_write_runs_when_nobody_decides_and_the_policy_says_on_timeout_allow(world):
+    w = world(timeout="2s", on_timeout="allow")
+
+    def nobody(request):
+        return None
+
+    result, request, _ = held_call_then(w, nobody, expect_error=False)  # waits for the `executed` outcome
+    assert (w["project"] / "src" / "app.py").read_text() == NEW  # the write ran after the timeout
+    request.refresh_from_db()
+    approval_services.approvals_expire_due(now=request.expires_at)  # a no-op if a read already expired it
+    request.refresh_from_db()
+    assert request.on_timeout == "allow" and request.state == "expired" and request.consumed_at is None
+    rows = wait_for_evidence(w["org"], request.decision_id,
+                             lambda rows: any(r.outcome == "allowed_on_timeout" for r in rows)
+                             and any(r.outcome == "expired" for r in rows))
+    assert outcomes(rows)[0] == "decision:require_approval"
+    allowed = next(r for r in rows if r.record_type == "outcome" and r.outcome == "allowed_on_timeout")
+    executed = next(r for r in rows if r.record_type == "outcome" and r.outcome == "executed")
+    assert allowed.seq < executed.seq and allowed.reviewer == ""
+    assert not any(r.outcome in ("approved", "denied") for r in rows)
+    # A late click is refused, and told the call was let through.
+    reviewer = Client()
+    reviewer.force_login(w["alice"].user)
+    page = reviewer.post(reverse("approvals:decide", args=[request.pk]), {"decision": "approve"}, follow=True)
+    assert "on_timeout: allow, so the agent&#x27;s call was let through" in page.content.decode()

@@ -11,7 +11,7 @@ import pytest
 
 from cordum.sidecar.bundles import BundleStore, generate_keypair, key_id_for
 
-from .conftest import PYTHON, mcp_session, sidecar_params, text_of, write_config
+from .conftest import POLICY, PYTHON, mcp_session, sidecar_params, text_of, write_config
 from .test_proxy import _signed_bundle
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -37,10 +37,18 @@ def _outcome(control_plane, decision_id: str, outcome: str) -> dict:
     return record
 
 
-def _setup(tmp_path, repo, control_plane_url: str, cp=None, **approvals):
+def _policy_with_approval(tmp_path, approval: str):
+    """The test policy with `defaults.approval` set, e.g. "{timeout: 2s, on_timeout: allow}"."""
+    path = tmp_path / "safety-approval.yaml"
+    path.write_text(POLICY.read_text().replace("defaults:\n  decision: deny\n",
+                                               f"defaults:\n  decision: deny\n  approval: {approval}\n", 1))
+    return path
+
+
+def _setup(tmp_path, repo, control_plane_url: str, cp=None, *, policy_path=POLICY, **approvals):
     private, public = generate_keypair()
     key_id = key_id_for(public)
-    bundle = _signed_bundle(private, key_id)
+    bundle = _signed_bundle(private, key_id, policy_path=policy_path)
     BundleStore(tmp_path / "bundle.json").save(bundle)
     if cp is not None:
         cp.bundle = bundle
@@ -132,6 +140,62 @@ async def test_no_answer_before_the_timeout_refuses_the_call(staged_repo, tmp_pa
     assert r.is_error and text_of(r).startswith("Approval timed out; denied (fail closed)")
     assert _commits(staged_repo) == 1
     assert control_plane.approval_requests[0]["timeout_seconds"] == 2  # rounded, as sent to the control plane
+
+
+async def test_no_answer_within_the_policy_timeout_lets_the_call_through_when_on_timeout_is_allow(
+        staged_repo, tmp_path, control_plane):
+    # the control plane never decides (nor expires) the request: the sidecar's own deadline runs out
+    policy = _policy_with_approval(tmp_path, "{timeout: 2s, on_timeout: allow}")
+    params = _setup(tmp_path, staged_repo, control_plane.url, control_plane, policy_path=policy)
+    async with mcp_session(params) as s:
+        r = await s.call_tool("git_commit", {"repo_path": str(staged_repo), "message": "nobody answered"})
+    assert not r.is_error, text_of(r)
+    assert _commits(staged_repo) == 2  # the call ran
+    [request] = control_plane.approval_requests
+    assert request["on_timeout"] == "allow" and request["timeout_seconds"] == 2
+    assert control_plane.consumed == []  # nothing was approved, so nothing consumed
+    allowed = control_plane.stored[f"{request['decision_id']}:allowed_on_timeout"]
+    assert allowed["record_type"] == "outcome" and allowed["reviewer"] is None
+    assert "on_timeout: allow" in allowed["comment"]
+    _outcome(control_plane, request["decision_id"], "executed")
+    assert f"{request['decision_id']}:timed_out" not in control_plane.stored
+
+
+async def test_a_request_the_control_plane_expires_lets_the_call_through_when_on_timeout_is_allow(
+        staged_repo, tmp_path, control_plane):
+    policy = _policy_with_approval(tmp_path, "{timeout: 15m, on_timeout: allow}")
+    params = _setup(tmp_path, staged_repo, control_plane.url, control_plane, policy_path=policy)
+    control_plane.auto_decide = ("expired", None)  # the server expired it: its 15 minutes are up
+    async with mcp_session(params) as s:
+        r = await s.call_tool("git_commit", {"repo_path": str(staged_repo), "message": "expired"})
+    assert not r.is_error, text_of(r)
+    assert _commits(staged_repo) == 2
+    [request] = control_plane.approval_requests
+    assert f"{request['decision_id']}:allowed_on_timeout" in control_plane.stored
+    _outcome(control_plane, request["decision_id"], "executed")
+
+
+async def test_a_local_wait_cap_shorter_than_the_policy_timeout_still_refuses_despite_on_timeout_allow(
+        staged_repo, tmp_path, control_plane):
+    # max_wait_seconds ends the wait before the policy's 15 minutes: that is not the policy's timeout
+    policy = _policy_with_approval(tmp_path, "{timeout: 15m, on_timeout: allow}")
+    params = _setup(tmp_path, staged_repo, control_plane.url, control_plane, policy_path=policy,
+                    max_wait_seconds=1.5)
+    async with mcp_session(params) as s:
+        r = await s.call_tool("git_commit", {"repo_path": str(staged_repo), "message": "capped"})
+    assert r.is_error and text_of(r).startswith("Approval timed out; denied (fail closed)")
+    assert _commits(staged_repo) == 1
+
+
+async def test_a_reviewers_denial_refuses_the_call_even_when_on_timeout_is_allow(staged_repo, tmp_path,
+                                                                                 control_plane):
+    policy = _policy_with_approval(tmp_path, "{timeout: 15m, on_timeout: allow}")
+    params = _setup(tmp_path, staged_repo, control_plane.url, control_plane, policy_path=policy)
+    control_plane.auto_decide = ("denied", "bob@example.com")
+    async with mcp_session(params) as s:
+        r = await s.call_tool("git_commit", {"repo_path": str(staged_repo), "message": "no"})
+    assert r.is_error and text_of(r).startswith("Denied by bob@example.com")
+    assert _commits(staged_repo) == 1
 
 
 async def test_an_unreachable_control_plane_refuses_held_calls(staged_repo, tmp_path):

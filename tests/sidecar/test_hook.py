@@ -97,6 +97,31 @@ def test_claude_code_hook_with_a_control_plane_waits_for_the_reviewer(tmp_path, 
     assert control_plane.stored[request["decision_id"]]["outcome"] == "approved"  # evidence uploaded
 
 
+def test_claude_code_hook_allows_an_expired_approval_when_the_policy_says_on_timeout_allow(tmp_path, control_plane):
+    from cordum.sidecar.bundles import BundleStore, generate_keypair, key_id_for
+
+    from .test_proxy import _signed_bundle
+
+    policy = tmp_path / "safety.yaml"  # a 30 s timeout fits inside the hook's 50 s wait
+    policy.write_text(POLICY.read_text().replace(
+        "defaults:\n  decision: deny\n", "defaults:\n  decision: deny\n  approval: {timeout: 30s, on_timeout: allow}\n", 1))
+    private, public = generate_keypair()
+    key_id = key_id_for(public)
+    BundleStore(tmp_path / "bundle.json").save(_signed_bundle(private, key_id, policy_path=policy))
+    config = write_config(tmp_path / "sidecar.yaml", control_plane=control_plane.url, token_env="CORDUM_TEST_TOKEN",
+                          spool=str(tmp_path / "spool.db"), bundle_store=str(tmp_path / "bundle.json"),
+                          trusted_keys={key_id: public}, approvals={"poll_wait_seconds": 1})
+    control_plane.auto_decide = ("expired", None)  # the control plane expired the request
+    args = [PYTHON, "-m", "cordum.sidecar", "hook", "--config", str(config)]
+    proc = subprocess.run(args, input=json.dumps(claude("Bash", {"command": "git push origin main"})).encode(),
+                          capture_output=True, env=sidecar_env(CORDUM_TEST_TOKEN="cdm_agent_x"), timeout=60)
+    decision, reason = decision_of(json.loads(proc.stdout))
+    assert decision == "allow" and "on_timeout: allow" in reason
+    [request] = control_plane.approval_requests
+    assert request["on_timeout"] == "allow" and control_plane.consumed == []
+    assert f"{request['decision_id']}:allowed_on_timeout" in control_plane.stored
+
+
 def test_a_malformed_event_is_denied(tmp_path):
     decision, reason = decision_of(run_hook(b"not json", tmp_path))
     assert decision == "deny" and "fail closed" in reason

@@ -155,3 +155,21 @@ def test_a_batch_left_in_flight_by_a_dead_uploader_is_uploaded_again(tmp_path):
 
     restarted = Spool(path)  # a restarted sidecar takes back everything that was in flight
     assert restarted.depth() == 1 and len(restarted.claim(10)) == 1
+
+
+async def test_an_outcome_never_overwrites_a_later_record_that_reused_an_uploaded_decisions_seq(spool,
+                                                                                                control_plane):
+    from cordum.sidecar.enforcer import Enforcer, Verdict
+
+    enforcer = Enforcer(spool=spool, agent="a", environment="dev", team=None, sidecar_id="sc")
+    first = Verdict("allow", "r", "", "v1", _decision())
+    first.seq = spool.add(first.record)
+    async with httpx.AsyncClient(base_url=control_plane.url) as client:
+        assert await Uploader(spool, client).drain() is True  # uploaded and deleted: the spool is empty
+    later = _decision()
+    assert spool.add(later) == first.seq  # SQLite hands the freed seq to the next record
+    enforcer.record_outcome(first, "executed")
+    records = spool.records()
+    assert records[0] == later  # untouched
+    assert (records[1]["record_type"], records[1]["decision_id"], records[1]["outcome"]) == (
+        "outcome", first.decision_id, "executed")
