@@ -69,6 +69,9 @@ class EvidenceRecord(models.Model):
     reviewer = models.CharField(max_length=254, blank=True)
     comment = models.TextField(blank=True)
     error = models.TextField(blank=True)
+    # The agent's working root the decision was made against ("{root}" and relative paths in the policy); lets a
+    # simulation replay the call exactly. Hashed only when set (added after the first records were chained).
+    root = models.TextField(blank=True, default="")
 
     timestamp = models.DateTimeField()  # when the call happened (sidecar clock)
     latency_us = models.BigIntegerField(null=True)

@@ -23,7 +23,7 @@ EXPORT_FIELDS = (
     "record_id", "record_type", "decision_id", "seq", "recorded_at", "timestamp", "agent", "team",
     "environment", "session_id", "sidecar_id", "server", "tool", "action", "target", "topic", "risk_tags",
     "decision", "rule", "reason", "policy_version", "mode", "shadow", "outcome", "reviewer", "comment", "error",
-    "latency_us", "duration_ms", "args_digest", "args", "prev_hash", "hash",
+    "root", "latency_us", "duration_ms", "args_digest", "args", "prev_hash", "hash",
 )
 
 
@@ -211,6 +211,6 @@ def evidence_as_dict(r: EvidenceRecord) -> dict:
         "risk_tags": r.risk_tags, "decision": r.decision or None, "rule": r.rule or None, "reason": r.reason,
         "policy_version": r.policy_version, "mode": r.mode or None, "shadow": r.shadow,
         "outcome": r.outcome or None, "reviewer": r.reviewer or None, "comment": r.comment, "error": r.error,
-        "latency_us": r.latency_us, "duration_ms": r.duration_ms, "args_digest": r.args_digest,
+        "root": r.root, "latency_us": r.latency_us, "duration_ms": r.duration_ms, "args_digest": r.args_digest,
         "args": orjson.loads(r.args) if r.args else None, "prev_hash": r.prev_hash, "hash": r.hash,
     }

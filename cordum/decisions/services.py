@@ -45,7 +45,7 @@ _MODES = frozenset(str(v) for v in Mode.values)
 _STR_FIELDS = {
     "session_id": 128, "sidecar_id": 128, "action": 200, "target": None, "server": 200, "tool": 200,
     "args_digest": 80, "topic": 300, "rule": 200, "reason": None, "policy_version": 200, "reviewer": 254,
-    "comment": None, "error": None,
+    "comment": None, "error": None, "root": 1024,
 }
 _STR_ITEMS = tuple(_STR_FIELDS.items())
 _ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
@@ -84,6 +84,8 @@ def record_document(row: dict) -> dict:
     body = {}
     for column in BODY_COLUMNS:
         value = row[column]
+        if column in storage.HASHED_WHEN_SET and not value:
+            continue
         body[column] = format_ts(value) if isinstance(value, dt.datetime) else value
     recorded_at = row["recorded_at"]
     return {"body": body, "chain": {
@@ -229,7 +231,12 @@ assert BODY_COLUMNS == (*storage.INT_COLUMNS, *_TEXT_COLUMNS), "COPY order: inte
 def _stage(record_id: str, row: dict, index: int) -> str:
     """Three staged lines: record id, canonical JSON of the body, the body columns as a COPY text fragment
     (integers first, then text, tab-separated)."""
+    unset = [c for c in storage.HASHED_WHEN_SET if not row[c]]
+    for column in unset:  # absent from the hashed document when empty (see storage.HASHED_WHEN_SET)
+        del row[column]
     body = orjson.dumps(row, option=orjson.OPT_SORT_KEYS).decode()
+    for column in unset:
+        row[column] = ""
     ints = "\t".join(["\\N" if v is None else str(v) for v in _INT_GETTER(row)])
     texts = list(_TEXT_GETTER(row))
     for i in _LIST_POSITIONS:
@@ -440,7 +447,7 @@ def _sqlite_row(body: dict, organization_id: int, seq: int, recorded_at: str, pr
     def ts(value: str) -> str:
         return value.replace("T", " ").rstrip("Z")  # Django's SQLite datetime storage (naive UTC)
 
-    row = {**body, "organization_id": organization_id, "seq": seq, "recorded_at": ts(recorded_at),
+    row = {**dict.fromkeys(storage.HASHED_WHEN_SET, ""), **body, "organization_id": organization_id, "seq": seq, "recorded_at": ts(recorded_at),
            "prev_hash": prev, "hash": digest, "timestamp": ts(body["timestamp"])}
     for column in storage.JSON_COLUMNS:
         row[column] = orjson.dumps(row[column]).decode()

@@ -45,6 +45,7 @@ class _Record(msgspec.Struct, gc=False):
     reviewer: _str(254) = None
     comment: _str(None) = None
     error: _str(None) = None
+    root: _str(1024) = None  # the agent's working root the decision was made against (relative paths, "{root}")
     timestamp: str | None = None
     latency_us: _Int = None
     duration_ms: _Int = None
@@ -62,7 +63,7 @@ class _Upload(msgspec.Struct, gc=False):
 
 _decoder = msgspec.json.Decoder(_Upload)
 asdict = msgspec.structs.asdict
-STR_FIELD_NAMES = _Record.__struct_fields__[2:16]
+STR_FIELD_NAMES = _Record.__struct_fields__[2:17]
 
 
 class _Refer(Exception):

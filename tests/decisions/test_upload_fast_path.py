@@ -25,6 +25,7 @@ def _reference(body: bytes, agent):
     {"timestamp": "2026-01-01T12:00:00+02:00"},
     {"timestamp": "2026-01-01T12:00:00.5-05:30"},
     {"timestamp": "2026-01-01T12:00:00Z"},
+    {"root": "/home/mo/src/payments"},
     {"timestamp": "2026-01-01t12:00:00.000001Z"},
     {"target": "a\tb\\c\nd\re \u00e9 \u2603 \"quoted\""},
     {"args": {"z": 1, "a": [1.5, None, "x"], "m": {"b": 2, "a": 1}}},

@@ -139,3 +139,15 @@ def test_concurrent_uploads_of_the_same_records_stage_each_record_once(org_setup
     assert services.evidence_ingest_pending(organization_id=org_setup["org"].pk) == 200
     assert sorted(EvidenceRecord.objects.values_list("decision_id", flat=True)) == sorted(
         r["decision_id"] for r in records)
+
+
+def test_root_is_stored_and_hashed_and_a_record_without_one_hashes_as_records_did_before_it_existed(org_setup):
+    services.evidence_append(organization=org_setup["org"], agent=org_setup["pay_agent"], records=[
+        make_decision(n=1, root="/home/mo/src/payments"), make_decision(n=2)])
+    with_root, without = EvidenceRecord.objects.filter(organization=org_setup["org"]).order_by("seq")
+    documents = [services.record_document({c: getattr(r, c) for c in storage.COLUMNS}) for r in (with_root, without)]
+    assert with_root.root == documents[0]["body"]["root"] == "/home/mo/src/payments"
+    assert "root" not in documents[1]["body"]
+    for record, document in zip((with_root, without), documents, strict=True):
+        assert services.chain_hash(record.prev_hash, document) == record.hash
+    assert verify_chain(organization_id=org_setup["org"].pk).ok
