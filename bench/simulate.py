@@ -157,12 +157,12 @@ def naive(simulation, candidate) -> tuple[dict, int]:
     where, params = Window.of(simulation).where()
     matrix = {b: dict.fromkeys(DECISIONS, 0) for b in DECISIONS}
     n = 0
-    for server, tool, args, agent, team, env, decision in _stream(
-        f"SELECT server, tool, args, agent_name, team_slug, environment, decision FROM {_table()} WHERE {where}",
+    for server, tool, args, agent, team, env, root, decision in _stream(
+        f"SELECT server, tool, args, agent_name, team_slug, environment, root, decision FROM {_table()} WHERE {where}",
         params,
     ):
         d = evaluate(candidate, {"server": server, "tool": tool, "arguments": json.loads(args) if args else {},
-                                 "agent": agent, "team": team, "environment": env})
+                                 "agent": agent, "team": team, "environment": env, "root": root})
         matrix[decision][d.decision] += 1
         n += 1
     return matrix, n

@@ -45,8 +45,8 @@ class Step:
 
 def _scenarios(team: str) -> list[Step]:
     """What a coding agent does in a session, weighted: mostly reads and edits, some shell, few risky calls."""
-    # Paths relative to the agent's working root, so that a replay of the recorded call (simulation, which
-    # does not know the root) resolves them the same way.
+    # Paths relative to the agent's working root (what coding agents mostly send); the synthetic records carry
+    # no root, so a replay resolves them exactly as the engine did when generating them.
     root = "."
     files = FILES[team]
     f = files[0]

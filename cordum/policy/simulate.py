@@ -4,7 +4,7 @@ Both the CLI (records from an evidence export, JSONL) and the control plane (row
 streamed from PostgreSQL) feed the same `Replay` accumulator, so they produce the same report.
 
 Speed comes from grouping: calls with the same signature — (server, tool, args_digest, agent, team,
-environment) — get the same decision from a stateless policy, so each distinct signature is evaluated
+environment, root) — get the same decision from a stateless policy, so each distinct signature is evaluated
 once and its decision is applied to every call in the group (`Replay.add(..., count=n)`).
 
 Limits (session max_calls/max_duration/max_writes, rate per_minute, per-rule limits) are state: the
@@ -53,8 +53,9 @@ TOP_RULES = 10
 # period bounds its calls per minute); 10 minutes keeps the SQL aggregate small.
 BUSY_PERIOD = 600
 
-# (server, tool, args_digest, agent, team, environment)
-Signature = tuple[str, str, str, str, str, str]
+# (server, tool, args_digest, agent, team, environment, root): root is the working root the sidecar decided
+# against ("{root}" and relative paths resolve against it; "" for records made before it was recorded)
+Signature = tuple[str, str, str, str, str, str, str]
 
 __all__ = [
     "DECISIONS",
@@ -123,6 +124,7 @@ def record_signature(record: dict) -> Signature:
         record.get("agent") or "",
         record.get("team") or "",
         record.get("environment") or "",
+        record.get("root") or "",
     )
 
 
@@ -201,9 +203,9 @@ class Replay:
 
     # --- evaluation (once per distinct signature) -------------------------------------------------
     def _call(self, sig: Signature, args: dict) -> dict:
-        server, tool, _digest, agent, team, environment = sig
+        server, tool, _digest, agent, team, environment, root = sig
         return {"server": server, "tool": tool, "arguments": args, "agent": agent, "team": team,
-                "environment": environment}
+                "environment": environment, "root": root}
 
     def evaluations_for(self, sig: Signature, args: Any) -> tuple[_Eval, _Eval | None, _Eval | None]:
         cached = self._cache.get(sig)
@@ -387,7 +389,7 @@ class Replay:
         if c is None:
             c = self.changed[ckey] = {
                 "server": sig[0], "tool": sig[1], "args_digest": sig[2], "agent": sig[3], "team": sig[4],
-                "environment": sig[5], "before": before, "after": after, "rule": rule, "count": 0, "samples": [],
+                "environment": sig[5], "root": sig[6], "before": before, "after": after, "rule": rule, "count": 0, "samples": [],
             }
         c["count"] += count
         c["samples"] = _merge_samples(c["samples"], samples, limit)

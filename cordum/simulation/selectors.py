@@ -20,11 +20,12 @@ from cordum.simulation.models import Simulation
 
 FETCH_SIZE = 2000
 # A 64-bit hash of a call signature (PostgreSQL), so the per-call stream carries one bigint, not six strings.
-SIGNATURE_HASH = "hashtextextended(concat_ws(chr(31), server, tool, args_digest, agent_name, team_slug, environment), 0)"
+SIGNATURE_HASH = (
+    "hashtextextended(concat_ws(chr(31), server, tool, args_digest, agent_name, team_slug, environment, root), 0)")
 # The same for a session id (the limits replay's session key).
 SESSION_HASH = "hashtextextended(session_id, 0)"
 GROUP_WORK_MEM = "64MB"
-SIGNATURE_COLUMNS = "server, tool, args_digest, agent_name, team_slug, environment"
+SIGNATURE_COLUMNS = "server, tool, args_digest, agent_name, team_slug, environment, root"  # = policy.simulate.Signature
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def evidence_window_count(*, window: Window) -> int:
 
 
 def evidence_signature_groups(*, window: Window) -> Iterator[tuple]:
-    """Rows of (server, tool, args_digest, agent, team, environment, decision, day, count, any_id, first_seq,
+    """Rows of (server, tool, args_digest, agent, team, environment, root, decision, day, count, any_id, first_seq,
     last_seq, signature_hash): one per distinct call signature, recorded decision and UTC day
     (signature_hash is None on SQLite).
 
@@ -99,7 +100,7 @@ def evidence_signature_groups(*, window: Window) -> Iterator[tuple]:
         cursor.execute("SET enable_sort = off")
     try:
         for row in _stream(sql, params):
-            yield (*row[:7], row[7].isoformat(), *row[8:])
+            yield (*row[:8], row[8].isoformat(), *row[9:])
     finally:
         with connection.cursor() as cursor:
             cursor.execute("RESET work_mem")
@@ -171,7 +172,7 @@ def evidence_calls_in_session_order(*, window: Window, hashed: bool, sessions: l
 
 
 def evidence_signatures(*, window: Window) -> list[tuple]:
-    """Rows of (server, tool, args_digest, agent, team, environment, any_id, signature_hash): one per distinct
+    """Rows of (server, tool, args_digest, agent, team, environment, root, any_id, signature_hash): one per distinct
     call signature of the window (signature_hash is None on SQLite). The limits replay evaluates these
     first; its other passes carry only the 64-bit hash."""
     where, params = window.where()

@@ -218,7 +218,10 @@ def _batches(rows, size: int):
         yield batch
 
 
-def _signature_groups(replay, window, rows=None, id_index: int = 9):
+SIGNATURE_LENGTH = 7  # policy.simulate.Signature: the first columns of every grouped row
+
+
+def _signature_groups(replay, window, rows=None, id_index: int = SIGNATURE_LENGTH + 3):
     """Stream the grouped rows in batches; evaluate each new signature once, fetching its args by id
     (rows: the grouped rows by default, or any rows starting with the signature, the record id at id_index)."""
     if rows is None:
@@ -226,7 +229,7 @@ def _signature_groups(replay, window, rows=None, id_index: int = 9):
     for batch in _batches(rows, selectors.FETCH_SIZE):
         missing = {}
         for row in batch:
-            sig = row[:6]
+            sig = row[:SIGNATURE_LENGTH]
             if sig not in replay.evaluated and sig not in missing:
                 missing[sig] = row[id_index]
         args = selectors.evidence_args(organization_id=window.organization_id, ids=list(missing.values()))
@@ -249,8 +252,9 @@ def simulation_replay(*, simulation: Simulation, candidate: Any, baseline: Any =
     if replay.needs_call_order:
         # Pass 1: evaluate every distinct signature once (grouped in SQL).
         by_hash: dict = {}
-        for row in _signature_groups(replay, window, selectors.evidence_signatures(window=window), id_index=6):
-            by_hash.setdefault(row[7], set()).add(row[:6])
+        for row in _signature_groups(replay, window, selectors.evidence_signatures(window=window),
+                                     id_index=SIGNATURE_LENGTH):
+            by_hash.setdefault(row[SIGNATURE_LENGTH + 1], set()).add(row[:SIGNATURE_LENGTH])
         hashed = None not in by_hash and all(len(sigs) == 1 for sigs in by_hash.values())  # no collision
         signature = {h: next(iter(sigs)) for h, sigs in by_hash.items()} if hashed else None
         replayed, expected = None, 0  # session hashes to replay call by call (None: all of them), their calls
@@ -283,10 +287,9 @@ def simulation_replay(*, simulation: Simulation, candidate: Any, baseline: Any =
             if progress:
                 progress.advance(len(batch))
     else:
-        for server, tool, digest, agent, team, env, decision, day, count, _id, first, last, _hash in (
-            _signature_groups(replay, window)
-        ):
-            replay.add(sig=(server, tool, digest, agent, team, env), args=None, recorded=decision, day=day,
+        for row in _signature_groups(replay, window):
+            decision, day, count, _id, first, last, _hash = row[SIGNATURE_LENGTH:]
+            replay.add(sig=row[:SIGNATURE_LENGTH], args=None, recorded=decision, day=day,
                        count=count, samples=(first, last) if first != last else (first,))
             if progress:
                 progress.advance(count)

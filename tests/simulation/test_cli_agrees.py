@@ -86,3 +86,56 @@ def test_cli_baseline_agrees_with_the_web_live_version_baseline(sim_org, version
     cli = json.loads(result.stdout)
     assert cli["summary"]["baseline"] == web["summary"]["baseline"] == "policy"
     assert comparable(cli) == comparable(web)
+
+
+ROOT_POLICY = """\
+version: v1
+defaults:
+  decision: deny
+tools:
+  - server: filesystem
+    tool: write_file
+    topic: job.mcp-bridge.write.file
+rules:
+  - id: allow-writes
+    match:
+      topics: ["job.mcp-bridge.write.*"]
+    decision: allow
+  - id: deny-write-outside-repo
+    match:
+      topics: ["job.mcp-bridge.write.*"]
+      args:
+        path: {outside: ["{root}"]}
+    decision: deny
+"""
+
+
+def test_calls_are_replayed_against_the_working_root_they_were_decided_in(sim_org, tmp_path):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from cordum.decisions.services import evidence_append
+    from cordum.policy import args_digest
+    from tests.simulation.data import recorded_calls
+
+    # The same absolute path written by two agents: inside one's working root, outside the other's.
+    template = recorded_calls(timezone.now() - dt.timedelta(days=2))[0]
+    args = {"path": "/home/mo/src/payments/app.py", "content": "x"}
+    calls = []
+    for n, (agent, root) in enumerate([("claude-code-mo", "/home/mo/src/payments"), ("cursor-web", "/home/web/site")]):
+        calls.append({**template, "decision_id": f"0193b000-0000-7000-8000-{n:012d}", "agent": agent, "root": root,
+                      "server": "filesystem", "tool": "write_file", "args": args, "args_digest": args_digest(args),
+                      "decision": "allow", "rule": "allow-writes", "session_id": f"sess_{n}"})
+    evidence_append(organization=sim_org, records=calls)
+    simulation = services.simulation_create(organization=sim_org, user=None, enqueue=False, policy_yaml=ROOT_POLICY)
+    web = services.simulation_run(simulation=simulation).report
+    assert web["matrix"]["allow"] == {"allow": 1, "require_approval": 0, "deny": 1}
+    assert [(c["agent"], c["root"], c["after"], c["rule"]) for c in web["changed_calls"]] == [
+        ("cursor-web", "/home/web/site", "deny", "deny-write-outside-repo")]
+    export_jsonl(sim_org, tmp_path / "calls.jsonl")
+    (tmp_path / "safety.yaml").write_text(ROOT_POLICY)
+    result = cordum("simulate", "--policy", str(tmp_path / "safety.yaml"), "--calls", str(tmp_path / "calls.jsonl"))
+    assert result.returncode == 0, result.stderr
+    cli = json.loads(result.stdout)
+    assert cli["matrix"] == web["matrix"] and cli["changed_calls"] == web["changed_calls"]
