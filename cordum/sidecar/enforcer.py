@@ -34,6 +34,12 @@ log = logging.getLogger("cordum.sidecar.enforcer")
 
 # Decision-record outcomes (contract); anything else (expired, cancelled) goes in a separate outcome record.
 DECISION_OUTCOMES = {"approved", "denied", "timed_out", "executed", "failed", "blocked"}
+# Outcomes after which the call goes on (it is forwarded next); every other outcome closes the call.
+NON_FINAL_OUTCOMES = {"approved", "allowed_on_timeout"}
+INTERRUPTED_FORWARDED = ("interrupted: the sidecar stopped (crash or kill) after forwarding the call and before "
+                         "recording its result; whether it ran is unknown")
+INTERRUPTED_HELD = ("interrupted: the sidecar stopped (crash or kill) while the call waited for approval; it was "
+                    "never forwarded")
 
 
 class PolicyLoadError(Exception):
@@ -271,6 +277,7 @@ class Enforcer:
             "timestamp": utc_now_rfc3339(),
             "duration_ms": duration_ms,
         }
+        final = outcome not in NON_FINAL_OUTCOMES
         if in_decision and outcome in DECISION_OUTCOMES and verdict.record.get("outcome") is None \
                 and verdict.seq is not None:
             updated = dict(verdict.record, outcome=outcome)
@@ -278,8 +285,31 @@ class Enforcer:
                 updated["reviewer"] = reviewer
             verdict.record = updated
             # folded into the decision record if it is still waiting in the spool, else its own record
-            self.spool.complete(verdict.seq, updated, outcome_record)
+            self.spool.complete(verdict.seq, updated, outcome_record, final=final)
             return
-        self.spool.add(outcome_record)
+        self.spool.add_outcome(verdict.seq, outcome_record, final=final)
         if self.on_record is not None:
             self.on_record()
+
+    def recover_interrupted(self) -> int:
+        """Append the missing outcome of every call a dead sidecar left open (kill -9, crash, power loss
+        after the decision reached the disk): `failed` for a forwarded call (its result is unknown),
+        `cancelled` for one that was still waiting for approval. Returns how many were closed."""
+        orphans = self.spool.orphaned_calls()
+        for seq, record, state in orphans:
+            forwarded = state != 1
+            self.spool.add_outcome(seq, {
+                "record_type": "outcome",
+                "decision_id": record["decision_id"],
+                "outcome": "failed" if forwarded else "cancelled",
+                "reviewer": None,
+                "comment": "" if forwarded else INTERRUPTED_HELD,
+                "error": INTERRUPTED_FORWARDED if forwarded else "",
+                "timestamp": utc_now_rfc3339(),
+                "duration_ms": None,
+            })
+        if orphans:
+            log.warning("closed calls an earlier sidecar left open", extra={"calls": len(orphans)})
+            if self.on_record is not None:
+                self.on_record()
+        return len(orphans)

@@ -393,6 +393,13 @@ class Relay:
             except asyncio.CancelledError:
                 pass
 
+    def abandon_calls(self) -> None:
+        """Shutdown: record every forwarded call whose answer never came back as failed (result unknown)."""
+        for key in list(self._calls):
+            pending = self._calls.pop(key)
+            self.enforcer.record_outcome(pending.verdict, "failed",
+                                         error="the sidecar stopped before the upstream answered")
+
     def upstream_closed(self, upstream: Any) -> None:
         """Answer every call still waiting on a dead upstream, and record it as failed."""
         for key in [k for k in self._calls if k[0] == upstream.name]:

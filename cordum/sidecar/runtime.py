@@ -99,6 +99,7 @@ async def build_services(cfg: SidecarConfig, *, local_bundle: str | None = None,
     spool = Spool(cfg.spool_path, recover=background)
     if background:
         spool.start_checkpointer()
+        spool.start_run()  # track open calls, so a sidecar killed mid-call is recovered by the next start
     # One installation (spool) may serve several sidecar processes: `install` wraps each MCP server of an
     # agent config in its own. Each reports under its own id, so the fleet view does not merge their counters.
     role = "hook" if not background else "+".join(u.name for u in cfg.upstreams) or "proxy"
@@ -106,6 +107,8 @@ async def build_services(cfg: SidecarConfig, *, local_bundle: str | None = None,
     enforcer = Enforcer(spool=spool, agent=cfg.agent, environment=cfg.environment, team=cfg.team,
                         sidecar_id=sidecar_id, root=root)
     svc = Services(cfg=cfg, spool=spool, enforcer=enforcer)
+    if background:
+        enforcer.recover_interrupted()
     bundle_file = local_bundle or (cfg.bundle if not cfg.control_plane else None)
     if bundle_file:
         try:
@@ -223,6 +226,7 @@ async def run_stdio(cfg: SidecarConfig, *, local_bundle: str | None = None) -> i
         exit_code = 1
     finally:
         await relay.cancel_held()
+        relay.abandon_calls()
         await agent.flush()
         for up in upstreams:
             with contextlib.suppress(Exception):

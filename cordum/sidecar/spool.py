@@ -12,6 +12,13 @@ Upload protocol: `claim()` marks a batch in flight, `ack()` deletes only the ids
 acknowledged, `release()` puts the rest back. After a crash, in-flight marks are cleared on open, so records
 whose acknowledgement was lost are posted again; the server's ingestion is idempotent on record id, so each
 record is stored exactly once.
+
+Open calls: a sidecar that `start_run()`s tracks each decision it spools until the call's final outcome is
+recorded (`open` = 1 held for approval, 2 forwarded; the row is kept, marked uploaded, if the control plane
+acknowledges the decision first). Each run holds an exclusive lock (flock) on `<spool>.runs/<run id>.lock`
+for its lifetime; the kernel drops it when the process dies, however it dies. `orphaned_calls()` returns the
+open calls of runs whose lock is free (their process is gone), so a restarted sidecar can append the outcome
+a kill -9 kept it from writing, without touching the calls of other live sidecars sharing the spool.
 """
 
 from __future__ import annotations
@@ -25,19 +32,31 @@ from typing import Any
 
 import orjson
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: runs are not tracked, so interrupted calls are not recovered
+    fcntl = None  # type: ignore[assignment]
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     seq INTEGER PRIMARY KEY,
     record_id TEXT NOT NULL,
     body BLOB NOT NULL,
     inflight INTEGER NOT NULL DEFAULT 0,
-    claimed_at REAL
+    claimed_at REAL,
+    open INTEGER NOT NULL DEFAULT 0,
+    owner TEXT
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
 STALE_CLAIM_SECONDS = 120.0
+
+# `inflight`: 0 waiting, 1 claimed for upload, 2 rejected by the control plane (parked), 3 uploaded but kept
+# because its call is still open (UPLOADED_OPEN; the SQL below spells it 3). `open`: 0 closed (or not tracked), 1 held for approval, 2 forwarded.
+UPLOADED_OPEN = 3
+HELD, FORWARDED = 1, 2
 
 
 def record_id_of(record: dict[str, Any]) -> str:
@@ -61,6 +80,15 @@ class Spool:
         self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._db.execute("PRAGMA journal_size_limit=8388608")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(records)")}
+        for name, ddl in (("open", "open INTEGER NOT NULL DEFAULT 0"), ("owner", "owner TEXT")):
+            if name not in columns:  # a spool written by an older sidecar
+                try:
+                    self._db.execute(f"ALTER TABLE records ADD COLUMN {ddl}")
+                except sqlite3.OperationalError:  # another process sharing the spool added it first
+                    pass
+        self.run_id: str | None = None
+        self._run_lock: Any = None
         # A previous process died with a batch in flight: put it back in the queue. (Short-lived openers such as
         # the hook pass recover=False so they never take back a batch a running sidecar is uploading.)
         if recover:
@@ -98,39 +126,126 @@ class Spool:
         self._checkpointer = threading.Thread(target=run, name="spool-checkpoint", daemon=True)
         self._checkpointer.start()
 
+    # -- this process's run (open-call tracking) ---------------------------------------------------
+
+    def _runs_dir(self) -> Path:
+        return self.path.with_name(self.path.name + ".runs")
+
+    def start_run(self) -> str | None:
+        """Track the decisions this process spools until their calls close (see the module docstring)."""
+        if self.run_id is not None or fcntl is None or str(self.path) == ":memory:":
+            return self.run_id
+        from cordum.sidecar.ids import uuid7_str
+
+        run_id = uuid7_str()
+        runs = self._runs_dir()
+        runs.mkdir(parents=True, exist_ok=True)
+        handle = open(runs / f"{run_id}.lock", "a+b")  # noqa: SIM115 (held for the life of the run)
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._run_lock, self.run_id = handle, run_id
+        return run_id
+
+    def _run_is_gone(self, run_id: str) -> bool:
+        """True when the run's process is gone: its lock file is missing or nobody holds its lock."""
+        path = self._runs_dir() / f"{run_id}.lock"
+        try:
+            handle = open(path, "a+b")  # noqa: SIM115
+        except OSError:
+            return True
+        with handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return False  # a live sidecar holds it
+            path.unlink(missing_ok=True)  # its owner is dead and run ids are never reused
+            return True
+
+    def orphaned_calls(self) -> list[tuple[int, dict[str, Any], int]]:
+        """Open calls of runs whose process is gone: (seq, decision record, HELD|FORWARDED), oldest first."""
+        if fcntl is None or str(self.path) == ":memory:":
+            return []
+        with self._lock:
+            owners = [r[0] for r in self._db.execute(
+                "SELECT DISTINCT owner FROM records WHERE open > 0 AND owner IS NOT NULL").fetchall()]
+        gone = [o for o in owners if o != self.run_id and self._run_is_gone(o)]
+        if not gone:
+            return []
+        rows: list[tuple[int, bytes, int]] = []
+        with self._lock:
+            for owner in gone:
+                rows += self._db.execute("SELECT seq, body, open FROM records WHERE open > 0 AND owner = ?",
+                                         (owner,)).fetchall()
+        return [(seq, orjson.loads(body), state) for seq, body, state in sorted(rows)]
+
     # -- writes on the call path -------------------------------------------------------------------
     # No secondary index: one B-tree insert per record keeps add() at ~35 us (measured; a UNIQUE index on
     # record_id doubles it). Rows are addressed by seq (the rowid), which add() returns.
 
     def add(self, record: dict[str, Any]) -> int:
-        """Append one record, committed (to the OS) when this returns. Returns its spool sequence number."""
+        """Append one record, committed (to the OS) when this returns. Returns its spool sequence number.
+
+        In a run, a decision without an outcome opens its call (held for approval, or forwarded)."""
         body = orjson.dumps(record)
+        state = 0
+        if self.run_id is not None and record.get("outcome") is None and record.get("record_type") == "decision":
+            state = FORWARDED if record.get("decision") == "allow" else HELD
         with self._lock:
-            cur = self._db.execute("INSERT INTO records (record_id, body) VALUES (?, ?)", (record_id_of(record), body))
+            cur = self._db.execute("INSERT INTO records (record_id, body, open, owner) VALUES (?, ?, ?, ?)",
+                                   (record_id_of(record), body, state, self.run_id if state else None))
             self._writes += 1
             return cur.lastrowid
 
-    def merge_outcome(self, seq: int, record: dict[str, Any]) -> bool:
+    def merge_outcome(self, seq: int, record: dict[str, Any], *, final: bool = True) -> bool:
         """Replace a decision record that has not been picked up for upload yet with its completed version.
 
         Returns False when the record is already in flight or uploaded. The row must still hold this decision:
-        once a record is acknowledged and deleted, SQLite may give its seq to the next record added.
+        once a record is acknowledged and deleted, SQLite may give its seq to the next record added. A final
+        outcome closes the call; another (approved, allowed_on_timeout) marks it forwarded.
         """
         body = orjson.dumps(record)
         with self._lock:
-            cur = self._db.execute("UPDATE records SET body = ? WHERE seq = ? AND record_id = ? AND inflight = 0",
-                                   (body, seq, record_id_of(record)))
+            cur = self._db.execute(
+                "UPDATE records SET body = ?, open = CASE WHEN ? OR open = 0 THEN 0 ELSE 2 END "
+                "WHERE seq = ? AND record_id = ? AND inflight = 0", (body, final, seq, record_id_of(record)))
             return cur.rowcount == 1
 
-    def complete(self, seq: int, record: dict[str, Any], outcome_record: dict[str, Any]) -> None:
+    def add_outcome(self, seq: int | None, outcome_record: dict[str, Any], *, final: bool = True) -> None:
+        """Append a call's outcome as its own record and, in the same transaction, close its call (`final`) or
+        mark it forwarded; a decision kept only because its call was open is deleted once the call closes."""
+        if seq is None:
+            self.add(outcome_record)
+            return
+        body = orjson.dumps(outcome_record)
+        decision_id = outcome_record["decision_id"]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("INSERT INTO records (record_id, body) VALUES (?, ?)",
+                                 (record_id_of(outcome_record), body))
+                if final:
+                    self._db.execute("DELETE FROM records WHERE seq = ? AND record_id = ? AND inflight = ?",
+                                     (seq, decision_id, UPLOADED_OPEN))
+                    self._db.execute("UPDATE records SET open = 0 WHERE seq = ? AND record_id = ? AND open > 0",
+                                     (seq, decision_id))
+                else:
+                    self._db.execute("UPDATE records SET open = 2 WHERE seq = ? AND record_id = ? AND open > 0",
+                                     (seq, decision_id))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._writes += 1
+
+    def complete(self, seq: int, record: dict[str, Any], outcome_record: dict[str, Any], *,
+                 final: bool = True) -> None:
         """Record a call's outcome: fold it into its decision record when that is still waiting in the spool,
         otherwise add `outcome_record`, so an outcome is never lost to a race with the uploader.
 
         Synchronous on purpose: the proxy calls this after the upstream's answer has been written to the agent,
         so it costs the agent no latency, and a kill -9 right after a call cannot lose its outcome.
         """
-        if not self.merge_outcome(seq, record):
-            self.add(outcome_record)
+        if not self.merge_outcome(seq, record, final=final):
+            self.add_outcome(seq, outcome_record, final=final)
 
     # -- the uploader's side -----------------------------------------------------------------------
 
@@ -157,8 +272,17 @@ class Spool:
         """Delete acknowledged records. Only records the control plane named are ever deleted."""
         if not seqs:
             return 0
+        params = [(i,) for i in seqs]
         with self._lock:
-            cur = self._db.executemany("DELETE FROM records WHERE seq = ?", [(i,) for i in seqs])
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                # a decision whose call is still open stays (marked uploaded) until its outcome closes it
+                self._db.executemany("UPDATE records SET inflight = 3 WHERE seq = ? AND open > 0", params)
+                cur = self._db.executemany("DELETE FROM records WHERE seq = ? AND open = 0", params)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
             return cur.rowcount
 
     def release(self, seqs: list[int]) -> None:
@@ -186,9 +310,9 @@ class Spool:
             return self._db.execute("SELECT COUNT(*) FROM records WHERE inflight = 2").fetchone()[0]
 
     def records(self) -> list[dict[str, Any]]:
-        """Every waiting record, oldest first (status output and tests)."""
+        """Every record not yet acknowledged, oldest first (status output and tests)."""
         with self._lock:
-            rows = self._db.execute("SELECT body FROM records ORDER BY seq").fetchall()
+            rows = self._db.execute("SELECT body FROM records WHERE inflight != 3 ORDER BY seq").fetchall()
         return [orjson.loads(r[0]) for r in rows]
 
     def get_meta(self, key: str) -> str | None:
@@ -222,3 +346,6 @@ class Spool:
             except sqlite3.Error:
                 pass
             self._db.close()
+        if self._run_lock is not None:  # a clean exit: any call left open is recovered by the next start
+            self._run_lock.close()
+            self._run_lock = None

@@ -206,3 +206,33 @@ async def test_an_unreachable_control_plane_refuses_held_calls(staged_repo, tmp_
     assert r.is_error and "control plane unreachable" in text_of(r) and "fail closed" in text_of(r)
     assert _commits(staged_repo) == 1
     assert not log.is_error
+
+
+async def test_a_held_call_whose_sidecar_is_killed_is_recorded_cancelled_by_the_next_start(
+        staged_repo, tmp_path, control_plane, stderr_log):
+    import contextlib
+    import os
+    import signal
+
+    from cordum.sidecar.enforcer import INTERRUPTED_HELD
+
+    from .conftest import sidecar_pids
+
+    params = _setup(tmp_path, staged_repo, control_plane.url, control_plane)
+    log_handle, log_path = stderr_log
+    with contextlib.suppress(Exception):
+        async with mcp_session(params, errlog=log_handle) as s:
+            async with anyio.create_task_group() as tg:
+                async def call():
+                    await s.call_tool("git_commit", {"repo_path": str(staged_repo), "message": "held"})
+
+                tg.start_soon(call)
+                request = await anyio.to_thread.run_sync(control_plane.wait_for_approval_request)
+                log_handle.flush()
+                os.kill(sidecar_pids(log_path)[-1], signal.SIGKILL)
+    assert control_plane.cancelled == []  # killed: it could not withdraw the request itself
+    async with mcp_session(params, errlog=log_handle) as s:  # restart: closes the call, uploads it
+        assert not (await s.call_tool("git_log", {"repo_path": str(staged_repo)})).is_error
+    closed = control_plane.stored[f"{request['decision_id']}:cancelled"]
+    assert closed["comment"] == INTERRUPTED_HELD
+    assert _commits(staged_repo) == 1  # never forwarded

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -119,3 +120,59 @@ def test_kill_9_during_an_outage_then_restart_uploads_every_record_exactly_once(
     fleet = SidecarInstance.objects.get(agent=_agent)
     assert (fleet.bundle_version, fleet.bundle_sequence, fleet.spool_depth) == ("v1.0.0@3f2c1ab", 1, 0)
     assert fleet.last_upload_at is not None
+
+
+@pytest.mark.slow
+def test_a_sidecar_killed_after_answering_but_before_spooling_the_outcome_is_closed_on_restart(
+    fs_server_bin, project, tmp_path, stderr_log
+):
+    import sqlite3
+
+    from cordum.sidecar.enforcer import INTERRUPTED_FORWARDED
+
+    from .conftest import POLICY
+
+    fifo = project / "slow.txt"  # the real filesystem server blocks reading it until the test writes
+    os.mkfifo(fifo)
+    spool_path = tmp_path / "spool.db"
+    args = ["run", "--bundle", str(POLICY), "--spool", str(spool_path), "--", fs_server_bin, str(project)]
+    log_handle, log_path = stderr_log
+    seen: dict = {}
+
+    async def phase_one() -> None:
+        with contextlib.suppress(Exception):
+            async with mcp_session(sidecar_params(args, cwd=project), errlog=log_handle) as s:
+                call = asyncio.create_task(s.call_tool("read_text_file", {"path": str(fifo)}))
+                # open() returns once the upstream opened the FIFO: the call was decided, spooled, forwarded
+                writer = await asyncio.to_thread(open, fifo, "w")
+                # hold the spool's write lock: the sidecar can answer the agent, not spool the outcome
+                blocker = sqlite3.connect(spool_path, isolation_level=None)
+                blocker.execute("BEGIN IMMEDIATE")
+                writer.write("late answer\n")
+                writer.close()
+                seen["result"] = await call  # the answer reached the agent...
+                seen["rows"] = [r[0] for r in blocker.execute("SELECT body FROM records").fetchall()]
+                os.kill(sidecar_pids(log_path)[-1], signal.SIGKILL)  # ...and its outcome never reaches the spool
+                blocker.execute("ROLLBACK")
+                blocker.close()
+
+    asyncio.run(phase_one())
+    log_handle.flush()
+    assert text_of(seen["result"]) == "late answer\n"
+    [decision] = [json.loads(b) for b in seen["rows"]]
+    assert decision["record_type"] == "decision" and decision["outcome"] is None
+    assert [r["decision_id"] for r in Spool(spool_path).records()] == [decision["decision_id"]]  # the gap
+
+    async def phase_two() -> None:  # the restarted sidecar closes the call before serving
+        async with mcp_session(sidecar_params(args, cwd=project), errlog=log_handle) as s:
+            assert not (await s.call_tool("read_text_file", {"path": str(project / "README.md")})).is_error
+
+    asyncio.run(phase_two())
+    records = Spool(spool_path).records()
+    [closed] = [r for r in records if r["decision_id"] == decision["decision_id"] and r["record_type"] == "outcome"]
+    assert (closed["outcome"], closed["error"]) == ("failed", INTERRUPTED_FORWARDED)
+    assert [r.get("outcome") for r in records] == [None, "failed", "executed"]  # decision, its closure, new call
+    assert len(sidecar_pids(log_path)) == 2
+
+    asyncio.run(phase_two())  # a second restart finds nothing left open: closed exactly once
+    assert sum(r["decision_id"] == decision["decision_id"] for r in Spool(spool_path).records()) == 2
