@@ -11,7 +11,7 @@ __all__ = ["PolicyRepository", "PolicyVersion", "SigningKey", "PolicyBundle"]
 
 
 class PolicyRepository(models.Model):
-    """A git repository holding an organisation's safety.yaml (remote URL or local path)."""
+    """The git repository holding an organisation's safety.yaml (remote URL or local path); one per organisation."""
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="policy_repositories")
     name = models.SlugField(max_length=100)
@@ -43,6 +43,8 @@ class PolicyRepository(models.Model):
         verbose_name_plural = "policy repositories"
         constraints = [
             models.UniqueConstraint(fields=["organization", "name"], name="policy_repo_unique_name_per_org"),
+            # Bundles, rollouts and the live version are per organisation: one policy source each.
+            models.UniqueConstraint(fields=["organization"], name="one_policy_repository_per_organization"),
         ]
 
     def __str__(self):

@@ -36,7 +36,14 @@ def bundle_channel(organization_id: int) -> str:
 def repository_create(*, organization: Organization, actor, name: str, url: str, branch: str = "main",
                       policy_path: str = "safety.yaml", credentials: str = "", webhook_secret: str = "",
                       is_enabled: bool = True) -> tuple[PolicyRepository, str]:
-    """Create a repository; returns it and its webhook secret (generated when not given; shown once)."""
+    """Create the organisation's policy repository; returns it and its webhook secret (generated when not given;
+    shown once). One per organisation: its live branch's safety.yaml is the one policy every sidecar enforces."""
+    existing = PolicyRepository.objects.filter(organization=organization).first()
+    if existing is not None:
+        raise Conflict(
+            f"{organization.slug} already has a policy repository ({existing.name}): every agent of an organisation "
+            "enforces one safety.yaml. Edit that repository to point at another URL, branch or path instead."
+        )
     if PolicyRepository.objects.filter(organization=organization, name=name).exists():
         raise CordumError(f"A repository named {name!r} already exists.", {"field": "name"})
     webhook_secret = webhook_secret or secrets.token_urlsafe(32)

@@ -124,6 +124,19 @@ def test_admin_creates_a_repository_and_gets_the_webhook_secret_once(client, org
     assert "webhook_secret" not in listed and "credentials" not in listed
 
 
+def test_an_organisation_has_one_policy_repository_a_second_is_refused(client, repository, admin, workspace):
+    client.force_login(admin)
+    response = client.post("/api/v1/repositories/", {"name": "other", "url": str(workspace.remote_path)},
+                           content_type="application/json")
+    assert response.status_code == 409
+    assert "already has a policy repository (policies)" in response.json()["message"]
+    page = client.post(reverse("policies:repository_create"), {"name": "other", "url": str(workspace.remote_path),
+                                                               "branch": "main", "policy_path": "safety.yaml"})
+    assert page.status_code == 200 and "already has a policy repository" in page.content.decode()
+    assert "Add repository" not in client.get(reverse("policies:repository_list")).content.decode()
+    assert PolicyRepository.objects.filter(organization=repository.organization).count() == 1
+
+
 def test_invalid_repository_input_names_the_field(client, admin):
     client.force_login(admin)
     response = client.post("/api/v1/repositories/", {"name": "has spaces", "url": "x"}, content_type="application/json")
