@@ -244,6 +244,7 @@ class Enforcer:
             "timestamp": utc_now_rfc3339(),
             "latency_us": latency_us,
             "sidecar_id": self.sidecar_id,
+            "root": call.root,  # what "{root}" and relative paths meant for this decision (replayed by simulation)
         }
         if extra:
             record.update(extra)

@@ -53,6 +53,8 @@ def test_claude_code_edit_outside_the_project_is_denied_and_inside_allowed(tmp_p
                                          cwd=str(tmp_path)), tmp_path))
     assert outside[0] == "deny" and "deny-edit-outside-project" in outside[1]
     assert inside[0] == "allow"
+    # Each evidence record names the working root it was decided against (a simulation replays it exactly).
+    assert [r["root"] for r in Spool(tmp_path / "spool.db").records()] == [str(tmp_path)] * 2
 
 
 def test_claude_code_mcp_tools_keep_their_server_and_tool_names(tmp_path):
