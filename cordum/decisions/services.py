@@ -447,7 +447,8 @@ def _sqlite_row(body: dict, organization_id: int, seq: int, recorded_at: str, pr
     def ts(value: str) -> str:
         return value.replace("T", " ").rstrip("Z")  # Django's SQLite datetime storage (naive UTC)
 
-    row = {**dict.fromkeys(storage.HASHED_WHEN_SET, ""), **body, "organization_id": organization_id, "seq": seq, "recorded_at": ts(recorded_at),
+    row = {**dict.fromkeys(storage.HASHED_WHEN_SET, ""), **body,  # columns absent from the document when empty
+           "organization_id": organization_id, "seq": seq, "recorded_at": ts(recorded_at),
            "prev_hash": prev, "hash": digest, "timestamp": ts(body["timestamp"])}
     for column in storage.JSON_COLUMNS:
         row[column] = orjson.dumps(row[column]).decode()
