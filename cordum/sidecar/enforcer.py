@@ -268,6 +268,17 @@ class Enforcer:
         """Fold the outcome into the spooled decision record if it has not been uploaded yet, else (or when
         `in_decision` is False) spool a separate outcome record."""
         duration_ms = int((time.monotonic() - verdict.started) * 1000)
+        final = outcome not in NON_FINAL_OUTCOMES
+        if in_decision and outcome in DECISION_OUTCOMES and verdict.record.get("outcome") is None \
+                and verdict.seq is not None:
+            updated = dict(verdict.record, outcome=outcome)
+            if reviewer is not None:
+                updated["reviewer"] = reviewer
+            verdict.record = updated
+            # folded into the decision record if it is still waiting in the spool (the usual case: the outcome
+            # record below is then never built), else its own record
+            if self.spool.merge_outcome(verdict.seq, updated, final=final):
+                return
         outcome_record = {
             "record_type": "outcome",
             "decision_id": verdict.decision_id,
@@ -278,16 +289,6 @@ class Enforcer:
             "timestamp": utc_now_rfc3339(),
             "duration_ms": duration_ms,
         }
-        final = outcome not in NON_FINAL_OUTCOMES
-        if in_decision and outcome in DECISION_OUTCOMES and verdict.record.get("outcome") is None \
-                and verdict.seq is not None:
-            updated = dict(verdict.record, outcome=outcome)
-            if reviewer is not None:
-                updated["reviewer"] = reviewer
-            verdict.record = updated
-            # folded into the decision record if it is still waiting in the spool, else its own record
-            self.spool.complete(verdict.seq, updated, outcome_record, final=final)
-            return
         self.spool.add_outcome(verdict.seq, outcome_record, final=final)
         if self.on_record is not None:
             self.on_record()
