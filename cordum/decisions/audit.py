@@ -27,12 +27,13 @@ class VerifyResult:
         return self
 
 
-def verify_chain(*, organization_id: int, chunk_size: int = 5000) -> VerifyResult:
+def verify_chain(*, organization_id: int, chunk_size: int = 5000, on_progress=None) -> VerifyResult:
     """Walk the chain in seq order and recompute every link; stop at the first broken one.
 
     Checks per record: seq follows without gaps, prev_hash equals the previous record's hash, and
     hash == sha256(prev_hash || canonical_json(record)). The start is the genesis hash, or the signed
     checkpoint left by retention when the oldest partitions were dropped. The end must match ChainHead.
+    `on_progress(checked, total=...)` is called after each chunk (total: the records the head says there are).
     """
     result = VerifyResult(organization_id=organization_id)
     qs = EvidenceRecord.objects.filter(organization_id=organization_id).order_by("seq")
@@ -59,6 +60,7 @@ def verify_chain(*, organization_id: int, chunk_size: int = 5000) -> VerifyResul
     result.first_seq = first
     columns = ("id", "prev_hash", "hash", *[c for c in storage.COLUMNS if c not in ("prev_hash", "hash")])
     last_seq = expected_seq - 1
+    total = head.seq - last_seq if head else None
     while True:
         rows = list(qs.filter(seq__gt=last_seq).values(*columns)[:chunk_size])
         if not rows:
@@ -75,6 +77,8 @@ def verify_chain(*, organization_id: int, chunk_size: int = 5000) -> VerifyResul
             prev_hash, expected_seq = row["hash"], seq + 1
             result.checked += 1
         last_seq = rows[-1]["seq"]
+        if on_progress is not None:
+            on_progress(result.checked, total=total)
     result.last_seq = last_seq
     if head and (head.seq != last_seq or head.hash != prev_hash):
         return result.fail(seq=last_seq + 1, pk=None,

@@ -109,9 +109,12 @@ class SyncResult:
     warning: str = ""
 
 
-def _progress(repository: PolicyRepository, percent: int, message: str) -> None:
-    PolicyRepository.objects.filter(pk=repository.pk).update(sync_progress=max(0, min(100, percent)),
-                                                             sync_message=message[:300])
+def _progress(repository: PolicyRepository, percent: int, message: str, on_progress=None) -> None:
+    """Record sync progress for the UI (polled by htmx) and, from the command line, report it there too."""
+    percent = max(0, min(100, percent))
+    PolicyRepository.objects.filter(pk=repository.pk).update(sync_progress=percent, sync_message=message[:300])
+    if on_progress is not None:
+        on_progress(percent, message)
 
 
 def _acquire(repository: PolicyRepository) -> bool:
@@ -145,13 +148,14 @@ def _best_tag(names: list[str]) -> str:
     return max(names, key=key)
 
 
-def sync_repository(*, repository: PolicyRepository) -> SyncResult:
+def sync_repository(*, repository: PolicyRepository, on_progress=None) -> SyncResult:
     """Fetch the repository and record a PolicyVersion for every new commit touching the policy file.
 
     Incremental (only commits after each branch's last synced head), one sync per repository at a
     time, and safe to re-run. On the live branch the newest valid version becomes live and is
     published as a signed bundle. Raises gitrepo.GitFetchError when the remote is unreachable (the
-    Celery task retries with backoff); the error is kept in `last_error` for the UI.
+    Celery task retries with backoff); the error is kept in `last_error` for the UI. `on_progress(percent,
+    message)` is called as the sync advances (`manage.py sync_policies` prints it).
     """
     if not _acquire(repository):
         return SyncResult(skipped=True)
@@ -159,7 +163,7 @@ def sync_repository(*, repository: PolicyRepository) -> SyncResult:
     try:
         while True:
             repository.refresh_from_db()
-            _sync_once(repository, result)
+            _sync_once(repository, result, on_progress)
             # A trigger that arrived while we were busy asked for one more round.
             again = PolicyRepository.objects.filter(pk=repository.pk, resync_requested=True).update(
                 resync_requested=False
@@ -180,7 +184,8 @@ def sync_repository(*, repository: PolicyRepository) -> SyncResult:
     return result
 
 
-def _sync_once(repository: PolicyRepository, result: SyncResult) -> None:
+def _sync_once(repository: PolicyRepository, result: SyncResult, on_progress=None) -> None:
+    _progress(repository, 0, "Fetching", on_progress)
     repo = gitrepo.fetch(repository)
     heads = gitrepo.branch_heads(repo)
     tags = gitrepo.tags_by_commit(repo)
@@ -189,7 +194,7 @@ def _sync_once(repository: PolicyRepository, result: SyncResult) -> None:
     existing = {v.commit_sha: v for v in PolicyVersion.objects.filter(repository=repository)}
 
     # 1. Which commits touching the policy are new, and on which branches they now are.
-    _progress(repository, 10, "Walking new commits")
+    _progress(repository, 10, "Walking new commits", on_progress)
     found: dict[str, object] = {}  # sha -> git.Commit
     branches_of: dict[str, set[str]] = {}
     branch_order = sorted(heads, key=lambda b: (b != repository.branch, b))  # live branch first
@@ -230,7 +235,8 @@ def _sync_once(repository: PolicyRepository, result: SyncResult) -> None:
         ))
         (result.new_versions if parsed.is_valid else result.invalid_versions).append(version)
         if index % 10 == 0:
-            _progress(repository, 20 + int(60 * index / total), f"Validating {index + 1}/{len(new_shas)} commits")
+            _progress(repository, 20 + int(60 * index / total), f"Validating {index + 1}/{len(new_shas)} commits",
+                      on_progress)
     to_update = []
     for sha, branches in branches_of.items():
         version = existing.get(sha)
@@ -252,7 +258,7 @@ def _sync_once(repository: PolicyRepository, result: SyncResult) -> None:
             PolicyVersion.objects.bulk_update(to_update, ["branches", "tag", "version"])
 
     # 3. The newest valid version on the live branch becomes live and is published.
-    _progress(repository, 85, "Selecting the live version")
+    _progress(repository, 85, "Selecting the live version", on_progress)
     live_head = heads.get(repository.branch)
     if live_head:
         valid = set(PolicyVersion.objects.filter(repository=repository, is_valid=True).values_list("commit_sha",

@@ -602,6 +602,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--fail-if-newly-denied-over", type=int, default=None, metavar="N",
                         help="exit 1 when more than N calls would newly be denied (for CI)")
     parser.add_argument("--summary-only", action="store_true", help="print only the summary and matrix")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
 def _load_compiled(path: str, label: str):
@@ -619,8 +620,19 @@ def _load_compiled(path: str, label: str):
     return compile_policy(result.policy, label)
 
 
+def _counted(records: Iterable[dict], progress) -> Iterator[dict]:
+    """The records, reporting how many were read (the CLI's first phase: parsing the export)."""
+    n = 0
+    for n, record in enumerate(records, 1):
+        if n % 5000 == 0:
+            progress(n)
+        yield record
+    progress.finish(n)
+
+
 def run(args) -> int:
-    """Run `cordum simulate`; prints the JSON report. Exit 0, 1 (gate failed) or 2 (bad input)."""
+    """Run `cordum simulate`; prints the JSON report (stdout) with progress on stderr. Exit 0, 1 (gate failed)
+    or 2 (bad input)."""
     import sys
 
     candidate = _load_compiled(args.policy, f"candidate:{args.policy}")
@@ -636,12 +648,21 @@ def run(args) -> int:
         baseline = _load_compiled(args.baseline, f"baseline:{args.baseline}")
         if baseline is None:
             return 2
+    from cordum.common.progress import TerminalProgress
+
     try:
         if args.calls == "-":
             records: Iterable[dict] = (json.loads(line) for line in sys.stdin if line.strip())
+            total = None
         else:
             records = read_jsonl(args.calls)
-        report = simulate_records(candidate, records, baseline=baseline, reference=reference)
+            with open(args.calls, "rb") as fh:
+                total = sum(1 for line in fh if line.strip())
+        reading = TerminalProgress("simulate: reading", total=total, unit="records", enabled=not args.quiet)
+        replaying = TerminalProgress("simulate: replaying", unit="calls", enabled=not args.quiet)
+        report = simulate_records(candidate, _counted(records, reading), baseline=baseline, reference=reference,
+                                  on_progress=replaying)
+        replaying.finish(message="done")
     except (OSError, ValueError, KeyError) as exc:
         print(f"cordum simulate: {exc}", file=sys.stderr)
         return 2

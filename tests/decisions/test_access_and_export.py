@@ -93,6 +93,33 @@ def test_export_of_a_filtered_range_matches_the_explorer_count(two_teams):
     assert len(rows) == count and rows[0]["hash"]
 
 
+def test_export_command_writes_the_same_range_as_the_explorer_with_progress(two_teams, tmp_path):
+    from django.core.management import call_command
+
+    query = "decision=allow&start=2026-11-20T09:00:05&end=2026-11-20T09:01:50"
+    page = ui(two_teams["auditor"]).get(f"/evidence/?{query}").content.decode()
+    count = int(page.split('id="evidence-count">')[1].split("<")[0])
+    err = io.StringIO()
+    call_command("export_evidence", "--org", two_teams["org"].slug, "--decision", "allow",
+                 "--start", "2026-11-20T09:00:05", "--end", "2026-11-20T09:01:50", "-o", str(tmp_path / "out.jsonl"),
+                 stderr=err)
+    records = [orjson.loads(line) for line in (tmp_path / "out.jsonl").read_bytes().splitlines()]
+    assert len(records) == count and {r["decision"] for r in records} == {"allow"}
+    assert err.getvalue().splitlines()[-1] == f"export acme-test: 100% ({count}/{count} records) → {tmp_path / 'out.jsonl'}"
+    call_command("export_evidence", "--org", two_teams["org"].slug, "--format", "csv", "--target-contains", "web.example",
+                 "-o", str(tmp_path / "out.csv"), stderr=io.StringIO())
+    rows = list(csv.DictReader((tmp_path / "out.csv").open()))
+    assert len(rows) == len(two_teams["web_records"]) and all("web.example" in r["target"] for r in rows)
+
+
+def test_export_command_names_a_bad_filter(two_teams, tmp_path):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="Invalid input: decision:"):
+        call_command("export_evidence", "--org", two_teams["org"].slug, "--decision", "maybe",
+                     "-o", str(tmp_path / "x.jsonl"))
+
+
 def test_members_cannot_export(two_teams):
     assert ui(two_teams["member"]).get("/evidence/export/?format=jsonl").status_code == 403
 

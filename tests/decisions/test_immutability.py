@@ -53,7 +53,9 @@ def test_outcome_from_another_app_is_appended_and_linked_without_touching_the_de
 def test_verify_passes_on_a_clean_chain(chained, capsys):
     assert verify_chain(organization_id=chained["org"].pk).ok
     call_command("verify_audit", "--org", chained["org"].slug)
-    assert "OK, 21 records verified" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "OK, 21 records verified" in captured.out
+    assert f"{chained['org'].slug}: verifying: 100% (21/21 records)" in captured.err  # progress on stderr
 
 
 @pytest.mark.django_db(transaction=True)

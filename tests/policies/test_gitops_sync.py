@@ -168,3 +168,30 @@ def test_policy_in_a_subdirectory_of_a_monorepo(org, signing_key, workspace):
                                                policy_path="governance/safety.yaml")
     services.sync_repository(repository=repository)
     assert list(PolicyVersion.objects.filter(repository=repository).values_list("commit_sha", flat=True)) == [sha]
+
+
+def test_sync_policies_command_syncs_now_with_progress_and_says_what_went_live(repository, workspace, org):
+    import io
+
+    from django.core.management import call_command
+
+    out, err = io.StringIO(), io.StringIO()
+    call_command("sync_policies", "--org", "acme", stdout=out, stderr=err)
+    head = workspace.clone.head.commit.hexsha
+    progress = err.getvalue().splitlines()
+    assert progress[0] == "sync acme/policies: 0% Fetching"
+    assert progress[-1] == "sync acme/policies: 100% done"
+    assert out.getvalue().strip() == f"sync acme/policies: 1 new version(s); live v1.0.0@{head[:7]}; published bundle #1"
+    assert PolicyVersion.objects.get(repository=repository).is_live
+
+
+def test_sync_policies_command_fails_with_the_git_error(org, signing_key, tmp_path):
+    import io
+
+    from django.core.management import CommandError, call_command
+
+    services.repository_create(organization=org, actor=None, name="policies", url=str(tmp_path / "missing"))
+    err = io.StringIO()
+    with pytest.raises(CommandError, match="failed to sync"):
+        call_command("sync_policies", stdout=io.StringIO(), stderr=err)
+    assert "sync acme/policies:" in err.getvalue() and "failed" in err.getvalue()

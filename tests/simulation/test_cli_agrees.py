@@ -139,3 +139,17 @@ def test_calls_are_replayed_against_the_working_root_they_were_decided_in(sim_or
     assert result.returncode == 0, result.stderr
     cli = json.loads(result.stdout)
     assert cli["matrix"] == web["matrix"] and cli["changed_calls"] == web["changed_calls"]
+
+
+def test_the_cli_reports_progress_on_stderr_and_keeps_stdout_for_the_report(sim_org, recorded, tmp_path):
+    export_jsonl(sim_org, tmp_path / "calls.jsonl")
+    (tmp_path / "safety.yaml").write_text(CANDIDATE_POLICY)
+    args = ("simulate", "--policy", str(tmp_path / "safety.yaml"), "--calls", str(tmp_path / "calls.jsonl"))
+    result = cordum(*args)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["summary"]["total_calls"] == 15
+    lines = result.stderr.splitlines()
+    assert "simulate: reading: 100% (15/15 records)" in lines
+    assert lines[-1] == "simulate: replaying: 15 calls done"
+    quiet = cordum(*args, "--quiet")
+    assert quiet.returncode == 0 and quiet.stderr == "" and json.loads(quiet.stdout) == json.loads(result.stdout)

@@ -5,6 +5,7 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 
 from cordum.accounts.models import Organization
+from cordum.common.progress import TerminalProgress
 from cordum.decisions.audit import verify_chain
 
 
@@ -22,7 +23,10 @@ class Command(BaseCommand):
                 raise CommandError(f"No organisation with slug {options['org']!r}.")
         broken = False
         for org in orgs:
-            result = verify_chain(organization_id=org.pk)
+            progress = TerminalProgress(f"{org.slug}: verifying", unit="records", stream=self.stderr)
+            result = verify_chain(organization_id=org.pk, on_progress=progress)
+            if progress.done:
+                progress.finish()
             if result.ok:
                 start = (f" (resumed after retention checkpoint #{result.resumed_from_checkpoint})"
                          if result.resumed_from_checkpoint else "")
