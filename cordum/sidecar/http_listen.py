@@ -102,6 +102,7 @@ class HttpSession:
             for up in upstreams:
                 with contextlib.suppress(Exception):
                     await up.close()
+            relay.abandon_calls()  # forwarded calls whose answer never came: recorded failed, not left open
             log.info("http session closed", extra={"mcp_session": self.id})
 
 

@@ -176,3 +176,32 @@ def test_a_sidecar_killed_after_answering_but_before_spooling_the_outcome_is_clo
 
     asyncio.run(phase_two())  # a second restart finds nothing left open: closed exactly once
     assert sum(r["decision_id"] == decision["decision_id"] for r in Spool(spool_path).records()) == 2
+
+
+
+@pytest.mark.slow
+def test_a_clean_shutdown_records_a_forwarded_call_the_upstream_never_answered_as_failed(
+    fs_server_bin, project, tmp_path
+):
+    from .conftest import POLICY
+
+    fifo = project / "never.txt"  # opened for writing but never written: the upstream's read never ends
+    os.mkfifo(fifo)
+    spool_path = tmp_path / "spool.db"
+    args = ["run", "--bundle", str(POLICY), "--spool", str(spool_path), "--", fs_server_bin, str(project)]
+
+    async def session() -> None:
+        async with mcp_session(sidecar_params(args, cwd=project)) as s:
+            call = asyncio.create_task(s.call_tool("read_text_file", {"path": str(fifo)}))
+            # open() returns once the upstream opened the FIFO: the call was decided, spooled and forwarded
+            writer = await asyncio.to_thread(open, fifo, "w")
+            call.cancel()
+        # leaving the session closed the sidecar's stdin: it shut down cleanly, the upstream still reading
+        writer.close()
+
+    asyncio.run(session())
+    records = Spool(spool_path).records()
+    assert [r["decision"] for r in records if r["record_type"] == "decision"] == ["allow"]
+    assert [r.get("outcome") for r in records] in (["failed"], [None, "failed"])  # folded, or its own record
+    assert records[-1]["outcome"] == "failed"
+    assert Spool(spool_path).orphaned_calls() == []  # closed: nothing left for the next start
