@@ -140,9 +140,15 @@ class Spool:
         run_id = uuid7_str()
         runs = self._runs_dir()
         runs.mkdir(parents=True, exist_ok=True)
-        handle = open(runs / f"{run_id}.lock", "a+b")  # noqa: SIM115 (held for the life of the run)
+        # Locked before it gets its name, so no other process ever sees this run's lock file unlocked.
+        temp = runs / f".{run_id}.tmp"
+        handle = open(temp, "a+b")  # noqa: SIM115 (held for the life of the run)
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(temp, runs / f"{run_id}.lock")
         self._run_lock, self.run_id = handle, run_id
+        for other in runs.glob("*.lock"):  # lock files of runs that died with no call open
+            if other.stem != run_id:
+                self._run_is_gone(other.stem)
         return run_id
 
     def _run_is_gone(self, run_id: str) -> bool:
@@ -347,5 +353,6 @@ class Spool:
                 pass
             self._db.close()
         if self._run_lock is not None:  # a clean exit: any call left open is recovered by the next start
+            (self._runs_dir() / f"{self.run_id}.lock").unlink(missing_ok=True)
             self._run_lock.close()
             self._run_lock = None

@@ -124,3 +124,21 @@ def test_a_spool_written_by_an_older_sidecar_is_upgraded_in_place_and_keeps_its_
     _verdict(spool)
     assert spool.depth() == 2
     spool.close()
+
+
+def test_run_lock_files_do_not_pile_up_across_clean_exits_and_kills(tmp_path):
+    runs = tmp_path / "spool.db.runs"
+    clean = Spool(tmp_path / "spool.db")
+    clean.start_run()
+    clean.close()
+    assert list(runs.glob("*.lock")) == []  # a clean exit removes its own
+    killed = Spool(tmp_path / "spool.db")
+    killed.start_run()
+    _die(killed)  # died with no call open
+    live = Spool(tmp_path / "spool.db")
+    live.start_run()
+    survivor = Spool(tmp_path / "spool.db")
+    survivor.start_run()  # sweeps the dead run's file, never the live one's
+    assert sorted(p.stem for p in runs.glob("*.lock")) == sorted([live.run_id, survivor.run_id])
+    live.close()
+    survivor.close()
