@@ -5,6 +5,7 @@ from django.urls import reverse
 
 from cordum.accounts.choices import Role
 from cordum.approvals.models import ApprovalRequest
+from cordum.approvals.services import approvals_expire_due
 
 
 @pytest.mark.django_db
@@ -97,3 +98,22 @@ def test_an_overdue_request_leaves_the_queue_as_expired_on_read(client, setup):
     assert f'id="approval-{approval.pk}"' not in client.get(reverse("approvals:queue")).content.decode()
     approval.refresh_from_db()
     assert approval.state == "expired"
+
+
+@pytest.mark.django_db
+def test_reviewers_see_that_an_on_timeout_allow_request_runs_if_nobody_decides_and_history_says_it_did(client,
+                                                                                                       setup):
+    allow = setup["open"](on_timeout="allow")
+    deny = setup["open"]()
+    client.force_login(setup["alice"].user)
+    html = client.get(reverse("approvals:queue")).content.decode()
+    card = html[html.index(f'id="approval-{allow.pk}"'):]
+    card = card[:card.index("</article>")]
+    assert "then runs anyway (on_timeout: allow)" in card
+    other = html[html.index(f'id="approval-{deny.pk}"'):]
+    assert "on_timeout: allow" not in other[:other.index("</article>")]
+    for approval in (allow, deny):  # nobody decided in time
+        ApprovalRequest.objects.filter(pk=approval.pk).update(expires_at=approval.created_at)
+    assert approvals_expire_due() == 2
+    history = client.get(reverse("approvals:history")).content.decode()
+    assert history.count("allowed on timeout") == 1
