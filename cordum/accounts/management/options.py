@@ -1,3 +1,5 @@
+"""Shared arguments of management commands: which organisation a command acts on."""
+
 from django.core.management.base import CommandError
 
 from cordum.accounts.models import Organization

@@ -8,13 +8,13 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
+from cordum.accounts.management.options import organization_arg
 from cordum.common.errors import CordumError
 from cordum.common.progress import TerminalProgress
 from cordum.decisions.choices import ExportFormat
 from cordum.decisions.exports import export_lines
 from cordum.decisions.filters import FILTER_FIELDS, apply_filters, parse_filters
 from cordum.decisions.models import EvidenceRecord
-from cordum.policies.management.commands._org import organization_arg
 
 _FLAG_OF = {"q": "target-contains"}
 
@@ -28,7 +28,7 @@ class Command(BaseCommand):
         parser.add_argument("--output", "-o", required=True, help="file to write, or - for standard output")
         for name in FILTER_FIELDS:
             flag = _FLAG_OF.get(name, name.replace("_", "-"))
-            parser.add_argument(f"--{flag}", dest=f"filter_{name}",
+            parser.add_argument(f"--{flag}", dest=f"filter_{name}", metavar=name.upper(),
                                 help="UTC date/time (2026-11-20 or 2026-11-20T09:00)" if name in ("start", "end")
                                 else None)
 

@@ -2,8 +2,8 @@
 
 from django.core.management.base import BaseCommand
 
+from cordum.accounts.management.options import organization_arg
 from cordum.policies import services
-from cordum.policies.management.commands._org import organization_arg
 
 
 class Command(BaseCommand):
