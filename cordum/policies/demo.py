@@ -85,6 +85,25 @@ NPM_PUBLISH_RULE = """
 """
 
 
+# The proposed commit updates the repository's own test cases with the policy, as a pull request must for
+# `cordum policy test` (the CI examples) to pass: `pytest -q` is now a test run, not an unmapped shell command.
+PROPOSED_TESTS_FILE = "tests/claude_code.yaml"
+PROPOSED_CASES = """  - name: test runs are allowed
+    call: {server: claude-code, tool: Bash, arguments: {command: "pytest -q"}}
+    expect: {decision: allow, rule: allow-test-runs, topic: job.mcp-bridge.shell.test}
+  - name: npm publish is denied
+    call: {server: claude-code, tool: Bash, arguments: {command: "npm publish --access public"}}
+    expect: {decision: deny, rule: deny-npm-publish, topic: job.mcp-bridge.shell.npm-publish}
+"""
+
+
+def _with_proposed_cases(text: str) -> str:
+    """The template's Claude Code cases with the proposed rules: the catch-all example moves off `pytest`."""
+    old = 'arguments: {command: "pytest -q"}}\n    expect: {decision: deny, rule: null'
+    assert old in text, "the template's catch-all Bash test case changed"
+    return text.replace(old, old.replace("pytest -q", "make build")).rstrip("\n") + "\n" + PROPOSED_CASES
+
+
 def _template_dir() -> Path:
     return Path(settings.BASE_DIR) / "policies_repo_template"
 
@@ -147,7 +166,10 @@ def _build_repo(path: Path) -> None:
     repo.git.checkout("-b", PROPOSED_BRANCH)
     proposed = _with_rule(_with_rule(with_install, TEST_RUN_RULE), NPM_PUBLISH_RULE)
     policy_file.write_text(_with_tools(proposed, PROPOSED_TOOLS))
-    commit("Propose: agents may not publish npm packages; let them run the test suite")
+    tests_file = path / PROPOSED_TESTS_FILE
+    tests_file.write_text(_with_proposed_cases(tests_file.read_text()))
+    commit("Propose: agents may not publish npm packages; let them run the test suite",
+           files=("safety.yaml", PROPOSED_TESTS_FILE))
     repo.git.checkout("main")
 
 
