@@ -12,7 +12,8 @@ def _pct(n: int, total: int) -> float:
     return round(100.0 * n / total, 1) if total else 0.0
 
 
-def report_view(simulation) -> dict | None:
+def report_view(simulation, *, membership=None) -> dict | None:
+    """`membership`: link samples only to the evidence records that member may open."""
     report = simulation.report
     if not report:
         return None
@@ -40,7 +41,8 @@ def report_view(simulation) -> dict | None:
     for key in ("changed_by_rule", "changed_by_agent", "changed_calls"):
         for group in report.get(key, []):
             sample_ids.update(group.get("samples", []))
-    links = evidence_record_links(organization=simulation.organization, decision_ids=sample_ids)
+    links = evidence_record_links(organization=simulation.organization, decision_ids=sample_ids,
+                                  membership=membership)
 
     def samples(group):
         return [{"id": s, "short": s[-12:], "url": links.get(s, "")} for s in group.get("samples", [])]

@@ -261,13 +261,26 @@ def simulation_get(*, organization, pk: int) -> Simulation:
     )
 
 
-def evidence_record_links(*, organization, decision_ids: set[str]) -> dict[str, str]:
-    """decision_id -> URL of its evidence record page (empty when that page does not exist)."""
+def evidence_record_links(*, organization, decision_ids: set[str], membership=None) -> dict[str, str]:
+    """decision_id -> URL of its evidence record page (empty when that page does not exist).
+
+    With `membership`, only records that member may open (their teams' unless they read every team's), so a
+    policy author is not shown links that answer 404.
+    """
+    from django.core.exceptions import PermissionDenied
     from django.urls import NoReverseMatch, reverse
+
+    from cordum.decisions.selectors import evidence_visible
 
     if not decision_ids:
         return {}
-    rows = EvidenceRecord.objects.filter(
+    records = EvidenceRecord.objects
+    if membership is not None:
+        try:
+            records = evidence_visible(membership=membership)
+        except PermissionDenied:
+            return {}
+    rows = records.filter(
         organization=organization, record_type="decision", decision_id__in=decision_ids
     ).values_list("decision_id", "pk")
     out = {}

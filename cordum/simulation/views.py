@@ -73,7 +73,7 @@ class SimulationDetailView(RoleRequiredMixin, View):
 
     def get(self, request, pk):
         simulation = selectors.simulation_get(organization=self.organization, pk=pk)
-        context = {"simulation": simulation, "view": presenters.report_view(simulation),
+        context = {"simulation": simulation, "view": presenters.report_view(simulation, membership=self.membership),
                    "can_run": self.membership.has_perm(Perm.RUN_SIMULATION)}
         if request.htmx:
             return render(request, "simulation/partials/_body.html", context)
@@ -89,7 +89,8 @@ class SimulationCompareView(RoleRequiredMixin, View):
         left, right = (self._pick(request.GET.get(key)) for key in ("a", "b"))
         return render(request, "simulation/simulation_compare.html", {
             "choices": choices, "left": left, "right": right,
-            "columns": [(s, presenters.report_view(s)) for s in (left, right) if s is not None],
+            "columns": [(s, presenters.report_view(s, membership=self.membership)) for s in (left, right)
+                        if s is not None],
             "rows": presenters.compare_rows(left, right) if left and right else [],
         })
 

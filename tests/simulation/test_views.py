@@ -38,7 +38,40 @@ def test_an_author_runs_a_version_and_sees_the_matrix(author, versions, recorded
     html = author.get(response["Location"]).content.decode()
     assert 'id="transition-matrix"' in html
     assert "deny-env-reads" in html and "deny-terraform-destroy" in html
-    assert '<a class="mono" href="/evidence/records/' in html  # samples link to the evidence record page
+    # This author is scoped to no team, so may open no evidence record: samples are shown without links.
+    assert '<a class="mono" href="/evidence/records/' not in html
+
+
+def test_report_samples_link_only_to_evidence_records_the_reader_may_open(member_client, sim_org, versions,
+                                                                         recorded):
+    from cordum.decisions.models import EvidenceRecord
+
+    simulation = services.simulation_run(simulation=services.simulation_create(
+        organization=sim_org, user=None, enqueue=False, candidate_version_id=versions["candidate"].pk))
+    url = reverse("simulation:detail", args=[simulation.pk])
+    samples = {s for key in ("changed_by_rule", "changed_by_agent", "changed_calls")
+               for g in simulation.report[key] for s in g["samples"]}
+    pk_team = dict(EvidenceRecord.objects.filter(decision_id__in=samples, record_type="decision")
+                   .values_list("pk", "team__slug"))
+    assert {"payments", "web"} <= set(pk_team.values())
+
+    def linked(client):
+        import re
+
+        html = client.get(url).content.decode()
+        return {int(pk) for pk in re.findall(r'<a class="mono" href="/evidence/records/(\d+)/"', html)}
+
+    auditor = member_client(Role.AUDITOR)
+    assert linked(auditor) == set(pk_team)  # every team's records
+    for pk in linked(auditor):
+        assert auditor.get(reverse("decisions:record", args=[pk])).status_code == 200
+
+    author = member_client(Role.POLICY_AUTHOR)
+    author.user.memberships.get().teams.set(sim_org.teams.filter(slug="payments"))
+    payments_only = linked(author)
+    assert payments_only == {pk for pk, team in pk_team.items() if team == "payments"}
+    for pk in pk_team:  # every link the author is shown opens; the others are not links
+        assert author.get(reverse("decisions:record", args=[pk])).status_code == (200 if pk in payments_only else 404)
 
 
 def test_an_invalid_version_is_refused_as_a_form_error_with_file_line_col(author, versions):
