@@ -34,6 +34,16 @@ def _workspace(state_dir: Path) -> Path:
     return workspace
 
 
+def sidecar_command(config: Path) -> tuple[list[str], Path]:
+    """How `run_demo` starts the sidecar of `config` (in .cordum/demo-sidecars/): argv and working directory.
+
+    A sidecar decides against its working directory as the agent's root (`{root}` in the policy, e.g. the
+    template's blast-radius rule `deny-write-outside-repo`), so it runs in the demo workspace its upstreams serve.
+    """
+    workspace = _workspace(config.resolve().parent.parent)
+    return [sys.executable, "-m", "cordum.sidecar", "run", "--config", str(config)], workspace
+
+
 def write_configs(ctx: dict) -> list[Path]:
     state_dir = Path(ctx["state_dir"])
     workspace = _workspace(state_dir)

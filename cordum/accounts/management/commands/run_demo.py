@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from cordum.accounts.demo import DEMO_PASSWORD, DEMO_USERS
+from cordum.accounts.demo_sidecars import sidecar_command
 
 
 class Command(BaseCommand):
@@ -29,10 +30,8 @@ class Command(BaseCommand):
         time.sleep(1.5)
         for config in sorted((state / "demo-sidecars").glob("*.yaml")):
             log = open(logs / f"sidecar-{config.stem}.log", "ab")  # noqa: SIM115 - lives as long as the process
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "cordum.sidecar", "run", "--config", str(config)],
-                cwd=settings.BASE_DIR, stdin=subprocess.PIPE, stdout=log, stderr=log,
-            )
+            argv, workspace = sidecar_command(config)  # runs in the demo workspace: its `{root}`
+            proc = subprocess.Popen(argv, cwd=workspace, stdin=subprocess.PIPE, stdout=log, stderr=log)
             procs.append((f"sidecar {config.stem}", proc))
         self.stdout.write(self.style.SUCCESS(f"\nCordum demo running at http://{addr}/"))
         self.stdout.write(f"Logins (password {DEMO_PASSWORD}): " + ", ".join(f"{u} ({r})" for u, _, r, _ in DEMO_USERS))
