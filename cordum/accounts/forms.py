@@ -9,12 +9,16 @@ class TeamForm(forms.Form):
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
 
 
+TEAMS_HELP = ("The teams whose evidence a member, reviewer or policy author may read (none selected: no team's). "
+              "Admins and auditors read every team's.")
+
+
 class MembershipCreateForm(forms.Form):
     username = forms.CharField(max_length=150)
     email = forms.EmailField(required=False)
     password = forms.CharField(widget=forms.PasswordInput, required=False, help_text="Only for new users.")
     role = forms.ChoiceField(choices=Role.choices)
-    teams = forms.ModelMultipleChoiceField(queryset=Team.objects.none(), required=False)
+    teams = forms.ModelMultipleChoiceField(queryset=Team.objects.none(), required=False, help_text=TEAMS_HELP)
 
     def __init__(self, *args, organization, **kwargs):
         super().__init__(*args, **kwargs)
@@ -23,7 +27,7 @@ class MembershipCreateForm(forms.Form):
 
 class MembershipUpdateForm(forms.Form):
     role = forms.ChoiceField(choices=Role.choices)
-    teams = forms.ModelMultipleChoiceField(queryset=Team.objects.none(), required=False)
+    teams = forms.ModelMultipleChoiceField(queryset=Team.objects.none(), required=False, help_text=TEAMS_HELP)
 
     def __init__(self, *args, organization, **kwargs):
         super().__init__(*args, **kwargs)

@@ -5,7 +5,7 @@ from django.db import models
 from django.utils import timezone
 
 from cordum.accounts.choices import AgentKind, AuditAction, Environment, Role
-from cordum.accounts.permissions import role_has
+from cordum.accounts.permissions import Perm, role_has
 
 __all__ = ["Organization", "Team", "Membership", "Agent", "AgentToken", "UserToken", "AdminAuditLog"]
 
@@ -56,6 +56,11 @@ class Membership(models.Model):
 
     def has_perm(self, perm: str) -> bool:
         return role_has(self.role, perm)
+
+    @property
+    def reads_every_team(self) -> bool:
+        """Admins and auditors read every team's evidence; other roles only that of their `teams`."""
+        return self.has_perm(Perm.VIEW_AUDIT)
 
 
 class Agent(models.Model):
