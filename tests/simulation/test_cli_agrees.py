@@ -110,7 +110,7 @@ rules:
 """
 
 
-def test_calls_are_replayed_against_the_working_root_they_were_decided_in(sim_org, tmp_path):
+def test_calls_are_replayed_against_the_working_root_they_were_decided_in(sim_org, tmp_path, member_client):
     import datetime as dt
 
     from django.utils import timezone
@@ -133,6 +133,12 @@ def test_calls_are_replayed_against_the_working_root_they_were_decided_in(sim_or
     assert web["matrix"]["allow"] == {"allow": 1, "require_approval": 0, "deny": 1}
     assert [(c["agent"], c["root"], c["after"], c["rule"]) for c in web["changed_calls"]] == [
         ("cursor-web", "/home/web/site", "deny", "deny-write-outside-repo")]
+    from django.urls import reverse
+
+    from cordum.accounts.choices import Role
+
+    page = member_client(Role.POLICY_AUTHOR).get(reverse("simulation:detail", args=[simulation.pk])).content.decode()
+    assert 'title="working root">/home/web/site</div>' in page
     export_jsonl(sim_org, tmp_path / "calls.jsonl")
     (tmp_path / "safety.yaml").write_text(ROOT_POLICY)
     result = cordum("simulate", "--policy", str(tmp_path / "safety.yaml"), "--calls", str(tmp_path / "calls.jsonl"))
