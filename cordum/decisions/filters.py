@@ -43,11 +43,13 @@ def parse_filters(data) -> dict:
 
 def apply_filters(qs: QuerySet, filters: dict) -> QuerySet:
     f = filters
+    if f.get("session"):
+        qs = _in_session(qs, f["session"])
     if f.get("start"):
         qs = qs.filter(timestamp__gte=_aware(f["start"]))
     if f.get("end"):
         qs = qs.filter(timestamp__lt=_aware(f["end"]))
-    exact = {"agent": "agent_name", "team": "team_slug", "session": "session_id", "decision": "decision",
+    exact = {"agent": "agent_name", "team": "team_slug", "decision": "decision",
              "rule": "rule", "policy_version": "policy_version", "outcome": "outcome", "record_type": "record_type"}
     for key, column in exact.items():
         if f.get(key):
@@ -58,6 +60,19 @@ def apply_filters(qs: QuerySet, filters: dict) -> QuerySet:
     if f.get("q"):
         qs = qs.filter(Q(target__icontains=f["q"]))
     return qs
+
+
+def _in_session(qs: QuerySet, session_id: str) -> QuerySet:
+    """The session's decisions and their outcome records (approved by whom, executed, failed...).
+
+    Outcome records carry no session id (the sidecar sends them later, linked by decision_id), so they are
+    found through their decisions; the ids are fetched first so each side uses its own index.
+    """
+    decision_ids = list(
+        qs.filter(session_id=session_id, record_type=RecordType.DECISION).values_list("decision_id", flat=True)
+    )
+    return qs.filter(Q(session_id=session_id)
+                     | Q(record_type=RecordType.OUTCOME, decision_id__in=decision_ids))
 
 
 def _aware(value: dt.datetime) -> dt.datetime:

@@ -1,0 +1,61 @@
+"""Filtering by session keeps the session's outcome records (who approved, executed), which carry no session id."""
+
+import orjson
+import pytest
+from django.test import Client
+
+from cordum.decisions import services
+from tests.decisions.conftest import make_decision, make_outcome
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def approved_session(org_setup):
+    held = make_decision(n=1, decision="require_approval", session_id="sess_a")
+    read = make_decision(n=2, decision="allow", session_id="sess_a")
+    other = make_decision(n=3, decision="require_approval", session_id="sess_b")
+    org, agent = org_setup["org"], org_setup["pay_agent"]
+    services.evidence_append(organization=org, records=[held, read, other], agent=agent)
+    services.evidence_append(organization=org, agent=agent, records=[
+        make_outcome(held, "approved", reviewer="alice@example.com", comment="LGTM"),
+        make_outcome(held, "executed"), make_outcome(read, "executed"), make_outcome(other, "denied"),
+    ])
+    return {**org_setup, "held": held, "read": read}
+
+
+def _client(membership) -> Client:
+    client = Client()
+    client.force_login(membership.user)
+    return client
+
+
+def test_a_session_export_carries_its_approvals_and_outcomes(approved_session):
+    response = _client(approved_session["auditor"]).get("/evidence/export/?format=jsonl&session=sess_a")
+    rows = [orjson.loads(line) for line in b"".join(response.streaming_content).splitlines()]
+    held = approved_session["held"]["decision_id"]
+    assert sorted((r["record_type"], r["decision_id"] == held, r["outcome"], r["reviewer"]) for r in rows) == [
+        ("decision", False, None, None),
+        ("decision", True, None, None),
+        ("outcome", False, "executed", None),
+        ("outcome", True, "approved", "alice@example.com"),
+        ("outcome", True, "executed", None),
+    ]
+
+
+def test_the_explorer_counts_the_session_with_its_outcomes_and_filters_among_them(approved_session):
+    client = _client(approved_session["auditor"])
+    assert 'id="evidence-count">5<' in client.get("/evidence/?session=sess_a").content.decode()
+    assert 'id="evidence-count">2<' in client.get("/evidence/?session=sess_a&record_type=decision").content.decode()
+    approved = client.get("/evidence/?session=sess_a&outcome=approved").content.decode()
+    assert 'id="evidence-count">1<' in approved and "alice@example.com" in approved
+
+
+def test_a_members_session_filter_stays_within_their_teams(approved_session):
+    from cordum.accounts.choices import Role
+    from tests.factories import MembershipFactory
+
+    assert len(_client(approved_session["member"]).get("/api/v1/evidence?session=sess_a").json()["records"]) == 5
+    web_member = MembershipFactory(organization=approved_session["org"], role=Role.MEMBER)
+    web_member.teams.set([approved_session["web"]])
+    assert _client(web_member).get("/api/v1/evidence?session=sess_a").json()["records"] == []
