@@ -43,22 +43,23 @@ LEDGER_DIFF = """--- a/src/ledger.py
 """
 
 # (key, agent, state, reviewer username, comment, server, tool, action, target, rule, reason, tags, args, diff)
+# Rule, reason, action, target and tags are what the demo's live policy (v1.2.0) decides for each call.
 DEMO_REQUESTS = [
     ("push-main", "claude-code-mo", ApprovalState.PENDING, None, "", "git", "git_push", "git.push", "origin/main",
      "approve-git-push", "Git push to remote requires approval", ["deploy"],
      {"repo_path": "/src/payments-api", "remote": "origin", "branch": "main"}, ""),
-    ("checkout-write", "cursor-web", ApprovalState.PENDING, None, "", "filesystem", "write_file", "file.write",
-     "src/components/Checkout.tsx", "approve-file-writes", "File writes pause for developer review", ["code-change"],
+    ("checkout-write", "cursor-web", ApprovalState.PENDING, None, "", "filesystem", "write_file", "write.file",
+     "src/components/Checkout.tsx", "approve-code-write", "File writes need developer review", ["code-change"],
      {"path": "src/components/Checkout.tsx", "content": "[redacted: 1.2 kB]"}, CHECKOUT_DIFF),
-    ("ledger-edit", "claude-code-alice", ApprovalState.PENDING, None, "", "filesystem", "edit_file", "file.write",
-     "src/ledger.py", "approve-file-writes", "File writes pause for developer review", ["code-change"],
+    ("ledger-edit", "claude-code-alice", ApprovalState.PENDING, None, "", "filesystem", "edit_file", "write.file",
+     "src/ledger.py", "approve-code-write", "File writes need developer review", ["code-change"],
      {"path": "src/ledger.py", "edits": "[redacted]"}, LEDGER_DIFF),
     ("push-feature", "claude-code-mo", ApprovalState.APPROVED, "alice", "Refund fix reviewed in PR #412", "git",
      "git_push", "git.push", "origin/fix-refund-rounding", "approve-git-push", "Git push to remote requires approval",
      ["deploy"], {"repo_path": "/src/payments-api", "remote": "origin", "branch": "fix-refund-rounding"}, ""),
-    ("infra-apply", "devin-platform", ApprovalState.DENIED, "admin", "Not during the freeze; open a change request",
-     "shell", "run", "infra.apply", "terraform/rds.tf", "approve-infra-changes", "Infrastructure changes need review",
-     ["deploy", "infra"], {"command": "terraform apply -auto-approve"}, ""),
+    ("infra-apply", "devin-platform", ApprovalState.DENIED, "admin", "No new dependencies during the freeze",
+     "claude-code", "Bash", "shell.pip-install", "pip install boto3-stubs", "approve-dependency-install",
+     "New dependencies need review (supply chain)", [], {"command": "pip install boto3-stubs"}, ""),
     ("force-push", "cursor-web", ApprovalState.EXPIRED, None, "", "git", "git_push", "git.force-push", "origin/main",
      "approve-git-push", "Git push to remote requires approval", ["deploy"],
      {"repo_path": "/src/web-app", "remote": "origin", "branch": "main", "force": True}, ""),
@@ -70,6 +71,8 @@ def load(ctx: dict) -> None:
     agents = ctx.get("agents") or {}
     users = ctx.get("users") or {}
     now = timezone.now()
+    live = ctx.get("live_policy_version")
+    policy_version = live.version if live is not None else "v1.0.0"
     created = 0
     for index, (key, agent_name, state, reviewer, comment, server, tool, action, target, rule, reason, tags,
                 arguments, diff) in enumerate(DEMO_REQUESTS):
@@ -86,7 +89,7 @@ def load(ctx: dict) -> None:
                 "organization": org, "session_id": f"sess_demo_{agent_name}", "server": server, "tool": tool,
                 "action": action, "target": target, "topic": f"job.mcp-bridge.{action}", "risk_tags": tags,
                 "rule": rule, "reason": reason, "args_digest": args_digest(arguments), "args": arguments, "diff": diff,
-                "policy_version": "v1.0.0", "reviewers": ["role:reviewer"], "state": state, "reviewer": user,
+                "policy_version": policy_version, "reviewers": ["role:reviewer"], "state": state, "reviewer": user,
                 "reviewer_email": (user.email if user else ""), "comment": comment, "created_at": opened,
                 "expires_at": opened + (timedelta(minutes=15) if decided else timedelta(days=7)),
                 "decided_at": opened + timedelta(minutes=3 if state != ApprovalState.EXPIRED else 15) if decided
