@@ -108,12 +108,15 @@ def _policy_at(policies, when):
 
 def generate(ctx: dict, *, now: dt.datetime | None = None, sessions_per_agent_day: float = 18.0) -> dict[str, list[dict]]:
     """Records per agent name (upload format), time-ordered. Deterministic for a given `now` (day)."""
-    from cordum.policy import Call, args_digest, evaluate, redact_arguments
+    from cordum.policy import Call, LimitsTracker, args_digest, evaluate, redact_arguments
 
     rng = random.Random(SEED)
     now = (now or dt.datetime.now(dt.UTC)).replace(minute=0, second=0, microsecond=0)
     start = now - dt.timedelta(days=DAYS)
     policies = _policies(ctx)
+    # The policy's session limits, as a sidecar applies them: one tracker per policy version (a sidecar starts
+    # counting afresh when a new version arrives), fed each call at its recorded (millisecond) time.
+    trackers: dict[str, LimitsTracker] = {}
     agents = sorted(ctx["agents"].values(), key=lambda a: a.name)
     per_agent: dict[str, list[dict]] = {}
     for agent in agents:
@@ -142,6 +145,9 @@ def generate(ctx: dict, *, now: dt.datetime | None = None, sessions_per_agent_da
                     call = Call(server=step.server, tool=step.tool, arguments=arguments, agent=agent.name, team=team,
                                 environment=agent.environment, root=REPOS[team])
                     decision = evaluate(compiled, call)
+                    tracker = trackers.setdefault(compiled.version, LimitsTracker(compiled))
+                    recorded_at = t.replace(microsecond=t.microsecond // 1000 * 1000)
+                    decision = tracker.check(session_id, decision, recorded_at.timestamp()) or decision
                     decision_id = str(uuid.uuid5(NAMESPACE, f"{session_id}:{i}"))
                     record = {
                         "record_type": "decision", "decision_id": decision_id, "agent": agent.name,

@@ -29,3 +29,23 @@ def test_demo_week_is_policy_decided_chained_and_idempotent(celery_eager, tmp_pa
         demo.load(ctx)
     assert stored.count() == count
     assert verify_chain(organization_id=org.pk).ok
+
+
+def test_replaying_the_demo_week_with_the_policy_that_decided_it_changes_nothing():
+    """The week honours the policy's session limits as a sidecar does (no call allowed past max_duration)."""
+    from pathlib import Path
+
+    from django.conf import settings
+
+    from cordum.policy import compile_policy, load_policy_file
+    from cordum.policy.simulate import simulate_records
+
+    ctx: dict = {}
+    accounts_demo.load(ctx)
+    records = [r for agent_records in demo.generate(ctx).values() for r in agent_records]
+    template = load_policy_file(Path(settings.BASE_DIR) / "policies_repo_template" / "safety.yaml").policy
+    assert template.limits.session.max_duration is not None
+    summary = simulate_records(compile_policy(template, "v1.0.0@template"), records)["summary"]
+    assert summary["total_calls"] > 10_000
+    assert summary["changed_calls"] == 0, summary
+    assert any(r.get("rule") == "limits.session.max_duration" for r in records)  # long night sessions are cut
