@@ -77,17 +77,22 @@ def test_claude_code_git_push_offline_can_be_configured_to_deny(tmp_path):
     assert decision == "deny"
 
 
-def test_claude_code_hook_with_a_control_plane_waits_for_the_reviewer(tmp_path, control_plane):
+def _config_with_signed_bundle(tmp_path, policy, control_plane):
+    """A sidecar.yaml for the hook: `policy` as a signed bundle it trusts, the test control plane for approvals."""
     from cordum.sidecar.bundles import BundleStore, generate_keypair, key_id_for
 
     from .test_proxy import _signed_bundle
 
     private, public = generate_keypair()
     key_id = key_id_for(public)
-    BundleStore(tmp_path / "bundle.json").save(_signed_bundle(private, key_id))
-    config = write_config(tmp_path / "sidecar.yaml", control_plane=control_plane.url, token_env="CORDUM_TEST_TOKEN",
-                          spool=str(tmp_path / "spool.db"), bundle_store=str(tmp_path / "bundle.json"),
-                          trusted_keys={key_id: public}, approvals={"poll_wait_seconds": 1})
+    BundleStore(tmp_path / "bundle.json").save(_signed_bundle(private, key_id, policy_path=policy))
+    return write_config(tmp_path / "sidecar.yaml", control_plane=control_plane.url, token_env="CORDUM_TEST_TOKEN",
+                        spool=str(tmp_path / "spool.db"), bundle_store=str(tmp_path / "bundle.json"),
+                        trusted_keys={key_id: public}, approvals={"poll_wait_seconds": 1})
+
+
+def test_claude_code_hook_with_a_control_plane_waits_for_the_reviewer(tmp_path, control_plane):
+    config = _config_with_signed_bundle(tmp_path, POLICY, control_plane)
     control_plane.auto_decide = ("approved", "alice@example.com")
     args = [PYTHON, "-m", "cordum.sidecar", "hook", "--config", str(config)]
     proc = subprocess.run(args, input=json.dumps(claude("Bash", {"command": "git push origin main"})).encode(),
@@ -100,19 +105,10 @@ def test_claude_code_hook_with_a_control_plane_waits_for_the_reviewer(tmp_path, 
 
 
 def test_claude_code_hook_allows_an_expired_approval_when_the_policy_says_on_timeout_allow(tmp_path, control_plane):
-    from cordum.sidecar.bundles import BundleStore, generate_keypair, key_id_for
-
-    from .test_proxy import _signed_bundle
-
     policy = tmp_path / "safety.yaml"  # a 30 s timeout fits inside the hook's 50 s wait
     policy.write_text(POLICY.read_text().replace(
         "defaults:\n  decision: deny\n", "defaults:\n  decision: deny\n  approval: {timeout: 30s, on_timeout: allow}\n", 1))
-    private, public = generate_keypair()
-    key_id = key_id_for(public)
-    BundleStore(tmp_path / "bundle.json").save(_signed_bundle(private, key_id, policy_path=policy))
-    config = write_config(tmp_path / "sidecar.yaml", control_plane=control_plane.url, token_env="CORDUM_TEST_TOKEN",
-                          spool=str(tmp_path / "spool.db"), bundle_store=str(tmp_path / "bundle.json"),
-                          trusted_keys={key_id: public}, approvals={"poll_wait_seconds": 1})
+    config = _config_with_signed_bundle(tmp_path, policy, control_plane)
     control_plane.auto_decide = ("expired", None)  # the control plane expired the request
     args = [PYTHON, "-m", "cordum.sidecar", "hook", "--config", str(config)]
     proc = subprocess.run(args, input=json.dumps(claude("Bash", {"command": "git push origin main"})).encode(),
@@ -196,10 +192,6 @@ def test_the_policy_templates_tool_map_governs_claude_code_bash(tmp_path, comman
 
 @pytest.mark.parametrize("template", [False, True])
 def test_a_held_edit_sends_the_reviewer_a_diff_unless_the_policy_redacts_the_text(tmp_path, control_plane, template):
-    from cordum.sidecar.bundles import BundleStore, generate_keypair, key_id_for
-
-    from .test_proxy import _signed_bundle
-
     if template:  # the template redacts old_string/new_string: those values never leave the machine
         policy = TEMPLATE
     else:
@@ -207,12 +199,7 @@ def test_a_held_edit_sends_the_reviewer_a_diff_unless_the_policy_redacts_the_tex
         policy.write_text(POLICY.read_text().replace(
             "decision: allow\n    reason: \"Writes inside the project are fine in this test policy\"",
             "decision: require_approval\n    reason: \"Writes need review\""))
-    private, public = generate_keypair()
-    key_id = key_id_for(public)
-    BundleStore(tmp_path / "bundle.json").save(_signed_bundle(private, key_id, policy_path=policy))
-    config = write_config(tmp_path / "sidecar.yaml", control_plane=control_plane.url, token_env="CORDUM_TEST_TOKEN",
-                          spool=str(tmp_path / "spool.db"), bundle_store=str(tmp_path / "bundle.json"),
-                          trusted_keys={key_id: public}, approvals={"poll_wait_seconds": 1})
+    config = _config_with_signed_bundle(tmp_path, policy, control_plane)
     control_plane.auto_decide = ("approved", "alice@example.com")
     source = tmp_path / "login.ts"
     source.write_text("const ok = false;\n")
