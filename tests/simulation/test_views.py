@@ -148,3 +148,19 @@ def test_an_uploaded_safety_yaml_is_a_candidate(author, versions, recorded, cele
     simulation = Simulation.objects.get()
     assert simulation.candidate_source == "text" and simulation.candidate_text == CANDIDATE_POLICY
     assert simulation.report["matrix"] == EXPECTED_MATRIX
+
+
+def test_the_list_and_compare_say_what_each_simulation_was_compared_with(author, sim_org, versions, recorded):
+    import re
+
+    from cordum.simulation.choices import Baseline
+
+    runs = {baseline: services.simulation_run(simulation=services.simulation_create(
+        organization=sim_org, user=None, enqueue=False, candidate_version_id=versions["candidate"].pk,
+        baseline=baseline)) for baseline in (Baseline.RECORDED, Baseline.LIVE)}
+    rows = re.findall(r'<td class="baseline"[^>]*>([^<]*)</td>', author.get(reverse("simulation:list")).content.decode())
+    assert sorted(rows) == [f"vs live {versions['live'].version}", "vs recorded"]
+    a, b = runs[Baseline.RECORDED].pk, runs[Baseline.LIVE].pk
+    html = author.get(reverse("simulation:compare") + f"?a={a}&b={b}").content.decode()
+    assert f"#{a} proposed@bbbbbbb (7d, vs recorded)" in html
+    assert f"#{b} proposed@bbbbbbb (7d, vs live {versions['live'].version})" in html
