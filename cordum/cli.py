@@ -131,7 +131,12 @@ def _cmd_test(args: argparse.Namespace) -> int:
 
 # -- cordum policy diff -----------------------------------------------------------------------
 def _calls_from(path: str) -> list:
-    """Calls from a .jsonl file (one call per line) or a tests/*.yaml file."""
+    """Calls from a .jsonl file (one call per line) or a tests/*.yaml file.
+
+    A line of an evidence export (it has `record_type`) is a recorded call: outcome records are skipped, and
+    the recorded `topic`/`risk_tags` are dropped so each policy's own tool map classifies the call (as
+    `cordum simulate` does); otherwise a changed tool map could never move a recorded call.
+    """
     from cordum.policy.testing import load_cases
 
     if path.endswith((".yaml", ".yml")):
@@ -144,9 +149,14 @@ def _calls_from(path: str) -> list:
         for n, line in enumerate(fh, 1):
             if line.strip():
                 try:
-                    out.append((f"line {n}", json.loads(line)))
+                    call = json.loads(line)
                 except ValueError as exc:
                     raise ValueError(f"{path}:{n}: {exc}") from exc
+                if isinstance(call, dict) and "record_type" in call:
+                    if call["record_type"] != "decision":
+                        continue
+                    call = {k: v for k, v in call.items() if k not in ("topic", "risk_tags")}
+                out.append((f"line {n}", call))
     return out
 
 

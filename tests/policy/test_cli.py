@@ -130,3 +130,26 @@ def test_cli_module_does_not_import_django():
     code = "import sys, cordum.cli, cordum.policy; cordum.cli.build_parser(); print('django' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.stdout.strip() == "False", r.stderr
+
+
+def test_diff_replays_an_evidence_export_through_each_policys_own_tool_map(tmp_path):
+    """Recorded calls (`--calls export.jsonl`) move when the candidate maps them differently; outcomes are skipped."""
+    repo = tmp_path / "repo"
+    shutil.copytree(TEMPLATE, repo)
+    text = (repo / "safety.yaml").read_text()
+    catch_all = '  - {server: claude-code, tool: Bash, topic: job.mcp-bridge.shell.exec, target: "{command}"}'
+    test_runs = ("  - {server: claude-code, tool: Bash, when: {args: {command: {regex: ['^pytest\\b']}}}, "
+                 'topic: job.mcp-bridge.shell.test, target: "{command}"}\n')
+    rule = ('  - id: allow-test-runs\n    match: {topics: ["job.mcp-bridge.shell.test"]}\n'
+            '    decision: allow\n    reason: "tests are safe"\n\ntools:')
+    (repo / "safety.yaml").write_text(text.replace(catch_all, test_runs + catch_all).replace("\ntools:", "\n" + rule, 1))
+    recorded = {"record_type": "decision", "decision_id": "d1", "agent": "claude-code-mo", "team": "payments",
+                "environment": "dev", "server": "claude-code", "tool": "Bash", "args": {"command": "pytest -q"},
+                "topic": "job.mcp-bridge.shell.exec", "risk_tags": [], "decision": "deny", "rule": None}
+    outcome = {"record_type": "outcome", "decision_id": "d1", "outcome": "blocked", "server": "", "tool": ""}
+    export = tmp_path / "export.jsonl"
+    export.write_text(json.dumps(recorded) + "\n" + json.dumps(outcome) + "\n")
+    r = cordum("policy", "diff", TEMPLATE / "safety.yaml", repo / "safety.yaml", "--calls", export)
+    assert r.returncode == 0, r.stderr
+    assert "decisions: 1 of 1 calls move" in r.stdout
+    assert "deny (default) -> allow (allow-test-runs)" in r.stdout
