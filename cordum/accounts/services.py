@@ -11,7 +11,7 @@ from django.utils.text import slugify
 from cordum.accounts.choices import AuditAction
 from cordum.accounts.models import AdminAuditLog, Agent, AgentToken, Membership, Organization, Team, UserToken
 from cordum.common.crypto import new_token, token_digest
-from cordum.common.errors import CordumError
+from cordum.common.errors import Conflict, CordumError
 
 User = get_user_model()
 
@@ -84,6 +84,20 @@ def team_update(*, team: Team, actor, **fields) -> Team:
 
 @transaction.atomic
 def team_delete(*, team: Team, actor) -> None:
+    """Refused (409) while agents belong to the team or evidence names it.
+
+    Evidence records keep the team's id and team-scoped members read them by it: deleting the team would hide
+    its history from them for good (a new team of the same name is another id) and leave its agents teamless.
+    """
+    from cordum.decisions.models import EvidenceRecord  # decisions depends on accounts, not the reverse
+
+    agents = Agent.objects.filter(team=team).count()
+    has_evidence = EvidenceRecord.objects.filter(organization_id=team.organization_id, team_id=team.pk).exists()
+    if agents or has_evidence:
+        reasons = ([f"{agents} agent(s) belong to it"] if agents else []) + (
+            ["evidence records name it (its members would no longer see them)"] if has_evidence else [])
+        raise Conflict(f"Team {team.name} cannot be deleted: {' and '.join(reasons)}. Rename it instead, "
+                       "or move its agents to another team first.", {"agents": agents, "evidence": has_evidence})
     audit_log_record(
         organization=team.organization, actor=actor, action=AuditAction.DELETE, obj=team, before=snapshot(team)
     )

@@ -117,8 +117,12 @@ class TeamDeleteView(RoleRequiredMixin, View):
 
     def post(self, request, pk):
         team = get_object_or_404(Team, pk=pk, organization=self.organization)
-        services.team_delete(team=team, actor=request.user)
-        messages.success(request, f"Team {team.name} deleted.")
+        try:
+            services.team_delete(team=team, actor=request.user)
+        except CordumError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, f"Team {team.name} deleted.")
         return redirect("accounts:team_list")
 
 
