@@ -6,6 +6,10 @@ None is returned; otherwise nothing is counted and a deny Decision names the lim
 "limits.rate.per_minute", "limits.rule.<id>.max_calls" or "limits.rule.<id>.per_minute").
 Calls the policy already denies are neither limited nor counted.
 
+`export_session(session_id, now=)` / `import_session(session_id, data)` move one session's counters out of and
+into a tracker as a JSON-able dict (`SessionCounters.to_dict` / `from_dict`), so a process that lives for one
+call (the agent hook) can keep a session's counters elsewhere and still let `check` decide.
+
 `may_limit(calls=, duration=, writes=, busiest=)` answers, from a session's aggregates alone, whether
 `check` could deny any of its calls; the simulation uses it to skip replaying sessions that cannot.
 """
@@ -39,6 +43,25 @@ class SessionCounters:
     rule_calls: dict = dataclasses.field(default_factory=dict)
     rule_recent: dict = dataclasses.field(default_factory=dict)
 
+    def to_dict(self) -> dict:
+        """JSON-able: floats, ints, lists and string-keyed dicts only."""
+        return {"started": self.started, "last_seen": self.last_seen, "calls": self.calls, "writes": self.writes,
+                "recent": list(self.recent), "rule_calls": dict(self.rule_calls),
+                "rule_recent": {k: list(q) for k, q in self.rule_recent.items() if q}}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SessionCounters:
+        """The inverse of `to_dict`; ValueError when `data` is not such a dict."""
+        try:
+            return cls(started=float(data["started"]), last_seen=float(data["last_seen"]),
+                       calls=int(data.get("calls", 0)), writes=int(data.get("writes", 0)),
+                       recent=deque(float(t) for t in data.get("recent", ())),
+                       rule_calls={str(k): int(v) for k, v in dict(data.get("rule_calls") or {}).items()},
+                       rule_recent={str(k): deque(float(t) for t in v)
+                                    for k, v in dict(data.get("rule_recent") or {}).items()})
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"not a session's limit counters: {exc}") from exc
+
 
 class LimitsTracker:
     def __init__(self, compiled: CompiledPolicy) -> None:
@@ -51,6 +74,12 @@ class LimitsTracker:
         self.rule_limits = {r.id: r.limits for r in compiled.policy.rules if r.limits is not None}
         self._sessions: dict[str, SessionCounters] = {}
         self._lock = threading.Lock()
+
+    @property
+    def has_limits(self) -> bool:
+        """True when the policy sets any limit (otherwise `check` never denies)."""
+        return bool(self.rule_limits) or any(v is not None for v in (
+            self.max_calls, self.max_duration, self.max_writes, self.per_minute))
 
     # Timestamps are float epoch seconds here; a session's duration measured elsewhere (SQL intervals, datetimes)
     # may differ from `now - started` by float rounding (< 1 µs), so durations this close to the limit count.
@@ -175,6 +204,25 @@ class LimitsTracker:
             if now is not None:
                 self._trim(s.recent, now)
             return {"calls": s.calls, "writes": s.writes, "calls_last_minute": len(s.recent), "started": s.started}
+
+    def export_session(self, session_id: str, now: float | None = None) -> dict | None:
+        """One session's counters as a JSON-able dict (None if it has none); with `now`, timestamps that no
+        longer count towards a per-minute limit are left out."""
+        with self._lock:
+            s = self._sessions.get(session_id)
+            if s is None:
+                return None
+            if now is not None:
+                self._trim(s.recent, now)
+                for q in s.rule_recent.values():
+                    self._trim(q, now)
+            return s.to_dict()
+
+    def import_session(self, session_id: str, data: dict) -> None:
+        """Replace one session's counters with `data` (from `export_session`, possibly of another process)."""
+        counters = SessionCounters.from_dict(data)
+        with self._lock:
+            self._sessions[session_id] = counters
 
     def end_session(self, session_id: str) -> None:
         with self._lock:

@@ -19,6 +19,14 @@ arguments; Cursor's shell commands and file reads are mapped to `Bash {command, 
 under the same server name, so one tool map governs both agents. MCP tools keep their
 server and tool names. Every event writes one evidence record to the spool, exactly like the proxy.
 A malformed event, or any internal error, is answered with deny (fail closed).
+
+Limits: when the policy in force has `limits:`, the session's counters (keyed by the agent's session or
+conversation id) are loaded from the spool's `hook_sessions` table, `LimitsTracker.check` decides and counts
+the call, and the counters are stored again, all in one spool write transaction with the evidence record
+(`Spool.hook_session`), so parallel hook processes of one session are counted one after another. The counters
+carry over when the policy version changes (a new bundle or an edited local policy): a session's limits
+bound the session, so a policy update does not hand every running session a fresh budget (a proxy, whose
+tracker lives in memory, starts fresh counters with a new version).
 """
 
 from __future__ import annotations
@@ -147,8 +155,7 @@ async def decide_hook_event(cfg: SidecarConfig, event: Any, *, agent_format: str
 
     svc = await build_services(cfg, local_bundle=local_bundle, background=False, root=call.root)
     try:
-        verdict = svc.enforcer.decide(server=call.server, tool=call.tool, arguments=call.arguments,
-                                      session_id=call.session_id, root=call.root)
+        verdict = decide_counted(svc, call)
         if verdict.decision == "allow":
             result = answer("allow", f"Allowed by Cordum policy rule {verdict.rule or 'defaults.decision'}: "
                                      f"{verdict.reason} (policy {verdict.policy_version})")
@@ -161,6 +168,23 @@ async def decide_hook_event(cfg: SidecarConfig, event: Any, *, agent_format: str
         return result
     finally:
         await svc.close(drain_seconds=0)
+
+
+def decide_counted(svc, call: HookCall):
+    """Decide the call, with the session's limit counters kept in the spool across hook processes."""
+    primary = svc.enforcer.primary
+    tracker = primary.limits if primary is not None else None
+    if tracker is None or not tracker.has_limits:
+        return svc.enforcer.decide(server=call.server, tool=call.tool, arguments=call.arguments,
+                                   session_id=call.session_id, root=call.root)
+    # The transaction ends before any approval wait, so other hook processes are held for one decision only.
+    with svc.spool.hook_session(call.session_id, policy_version=primary.version) as session:
+        if session.counters is not None:
+            tracker.import_session(call.session_id, session.counters)
+        verdict = svc.enforcer.decide(server=call.server, tool=call.tool, arguments=call.arguments,
+                                      session_id=call.session_id, root=call.root)
+        session.counters = tracker.export_session(call.session_id, now=time.time())
+    return verdict
 
 
 async def _approve(svc, verdict, call: HookCall, answer) -> dict[str, Any]:

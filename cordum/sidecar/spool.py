@@ -19,14 +19,23 @@ acknowledges the decision first). Each run holds an exclusive lock (flock) on `<
 for its lifetime; the kernel drops it when the process dies, however it dies. `orphaned_calls()` returns the
 open calls of runs whose lock is free (their process is gone), so a restarted sidecar can append the outcome
 a kill -9 kept it from writing, without touching the calls of other live sidecars sharing the spool.
+
+Hook sessions: the agent hook runs one process per tool call, so a session's limit counters (see
+`cordum.policy.limits`) live in the `hook_sessions` table. `hook_session()` holds a write transaction
+(BEGIN IMMEDIATE) around load → decide → save, so hook processes deciding calls of one session at the same
+time are serialized and none loses another's count; the decision's evidence record is added in the same
+transaction, so a call is counted exactly when its record is committed. Sessions idle for a day are deleted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +57,25 @@ CREATE TABLE IF NOT EXISTS records (
     owner TEXT
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS hook_sessions (
+    session_id TEXT PRIMARY KEY,
+    counters BLOB NOT NULL,
+    policy_version TEXT,
+    last_seen REAL NOT NULL
+);
 """
+
+HOOK_SESSION_IDLE_SECONDS = 86400.0
+
+
+@dataclass
+class HookSession:
+    """A hook session's stored limit counters (`LimitsTracker.export_session` format), or None for a new one.
+    Set `counters` inside `Spool.hook_session()` to what should be stored when the block ends."""
+
+    session_id: str
+    counters: dict[str, Any] | None
+    policy_version: str | None
 
 
 STALE_CLAIM_SECONDS = 120.0
@@ -73,7 +100,7 @@ class Spool:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: autocommit, every statement is its own durable (to the OS) transaction.
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=10)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: hook_session() holds it across the statements it wraps
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={os.environ.get('CORDUM_SPOOL_SYNC', 'NORMAL')}")
         # Checkpoints (which fsync) never run on the call path: a background thread does them (see below).
@@ -252,6 +279,39 @@ class Spool:
         """
         if not self.merge_outcome(seq, record, final=final):
             self.add_outcome(seq, outcome_record, final=final)
+
+    # -- hook sessions (limit counters across hook processes) --------------------------------------
+
+    @contextlib.contextmanager
+    def hook_session(self, session_id: str, *, policy_version: str | None,
+                     now: float | None = None) -> Iterator[HookSession]:
+        """Load a hook session's counters in a write transaction, run the block (decide, `add()` the record),
+        then store `counters` (skipped when None), delete sessions idle for over a day, and commit. An
+        exception rolls everything back, the record included. Other processes wait (busy timeout) for the
+        transaction; this process's other threads wait on the spool's lock."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute("SELECT counters, policy_version FROM hook_sessions WHERE session_id = ?",
+                                       (session_id,)).fetchone()
+                session = HookSession(session_id, orjson.loads(row[0]) if row else None, row[1] if row else None)
+                yield session
+                at = time.time() if now is None else now
+                if session.counters is not None:
+                    self._db.execute("INSERT OR REPLACE INTO hook_sessions (session_id, counters, policy_version, "
+                                     "last_seen) VALUES (?, ?, ?, ?)",
+                                     (session_id, orjson.dumps(session.counters), policy_version, at))
+                self._db.execute("DELETE FROM hook_sessions WHERE last_seen < ?", (at - HOOK_SESSION_IDLE_SECONDS,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def hook_sessions(self) -> dict[str, HookSession]:
+        """Every stored hook session (status output and tests)."""
+        with self._lock:
+            rows = self._db.execute("SELECT session_id, counters, policy_version FROM hook_sessions").fetchall()
+        return {r[0]: HookSession(r[0], orjson.loads(r[1]), r[2]) for r in rows}
 
     # -- the uploader's side -----------------------------------------------------------------------
 

@@ -157,3 +157,42 @@ def test_diff_reports_rule_changes_field_by_field_and_moving_decisions(brief_pol
 def test_diff_of_identical_policies_is_empty(template_policy):
     d = diff_policies(template_policy, template_policy, [Call(server="git", tool="git_status")])
     assert d.empty and d.to_text().startswith("no policy changes")
+
+
+def test_session_counters_export_and_import_round_trip_through_json():
+    c = compiled(LIMITS.replace("per_minute: 4", "per_minute: 3"))
+    first = LimitsTracker(c)
+    read = evaluate(c, {"topic": "job.mcp-bridge.read.x"})
+    write = evaluate(c, {"topic": "job.mcp-bridge.write.file", "risk_tags": ["code-change"]})
+    assert first.check("s", read, now=0.0) is None
+    assert first.check("s", write, now=100.0) is None and first.check("s", write, now=101.0) is None
+    exported = first.export_session("s", now=102.0)
+    assert exported["recent"] == [100.0, 101.0]  # the call at 0.0 no longer counts towards per_minute
+    assert exported == {"started": 0.0, "last_seen": 101.0, "calls": 3, "writes": 2, "recent": [100.0, 101.0],
+                        "rule_calls": {"writes": 2}, "rule_recent": {"writes": [100.0, 101.0]}}
+    assert first.export_session("unknown") is None
+
+    second = LimitsTracker(c)  # e.g. the next hook process
+    second.import_session("s", json.loads(json.dumps(exported)))
+    assert second.export_session("s") == exported
+    assert second.check("s", write, now=103.0).rule == "limits.rule.writes.max_calls"
+    assert second.check("s", read, now=104.0) is None  # the 3rd call within a minute
+    assert second.check("s", read, now=105.0).rule == "limits.rate.per_minute"
+    assert second.check("s", read, now=3601.0).rule == "limits.session.max_duration"  # started at 0.0
+    assert second.check("other", read, now=3601.0) is None
+
+
+def test_importing_something_that_is_not_session_counters_is_refused():
+    t = LimitsTracker(compiled(LIMITS))
+    for bad in ({}, {"started": "x", "last_seen": 1.0}, {"started": 1.0, "last_seen": 1.0, "recent": 5}):
+        try:
+            t.import_session("s", bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"accepted {bad!r}")
+    assert t.export_session("s") is None
+
+
+def test_has_limits_is_false_only_for_a_policy_without_any_limit():
+    assert LimitsTracker(compiled(LIMITS)).has_limits
+    assert not LimitsTracker(compiled("version: v1\ndefaults: {decision: allow}\n")).has_limits
