@@ -224,6 +224,15 @@ class LimitsTracker:
         with self._lock:
             self._sessions[session_id] = counters
 
+    def carry_over(self, previous: LimitsTracker) -> None:
+        """Go on counting the sessions `previous` counted (the tracker of the policy version this one replaces):
+        a rollout or rollback must not hand every running session a fresh budget. Hook sessions, whose counters
+        live in the spool, carry over the same way."""
+        with previous._lock:
+            sessions = {k: SessionCounters.from_dict(s.to_dict()) for k, s in previous._sessions.items()}
+        with self._lock:
+            self._sessions.update(sessions)
+
     def end_session(self, session_id: str) -> None:
         with self._lock:
             self._sessions.pop(session_id, None)

@@ -157,8 +157,11 @@ class Enforcer:
 
     def set_policy(self, loaded: LoadedPolicy | None, *, reason: str | None = None) -> None:
         old = self.primary
-        if loaded is not None and old is not None and old.version == loaded.version and old.limits is not None:
-            loaded.limits = old.limits  # same version re-announced: keep session counters
+        if loaded is not None and old is not None and old.limits is not None:
+            if old.version == loaded.version:
+                loaded.limits = old.limits  # same version re-announced: the same tracker
+            elif loaded.limits is not None:
+                loaded.limits.carry_over(old.limits)  # a new version: running sessions keep their counts
         self.primary = loaded
         if reason:
             self.no_policy_reason = reason

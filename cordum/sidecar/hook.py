@@ -25,8 +25,8 @@ conversation id) are loaded from the spool's `hook_sessions` table, `LimitsTrack
 the call, and the counters are stored again, all in one spool write transaction with the evidence record
 (`Spool.hook_session`), so parallel hook processes of one session are counted one after another. The counters
 carry over when the policy version changes (a new bundle or an edited local policy): a session's limits
-bound the session, so a policy update does not hand every running session a fresh budget (a proxy, whose
-tracker lives in memory, starts fresh counters with a new version).
+bound the session, so a policy update does not hand every running session a fresh budget (the proxy does the
+same in memory: `LimitsTracker.carry_over`).
 """
 
 from __future__ import annotations

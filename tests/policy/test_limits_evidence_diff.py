@@ -196,3 +196,15 @@ def test_importing_something_that_is_not_session_counters_is_refused():
 def test_has_limits_is_false_only_for_a_policy_without_any_limit():
     assert LimitsTracker(compiled(LIMITS)).has_limits
     assert not LimitsTracker(compiled("version: v1\ndefaults: {decision: allow}\n")).has_limits
+
+
+def test_a_new_policy_version_goes_on_counting_the_sessions_of_the_one_it_replaces():
+    old = compiled(LIMITS.replace("per_minute: 4", "per_minute: 100"))
+    new = compiled(LIMITS.replace("per_minute: 4", "per_minute: 100").replace("max_calls: 5", "max_calls: 6"))
+    before, after = LimitsTracker(old), LimitsTracker(new)
+    read = evaluate(old, {"topic": "job.mcp-bridge.read.x"})
+    assert [before.check("s1", read, now=float(i)) for i in range(5)] == [None] * 5
+    after.carry_over(before)
+    assert after.check("s1", read, now=6.0) is None  # the 6th call: within the new version's limit of 6
+    assert after.check("s1", read, now=7.0).rule == "limits.session.max_calls"
+    assert after.snapshot("s2")["calls"] == 0 and before.snapshot("s1")["calls"] == 5  # copies, not shared

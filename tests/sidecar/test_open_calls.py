@@ -142,3 +142,21 @@ def test_run_lock_files_do_not_pile_up_across_clean_exits_and_kills(tmp_path):
     assert sorted(p.stem for p in runs.glob("*.lock")) == sorted([live.run_id, survivor.run_id])
     live.close()
     survivor.close()
+
+
+def test_a_new_policy_version_keeps_counting_running_sessions(tmp_path):
+    from cordum.sidecar.enforcer import load_local_policy
+
+    policy = tmp_path / "safety.yaml"
+    text = "version: v1\ndefaults: {decision: allow}\nlimits:\n  session: {max_calls: 2}\n"
+    enforcer = _enforcer(Spool(tmp_path / "spool.db"))
+    policy.write_text(text)
+    enforcer.set_policy(load_local_policy(policy, trusted_keys={}))
+    calls = [enforcer.decide(server="fs", tool="read_file", arguments={}, session_id="s1") for _ in range(2)]
+    assert [v.decision for v in calls] == ["allow", "allow"]
+    policy.write_text(text + "# a new commit: another version\n")
+    enforcer.set_policy(load_local_policy(policy, trusted_keys={}))
+    assert enforcer.primary.version != calls[0].policy_version
+    third = enforcer.decide(server="fs", tool="read_file", arguments={}, session_id="s1")
+    assert (third.decision, third.rule) == ("deny", "limits.session.max_calls")
+    assert enforcer.decide(server="fs", tool="read_file", arguments={}, session_id="s2").decision == "allow"
