@@ -134,9 +134,13 @@ class RolloutPlanView(RoleRequiredMixin, FormView):
 
     def form_valid(self, form):
         try:
-            services.rollout_plan_set(repository=self.get_repository(), actor=self.request.user, **form.cleaned_data)
+            plan = services.rollout_plan_set(repository=self.get_repository(), actor=self.request.user,
+                                             **form.cleaned_data)
         except CordumError as exc:
             form.add_error("stages" if "stages" in exc.message else None, exc.message)
             return self.form_invalid(form)
         messages.success(self.request, "Rollout plan saved; it applies to the next version that goes live.")
+        for stage, slug in selectors.plan_unknown_teams(plan=plan):
+            messages.warning(self.request, f"Stage {stage} names team '{slug}', which this organisation does not "
+                                           "have: it selects no agent until such a team exists.")
         return redirect("rollouts:list")
