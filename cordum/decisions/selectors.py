@@ -116,6 +116,21 @@ def evidence_siem_page(*, membership: Membership, filters, cursor: str | None, l
     }
 
 
+def attach_linked_outcomes(*, membership: Membership, records: list[EvidenceRecord]) -> None:
+    """Give each decision record without an outcome of its own `linked_outcomes`: [(outcome, reviewer)] of the
+    outcome records the sidecar or a reviewer sent later (approved by whom, executed...), in chain order."""
+    ids = [r.decision_id for r in records if r.record_type == RecordType.DECISION and not r.outcome]
+    linked: dict[str, list[tuple[str, str]]] = {}
+    if ids:
+        rows = (evidence_visible(membership=membership)
+                .filter(record_type=RecordType.OUTCOME, decision_id__in=ids)
+                .order_by("seq").values_list("decision_id", "outcome", "reviewer"))
+        for decision_id, outcome, reviewer in rows:
+            linked.setdefault(decision_id, []).append((outcome, reviewer or ""))
+    for r in records:
+        r.linked_outcomes = linked.get(r.decision_id, []) if r.record_type == RecordType.DECISION else []
+
+
 # --- single records, sessions, chain -----------------------------------------------------------
 def evidence_get(*, membership: Membership, pk: int) -> EvidenceRecord:
     record = evidence_visible(membership=membership).filter(pk=pk).first()

@@ -43,6 +43,7 @@ class ExplorerView(RoleRequiredMixin, View):
             page = selectors.evidence_page(qs=qs, cursor=request.GET.get("cursor"), size=50)
         except CordumError as exc:
             page, error = selectors.evidence_page(qs=qs, cursor=None, size=50), exc.message
+        selectors.attach_linked_outcomes(membership=self.membership, records=page.records)
         query = request.GET.copy()
         query.pop("cursor", None)
         context = {

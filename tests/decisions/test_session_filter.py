@@ -59,3 +59,16 @@ def test_a_members_session_filter_stays_within_their_teams(approved_session):
     web_member = MembershipFactory(organization=approved_session["org"], role=Role.MEMBER)
     web_member.teams.set([approved_session["web"]])
     assert _client(web_member).get("/api/v1/evidence?session=sess_a").json()["records"] == []
+
+
+def test_an_explorer_row_of_a_held_call_shows_who_approved_it_and_that_it_ran(approved_session):
+    import re
+
+    html = _client(approved_session["auditor"]).get("/evidence/?record_type=decision&session=sess_a").content.decode()
+    rows = re.findall(r"<tr>(.*?)</tr>", html, re.S)
+    held = next(r for r in rows if "require_approval" in r)
+    outcomes = re.findall(r'class="linked-outcome"[^>]*>.*?<span class="badge (\w+)">.*?</span>(?: <span class="muted">'
+                          r'([^<]*)</span>)?</span>', held, re.S)
+    assert outcomes == [("approved", "alice@example.com"), ("executed", "")]
+    allowed = next(r for r in rows if ">allow<" in r)
+    assert "linked-outcome" in allowed  # the read's own `executed` came as a separate record too
