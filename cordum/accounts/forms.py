@@ -1,4 +1,5 @@
 from django import forms
+from django.contrib.auth import get_user_model
 
 from cordum.accounts.choices import AgentKind, Environment, Role
 from cordum.accounts.models import Team
@@ -39,10 +40,17 @@ class AgentForm(forms.Form):
     kind = forms.ChoiceField(choices=AgentKind.choices)
     team = forms.ModelChoiceField(queryset=Team.objects.none(), required=False)
     environment = forms.ChoiceField(choices=Environment.choices)
+    owner = forms.ModelChoiceField(
+        queryset=get_user_model().objects.none(), required=False,
+        help_text="The person the agent works for: they may not approve its held calls (unless the policy allows "
+                  "self-approval). Empty: you.",
+    )
 
     def __init__(self, *args, organization, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["team"].queryset = Team.objects.filter(organization=organization)
+        self.fields["owner"].queryset = get_user_model().objects.filter(
+            memberships__organization=organization).order_by("username")
 
 
 class AgentFilterForm(forms.Form):

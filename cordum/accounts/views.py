@@ -232,8 +232,10 @@ class AgentCreateView(RoleRequiredMixin, FormView):
 
     def form_valid(self, form):
         try:
+            data = dict(form.cleaned_data)
+            owner = data.pop("owner", None) or self.request.user
             agent, issued = services.agent_create(
-                organization=self.organization, actor=self.request.user, owner=self.request.user, **form.cleaned_data
+                organization=self.organization, actor=self.request.user, owner=owner, **data
             )
         except CordumError as exc:
             form.add_error(exc.extra.get("field"), exc.message)

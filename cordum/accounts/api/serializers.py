@@ -42,17 +42,22 @@ class AgentSerializer(serializers.ModelSerializer):
         fields = ["id", "name", "kind", "team", "environment", "owner", "is_active", "last_seen_at", "created_at"]
 
 
+OWNER_HELP = "Username of the member the agent works for (they may not approve its held calls); default: you."
+
+
 class AgentCreateSerializer(serializers.Serializer):
     name = serializers.SlugField(max_length=100)
     kind = serializers.ChoiceField(choices=AgentKind.choices)
     team = serializers.SlugField(required=False, allow_null=True, default=None)
     environment = serializers.ChoiceField(choices=Environment.choices, default=Environment.DEV)
+    owner = serializers.CharField(required=False, allow_null=True, default=None, help_text=OWNER_HELP)
 
 
 class AgentUpdateSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=AgentKind.choices, required=False)
     team = serializers.SlugField(required=False, allow_null=True)
     environment = serializers.ChoiceField(choices=Environment.choices, required=False)
+    owner = serializers.CharField(required=False, help_text=OWNER_HELP)
 
 
 class AgentTokenSerializer(serializers.Serializer):

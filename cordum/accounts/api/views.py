@@ -23,6 +23,16 @@ def _team_by_slug(organization, slug, field="team"):
     return team
 
 
+def _member_by_username(organization, username, field="owner"):
+    if username in (None, ""):
+        return None
+    membership = Membership.objects.filter(organization=organization, user__username=username).select_related(
+        "user").first()
+    if membership is None:
+        raise CordumError(f"Invalid input: {field}: no member {username!r} in this organisation.", {"field": field})
+    return membership.user
+
+
 class OrgScopedViewSet(viewsets.GenericViewSet):
     permission_classes = [HasOrgPermission]
     required_perm = Perm.MANAGE_ORG
@@ -98,9 +108,8 @@ class AgentViewSet(OrgScopedViewSet, mixins.ListModelMixin, mixins.RetrieveModel
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
         data["team"] = _team_by_slug(self.organization, data.get("team"))
-        agent, issued = services.agent_create(
-            organization=self.organization, actor=request.user, owner=request.user, **data
-        )
+        data["owner"] = _member_by_username(self.organization, data.get("owner")) or request.user
+        agent, issued = services.agent_create(organization=self.organization, actor=request.user, **data)
         return Response({"agent": s.AgentSerializer(agent).data, "token": issued.plaintext},
                         status=status.HTTP_201_CREATED)
 
@@ -112,6 +121,8 @@ class AgentViewSet(OrgScopedViewSet, mixins.ListModelMixin, mixins.RetrieveModel
         data = dict(serializer.validated_data)
         if "team" in data:
             data["team"] = _team_by_slug(self.organization, data["team"])
+        if "owner" in data:
+            data["owner"] = _member_by_username(self.organization, data["owner"])
         agent = services.agent_update(agent=agent, actor=request.user, **data)
         return Response(s.AgentSerializer(agent).data)
 
