@@ -255,7 +255,8 @@ def simulation_replay(*, simulation: Simulation, candidate: Any, baseline: Any =
         for row in _signature_groups(replay, window, selectors.evidence_signatures(window=window),
                                      id_index=SIGNATURE_LENGTH):
             by_hash.setdefault(row[SIGNATURE_LENGTH + 1], set()).add(row[:SIGNATURE_LENGTH])
-        hashed = None not in by_hash and all(len(sigs) == 1 for sigs in by_hash.values())  # no collision
+        # Hashes are PostgreSQL's (None on SQLite) and must not collide; an empty window has none to go by.
+        hashed = bool(by_hash) and None not in by_hash and all(len(sigs) == 1 for sigs in by_hash.values())
         signature = {h: next(iter(sigs)) for h, sigs in by_hash.items()} if hashed else None
         replayed, expected = None, 0  # session hashes to replay call by call (None: all of them), their calls
         if hashed and prefilter:
