@@ -66,6 +66,9 @@ def write_configs(ctx: dict) -> list[Path]:
             "agent": agent,
             "environment": "dev",
             "spool": str(config_dir / f"{agent}.spool.db"),
+            # Its own last good bundle: the default (bundle.json next to the spool) would be shared by both demo
+            # sidecars, so one could restart from the other's bundle (another rollout stage's version).
+            "bundle_store": str(config_dir / f"{agent}.bundle.json"),
             "listen": f"http://127.0.0.1:{port}/mcp",
             "trusted_keys": dict(ctx.get("trusted_keys") or {}),
             "upstreams": upstreams,

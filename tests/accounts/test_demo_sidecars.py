@@ -77,3 +77,12 @@ async def test_a_demo_sidecar_denies_writes_outside_the_demo_workspace(tmp_path)
     # The evidence names the workspace as the root the call was decided against (it was the checkout before).
     records = Spool(Path(yaml.safe_load(config.read_text())["spool"])).records()
     assert [(r["rule"], r["root"]) for r in records] == [("deny-write-outside-repo", str(workspace))]
+
+
+def test_each_demo_sidecar_keeps_its_own_last_good_bundle(tmp_path):
+    from cordum.sidecar.config import load_config
+
+    ctx = {"state_dir": tmp_path, "agent_tokens": {"claude-code-mo": "t1", "cursor-web": "t2"}, "trusted_keys": {}}
+    stores = {load_config(path).bundle_store_path for path in write_configs(ctx)}
+    assert stores == {tmp_path / "demo-sidecars" / "claude-code-mo.bundle.json",
+                      tmp_path / "demo-sidecars" / "cursor-web.bundle.json"}
