@@ -87,6 +87,17 @@ def live_version(*, organization) -> PolicyVersion | None:
 
 
 # --- create ----------------------------------------------------------------------------------------
+def _check_scope(*, organization, team: str, agent: str) -> None:
+    """A team or agent filter must name one of the organisation's: a typo would replay no call, and a CI gate
+    (`fail_if_newly_denied_over`) would then pass without having looked at anything."""
+    from cordum.accounts.models import Agent, Team
+
+    if team and not Team.objects.filter(organization=organization, slug=team).exists():
+        raise CordumError(f"Invalid input: team: no team {team!r} in this organisation.", {"field": "team"})
+    if agent and not Agent.objects.filter(organization=organization, name=agent).exists():
+        raise CordumError(f"Invalid input: agent: no agent {agent!r} in this organisation.", {"field": "agent"})
+
+
 def simulation_create(
     *,
     organization,
@@ -111,6 +122,7 @@ def simulation_create(
         raise CordumError(f"Invalid input: days: must be between 1 and {MAX_DAYS}.", {"field": "days"})
     if baseline not in Baseline.values:
         raise CordumError(f"Invalid input: baseline: one of {', '.join(Baseline.values)}.", {"field": "baseline"})
+    _check_scope(organization=organization, team=team, agent=agent)
     version = None
     if policy_yaml not in (None, ""):
         policy_text_compile(text=policy_yaml)

@@ -82,3 +82,15 @@ def test_another_organisations_simulation_is_not_found(author, versions):
     simulation = services.simulation_create(organization=other, user=None, enqueue=False,
                                             policy_yaml=versions["candidate"].source_text)
     assert author.get(f"/api/v1/simulations/{simulation.pk}").status_code == 404
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("team", "paymnts", "Invalid input: team: no team 'paymnts' in this organisation."),
+    ("agent", "claude-code-nobody", "Invalid input: agent: no agent 'claude-code-nobody' in this organisation."),
+])
+def test_a_misspelt_team_or_agent_filter_is_refused_so_a_ci_gate_cannot_pass_on_nothing(
+        author, versions, recorded, eager, field, value, message):
+    response = eager(author, {"candidate_commit": "b" * 12, "days": 7, "fail_if_newly_denied_over": 0, field: value})
+    assert response.status_code == 400
+    assert response.json()["message"] == message and response.json()["extra"]["field"] == field
+    assert not Simulation.objects.exists()

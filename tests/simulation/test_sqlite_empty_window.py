@@ -1,7 +1,7 @@
 """On SQLite (the embedded demo), a simulation whose window holds no recorded call completes with an empty report.
 
 It used to fail with `OperationalError: near "SET"` (PostgreSQL-only session settings) for a policy with limits,
-e.g. a team filter nobody matches. Run in a subprocess on a fresh SQLite database, as `make demo` runs.
+e.g. a team with no recorded call. Run in a subprocess on a fresh SQLite database, as `make demo` runs.
 """
 
 import json
@@ -15,12 +15,13 @@ from django.conf import settings
 SCRIPT = """
 import json
 from pathlib import Path
-from cordum.accounts.models import Organization
+from cordum.accounts.models import Organization, Team
 from cordum.simulation import services
 org = Organization.objects.create(name="Acme", slug="acme")
+Team.objects.create(organization=org, name="Data", slug="data")  # a team with no recorded call
 policy = (Path("policies_repo_template") / "safety.yaml").read_text()
 sim = services.simulation_create(organization=org, user=None, enqueue=False, policy_yaml=policy, days=7,
-                                 team="nobody-here")
+                                 team="data")
 sim = services.simulation_run(simulation=sim)
 print(json.dumps({"status": sim.status, "error": sim.error,
                   "total": (sim.report or {}).get("summary", {}).get("total_calls")}))
