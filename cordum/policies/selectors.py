@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from django.db.models import QuerySet
 
-from cordum.common.errors import NotFound
+from cordum.common.errors import CordumError, NotFound
 from cordum.policies import engine
 from cordum.policies.choices import KeyStatus
 from cordum.policies.models import PolicyBundle, PolicyRepository, PolicyVersion, SigningKey
@@ -71,7 +71,7 @@ def policy_version_lookup(*, repository: PolicyRepository, commit: str = "", bra
         if version is None:
             raise NotFound(f"No policy version on branch {branch!r} (not synced yet?).", {"branch": branch})
         return version
-    raise NotFound("Give a commit or a branch.")
+    raise CordumError("Invalid input: give commit=<sha> or branch=<name>.", {"field": "commit"})
 
 
 def live_version(*, repository: PolicyRepository) -> PolicyVersion | None:
