@@ -59,7 +59,11 @@ def policy_version_lookup(*, repository: PolicyRepository, commit: str = "", bra
     """The version of a commit (full or abbreviated sha) or the newest version on a branch."""
     qs = PolicyVersion.objects.filter(repository=repository)
     if commit:
-        version = qs.filter(commit_sha__startswith=commit.lower()).order_by("-committed_at").first()
+        matches = list(qs.filter(commit_sha__startswith=commit.lower()).order_by("-committed_at")[:2])
+        if len(matches) > 1:
+            raise CordumError(f"Invalid input: commit: {commit} is ambiguous (several synced commits start with it); "
+                              "give more digits.", {"field": "commit"})
+        version = matches[0] if matches else None
         if version is None:
             head_of = {b: sha for b, sha in (repository.branch_heads or {}).items() if sha.startswith(commit.lower())}
             hint = " (that commit does not touch the policy file)" if head_of else " (not synced yet?)"
