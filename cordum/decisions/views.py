@@ -87,11 +87,14 @@ class RecordView(RoleRequiredMixin, View):
             raise Http404("No such evidence record.") from None
         document = record_document({c: getattr(record, c) for c in storage.COLUMNS})
         link_ok = chain_hash(record.prev_hash, document) == record.hash
+        linked = selectors.evidence_linked(membership=self.membership, record=record)
+        # An outcome record carries no session id of its own: show (and link) its decision's.
+        session_id = record.session_id or next((r.session_id for r in linked if r.session_id), "")
         return render(request, "decisions/record.html", {
-            "record": record,
+            "record": record, "session_id": session_id,
             "data": {k: orjson.dumps(v).decode() if isinstance(v, list | dict) else v
                      for k, v in selectors.evidence_as_dict(record).items()},
-            "linked": selectors.evidence_linked(membership=self.membership, record=record),
+            "linked": linked,
             "chain": selectors.chain_neighbours(record=record), "link_ok": link_ok,
         })
 

@@ -72,3 +72,12 @@ def test_an_explorer_row_of_a_held_call_shows_who_approved_it_and_that_it_ran(ap
     assert outcomes == [("approved", "alice@example.com"), ("executed", "")]
     allowed = next(r for r in rows if ">allow<" in r)
     assert "linked-outcome" in allowed  # the read's own `executed` came as a separate record too
+
+
+def test_an_outcome_records_page_links_the_session_of_its_decision(approved_session):
+    from cordum.decisions.models import EvidenceRecord
+
+    approved = EvidenceRecord.objects.get(decision_id=approved_session["held"]["decision_id"], outcome="approved")
+    assert approved.session_id == ""
+    html = _client(approved_session["auditor"]).get(f"/evidence/records/{approved.pk}/").content.decode()
+    assert '<a class="mono" href="/evidence/sessions/sess_a/">sess_a</a> <span class="muted">(its decision\'s)' in html
