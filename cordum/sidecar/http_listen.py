@@ -99,6 +99,9 @@ class HttpSession:
             log.exception("http session failed", extra={"mcp_session": self.id})
         finally:
             self.ready.set()
+            # A call still held for approval when its session ends (deleted by the agent, idled out) has nobody
+            # left to answer: withdraw the approval request (recorded cancelled) so a later approval cannot run it.
+            await relay.cancel_held()
             for up in upstreams:
                 with contextlib.suppress(Exception):
                     await up.close()

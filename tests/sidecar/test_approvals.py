@@ -236,3 +236,53 @@ async def test_a_held_call_whose_sidecar_is_killed_is_recorded_cancelled_by_the_
     closed = control_plane.stored[f"{request['decision_id']}:cancelled"]
     assert closed["comment"] == INTERRUPTED_HELD
     assert _commits(staged_repo) == 1  # never forwarded
+
+
+async def test_a_call_held_when_its_http_session_ends_is_withdrawn_and_never_runs(staged_repo, tmp_path, control_plane):
+    """No notifications/cancelled: the agent simply ends its streamable-HTTP session while the call is held."""
+    import json
+    import sys
+    import threading
+
+    import httpx
+    import yaml
+
+    from .test_http import free_port, start_and_wait, stop
+
+    params = _setup(tmp_path, staged_repo, control_plane.url, control_plane)  # writes the sidecar.yaml
+    config = tmp_path / "sidecar.yaml"
+    port = free_port()
+    values = yaml.safe_load(config.read_text())
+    values["listen"] = f"http://127.0.0.1:{port}/mcp"
+    config.write_text(yaml.safe_dump(values))
+    proc = start_and_wait([sys.executable, "-m", "cordum.sidecar", "run", "--config", str(config)], cwd=staged_repo,
+                          ready="Uvicorn running", env=params.env)
+    url = f"http://127.0.0.1:{port}/mcp"
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    try:
+        with httpx.Client(timeout=30) as http:
+            init = http.post(url, headers=headers, json={
+                "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+            session = {**headers, "mcp-session-id": init.headers["mcp-session-id"],
+                       "mcp-protocol-version": "2025-06-18"}
+            http.post(url, headers=session, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+            def call() -> None:  # the agent's request stream; it ends when the session is deleted
+                with httpx.Client(timeout=30) as other:
+                    try:
+                        other.post(url, headers=session, content=json.dumps({
+                            "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                            "params": {"name": "git_commit",
+                                       "arguments": {"repo_path": str(staged_repo), "message": "never"}}}))
+                    except httpx.HTTPError:
+                        pass
+
+            caller = threading.Thread(target=call, daemon=True)
+            caller.start()
+            request = await anyio.to_thread.run_sync(control_plane.wait_for_approval_request)
+            assert http.delete(url, headers=session).status_code in (200, 204)
+            assert await anyio.to_thread.run_sync(control_plane.wait_for_cancel) == request["id"]
+    finally:
+        stop(proc)
+    assert _commits(staged_repo) == 1 and control_plane.consumed == []
