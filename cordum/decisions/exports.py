@@ -27,11 +27,20 @@ def export_queryset(qs: QuerySet[EvidenceRecord]) -> QuerySet[EvidenceRecord]:
     return qs.order_by("timestamp", "id")
 
 
+# A spreadsheet runs a cell starting with one of these as a formula; agent-supplied text (targets, commands,
+# reasons) must not be able to do that to an auditor opening the CSV (OWASP "CSV injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _cell(value) -> str:
+    """One CSV cell. Text that a spreadsheet would evaluate is prefixed with an apostrophe; JSONL is the exact
+    form (and the one to re-verify hashes against)."""
     if value is None:
         return ""
     if isinstance(value, list | dict):
         return orjson.dumps(value).decode()
+    if isinstance(value, str):
+        return "'" + value if value.startswith(_FORMULA_START) else value
     return str(value)
 
 

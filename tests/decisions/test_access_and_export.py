@@ -176,3 +176,13 @@ def test_decision_chart_is_an_svg_of_the_visible_records(two_teams):
     assert "<svg" in svg and "deny of" in svg  # web's denials are visible to the auditor
     svg = ui(two_teams["member"]).get("/evidence/chart/?start=2026-11-20T00:00&end=2026-11-21T00:00").content.decode()
     assert "<svg" in svg and "deny of" not in svg  # payments has no denials; web's are not counted
+
+
+def test_csv_export_neutralises_cells_a_spreadsheet_would_run_as_formulas(org_setup):
+    services.evidence_append(organization=org_setup["org"], agent=org_setup["pay_agent"], records=[
+        make_decision(n=1, target='=HYPERLINK("http://evil.example","x")', reason="+1 then @SUM(A1)")])
+    response = ui(org_setup["auditor"]).get("/evidence/export/?format=csv")
+    [row] = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert row["target"] == '\'=HYPERLINK("http://evil.example","x")' and row["reason"] == "'+1 then @SUM(A1)"
+    jsonl = ui(org_setup["auditor"]).get("/evidence/export/?format=jsonl")
+    assert orjson.loads(b"".join(jsonl.streaming_content))["target"] == '=HYPERLINK("http://evil.example","x")'
