@@ -7,7 +7,7 @@ agent: claude-code-mo                      # used for local evaluation; the serv
 team: payments
 environment: dev
 spool: ~/.local/state/cordum/spool.db
-bundle_store: ~/.local/state/cordum/bundle.json   # last good verified bundle (default: next to the spool)
+bundle_store: ~/.local/state/cordum/spool.bundle.json   # last good verified bundle (default: <spool>.bundle.json)
 bundle: safety.yaml                        # optional local policy (signed bundle JSON or plain safety.yaml)
 listen: stdio                              # or http://127.0.0.1:8765/mcp
 upstreams:
@@ -95,7 +95,8 @@ class SidecarConfig:
     def bundle_store_path(self) -> Path:
         if self.bundle_store:
             return Path(os.path.expanduser(self.bundle_store))
-        return self.spool_path.with_name("bundle.json")
+        # Named after the spool, so sidecars whose spools share a folder never share (or overwrite) one bundle.
+        return self.spool_path.with_name(self.spool_path.stem + ".bundle.json")
 
     def token(self) -> str | None:
         """The agent token from token_file or token_env; None when neither yields one."""
