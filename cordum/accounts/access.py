@@ -43,6 +43,8 @@ class HasOrgPermission(permissions.BasePermission):
     def has_permission(self, request, view):
         if isinstance(request.user, AgentPrincipal):
             return False
+        if not request.user or not request.user.is_authenticated:
+            return False  # DRF answers 401 with `WWW-Authenticate: Bearer` (no credentials), not 403
         perm = getattr(view, "required_perms", {}).get(request.method) or getattr(view, "required_perm", None)
         membership = require_membership(request, perm)
         view.membership = membership

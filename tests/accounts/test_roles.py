@@ -95,3 +95,11 @@ def test_dashboard_shows_each_role_only_the_panels_it_may_read(client, org, role
     _client_for(client, org, role)
     response = client.get(reverse("accounts:dashboard"))
     assert {p["title"] for p in response.context["panels"]} == titles
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", [*API_ENDPOINTS, "/api/v1/evidence", "/api/v1/repositories/",
+                                 "/api/v1/approval-requests", "/api/v1/simulations/"])
+def test_the_people_api_without_credentials_is_401_and_says_how_to_authenticate(client, url):
+    response = client.get(url)
+    assert response.status_code == 401 and response["WWW-Authenticate"] == "Bearer"
