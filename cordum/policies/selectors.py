@@ -141,17 +141,10 @@ class AgentBundle:
 
 
 def bundle_for_agent(*, agent) -> AgentBundle | None:
-    """The bundle that applies to `agent`: the organisation's newest published bundle.
-
-    Extension point for staged rollouts and shadow mode: return a different `bundle` for agents not
-    yet in a rollout stage, or set `shadow` for agents evaluating a candidate.
-    """
+    """The bundle that applies to `agent`: the baseline, or what a staged rollout assigns it (and a shadow)."""
     from cordum.rollouts.assignment import rollout_selection  # staged rollouts and shadow (rollouts app)
 
-    staged = rollout_selection(agent=agent)
-    if staged is not None:
-        return AgentBundle(bundle=staged[0], shadow=staged[1])
-    bundle = PolicyBundle.objects.filter(organization_id=agent.organization_id).order_by("-sequence").first()
-    if bundle is None:
+    selection = rollout_selection(agent=agent)
+    if selection is None:
         return None
-    return AgentBundle(bundle=bundle)
+    return AgentBundle(bundle=selection[0], shadow=selection[1])

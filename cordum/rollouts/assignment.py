@@ -73,17 +73,18 @@ def baseline_bundle(*, organization_id: int, before_sequence: int | None = None)
 
 
 def rollout_selection(*, agent: Agent):
-    """(bundle, shadow bundle or None) for `agent`, or None when no rollout ever touched its organisation."""
-    org_id = agent.organization_id
-    if not Rollout.objects.filter(organization_id=org_id).exists():
-        return None
-    rollout = active_rollout(organization_id=org_id)
+    """(bundle, shadow bundle or None) for `agent`, or None while its organisation has no bundle.
+
+    Each step is one statement, so a rollout committed between them never leaks its candidate: the
+    baseline query excludes held-back candidates in the same snapshot that shows the new bundle.
+    """
+    rollout = active_rollout(organization_id=agent.organization_id)
     if rollout is not None:
         enforce, shadow = stage_assignment(rollout.stages, rollout.stage_index, agent)
         if enforce:
             return rollout.to_bundle, None
         return rollout.from_bundle, (rollout.to_bundle if shadow else None)
-    bundle = baseline_bundle(organization_id=org_id)
+    bundle = baseline_bundle(organization_id=agent.organization_id)
     return (bundle, None) if bundle is not None else None
 
 

@@ -236,3 +236,40 @@ def test_check_task_completes_the_last_stage_and_auto_promotes_after_soak(v1, re
     assert rollouts_check_task()["completed"] == 1
     rollout.refresh_from_db()
     assert rollout.state == "completed"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rollout_committed_while_an_agent_reads_its_bundle_never_leaks_the_candidate(v1, plan, fleet, repository):
+    """The organisation's first rollout commits between the selection's statements (another connection).
+
+    The agent must still get the baseline: a check-then-read over two snapshots once handed it the candidate.
+    """
+    import threading
+
+    from django.db import connection, connections
+
+    from cordum.policies.selectors import bundle_for_agent
+
+    def publish_elsewhere():
+        try:
+            publish_version(repository, POLICY_V2, "v2.0.0")
+        finally:
+            connections.close_all()
+
+    state = {"published": False}
+
+    def after_first_query(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if not state["published"]:
+            state["published"] = True
+            worker = threading.Thread(target=publish_elsewhere)
+            worker.start()
+            worker.join()
+        return result
+
+    with connection.execute_wrapper(after_first_query):
+        selected = bundle_for_agent(agent=fleet["pay1"])
+    rollout = Rollout.objects.get()  # the candidate committed mid-read, in shadow
+    assert state["published"] and rollout.stage_index == 0
+    assert selected.bundle.manifest["version"] == v1.manifest["version"]
+    assert bundle_for_agent(agent=fleet["pay1"]).bundle.manifest["version"] == v1.manifest["version"]
