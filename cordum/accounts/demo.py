@@ -10,7 +10,7 @@ DEMO_PASSWORD = "cordum-demo"  # noqa: S105 - printed by `make demo`, local only
 DEMO_USERS = [
     ("admin", "admin@example.com", Role.ADMIN, []),
     ("author", "author@example.com", Role.POLICY_AUTHOR, []),
-    ("alice", "alice@example.com", Role.REVIEWER, ["payments"]),
+    ("alice", "alice@example.com", Role.REVIEWER, ["payments", "web"]),
     ("audrey", "audrey@example.com", Role.AUDITOR, []),
     ("mo", "mo@example.com", Role.MEMBER, ["payments"]),
 ]

@@ -41,8 +41,13 @@ def approval_reviewer_refusal(
     if not membership.has_perm(Perm.REVIEW_APPROVALS):
         return f"Your role ({membership.role}) does not allow reviewing approvals."
     specs = approval.reviewers or list(DEFAULT_REVIEWERS)
-    if not any(reviewer_spec_matches(spec=spec, membership=membership) for spec in specs):
+    matched = [spec for spec in specs if reviewer_spec_matches(spec=spec, membership=membership)]
+    if not matched:
         return f"This request is for reviewers {', '.join(specs)}; you are not one of them."
+    if all(_is_role_spec(spec) for spec in matched):
+        refusal = _team_scope_refusal(approval=approval, membership=membership)
+        if refusal:
+            return refusal
     owner_id = approval.agent.owner_id if approval.agent_id else None
     if (
         decision == ReviewDecision.APPROVE
@@ -55,6 +60,29 @@ def approval_reviewer_refusal(
             "(the policy does not allow self-approval). You may still deny it."
         )
     return None
+
+
+def _is_role_spec(spec: str) -> bool:
+    return spec.strip().lower().startswith("role:")
+
+
+def _team_scope_refusal(*, approval: ApprovalRequest, membership: Membership) -> str | None:
+    """A reviewer scoped to teams reviews, by role alone, only calls of agents in those teams.
+
+    The same scope hides other teams' evidence from them. Admins and reviewers without a team are
+    organisation-wide; a policy that names the person (`user:`) or their team (`team:`) chose them outright.
+    """
+    if membership.role == Role.ADMIN:
+        return None
+    scoped = {team.pk: team.slug for team in membership.teams.all()}
+    if not scoped:
+        return None
+    agent_team_id = approval.agent.team_id if approval.agent_id else None
+    if agent_team_id in scoped:
+        return None
+    theirs = approval.agent.team.slug if agent_team_id else "no team"
+    return (f"You review for {', '.join(sorted(scoped.values()))}; this call comes from "
+            f"{approval.agent.name} ({theirs}).")
 
 
 def _base(organization: Organization) -> QuerySet[ApprovalRequest]:

@@ -132,6 +132,43 @@ def test_the_pending_list_shows_only_requests_the_reviewer_is_named_for(setup):
     assert ids == {str(for_bob.pk)}
 
 
+@pytest.mark.django_db
+def test_a_reviewer_scoped_to_a_team_reviews_only_that_teams_calls_under_the_default_role_spec(setup):
+    from tests.factories import TeamFactory, agent_with_token
+
+    platform = TeamFactory(organization=setup["org"], slug="platform", name="Platform")
+    carol = setup["member"](Role.REVIEWER, [platform], username="carol", email="carol@example.com")
+    admin = setup["member"](Role.ADMIN, [platform], username="root", email="root@example.com")
+    payments_call = setup["open"]()  # claude-code-mo is a payments agent; reviewers: ["role:reviewer"]
+
+    response = decide(carol.user, payments_call)
+    assert response.status_code == 403
+    assert "You review for platform; this call comes from claude-code-mo (payments)" in response.json()["message"]
+    ids = {item["id"] for item in api_client(user=carol.user).get("/api/v1/approval-requests").json()}
+    assert str(payments_call.pk) not in ids
+    assert str(payments_call.pk) in {  # organisation-wide reviewers (no team) still see it
+        item["id"] for item in api_client(user=setup["bob"].user).get("/api/v1/approval-requests").json()}
+
+    _agent, issued = agent_with_token(organization=setup["org"], name="cursor-plat", team=platform)
+    response = api_client(issued.plaintext).post("/api/v1/approvals", open_payload(), format="json")
+    platform_call = ApprovalRequest.objects.get(pk=response.json()["id"])
+    assert decide(setup["alice"].user, platform_call).status_code == 403  # payments reviewer
+    assert decide(carol.user, platform_call).status_code == 200
+    assert decide(admin.user, payments_call).status_code == 200  # admins review every team
+
+
+@pytest.mark.django_db
+def test_a_policy_that_names_the_person_or_team_overrides_the_team_scope(setup):
+    from tests.factories import TeamFactory
+
+    platform = TeamFactory(organization=setup["org"], slug="platform", name="Platform")
+    carol = setup["member"](Role.REVIEWER, [platform], username="carol", email="carol@example.com")
+    named = setup["open"](reviewers=["role:reviewer", "user:carol"])
+    assert decide(carol.user, named).status_code == 200
+    by_team = setup["open"](reviewers=["team:platform"])
+    assert decide(carol.user, by_team).status_code == 200
+
+
 # --- deciding once ----------------------------------------------------------------------------
 @pytest.mark.django_db
 def test_a_decision_writes_the_reviewer_and_comment_into_the_evidence_trail(setup):
