@@ -238,11 +238,16 @@ def _sync_once(repository: PolicyRepository, result: SyncResult, on_progress=Non
             _progress(repository, 20 + int(60 * index / total), f"Validating {index + 1}/{len(new_shas)} commits",
                       on_progress)
     to_update = []
+    distributed = set(PolicyBundle.objects.filter(repository=repository).values_list("version_id", flat=True))
     for sha, branches in branches_of.items():
         version = existing.get(sha)
         if version is not None and not branches.issubset(version.branches):
             version.branches = sorted(set(version.branches) | branches,
                                       key=lambda b: (b != repository.branch, b))
+            if not version.tag and version.pk not in distributed:
+                # A reviewed branch merged into the live branch: name it after the live branch, as long as no
+                # bundle (hence no evidence record) carries the old name yet.
+                version.version = _human_version(tag="", branch=version.branches[0], sha=sha)
             to_update.append(version)
     # Tags may be added to commits already recorded (tagging a release after the fact).
     for sha, names in tags.items():

@@ -95,7 +95,9 @@ def test_merging_a_branch_adds_the_live_branch_to_its_versions_and_publishes_it(
 
     merged = PolicyVersion.objects.get(commit_sha=sha)
     assert merged.branches == ["main", "proposed/x"] and merged.is_live
+    assert merged.version == f"main@{sha[:7]}"  # named after the live branch it now ships from
     assert PolicyBundle.objects.first().manifest["commit"] == sha
+    assert PolicyBundle.objects.first().manifest["version"] == f"main@{sha[:7]}"
 
 
 def test_a_sync_while_another_runs_is_skipped_and_asks_for_another_round(repository):
