@@ -8,7 +8,7 @@ from django.utils import timezone
 from cordum.accounts.models import Organization
 from cordum.common.errors import NotFound
 from cordum.rollouts.choices import GuardrailState, RolloutState
-from cordum.rollouts.models import Rollout, RolloutPlan, SidecarInstance
+from cordum.rollouts.models import ACTIVE_STATES, Rollout, RolloutPlan, SidecarInstance
 
 
 @dataclass(frozen=True)
@@ -287,3 +287,23 @@ def rollout_agents(*, rollout: Rollout) -> list[dict]:
             "sidecars": sidecars.get(agent.pk, []),
         })
     return out
+
+
+def rollout_rollback_refusal(*, rollout: Rollout) -> str | None:
+    """Why `rollout` cannot be rolled back now, or None: active ones always can, a completed one while the
+    fleet's baseline is still its version and no other rollout is under way."""
+    from cordum.rollouts.assignment import baseline_bundle
+
+    if rollout.state in ACTIVE_STATES:
+        return None
+    if rollout.state != RolloutState.COMPLETED:
+        return f"Cannot roll back a rollout that is {rollout.get_state_display().lower()}."
+    if Rollout.objects.filter(organization_id=rollout.organization_id, state__in=(*ACTIVE_STATES,
+                                                                                   RolloutState.PENDING)).exists():
+        return "Another rollout is under way: roll that one back instead."
+    baseline = baseline_bundle(organization_id=rollout.organization_id)
+    if baseline is None or baseline.version_id != rollout.to_version_id:
+        current = baseline.version.version if baseline is not None else "nothing"
+        return (f"The fleet has moved on to {current} since this rollout completed: roll back the newer version, "
+                "or revert the commit in git.")
+    return None

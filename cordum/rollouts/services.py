@@ -354,9 +354,17 @@ def rollout_halt(*, rollout: Rollout, reason: str, guardrail: dict | None = None
 
 @transaction.atomic
 def rollout_rollback(*, rollout: Rollout, actor, reason: str = "") -> Rollout:
-    """Everyone back to the previous version now: a new bundle of it with `rollback: true`."""
+    """Everyone back to the previous version now: a new bundle of it with `rollback: true`.
+
+    A completed rollout can be rolled back too, while its version is still what the fleet enforces
+    (a regression found after 100 %); git keeps the newer commit live until it is reverted there.
+    """
+    from cordum.rollouts.selectors import rollout_rollback_refusal
+
     rollout = _lock(rollout)
-    _require(rollout, ACTIVE_STATES, "roll back")
+    refusal = rollout_rollback_refusal(rollout=rollout)
+    if refusal:
+        raise Conflict(refusal, {"state": rollout.state})
     before = _state(rollout)
     bundle = _publish(version=rollout.from_version, rollback=True)
     rollout.rollback_bundle = bundle

@@ -76,6 +76,7 @@ class RolloutDetailView(RoleRequiredMixin, View):
             "summary": selectors.fleet_summary(organization=self.organization),
             "events": rollout.events.all(),
             "can_manage": self.membership.has_perm(Perm.MANAGE_ROLLOUT),
+            "can_roll_back": selectors.rollout_rollback_refusal(rollout=rollout) is None,
         }
         return _render(request, "rollouts/rollout_detail.html", "rollouts/partials/_rollout_live.html", context)
 

@@ -96,6 +96,37 @@ def test_rollback_returns_everyone_to_the_old_version_with_the_rollback_flag(cli
         assert sequence > to_sequence  # a newer sequence: every sidecar takes it, canaries included
 
 
+def test_a_completed_rollout_can_be_rolled_back_while_the_fleet_still_enforces_its_version(
+        client, author, rollout, fleet):
+    for _ in range(2):
+        author.post(f"/api/v1/rollouts/{rollout.pk}/promote")
+    page = author.get(f"/rollouts/{rollout.pk}/")
+    assert b'data-testid="rollback"' in page.content and b"revert it there too" in page.content
+
+    response = author.post(f"/api/v1/rollouts/{rollout.pk}/rollback", {"reason": "regression at 100%"},
+                           content_type="application/json")
+
+    assert response.status_code == 200, response.content
+    assert response.json()["state"] == "rolled_back"
+    for version, _sequence, rollback, shadow in _versions(client, fleet).values():
+        assert (version, rollback, shadow) == (rollout.from_version.version, True, None)
+    assert b'data-testid="rollback"' not in author.get(f"/rollouts/{rollout.pk}/").content
+
+
+def test_a_completed_rollout_the_fleet_moved_past_cannot_be_rolled_back(author, rollout, fleet, repository):
+    for _ in range(2):
+        author.post(f"/api/v1/rollouts/{rollout.pk}/promote")
+    newer = publish_version(repository, POLICY_V3, "v1.2.0")  # starts the next rollout
+    for _ in range(2):
+        author.post(f"/api/v1/rollouts/{Rollout.objects.get(to_bundle=newer).pk}/promote")
+
+    response = author.post(f"/api/v1/rollouts/{rollout.pk}/rollback", content_type="application/json")
+
+    assert response.status_code == 409
+    assert "moved on to v1.2.0@" in response.json()["message"]
+    assert b'data-testid="rollback"' not in author.get(f"/rollouts/{rollout.pk}/").content
+
+
 def test_promote_before_the_soak_time_needs_force(author, v1, repository, fleet):
     from cordum.rollouts.services import rollout_plan_set
 
