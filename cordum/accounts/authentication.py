@@ -65,6 +65,9 @@ class TokenAuthentication(authentication.BaseAuthentication):
             # A fleet calls many times a second: record use at most once per LAST_USED_RESOLUTION.
             if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
                 AgentToken.objects.filter(pk=token.pk).update(last_used_at=now)
+            # Hook-only agents (no sidecar heartbeat) are seen when they upload evidence or open approvals.
+            if agent.last_seen_at is None or now - agent.last_seen_at > LAST_USED_RESOLUTION:
+                type(agent).objects.filter(pk=agent.pk).update(last_seen_at=now)
             return AgentPrincipal(agent), token
         if raw.startswith(USER_TOKEN_PREFIX + "_"):
             try:

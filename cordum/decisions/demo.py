@@ -195,6 +195,16 @@ def _ts(value: dt.datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+def _mark_agents_seen(agents: dict, queue: list) -> None:
+    """An agent was last seen when it made its last recorded call (as the upload would have told us)."""
+    last: dict[str, str] = {}
+    for timestamp, name, _record in queue:
+        last[name] = max(last.get(name, ""), timestamp)
+    for name, timestamp in last.items():
+        seen = dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+        type(agents[name]).objects.filter(pk=agents[name].pk).update(last_seen_at=seen)
+
+
 def load(ctx: dict) -> None:
     org = ctx["organization"]
     out = ctx.get("stdout")
@@ -221,6 +231,7 @@ def load(ctx: dict) -> None:
     for name, buffer in buffers.items():
         if buffer:
             services.evidence_batch_enqueue(agent=agents[name], records=buffer)
+    _mark_agents_seen(agents, queue)
     head = ChainHead.objects.filter(organization=org).first()
     ctx["evidence_records"] = head.seq if head else 0
     if out is not None:

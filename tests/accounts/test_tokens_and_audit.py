@@ -44,8 +44,11 @@ def test_agent_token_authenticates_until_revoked(client):
     agent, issued = agent_with_token(organization=org)
     auth = TokenAuthentication()
     request = APIRequestFactory().get("/", HTTP_AUTHORIZATION=f"Bearer {issued.plaintext}")
+    assert agent.last_seen_at is None
     principal, _ = auth.authenticate(request)
     assert isinstance(principal, AgentPrincipal) and principal.agent == agent
+    agent.refresh_from_db()
+    assert agent.last_seen_at is not None  # seen by any authenticated call, not only sidecar heartbeats
     # agents are not people: the admin API refuses them
     assert _agent_api(client, issued.plaintext).status_code == 403
 

@@ -25,6 +25,9 @@ def test_demo_week_is_policy_decided_chained_and_idempotent(celery_eager, tmp_pa
     # The template policy's rules, not invented ones.
     assert {"allow-code-read", "approve-code-write"} <= set(stored.values_list("rule", flat=True))
     assert stored.filter(record_type="outcome", outcome="approved").exclude(reviewer="").exists()
+    for agent in type(ctx["agents"]["cursor-web"]).objects.filter(organization=org):  # seen at its last call
+        newest = stored.filter(agent_name=agent.name).order_by("-timestamp").first().timestamp
+        assert agent.last_seen_at == newest
     with django_capture_on_commit_callbacks(execute=True):
         demo.load(ctx)
     assert stored.count() == count
