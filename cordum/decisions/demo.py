@@ -108,7 +108,7 @@ def _policy_at(policies, when):
 
 def generate(ctx: dict, *, now: dt.datetime | None = None, sessions_per_agent_day: float = 18.0) -> dict[str, list[dict]]:
     """Records per agent name (upload format), time-ordered. Deterministic for a given `now` (day)."""
-    from cordum.policy import Call, LimitsTracker, args_digest, evaluate, redact_arguments
+    from cordum.policy import Call, LimitsTracker, args_digest, evaluate, redact_arguments, redact_target
 
     rng = random.Random(SEED)
     now = (now or dt.datetime.now(dt.UTC)).replace(minute=0, second=0, microsecond=0)
@@ -152,7 +152,8 @@ def generate(ctx: dict, *, now: dt.datetime | None = None, sessions_per_agent_da
                     record = {
                         "record_type": "decision", "decision_id": decision_id, "agent": agent.name,
                         "session_id": session_id, "team": team, "environment": agent.environment,
-                        "action": decision.action, "target": decision.target, "server": step.server,
+                        "action": decision.action, "target": redact_target(compiled, decision.target, arguments),
+                        "server": step.server,
                         "tool": step.tool, "args_digest": args_digest(arguments),
                         "args": redact_arguments(compiled, call), "topic": decision.topic,
                         "risk_tags": list(decision.risk_tags), "decision": decision.decision, "rule": decision.rule,

@@ -6,7 +6,7 @@ load (YAML -> typed model with positions) -> validate (issues with file:line:col
 
 from .diff import PolicyDiff, diff_policies
 from .engine import TOPIC_PREFIX, Call, CompiledPolicy, Decision, compile_policy, evaluate
-from .evidence import args_digest, canonical_json, redact_arguments
+from .evidence import args_digest, canonical_json, redact_arguments, redact_target
 from .limits import LimitsTracker
 from .loader import LoadResult, PolicyIssue, load_policy_file, load_policy_text, parse_duration
 from .model import (
@@ -56,4 +56,5 @@ __all__ = [
     "parse_duration",
     "policy_from_dict",
     "redact_arguments",
+    "redact_target",
 ]

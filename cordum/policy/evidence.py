@@ -17,7 +17,7 @@ import orjson
 
 from .engine import Call, CompiledPolicy
 
-__all__ = ["REDACTED", "args_digest", "canonical_json", "redact_arguments", "redact_value"]
+__all__ = ["REDACTED", "args_digest", "canonical_json", "mask_secrets", "redact_arguments", "redact_target", "redact_value"]
 
 REDACTED = "[REDACTED]"
 _MAX_DEPTH = 32
@@ -34,6 +34,20 @@ _SECRET_VALUE = re.compile(
     r"|(?i:\bbearer\s+[A-Za-z0-9._~+/=-]{16,})"
     r"|[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@"
 )
+
+# `DB_PASSWORD=hunter2`, `api_key: "..."`: a literal after a credential-named key in free text (diffs, commands).
+# Code such as `token = get_token()` or `password = form["password"]` is left alone: only literals are values.
+_SECRET_ASSIGNMENT = re.compile(
+    r"(?i)(?P<key>\b[A-Za-z0-9_.-]*(?:password|passwd|secret|token|api_?key|private_?key|credential)[A-Za-z0-9_.-]*"
+    r"[\"']?\s*[:=]\s*)"
+    r"(?:\"[^\"\n]+\"|'[^'\n]+'|[^\s\"',;()\[\]{}]+(?=[\s,;]|$))"
+)
+
+
+def mask_secrets(text: str) -> str:
+    """Free text with credential-shaped substrings and literal values of credential-named keys replaced."""
+    text = _SECRET_VALUE.sub(REDACTED, text)
+    return _SECRET_ASSIGNMENT.sub(lambda m: m.group("key") + REDACTED, text)
 
 
 def canonical_json(value: Any) -> bytes:
@@ -89,3 +103,37 @@ def redact_arguments(compiled: CompiledPolicy, call: Call | dict) -> dict:
     return redact_value(
         arguments, key_matches=compiled.redact_matcher, max_bytes=settings.max_value_bytes, scan=settings.redact_secret_values
     )
+
+
+def _named_secrets(value: Any, key_matches, out: list[str], depth: int = 0) -> None:
+    """String values of arguments whose key the policy redacts by name (collected into `out`)."""
+    if depth > _MAX_DEPTH:
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if key_matches(str(k)):
+                if isinstance(v, str | int | float) and not isinstance(v, bool):
+                    out.append(str(v))
+            else:
+                _named_secrets(v, key_matches, out, depth + 1)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _named_secrets(v, key_matches, out, depth + 1)
+
+
+def redact_target(compiled: CompiledPolicy, target: str, arguments: dict | None) -> str:
+    """The evidence target as it may be stored: the target is rendered from the raw arguments (rules match
+    on it), so what `redact_arguments` hides must not come back through it. A redacted-by-name argument's
+    value becomes "[REDACTED]" wherever it appears; credential-shaped substrings are replaced in place, so
+    `git push https://bob:ghp_...@github.com/acme/x.git` keeps its shape."""
+    if not target:
+        return target
+    settings = compiled.policy.evidence
+    hidden: list[str] = []
+    _named_secrets(arguments or {}, compiled.redact_matcher, hidden)
+    for value in sorted(hidden, key=len, reverse=True):
+        if value and (value == target or len(value) >= 4):
+            target = target.replace(value, REDACTED)
+    if settings.redact_secret_values:
+        target = mask_secrets(target)
+    return _truncate(target, settings.max_value_bytes)

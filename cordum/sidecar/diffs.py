@@ -3,6 +3,7 @@
 
 A diff shows file content, so it is only built when the policy's evidence redaction left the written text
 visible in the recorded arguments (a policy that redacts `content` gets no diff), and it is capped in size.
+The lines it shows from the file on disk were never redacted, so credentials in them are masked.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import difflib
 import os
 from pathlib import Path
 from typing import Any
+
+from cordum.policy.evidence import mask_secrets
 
 MAX_DIFF_BYTES = 64 * 1024
 MAX_FILE_BYTES = 1024 * 1024
@@ -76,7 +79,8 @@ def write_diff(*, tool: str, arguments: dict[str, Any], redacted: dict[str, Any]
         return ""
     lines = difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
                                  f"a/{path_value}", f"b/{path_value}")
-    text = "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
+    text = "".join(mask_secrets(line) if line.endswith("\n") else mask_secrets(line) + "\n\\ No newline at end of file\n"
+                   for line in lines)
     if len(text.encode()) > MAX_DIFF_BYTES:
         return text.encode()[:MAX_DIFF_BYTES].decode("utf-8", "ignore") + "\n[diff truncated]\n"
     return text

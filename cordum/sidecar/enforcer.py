@@ -26,6 +26,7 @@ from cordum.policy import (
     load_policy_file,
     policy_from_dict,
     redact_arguments,
+    redact_target,
 )
 from cordum.sidecar.ids import utc_now_rfc3339, uuid7_str
 from cordum.sidecar.spool import Spool
@@ -205,6 +206,7 @@ class Enforcer:
                 for s in d.shadow:
                     shadow_out.append({"rule": s.get("rule"), "decision": s.get("decision"), "policy_version": version})
                 redacted = redact_arguments(primary.compiled, call)
+                target = redact_target(primary.compiled, target, arguments)
             except Exception as exc:  # an engine failure must never let a call through
                 log.exception("policy evaluation failed; denying")
                 self.counters.errors += 1

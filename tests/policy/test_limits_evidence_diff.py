@@ -14,6 +14,7 @@ from cordum.policy import (
     evaluate,
     load_policy_text,
     redact_arguments,
+    redact_target,
 )
 
 
@@ -100,6 +101,25 @@ def test_redaction_follows_the_policy_and_scans_secret_values(template):
     assert out["note"] == "[REDACTED]"
     assert out["big"].startswith("x" * 4096) and out["big"].endswith("[truncated 904 bytes]")
     assert call.arguments["content"] == "print(1)"  # the original is untouched
+
+
+def test_a_target_rendered_from_arguments_never_carries_what_the_arguments_redact(template):
+    token = "ghp_" + "a1B2" * 9
+    push = Call(server="claude-code", tool="Bash",
+                arguments={"command": f"git push https://bob:{token}@github.com/acme/x.git main"})
+    decision = evaluate(template, push)
+    assert token in decision.target  # rules match on the real target...
+    stored = redact_target(template, decision.target, push.arguments)
+    assert token not in stored and "bob" not in stored  # ...evidence keeps its shape without the credential
+    assert stored.startswith("git push [REDACTED]") and stored.endswith("github.com/acme/x.git main")
+    curl = {"command": "curl -H 'Authorization: Bearer sk-" + "x" * 30 + "' https://api.example.com"}
+    assert "sk-" not in redact_target(template, evaluate(template, Call("claude-code", "Bash", curl)).target, curl)
+    # a value redacted by its key's name is hidden wherever the target shows it
+    named = {"path": "notes.txt", "api_token": "tok-1234-secret"}
+    assert redact_target(template, "upload tok-1234-secret to notes.txt", named) == "upload [REDACTED] to notes.txt"
+    assert redact_target(template, "src/app.py", {"path": "src/app.py", "content": "x"}) == "src/app.py"
+    env = {"command": "GITHUB_TOKEN=abcd1234 gh release create v1"}
+    assert redact_target(template, env["command"], env) == "GITHUB_TOKEN=[REDACTED] gh release create v1"
 
 
 def test_secure_redaction_defaults_without_an_evidence_section(brief):

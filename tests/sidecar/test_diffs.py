@@ -39,3 +39,16 @@ def test_no_diff_for_calls_that_are_not_writes_or_edits_that_do_not_apply(tmp_pa
     assert write_diff(tool="read_text_file", arguments={"path": str(target)}, redacted={}, root=None) == ""
     edit = {"file_path": str(target), "old_string": "zzz", "new_string": "y"}
     assert write_diff(tool="Edit", arguments=edit, redacted=dict(edit), root=None) == ""
+
+
+def test_credentials_in_the_file_on_disk_are_masked_in_the_diff_but_code_is_not(tmp_path):
+    target = tmp_path / ".env.example"
+    target.write_text("AWS_SECRET=AKIAABCDEFGHIJKLMNOP\nDB_PASSWORD=hunter2\nPORT=8000\n")
+    args = {"path": str(target), "content": "X=2\n"}
+    diff = write_diff(tool="write_file", arguments=args, redacted=dict(args), root=None)
+    assert "AKIA" not in diff and "hunter2" not in diff
+    assert "-AWS_SECRET=[REDACTED]" in diff and "-DB_PASSWORD=[REDACTED]" in diff and "-PORT=8000" in diff
+    code = tmp_path / "auth.py"
+    code.write_text("token = get_token()\n")
+    edit = {"file_path": str(code), "old_string": "get_token()", "new_string": "get_token(refresh=True)"}
+    assert "+token = get_token(refresh=True)" in write_diff(tool="Edit", arguments=edit, redacted=dict(edit), root=None)
