@@ -1,6 +1,6 @@
 """Reads for approvals: who may decide a request, the reviewer's queue, the history."""
 
-from django.db.models import QuerySet, prefetch_related_objects
+from django.db.models import Q, QuerySet, prefetch_related_objects
 
 from cordum.accounts.choices import Role
 from cordum.accounts.models import Membership, Organization
@@ -91,8 +91,33 @@ def _base(organization: Organization) -> QuerySet[ApprovalRequest]:
     )
 
 
-def approval_get(*, organization: Organization, pk) -> ApprovalRequest | None:
-    return _base(organization).filter(pk=pk).first()
+def _review_scope(membership: Membership) -> list | None:
+    """None: every team's requests (admins, reviewers without a team); else the teams the member is scoped to."""
+    if membership.role == Role.ADMIN:
+        return None
+    teams = list(membership.teams.all())
+    return teams or None
+
+
+def approvals_visible(*, membership: Membership) -> QuerySet[ApprovalRequest]:
+    """Requests a member may open: their teams' agents', ones naming them or their team, ones they decided.
+
+    The same scope as their evidence, so a team-scoped reviewer cannot read another team's arguments and diffs.
+    """
+    qs = _base(membership.organization)
+    teams = _review_scope(membership)
+    if teams is None:
+        return qs
+    user = membership.user
+    named = Q(reviewer_id=user.pk) | Q(agent__team__in=teams)
+    for spec in [f"user:{user.username}", *([f"user:{user.email}"] if user.email else []),
+                 *(f"team:{team.slug}" for team in teams)]:
+        named |= Q(reviewers__icontains=f'"{spec}"')
+    return qs.filter(named)
+
+
+def approval_get(*, membership: Membership, pk) -> ApprovalRequest | None:
+    return approvals_visible(membership=membership).filter(pk=pk).first()
 
 
 def approval_pending_list(*, organization: Organization) -> QuerySet[ApprovalRequest]:
@@ -120,9 +145,9 @@ def approval_queue_for_reviewer(*, membership: Membership) -> list[dict]:
     return items
 
 
-def approval_history_list(*, organization: Organization, filters: dict | None = None) -> QuerySet[ApprovalRequest]:
+def approval_history_list(*, membership: Membership, filters: dict | None = None) -> QuerySet[ApprovalRequest]:
     filters = filters or {}
-    qs = _base(organization).filter(state__in=DECIDED_STATES)
+    qs = approvals_visible(membership=membership).filter(state__in=DECIDED_STATES)
     if filters.get("state") in DECIDED_STATES:
         qs = qs.filter(state=filters["state"])
     if filters.get("agent"):

@@ -51,7 +51,7 @@ class DetailView(RoleRequiredMixin, TemplateView):
     template_name = "approvals/detail.html"
 
     def get_context_data(self, **kwargs):
-        approval = selectors.approval_get(organization=self.organization, pk=self.kwargs["pk"])
+        approval = selectors.approval_get(membership=self.membership, pk=self.kwargs["pk"])
         if approval is None:
             raise Http404("No such approval request.")
         approval = services.approval_refresh(approval=approval)
@@ -69,7 +69,7 @@ class DecideView(RoleRequiredMixin, View):
     required_perm = Perm.REVIEW_APPROVALS
 
     def post(self, request, pk):
-        approval = selectors.approval_get(organization=self.organization, pk=pk)
+        approval = selectors.approval_get(membership=self.membership, pk=pk)
         if approval is None:
             raise Http404("No such approval request.")
         decision = request.POST.get("decision", "")
@@ -99,7 +99,7 @@ class HistoryView(RoleRequiredMixin, ListView):
 
     def get_queryset(self):
         filters = {"state": self.request.GET.get("state", ""), "agent": self.request.GET.get("agent", "")}
-        return selectors.approval_history_list(organization=self.organization, filters=filters)
+        return selectors.approval_history_list(membership=self.membership, filters=filters)
 
     def get_context_data(self, **kwargs):
         return super().get_context_data(states=DECIDED_STATES, pending_state=ApprovalState.PENDING, **kwargs)

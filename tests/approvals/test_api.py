@@ -141,20 +141,34 @@ def test_a_reviewer_scoped_to_a_team_reviews_only_that_teams_calls_under_the_def
     admin = setup["member"](Role.ADMIN, [platform], username="root", email="root@example.com")
     payments_call = setup["open"]()  # claude-code-mo is a payments agent; reviewers: ["role:reviewer"]
 
-    response = decide(carol.user, payments_call)
-    assert response.status_code == 403
-    assert "You review for platform; this call comes from claude-code-mo (payments)" in response.json()["message"]
-    ids = {item["id"] for item in api_client(user=carol.user).get("/api/v1/approval-requests").json()}
+    assert decide(carol.user, payments_call).status_code == 404  # another team's request: as its evidence
+    from django.test import Client
+
+    page = Client()
+    page.force_login(carol.user)
+    assert page.get(f"/approvals/{payments_call.pk}/").status_code == 404
+    carol_api = api_client(user=carol.user)
+    assert carol_api.get(f"/api/v1/approval-requests/{payments_call.pk}").status_code == 404
+    ids = {item["id"] for item in carol_api.get("/api/v1/approval-requests").json()}
     assert str(payments_call.pk) not in ids
+    from cordum.approvals.selectors import approval_reviewer_refusal  # the service refuses it as well
+    assert "You review for platform; this call comes from claude-code-mo (payments)" in approval_reviewer_refusal(
+        approval=payments_call, membership=carol)
     assert str(payments_call.pk) in {  # organisation-wide reviewers (no team) still see it
         item["id"] for item in api_client(user=setup["bob"].user).get("/api/v1/approval-requests").json()}
 
     _agent, issued = agent_with_token(organization=setup["org"], name="cursor-plat", team=platform)
     response = api_client(issued.plaintext).post("/api/v1/approvals", open_payload(), format="json")
     platform_call = ApprovalRequest.objects.get(pk=response.json()["id"])
-    assert decide(setup["alice"].user, platform_call).status_code == 403  # payments reviewer
+    assert decide(setup["alice"].user, platform_call).status_code == 404  # payments reviewer
     assert decide(carol.user, platform_call).status_code == 200
     assert decide(admin.user, payments_call).status_code == 200  # admins review every team
+    history = {item["id"] for item in carol_api.get("/api/v1/approval-requests?state=decided").json()}
+    assert history == {str(platform_call.pk)}
+    html = page.get("/approvals/history/").content.decode()
+    assert "cursor-plat" in html and "claude-code-mo" not in html
+    assert str(payments_call.pk) in {  # reviewers without a team see every team's history
+        item["id"] for item in api_client(user=setup["bob"].user).get("/api/v1/approval-requests?state=decided").json()}
 
 
 @pytest.mark.django_db

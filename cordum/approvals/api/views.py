@@ -110,7 +110,7 @@ class ApprovalRequestListApi(APIView):
             items = [item["approval"] for item in selectors.approval_queue_for_reviewer(membership=self.membership)]
         else:
             filters = {} if state == "decided" else {"state": state}
-            items = selectors.approval_history_list(organization=self.organization, filters=filters)[:500]
+            items = selectors.approval_history_list(membership=self.membership, filters=filters)[:500]
         return Response(s.ApprovalRequestSerializer(items, many=True).data)
 
 
@@ -120,7 +120,7 @@ class ApprovalRequestDetailApi(APIView):
 
     @extend_schema(responses={200: s.ApprovalRequestSerializer})
     def get(self, request, pk):
-        approval = selectors.approval_get(organization=self.organization, pk=pk)
+        approval = selectors.approval_get(membership=self.membership, pk=pk)
         if approval is None:
             raise NotFound("Approval request not found.")
         return Response(s.ApprovalRequestSerializer(services.approval_refresh(approval=approval)).data)
@@ -137,7 +137,7 @@ class ApprovalRequestDecideApi(APIView):
     def post(self, request, pk):
         serializer = s.ApprovalDecideSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        approval = selectors.approval_get(organization=self.organization, pk=pk)
+        approval = selectors.approval_get(membership=self.membership, pk=pk)
         if approval is None:
             raise NotFound("Approval request not found.")
         approval = services.approval_decide(approval=approval, membership=self.membership, **serializer.validated_data)
