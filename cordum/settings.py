@@ -18,7 +18,9 @@ STATE_DIR.mkdir(parents=True, exist_ok=True)
 
 DEV_SECRET_KEY = "cordum-development-secret-key-do-not-use-in-production"  # noqa: S105
 
-CORDUM_ENV = os.environ.get("CORDUM_ENV", "development")
+CORDUM_ENV = os.environ.get("CORDUM_ENV", "development").strip().lower()
+if CORDUM_ENV not in ("development", "production"):
+    raise ImproperlyConfigured(f"CORDUM_ENV must be 'development' or 'production', not {CORDUM_ENV!r}.")
 PRODUCTION = CORDUM_ENV == "production"
 SECRET_KEY = os.environ.get("CORDUM_SECRET_KEY", DEV_SECRET_KEY)
 if PRODUCTION and (SECRET_KEY == DEV_SECRET_KEY or len(SECRET_KEY) < 50):
@@ -197,7 +199,8 @@ if PRODUCTION:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_SSL_REDIRECT = os.environ.get("CORDUM_SSL_REDIRECT", "1") == "1"
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    if os.environ.get("CORDUM_TRUST_X_FORWARDED_PROTO", "1") == "1":  # only behind a proxy that sets it
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_HSTS_SECONDS = int(os.environ.get("CORDUM_HSTS_SECONDS", "31536000"))
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
@@ -222,6 +225,10 @@ LOGGING = {
 
 # --- Cordum ----------------------------------------------------------------------------------
 CORDUM_GIT_CACHE_DIR = Path(os.environ.get("CORDUM_GIT_CACHE_DIR", STATE_DIR / "git-cache"))
+# Policy repositories on this server's disk (a path or file://): the demo and tests use them; in production an
+# admin could otherwise point at any git directory the server can read (another organisation's, say).
+CORDUM_ALLOW_LOCAL_REPOSITORIES = os.environ.get("CORDUM_ALLOW_LOCAL_REPOSITORIES",
+                                                 "0" if PRODUCTION else "1") == "1"
 CORDUM_LONG_POLL_MAX_SECONDS = int(os.environ.get("CORDUM_LONG_POLL_MAX_SECONDS", "60"))
 # Absolute base URL people reach the UI at (links in approval notifications).
 CORDUM_PUBLIC_URL = os.environ.get("CORDUM_PUBLIC_URL", "http://127.0.0.1:8000")

@@ -26,15 +26,43 @@ def cache_path(repository) -> Path:
     return Path(settings.CORDUM_GIT_CACHE_DIR) / f"repo-{repository.pk}.git"
 
 
+REMOTE_SCHEMES = ("https://", "http://", "ssh://", "git://")
+
+
+def _is_local(url: str) -> bool:
+    return not (url.startswith(REMOTE_SCHEMES) or SSH_URL.match(url))
+
+
 def _remote_url(url: str) -> str:
-    if "://" in url or SSH_URL.match(url):
+    if not _is_local(url):
         return url
-    return str(Path(url).expanduser().resolve())  # a local path
+    return str(Path(url.removeprefix("file://")).expanduser().resolve())  # a local path
+
+
+def url_refusal(url: str) -> str | None:
+    """Why a repository URL is not accepted, or None. Remote: https, http, ssh (incl. user@host:path), git.
+    Local paths (and file://) only where CORDUM_ALLOW_LOCAL_REPOSITORIES is on, and never Cordum's own caches."""
+    url = (url or "").strip()
+    if not url:
+        return "Give the repository's URL."
+    if "://" in url and not url.startswith((*REMOTE_SCHEMES, "file://")):
+        return f"Unsupported URL scheme in {url!r}: use https://, ssh://, git@host:path or git://."
+    if not _is_local(url):
+        return None
+    if not settings.CORDUM_ALLOW_LOCAL_REPOSITORIES:
+        return ("Local paths are not accepted on this server (CORDUM_ALLOW_LOCAL_REPOSITORIES is off): "
+                "give an https:// or ssh URL.")
+    path = Path(_remote_url(url))
+    cache = Path(settings.CORDUM_GIT_CACHE_DIR).expanduser().resolve()
+    if path == cache or cache in path.parents:
+        return "That path is inside Cordum's own git cache; give the repository's own location."
+    return None
 
 
 @contextlib.contextmanager
 def _git_env(repository):
-    env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false"}
+    env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false",
+           "GIT_ALLOW_PROTOCOL": "https:http:ssh:git" + (":file" if settings.CORDUM_ALLOW_LOCAL_REPOSITORIES else "")}
     secret = repository.credentials
     key_file = None
     try:
@@ -67,6 +95,9 @@ def _scrub(text: str, repository) -> str:
 
 def fetch(repository) -> git.Repo:
     """Fetch every branch and tag of the repository into its bare cache; return the cache repo."""
+    refusal = url_refusal(repository.url)
+    if refusal:
+        raise GitFetchError(f"git fetch from {repository.url} refused: {refusal}")
     path = cache_path(repository)
     path.parent.mkdir(parents=True, exist_ok=True)
     repo = git.Repo(path) if (path / "HEAD").exists() else git.Repo.init(path, bare=True)

@@ -46,6 +46,9 @@ def repository_create(*, organization: Organization, actor, name: str, url: str,
         )
     if PolicyRepository.objects.filter(organization=organization, name=name).exists():
         raise CordumError(f"A repository named {name!r} already exists.", {"field": "name"})
+    refusal = gitrepo.url_refusal(url)
+    if refusal:
+        raise CordumError(refusal, {"field": "url"})
     webhook_secret = webhook_secret or secrets.token_urlsafe(32)
     repository = PolicyRepository(organization=organization, name=name, url=url.strip(), branch=branch.strip(),
                                   policy_path=policy_path.strip().lstrip("/"), is_enabled=is_enabled)
@@ -61,6 +64,10 @@ def repository_create(*, organization: Organization, actor, name: str, url: str,
 def repository_update(*, repository: PolicyRepository, actor, **fields) -> PolicyRepository:
     """Update fields; `credentials`/`webhook_secret` are replaced only when a non-empty value is given."""
     before = snapshot(repository)
+    if "url" in fields and fields["url"].strip() != repository.url:
+        refusal = gitrepo.url_refusal(fields["url"])
+        if refusal:
+            raise CordumError(refusal, {"field": "url"})
     for secret_field in ("credentials", "webhook_secret"):
         value = fields.pop(secret_field, None)
         if value:

@@ -27,3 +27,11 @@ def test_production_settings_pass_check_deploy():
                    "ALLOWED_HOSTS": "cordum.example.com"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_an_unknown_or_misspelt_environment_is_refused_instead_of_running_as_development():
+    result = _manage("check", env_extra={"CORDUM_ENV": "prod"})
+    assert result.returncode != 0 and "CORDUM_ENV must be 'development' or 'production'" in result.stderr
+    capitalised = _manage("check", env_extra={"CORDUM_ENV": "Production",
+                                              "CORDUM_SECRET_KEY": "cordum-development-secret-key-do-not-use-in-production"})
+    assert capitalised.returncode != 0 and "CORDUM_SECRET_KEY" in capitalised.stderr  # read as production

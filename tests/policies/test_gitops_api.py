@@ -137,6 +137,40 @@ def test_an_organisation_has_one_policy_repository_a_second_is_refused(client, r
     assert PolicyRepository.objects.filter(organization=repository.organization).count() == 1
 
 
+def test_local_repository_paths_are_refused_where_the_server_does_not_allow_them(client, org, admin, workspace,
+                                                                                  settings):
+    client.force_login(admin)
+    settings.CORDUM_ALLOW_LOCAL_REPOSITORIES = False  # production's default
+    for url in (str(workspace.remote_path), f"file://{workspace.remote_path}"):
+        response = client.post("/api/v1/repositories/", {"name": "policies", "url": url},
+                               content_type="application/json")
+        assert response.status_code == 400, response.content
+        assert "Local paths are not accepted" in response.json()["message"]
+    response = client.post("/api/v1/repositories/", {"name": "policies", "url": "ext::sh -c id"},
+                           content_type="application/json")
+    assert response.status_code == 400 and "Local paths" in response.json()["message"]
+    response = client.post("/api/v1/repositories/", {"name": "policies", "url": "https://git.example.com/acme/p.git"},
+                           content_type="application/json")
+    assert response.status_code == 201
+    assert not PolicyRepository.objects.filter(url__contains=str(workspace.remote_path)).exists()
+
+
+def test_another_organisations_git_cache_is_never_a_policy_repository(client, org, admin, repository, settings):
+    """Cache directories are named by repository id: an admin could otherwise read another org's policies."""
+    services.sync_repository(repository=repository)  # fills <cache>/repo-<id>.git
+    from cordum.policies.gitrepo import GitFetchError, cache_path
+
+    client.force_login(admin)
+    response = client.patch(f"/api/v1/repositories/{repository.pk}/", {"url": str(cache_path(repository))},
+                            content_type="application/json")
+    assert response.status_code == 400 and "inside Cordum's own git cache" in response.json()["message"]
+    # a row stored before the check existed is refused at fetch time
+    PolicyRepository.objects.filter(pk=repository.pk).update(url=str(cache_path(repository)))
+    repository.refresh_from_db()
+    with pytest.raises(GitFetchError, match="inside Cordum's own git cache"):
+        services.sync_repository(repository=repository)
+
+
 def test_invalid_repository_input_names_the_field(client, admin):
     client.force_login(admin)
     response = client.post("/api/v1/repositories/", {"name": "has spaces", "url": "x"}, content_type="application/json")
