@@ -8,7 +8,7 @@ from django.forms.models import model_to_dict
 from django.utils import timezone
 from django.utils.text import slugify
 
-from cordum.accounts.choices import AuditAction
+from cordum.accounts.choices import AuditAction, Role
 from cordum.accounts.models import AdminAuditLog, Agent, AgentToken, Membership, Organization, Team, UserToken
 from cordum.common.crypto import new_token, token_digest
 from cordum.common.errors import Conflict, CordumError
@@ -105,12 +105,29 @@ def team_delete(*, team: Team, actor) -> None:
 
 
 # --- memberships ------------------------------------------------------------------------------
+def _require_may_enrol(*, actor, user, organization: Organization) -> None:
+    """An existing account joins an organisation only through someone who already administers every
+    organisation it belongs to (or a superuser): an admin elsewhere cannot pull in, and read, other people."""
+    if actor is None or getattr(actor, "is_superuser", False):
+        return
+    others = set(Membership.objects.filter(user=user).exclude(organization=organization)
+                 .values_list("organization_id", flat=True))
+    administered = set(Membership.objects.filter(user=actor, role=Role.ADMIN, organization_id__in=others)
+                       .values_list("organization_id", flat=True))
+    if others - administered:
+        raise CordumError(f"The username {user.username} is taken by someone outside {organization}. Choose "
+                          "another username, or ask an admin of their organisation (or a superuser) to add them.",
+                          {"field": "username"})
+
+
 @transaction.atomic
 def membership_create(
     *, organization: Organization, actor, username: str, role: str, email: str = "", password: str | None = None,
     teams=(),
 ) -> Membership:
     user, created = User.objects.get_or_create(username=username, defaults={"email": email})
+    if not created:
+        _require_may_enrol(actor=actor, user=user, organization=organization)
     if created:
         if password:
             user.set_password(password)

@@ -103,3 +103,27 @@ def test_dashboard_shows_each_role_only_the_panels_it_may_read(client, org, role
 def test_the_people_api_without_credentials_is_401_and_says_how_to_authenticate(client, url):
     response = client.get(url)
     assert response.status_code == 401 and response["WWW-Authenticate"] == "Bearer"
+
+
+@pytest.mark.django_db
+def test_an_admin_cannot_pull_in_and_read_a_person_from_another_organisation(client):
+    from tests.factories import UserFactory
+
+    org_a, org_b = OrganizationFactory(), OrganizationFactory()
+    ceo = MembershipFactory(organization=org_a, role=Role.MEMBER,
+                            user=UserFactory(username="ceo-a", email="ceo@a-corp.example")).user
+    admin_b = MembershipFactory(organization=org_b, role=Role.ADMIN).user
+    client.force_login(admin_b)
+
+    response = client.post("/api/v1/memberships/", {"username": "ceo-a", "role": "member"},
+                           content_type="application/json")
+
+    assert response.status_code == 400 and "taken by someone outside" in response.json()["message"]
+    assert "ceo@a-corp.example" not in response.content.decode()
+    assert not ceo.memberships.filter(organization=org_b).exists()
+    assert client.post("/api/v1/memberships/", {"username": "new-person", "role": "member"},
+                       content_type="application/json").status_code == 201  # a new username is simply created
+    from cordum.accounts.services import membership_create
+
+    MembershipFactory(organization=org_a, role=Role.ADMIN, user=admin_b)  # an admin of both may add them
+    assert membership_create(organization=org_b, actor=admin_b, username="ceo-a", role=Role.MEMBER).user == ceo
