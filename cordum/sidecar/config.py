@@ -16,7 +16,7 @@ upstreams:
   - {name: remote, url: https://tools.example.com/mcp, headers: {X-Team: payments}}
 trusted_keys: {k_2026_01: "<base64 raw Ed25519 public key>"}
 approvals: {poll_wait_seconds: 25, progress_interval_seconds: 5, max_wait_seconds: 900}
-hook: {approval_wait_seconds: 50, on_approval_timeout: ask, server: claude-code}
+hook: {approval_wait_seconds: 50, on_approval_timeout: policy, server: claude-code}
 upload: {interval_seconds: 1.0, batch_size: 500}
 heartbeat: {interval_seconds: 15}
 ```
@@ -61,7 +61,9 @@ class ApprovalSettings:
 @dataclass(frozen=True)
 class HookSettings:
     approval_wait_seconds: float = 50.0  # stay inside the agent's hook timeout (Claude Code: 60 s default)
-    on_approval_timeout: str = "ask"     # ask | deny: what the hook answers when the reviewer has not decided
+    # policy | ask | deny: what the hook answers when no reviewer decided in time (or offline). `policy`: ask the
+    # person at the terminal only where the policy lets an agent's owner approve (allow_self_approval), else deny.
+    on_approval_timeout: str = "policy"
     server: str = "claude-code"          # server name the agents' built-in tools (Bash, Edit, ...) map under
 
 
@@ -189,7 +191,8 @@ def config_from_dict(data: dict[str, Any], *, source: str | None = None) -> Side
         hook_settings = HookSettings(**hook)
     except TypeError as exc:
         raise ConfigError(f"hook: {exc}") from exc
-    _expect(hook_settings.on_approval_timeout in ("ask", "deny"), "hook.on_approval_timeout: ask or deny")
+    _expect(hook_settings.on_approval_timeout in ("policy", "ask", "deny"),
+            "hook.on_approval_timeout: policy, ask or deny")
     token_file = data.get("token_file")
     return SidecarConfig(
         control_plane=control_plane,

@@ -187,17 +187,32 @@ def decide_counted(svc, call: HookCall):
     return verdict
 
 
+ASKED_AT_TERMINAL = "no reviewer decided in time; handed to the person at the terminal (hook on_approval_timeout)"
+
+
+def hook_fallback(setting: str, approval: dict) -> str:
+    """ask | deny once no reviewer can decide in time. A hook cannot wait out a long approval timeout, so it hands
+    the call to the person at the terminal, who is the agent's owner: only where the policy allows self-approval,
+    unless the sidecar's config says otherwise."""
+    if setting == "policy":
+        return "ask" if approval.get("allow_self_approval") else "deny"
+    return setting
+
+
 async def _approve(svc, verdict, call: HookCall, answer) -> dict[str, Any]:
     cfg = svc.cfg
-    fallback = cfg.hook.on_approval_timeout  # ask (let the person at the terminal decide) or deny
+    approval = verdict.approval or {}
+    fallback = hook_fallback(cfg.hook.on_approval_timeout, approval)
     head = f"Cordum policy rule {verdict.rule or 'defaults.decision'} requires approval: {verdict.reason}"
     if svc.approvals is None:
         if fallback == "deny":
             svc.enforcer.record_outcome(verdict, "denied", comment="offline: no control plane to ask")
+        else:
+            svc.enforcer.record_outcome(verdict, "timed_out", error="offline: no control plane to ask",
+                                        comment=ASKED_AT_TERMINAL, in_decision=False)  # keeps the comment
         return answer(fallback, f"{head} (policy {verdict.policy_version}); no control plane to ask, "
                                 f"so {'asking you' if fallback == 'ask' else 'denied'}")
     rec = verdict.record
-    approval = verdict.approval or {}
     payload = {k: rec.get(k) for k in ("decision_id", "session_id", "server", "tool", "action", "target", "topic",
                                        "risk_tags", "rule", "reason", "args_digest", "args", "policy_version")}
     from cordum.sidecar.diffs import write_diff
@@ -218,7 +233,8 @@ async def _approve(svc, verdict, call: HookCall, answer) -> dict[str, Any]:
         return answer("allow", f"No reviewer decided within the approval timeout; allowed by the policy's "
                                f"on_timeout: allow. {head} (policy {verdict.policy_version})")
     if result.outcome == "timed_out" or result.outcome == "error":
-        svc.enforcer.record_outcome(verdict, "timed_out", error=result.detail)
+        svc.enforcer.record_outcome(verdict, "timed_out", error=result.detail,
+                                    comment=ASKED_AT_TERMINAL if fallback == "ask" else "", in_decision=fallback != "ask")
         return answer(fallback, result.refusal_text(rule=verdict.rule, reason=verdict.reason,
                                                     policy_version=verdict.policy_version)
                       if fallback == "deny" else f"{head}; no reviewer answered in time, asking you instead")

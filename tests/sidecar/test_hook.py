@@ -65,16 +65,30 @@ def test_claude_code_mcp_tools_keep_their_server_and_tool_names(tmp_path):
     assert record["session_id"] == "sess_abc123" and record["outcome"] == "blocked"
 
 
-def test_claude_code_git_push_needing_approval_offline_asks_the_person(tmp_path):
+def test_offline_a_call_needing_approval_is_denied_unless_the_policy_lets_the_owner_approve(tmp_path):
+    """The person at the terminal is the agent's owner: asking them is self-approval."""
     decision, reason = decision_of(run_hook(claude("Bash", {"command": "git push origin main"}), tmp_path))
-    assert decision == "ask" and "approve-git-push" in reason
+    assert decision == "deny" and "approve-git-push" in reason and "no control plane to ask" in reason
+    [record] = Spool(tmp_path / "spool.db").records()
+    assert record["outcome"] == "denied"
 
-
-def test_claude_code_git_push_offline_can_be_configured_to_deny(tmp_path):
-    config = write_config(tmp_path / "sidecar.yaml", bundle=str(POLICY), spool=str(tmp_path / "spool.db"),
-                          hook={"on_approval_timeout": "deny"})
+    self_approvable = tmp_path / "self.yaml"
+    self_approvable.write_text(POLICY.read_text().replace(
+        "defaults:\n  decision: deny\n", "defaults:\n  decision: deny\n  approval: {allow_self_approval: true}\n", 1))
+    config = write_config(tmp_path / "sidecar.yaml", bundle=str(self_approvable), spool=str(tmp_path / "s2.db"))
     decision, _ = decision_of(run_hook(claude("Bash", {"command": "git push"}), tmp_path, config=config))
-    assert decision == "deny"
+    assert decision == "ask"
+    decided, outcome = Spool(tmp_path / "s2.db").records()
+    assert decided["decision"] == "require_approval" and outcome["decision_id"] == decided["decision_id"]
+    assert outcome["outcome"] == "timed_out" and "person at the terminal" in outcome["comment"]
+
+
+def test_the_hook_can_be_configured_to_ask_or_deny_whatever_the_policy_says(tmp_path):
+    for setting in ("ask", "deny"):
+        config = write_config(tmp_path / f"{setting}.yaml", bundle=str(POLICY), spool=str(tmp_path / f"{setting}.db"),
+                              hook={"on_approval_timeout": setting})
+        decision, _ = decision_of(run_hook(claude("Bash", {"command": "git push"}), tmp_path, config=config))
+        assert decision == setting
 
 
 def _config_with_signed_bundle(tmp_path, policy, control_plane):
@@ -153,9 +167,9 @@ def test_cursor_file_reads_and_mcp_calls_are_governed(tmp_path):
                           command="npx -y @modelcontextprotocol/server-filesystem ."), tmp_path,
                    "--agent-format", "cursor")
     assert mcp == {"permission": "allow"}
-    ask = run_hook(cursor("beforeShellExecution", command="git push", cwd="/work/project"), tmp_path,
-                   "--agent-format", "cursor")
-    assert ask["permission"] == "ask"
+    push = run_hook(cursor("beforeShellExecution", command="git push", cwd="/work/project"), tmp_path,
+                    "--agent-format", "cursor")
+    assert push["permission"] == "deny"  # needs a reviewer; offline, and the owner may not approve it
     records = Spool(tmp_path / "spool.db").records()
     assert [(r["server"], r["tool"]) for r in records] == [("claude-code", "Read"),
                                                             ("filesystem", "read_text_file"), ("claude-code", "Bash")]
@@ -176,18 +190,21 @@ def test_no_policy_means_deny(tmp_path, fmt):
 TEMPLATE = POLICY.parents[3] / "policies_repo_template" / "safety.yaml"
 
 
-@pytest.mark.parametrize(("command", "expected"), [
-    ("git push origin main", "ask"),            # approve-git-push, offline: the person decides
-    ("terraform destroy -auto-approve", "deny"),
-    ("cat .env", "deny"),
-    ("ls -la", "deny"),                          # the template denies other shell commands by default
+@pytest.mark.parametrize(("command", "expected", "rule"), [
+    ("git push origin main", "deny", "approve-git-push"),  # needs a reviewer; offline, the owner may not approve
+    ("terraform destroy -auto-approve", "deny", "deny-infra-destroy"),
+    ("cat .env", "deny", "deny-secrets-access"),
+    ("ls -la", "deny", "defaults.decision"),  # the template denies other shell commands by default
 ])
-def test_the_policy_templates_tool_map_governs_claude_code_bash(tmp_path, command, expected):
+def test_the_policy_templates_tool_map_governs_claude_code_bash(tmp_path, command, expected, rule):
     answer = subprocess.run(
         [PYTHON, "-m", "cordum.sidecar", "hook", "--bundle", str(TEMPLATE), "--spool", str(tmp_path / "s.db")],
         input=json.dumps(claude("Bash", {"command": command})).encode(), capture_output=True, env=sidecar_env(),
         timeout=60)
-    assert decision_of(json.loads(answer.stdout))[0] == expected
+    decision, reason = decision_of(json.loads(answer.stdout))
+    assert decision == expected
+    [record] = Spool(tmp_path / "s.db").records()
+    assert (record["rule"] or "defaults.decision") == rule, reason
 
 
 @pytest.mark.parametrize("template", [False, True])
