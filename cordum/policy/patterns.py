@@ -162,7 +162,8 @@ def compile_path_glob(patterns: tuple[str, ...] | list[str]) -> Matcher:
 
     Values are normalised first. A pattern without '/' (e.g. `*.pem`) matches the base name only
     when it starts with `**/`; a bare `*.pem` matches the whole value, like a shell glob in the
-    current directory.
+    current directory. Case-insensitive, as the file systems of macOS and Windows are: on those a
+    `**/.env` rule must catch `.ENV`, which opens the same file.
     """
     literals: set[str] = set()
     last_seg: list[str] = []
@@ -170,7 +171,7 @@ def compile_path_glob(patterns: tuple[str, ...] | list[str]) -> Matcher:
     complex_: list[str] = []
     for p in patterns:
         if not has_wildcard(p):
-            literals.add(normalize_path(p))
+            literals.add(normalize_path(p).lower())
             continue
         if p.startswith("**/") and "/" not in p[3:] and "**" not in p[3:]:
             rx, s = _segment_regex(p[3:])
@@ -179,21 +180,23 @@ def compile_path_glob(patterns: tuple[str, ...] | list[str]) -> Matcher:
                 continue
         rx, s = path_glob_regex(p)
         (simple if s <= 1 else complex_).append(rx)
-    simple_match = re.compile("|".join(f"(?:{r})" for r in simple) + r"\Z", re.DOTALL).match if simple else None
+    flags = re.DOTALL | re.IGNORECASE
+    # The alternation is grouped before \Z: every pattern must match the whole value, not just the last one.
+    simple_match = re.compile("(?:" + "|".join(f"(?:{r})" for r in simple) + r")\Z", flags).match if simple else None
     complex_match = None
     if complex_:
         if re2 is None:  # pragma: no cover
-            complex_match = re.compile("|".join(f"(?:{r})" for r in complex_) + r"\Z", re.DOTALL).match
+            complex_match = re.compile("(?:" + "|".join(f"(?:{r})" for r in complex_) + r")\Z", flags).match
         else:
-            complex_match = re2.compile("(?s)" + "|".join(f"(?:{r})" for r in complex_)).fullmatch
+            complex_match = re2.compile("(?si)" + "|".join(f"(?:{r})" for r in complex_)).fullmatch
 
     last_match = None
     if last_seg:
-        last_match = re.compile("|".join(f"(?:{r})" for r in last_seg) + r"\Z", re.DOTALL).match
+        last_match = re.compile("(?:" + "|".join(f"(?:{r})" for r in last_seg) + r")\Z", flags).match
 
     def match(value: str) -> bool:
         v = normalize_path(value)
-        if v in literals:
+        if v.lower() in literals:
             return True
         if last_match is not None and last_match(v[v.rfind("/") + 1 :]) is not None:
             return True

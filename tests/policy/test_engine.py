@@ -94,6 +94,34 @@ def test_write_calls_are_flagged_as_writes(template):
     assert d.is_write and d.action == "write.git-commit"
 
 
+def test_every_glob_of_a_list_must_match_the_whole_path_not_only_the_last_one():
+    from cordum.policy.patterns import compile_path_glob
+
+    for patterns, inside, outside in (
+        (["**/.env", "**/*.pem"], ["/r/.env", "k/x.pem"], ["/r/.envrc", "k/x.pem.bak"]),  # base-name globs
+        (["src/*.py", "docs/*.md"], ["src/a.py", "docs/x.md"], ["src/a.pyc", "src/a.py/x"]),  # one-wildcard globs
+        (["a/**/b*c*d.py", "x/**/y*z*w.md"], ["a/q/bXcXd.py"], ["a/q/bXcXd.pyc"]),  # several wildcards
+    ):
+        match = compile_path_glob(patterns)
+        assert all(match(p) for p in inside), (patterns, inside)
+        assert not any(match(p) for p in outside), (patterns, outside)
+
+
+def test_path_globs_compare_case_insensitively_as_macos_and_windows_file_systems_do():
+    c = compiled("""\
+        version: v1
+        defaults: {decision: allow}
+        rules:
+          - id: secrets
+            match: {args: {path: {glob: ["**/.env", "**/*.pem", "/etc/**", "config/Secrets.yaml"]}}}
+            decision: deny
+        """)
+    for path in ("/r/.ENV", "/r/.Env", "keys/SERVER.PEM", "/ETC/passwd", "CONFIG/secrets.YAML", "/r/.env"):
+        assert evaluate(c, {"topic": "t", "arguments": {"path": path}}).decision == "deny", path
+    for path in ("/r/.envrc", "/r/env", "keys/server.pem.txt", "/etcetera/x"):
+        assert evaluate(c, {"topic": "t", "arguments": {"path": path}}).decision == "allow", path
+
+
 def test_topic_globs_are_case_insensitive_and_star_spans_dots():
     c = compiled("""\
         version: v1
