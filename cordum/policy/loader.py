@@ -636,7 +636,7 @@ class _Validator:
         self.unreachable(policy)
         return policy
 
-    # -- lint: rules that can never decide ---------------------------------------------------
+    # -- validation: rules that can never decide ---------------------------------------------
     def unreachable(self, policy: Policy) -> None:
         rules = policy.rules
         for j, r in enumerate(rules):
@@ -649,12 +649,14 @@ class _Validator:
                     continue
                 if _covers(d.match, r.match):
                     why = "always wins over it" if r.decision != "deny" else "comes first, so it decides instead"
-                    self.warnings.append(
+                    # An error (ARCHITECTURE: validation): a rule that can never decide is almost always a
+                    # mistake in a reviewed change, e.g. an exception written below the deny it meant to relax.
+                    self.errors.append(
                         PolicyIssue(
                             self.filename, r.line or 1, r.col or 1,
                             f"rule '{r.id}' is unreachable: deny rule '{d.id}' (line {d.line}) matches every call "
-                            f"it matches and {why}",
-                            "warning",
+                            f"it matches and {why}; narrow or remove one of them (a deny always wins)",
+                            "error",
                         )
                     )
                     break

@@ -59,15 +59,15 @@ def test_lint_invalid_policy_prints_located_lines_and_exits_one(tmp_path):
     assert j["ok"] is False and j["errors"][0]["line"] == 5
 
 
-def test_lint_prints_warnings_but_exits_zero(tmp_path):
+def test_lint_fails_on_a_rule_an_earlier_deny_makes_unreachable(tmp_path):
     p = tmp_path / "safety.yaml"
     p.write_text(
         "version: v1\nrules:\n  - {id: d, match: {topics: ['*']}, decision: deny}\n"
         "  - {id: a, match: {topics: [job.x]}, decision: allow}\n"
     )
     r = cordum("policy", "lint", p)
-    assert r.returncode == 0
-    assert f"{p}:4:5: warning: rule 'a' is unreachable" in r.stdout
+    assert r.returncode == 1
+    assert f"{p}:4:5: rule 'a' is unreachable" in r.stdout + r.stderr
 
 
 def test_explain_prints_one_json_object():

@@ -270,7 +270,7 @@ def test_empty_file_is_an_error():
     assert (e.line, e.col) == (1, 1) and e.message.startswith("empty policy")
 
 
-def test_rule_shadowed_by_a_broader_deny_is_a_warning():
+def test_rule_shadowed_by_a_broader_deny_is_an_error():
     result = load("""\
         version: v1
         rules:
@@ -281,16 +281,16 @@ def test_rule_shadowed_by_a_broader_deny_is_a_warning():
             match: {topics: ["job.mcp-bridge.write.file"], risk_tags: [code-change]}
             decision: require_approval
         """)
-    assert result.ok
-    [w] = result.warnings
-    assert w.severity == "warning" and w.line == 6
-    assert w.message == (
+    assert not result.ok
+    [e] = result.errors
+    assert e.severity == "error" and e.line == 6
+    assert e.message == (
         "rule 'approve-file-writes' is unreachable: deny rule 'deny-all-writes' (line 3) matches every call "
-        "it matches and always wins over it"
+        "it matches and always wins over it; narrow or remove one of them (a deny always wins)"
     )
 
 
-def test_narrower_deny_or_argument_conditions_do_not_warn():
+def test_narrower_deny_or_argument_conditions_are_not_unreachable():
     result = load("""\
         version: v1
         rules:
@@ -318,8 +318,8 @@ def test_later_duplicate_deny_is_reported_as_never_deciding():
             match: {topics: ["job.x"]}
             decision: deny
         """)
-    assert [w.line for w in result.warnings] == [6]
-    assert "comes first, so it decides instead" in result.warnings[0].message
+    assert [e.line for e in result.errors] == [6]
+    assert "comes first, so it decides instead" in result.errors[0].message
 
 
 def test_to_dict_round_trips_exactly(template_policy, brief_policy):
