@@ -486,10 +486,26 @@ class Replay:
 
 
 # --- in-memory feeding (the CLI): the same grouping the SQL path does -----------------------------
-def _decision_records(records: Iterable[dict]) -> Iterator[dict]:
+RECORD_DECISIONS = ("allow", "require_approval", "deny")
+
+
+def _decision_records(records: Iterable[dict], *, need_decision: bool = True) -> Iterator[dict]:
+    """The decision records, each checked for what a replay needs (a clear error naming the record, not a
+    KeyError): server, tool and timestamp and, unless a baseline policy is replayed, the recorded decision."""
     for line, record in enumerate(records, 1):
-        if record.get("record_type", "decision") == "decision":
-            yield record if "seq" in record else {**record, "_line": line}
+        if not isinstance(record, dict):
+            raise ValueError(f"record {line}: expected a JSON object, got {type(record).__name__}")
+        if record.get("record_type", "decision") != "decision":
+            continue
+        where = f"record {line}" + (f" ({record['decision_id']})" if record.get("decision_id") else "")
+        missing = [k for k in ("server", "tool", "timestamp") if not record.get(k)]
+        if missing:
+            raise ValueError(f"{where}: missing {', '.join(repr(k) for k in missing)}; replay needs the evidence "
+                             "export's fields (server, tool, args, timestamp, decision)")
+        if need_decision and record.get("decision") not in RECORD_DECISIONS:
+            raise ValueError(f"{where}: 'decision' must be one of {', '.join(RECORD_DECISIONS)} (what was "
+                             f"recorded), got {record.get('decision')!r}; or give --baseline to replay a policy")
+        yield record if "seq" in record else {**record, "_line": line}
 
 
 def _sample_key(record: dict) -> tuple[int, str]:
@@ -518,7 +534,7 @@ def simulate_records(
     replay = Replay(candidate, baseline=baseline, reference=reference, samples_per_group=samples_per_group)
     seen = 0
     if replay.needs_call_order:
-        decisions = list(_decision_records(records))
+        decisions = list(_decision_records(records, need_decision=baseline is None))
         sessions: dict[str, list] = {}  # session -> [calls, writes, first epoch, last epoch, Counter(period)]
         for r in decisions:
             sig = record_signature(r)
@@ -558,7 +574,7 @@ def simulate_records(
                 on_progress(seen)
     else:
         groups: dict[tuple, list] = {}
-        for r in _decision_records(records):
+        for r in _decision_records(records, need_decision=baseline is None):
             key = (record_signature(r), r.get("decision") or "", record_day(r))
             g = groups.get(key)
             sample = _sample_key(r)

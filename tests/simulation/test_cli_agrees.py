@@ -70,6 +70,23 @@ def test_the_cli_refuses_an_invalid_candidate_with_file_line_col(tmp_path):
     assert f"{tmp_path / 'safety.yaml'}:3:" in result.stderr
 
 
+@pytest.mark.parametrize(("record", "message"), [
+    ({"server": "git", "tool": "git_push", "args": {}, "decision": "allow"}, "record 1: missing 'timestamp'"),
+    ({"tool": "git_push", "timestamp": "2026-11-20T10:00:00Z", "decision": "allow"}, "missing 'server'"),
+    ({"server": "git", "tool": "git_push", "timestamp": "2026-11-20T10:00:00Z"}, "'decision' must be one of"),
+], ids=["no-timestamp", "no-server", "no-decision"])
+def test_a_calls_file_missing_what_replay_needs_is_refused_naming_the_record(tmp_path, record, message):
+    calls = tmp_path / "calls.jsonl"
+    calls.write_text(json.dumps(record) + "\n")
+    from tests.simulation.data import BASE_POLICY
+
+    policy = tmp_path / "safety.yaml"
+    policy.write_text(BASE_POLICY)
+    r = cordum("simulate", "--policy", str(policy), "--calls", str(calls), "--quiet")
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert r.stdout == ""  # never a report counting a missing decision as a recorded deny
+
+
 def test_cli_baseline_agrees_with_the_web_live_version_baseline(sim_org, versions, recorded, tmp_path):
     from cordum.simulation.choices import Baseline
     from tests.simulation.data import BASE_POLICY
