@@ -78,7 +78,7 @@ def _read_call_arg(raw: str) -> object:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from cordum.policy import Call, compile_policy, load_policy_file
+    from cordum.policy import Call, compile_policy, load_policy_file, local_version
 
     result = load_policy_file(args.policy)
     if not result.ok:
@@ -90,7 +90,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"cordum policy explain: invalid --call: {exc}", file=sys.stderr)
         return 2
-    decision = compile_policy(result.policy, args.version).evaluate(call)
+    decision = compile_policy(result.policy, args.version or local_version(args.policy)).evaluate(call)
     _print_json(decision.to_dict())
     return 0
 
@@ -231,7 +231,7 @@ def _add_policy(sub: argparse._SubParsersAction) -> None:
     ex = psub.add_parser("explain", help="decide one call and print the decision as JSON")
     ex.add_argument("--policy", required=True, help="safety.yaml or a repository directory")
     ex.add_argument("--call", required=True, help="call JSON, @file.json, or - for stdin")
-    ex.add_argument("--version", default="", help="policy version string to report")
+    ex.add_argument("--version", default="", help="policy version to report (default: local:<file>@<sha256[:7]>)")
     ex.set_defaults(func=_cmd_explain)
 
     t = psub.add_parser("test", help="run the repository's tests/*.yaml cases; exit 1 on any failure")

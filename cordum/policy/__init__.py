@@ -8,7 +8,7 @@ from .diff import PolicyDiff, diff_policies
 from .engine import TOPIC_PREFIX, Call, CompiledPolicy, Decision, compile_policy, evaluate
 from .evidence import args_digest, canonical_json, redact_arguments, redact_target
 from .limits import LimitsTracker
-from .loader import LoadResult, PolicyIssue, load_policy_file, load_policy_text, parse_duration
+from .loader import LoadResult, PolicyIssue, load_policy_file, load_policy_text, local_version, parse_duration
 from .model import (
     Approval,
     ArgCondition,
@@ -53,6 +53,7 @@ __all__ = [
     "evaluate",
     "load_policy_file",
     "load_policy_text",
+    "local_version",
     "parse_duration",
     "policy_from_dict",
     "redact_arguments",

@@ -727,6 +727,23 @@ def load_policy_text(text: str, filename: str = "safety.yaml") -> LoadResult:
     return LoadResult(policy, [], v.warnings)
 
 
+def local_version(path: str | os.PathLike[str], raw: bytes | None = None) -> str:
+    """The version a policy file read from disk (not a signed bundle) reports: `local:<name>@<sha256[:7]>`,
+    so a decision still names exactly which text decided it."""
+    import hashlib
+
+    p = os.fspath(path)
+    if os.path.isdir(p):
+        p = os.path.join(p, "safety.yaml")
+    if raw is None:
+        try:
+            with open(p, "rb") as fh:
+                raw = fh.read()
+        except OSError:
+            raw = b""
+    return f"local:{os.path.basename(p)}@{hashlib.sha256(raw).hexdigest()[:7]}"
+
+
 def load_policy_file(path: str | os.PathLike[str]) -> LoadResult:
     """Load `path`; a directory means its `safety.yaml`. Never raises on bad input."""
     p = os.fspath(path)

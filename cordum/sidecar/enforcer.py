@@ -7,7 +7,6 @@ policy every call is denied with a reason that says so (fail closed).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -24,6 +23,7 @@ from cordum.policy import (
     compile_policy,
     evaluate,
     load_policy_file,
+    local_version,
     policy_from_dict,
     redact_arguments,
     redact_target,
@@ -97,7 +97,7 @@ def load_local_policy(path: str | os.PathLike[str], *, trusted_keys: dict[str, s
     if result.errors or result.policy is None:
         first = "; ".join(str(e) for e in list(result.errors)[:3]) or "no policy"
         raise PolicyLoadError(f"policy {p} is invalid: {first}")
-    version = f"local:{p.name}@{hashlib.sha256(raw).hexdigest()[:7]}"
+    version = local_version(p, raw)
     return _compile(result.policy, version, sequence=None, source=str(p))
 
 

@@ -80,7 +80,9 @@ def test_explain_prints_one_json_object():
         "decision": "require_approval", "rule": "approve-git-push", "matched": ["approve-git-push"], "shadow": [],
         "topic": "job.mcp-bridge.git.push", "risk_tags": ["deploy"], "target": "origin/main",
     }
-    assert "reason" in out and "policy_version" in out
+    assert "reason" in out
+    digest = __import__("hashlib").sha256((TEMPLATE / "safety.yaml").read_bytes()).hexdigest()[:7]
+    assert out["policy_version"] == f"local:safety.yaml@{digest}"  # every decision names the text that decided it
 
 
 def test_explain_accepts_a_topic_call_from_stdin():
