@@ -54,6 +54,21 @@ class HookCall:
     arguments: dict[str, Any]
     session_id: str
     root: str | None
+    tool_use_id: str | None = None
+    response: Any = None  # post-tool events: what the tool returned (or the error)
+
+    @property
+    def key(self) -> str:
+        """Pairs a PreToolUse decision with the PostToolUse event of the same call: the agent's tool_use_id,
+        else the session, tool and arguments digest."""
+        if self.tool_use_id:
+            return f"{self.session_id}|{self.tool_use_id}"
+        from cordum.policy import args_digest
+
+        return f"{self.session_id}|{self.server}|{self.tool}|{args_digest(self.arguments)}"
+
+
+POST_TOOL_EVENTS = ("PostToolUse", "PostToolUseFailure")
 
 
 def _session(value: Any) -> str:
@@ -61,13 +76,14 @@ def _session(value: Any) -> str:
 
 
 def parse_claude_event(event: dict[str, Any], *, builtin_server: str) -> HookCall | None:
-    """None for events that are not PreToolUse (they are answered with an empty object)."""
+    """PreToolUse (decided) and PostToolUse/PostToolUseFailure (outcome recorded); None for other events
+    (they are answered with an empty object)."""
     name = event.get("hook_event_name", "PreToolUse")
-    if name != "PreToolUse":
+    if name != "PreToolUse" and name not in POST_TOOL_EVENTS:
         return None
     tool_name = event.get("tool_name")
     if not isinstance(tool_name, str) or not tool_name:
-        raise ValueError("PreToolUse event without tool_name")
+        raise ValueError(f"{name} event without tool_name")
     args = event.get("tool_input") or {}
     if not isinstance(args, dict):
         raise ValueError("tool_input must be an object")
@@ -76,7 +92,10 @@ def parse_claude_event(event: dict[str, Any], *, builtin_server: str) -> HookCal
         parts = tool_name.split("__", 2)
         if len(parts) == 3 and parts[1] and parts[2]:
             server, tool = parts[1], parts[2]
-    return HookCall("PreToolUse", server, tool, args, _session(event.get("session_id")), event.get("cwd"))
+    tool_use_id = event.get("tool_use_id")
+    response = event.get("error") if name == "PostToolUseFailure" else event.get("tool_response")
+    return HookCall(name, server, tool, args, _session(event.get("session_id")), event.get("cwd"),
+                    tool_use_id=str(tool_use_id) if tool_use_id else None, response=response)
 
 
 def parse_cursor_event(event: dict[str, Any], *, builtin_server: str) -> HookCall | None:
@@ -152,6 +171,9 @@ async def decide_hook_event(cfg: SidecarConfig, event: Any, *, agent_format: str
         return answer("deny", f"Cordum: malformed hook event ({exc}); denied (fail closed)")
     if call is None:
         return {} if not fmt_cursor else {"permission": "allow"} if event_name.startswith("before") else {}
+    if call.event in POST_TOOL_EVENTS:
+        record_post_tool_outcome(cfg, call)
+        return {}
 
     svc = await build_services(cfg, local_bundle=local_bundle, background=False, root=call.root)
     try:
@@ -163,6 +185,8 @@ async def decide_hook_event(cfg: SidecarConfig, event: Any, *, agent_format: str
             result = answer("deny", verdict.deny_text())
         else:
             result = await _approve(svc, verdict, call, answer)
+        if not fmt_cursor and _permission(result) in ("allow", "ask"):
+            svc.spool.hook_call_open(call.key, verdict.decision_id)  # its PostToolUse records the outcome
         if svc.uploader is not None:  # best effort: a running sidecar sharing the spool uploads the rest
             await svc.uploader.drain(deadline=time.monotonic() + 1.5)
         return result
@@ -185,6 +209,37 @@ def decide_counted(svc, call: HookCall):
                                       session_id=call.session_id, root=call.root)
         session.counters = tracker.export_session(call.session_id, now=time.time())
     return verdict
+
+
+def _permission(result: dict[str, Any]) -> str:
+    return (result.get("hookSpecificOutput") or {}).get("permissionDecision") or result.get("permission") or ""
+
+
+def record_post_tool_outcome(cfg: SidecarConfig, call: HookCall) -> str | None:
+    """Claude Code reported how a call it was allowed to make went: spool its `executed` / `failed` outcome.
+
+    Only the spool is opened (no policy, no control plane), so the post-tool hook stays cheap; the next
+    decision's upload, or a running sidecar sharing the spool, sends it. Returns the decision id, or None
+    for a call no Cordum hook decided (nothing is recorded)."""
+    from cordum.sidecar.ids import utc_now_rfc3339
+    from cordum.sidecar.spool import Spool
+
+    spool = Spool(cfg.spool_path, recover=False)
+    try:
+        decision_id = spool.hook_call_close(call.key)
+        if decision_id is None:
+            return None
+        failed = call.event == "PostToolUseFailure" or (
+            isinstance(call.response, dict) and (call.response.get("is_error") or call.response.get("isError")))
+        error = ""
+        if failed:
+            error = call.response if isinstance(call.response, str) else orjson.dumps(call.response or "").decode()
+        spool.add({"record_type": "outcome", "decision_id": decision_id, "outcome": "failed" if failed else "executed",
+                   "reviewer": None, "comment": "", "error": error[:2000], "timestamp": utc_now_rfc3339(),
+                   "duration_ms": None})
+        return decision_id
+    finally:
+        spool.close()
 
 
 ASKED_AT_TERMINAL = "no reviewer decided in time; handed to the person at the terminal (hook on_approval_timeout)"

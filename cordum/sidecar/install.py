@@ -3,8 +3,8 @@
 Claude Code: `.mcp.json` (project) or `managed-mcp.json` (--managed, fleet-wide) has
 `{"mcpServers": {name: {"command", "args", "env"} | {"type": "http", "url", "headers"}}}`; each entry is
 rewritten to launch `cordum-sidecar run ... --name <name> -- <original command>` (or `--url` for HTTP
-entries), keeping its env. The PreToolUse hook goes into `.claude/settings.json` (`managed-settings.json`
-with --managed). Cursor: `.cursor/mcp.json` and `.cursor/hooks.json` (beforeShellExecution,
+entries), keeping its env. The hook goes into `.claude/settings.json` (`managed-settings.json` with
+--managed) for PreToolUse (the decision) and PostToolUse/PostToolUseFailure (the call's outcome). Cursor: `.cursor/mcp.json` and `.cursor/hooks.json` (beforeShellExecution,
 beforeMCPExecution, beforeReadFile). Entries already behind the sidecar are left alone, everything else in
 the files is preserved, each changed file is backed up first (`<file>.cordum-backup-<UTC time>`) and
 written atomically, and `--dry-run` prints a diff and writes nothing.
@@ -100,16 +100,21 @@ def _hook_command(sidecar: list[str], policy_args: list[str], fmt: str | None = 
     return shlex.join(parts)
 
 
+CLAUDE_HOOK_EVENTS = ("PreToolUse", "PostToolUse", "PostToolUseFailure")  # decide; then record how the call went
+
+
 def add_claude_hook(settings: dict[str, Any], command: str, *, timeout: int = 60) -> bool:
-    """Register the PreToolUse hook for every tool; False when a Cordum hook is already there."""
+    """Register the hook for every tool on each of CLAUDE_HOOK_EVENTS; False when nothing was missing."""
     hooks = settings.setdefault("hooks", {})
-    pre = hooks.setdefault("PreToolUse", [])
-    for group in pre:
-        for h in (group or {}).get("hooks") or []:
-            if _is_cordum_hook(h.get("command")):
-                return False
-    pre.append({"matcher": "*", "hooks": [{"type": "command", "command": command, "timeout": timeout}]})
-    return True
+    added = False
+    for event in CLAUDE_HOOK_EVENTS:
+        groups = hooks.setdefault(event, [])
+        if any(_is_cordum_hook(h.get("command")) for group in groups for h in (group or {}).get("hooks") or []):
+            continue
+        groups.append({"matcher": "*", "hooks": [{"type": "command", "command": command,
+                                                  "timeout": timeout if event == "PreToolUse" else 10}]})
+        added = True
+    return added
 
 
 def add_cursor_hooks(doc: dict[str, Any], command: str) -> bool:

@@ -25,6 +25,9 @@ Hook sessions: the agent hook runs one process per tool call, so a session's lim
 (BEGIN IMMEDIATE) around load → decide → save, so hook processes deciding calls of one session at the same
 time are serialized and none loses another's count; the decision's evidence record is added in the same
 transaction, so a call is counted exactly when its record is committed. Sessions idle for a day are deleted.
+`hook_calls` remembers the decision of each call a hook let through until the agent's post-tool event
+(Claude Code `PostToolUse` / `PostToolUseFailure`) says whether it ran, so its `executed`/`failed` outcome is
+recorded like the proxy's.
 """
 
 from __future__ import annotations
@@ -62,6 +65,11 @@ CREATE TABLE IF NOT EXISTS hook_sessions (
     counters BLOB NOT NULL,
     policy_version TEXT,
     last_seen REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hook_calls (
+    call_key TEXT PRIMARY KEY,
+    decision_id TEXT NOT NULL,
+    opened REAL NOT NULL
 );
 """
 
@@ -306,6 +314,29 @@ class Spool:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def hook_call_open(self, call_key: str, decision_id: str, *, now: float | None = None) -> None:
+        """A hook let a call through: remember its decision until the agent reports how the call went."""
+        at = time.time() if now is None else now
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO hook_calls (call_key, decision_id, opened) VALUES (?, ?, ?)",
+                             (call_key, decision_id, at))
+            self._db.execute("DELETE FROM hook_calls WHERE opened < ?", (at - HOOK_SESSION_IDLE_SECONDS,))
+
+    def hook_call_close(self, call_key: str) -> str | None:
+        """The decision id of the call an agent's post-tool event reports on (once), or None if unknown."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute("SELECT decision_id FROM hook_calls WHERE call_key = ?",
+                                       (call_key,)).fetchone()
+                if row:
+                    self._db.execute("DELETE FROM hook_calls WHERE call_key = ?", (call_key,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return row[0] if row else None
 
     def hook_sessions(self) -> dict[str, HookSession]:
         """Every stored hook session (status output and tests)."""

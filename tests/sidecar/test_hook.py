@@ -116,6 +116,13 @@ def test_claude_code_hook_with_a_control_plane_waits_for_the_reviewer(tmp_path, 
     [request] = control_plane.approval_requests
     assert control_plane.consumed[0]["args_digest"] == request["args_digest"]
     assert control_plane.stored[request["decision_id"]]["outcome"] == "approved"  # evidence uploaded
+    # Claude Code ran the push and reports it; the next hook call uploads the outcome with its own record
+    post = {**claude("Bash", {"command": "git push origin main"}), "hook_event_name": "PostToolUse",
+            "tool_response": {"stdout": "To origin\n   1a2b3c4..5d6e7f8  main -> main"}}
+    for event in (post, claude("Read", {"file_path": "/work/project/README.md"})):
+        subprocess.run(args, input=json.dumps(event).encode(), capture_output=True,
+                       env=sidecar_env(CORDUM_TEST_TOKEN="cdm_agent_x"), timeout=60, check=True)
+    assert control_plane.stored[f"{request['decision_id']}:executed"]["outcome"] == "executed"
 
 
 def test_claude_code_hook_allows_an_expired_approval_when_the_policy_says_on_timeout_allow(tmp_path, control_plane):
@@ -132,6 +139,41 @@ def test_claude_code_hook_allows_an_expired_approval_when_the_policy_says_on_tim
     [request] = control_plane.approval_requests
     assert request["on_timeout"] == "allow" and control_plane.consumed == []
     assert f"{request['decision_id']}:allowed_on_timeout" in control_plane.stored
+
+
+def _post(pre: dict, event: str = "PostToolUse", **extra) -> dict:
+    return {**pre, "hook_event_name": event, **extra}
+
+
+@pytest.mark.parametrize("with_tool_use_id", [True, False])
+def test_post_tool_events_record_whether_an_allowed_call_ran(tmp_path, with_tool_use_id):
+    read = claude("Read", {"file_path": "/work/project/src/app.py"})
+    listing = claude("Read", {"file_path": "/work/project/src/other.py"})
+    if not with_tool_use_id:  # older agents: the call is paired by session, tool and arguments
+        read.pop("tool_use_id"), listing.pop("tool_use_id")
+    else:
+        listing["tool_use_id"] = "toolu_2"
+    assert decision_of(run_hook(read, tmp_path))[0] == "allow"
+    assert decision_of(run_hook(listing, tmp_path))[0] == "allow"
+
+    assert run_hook(_post(read, tool_response={"content": "print(1)"}), tmp_path) == {}
+    assert run_hook(_post(listing, "PostToolUseFailure", error="File does not exist."), tmp_path) == {}
+    assert run_hook(_post(read, tool_response={}), tmp_path) == {}  # reported twice: recorded once
+
+    records = Spool(tmp_path / "spool.db").records()
+    decisions = {r["decision_id"]: r for r in records if r["record_type"] == "decision"}
+    outcomes = [(decisions[r["decision_id"]]["args"]["file_path"], r["outcome"], r["error"])
+                for r in records if r["record_type"] == "outcome"]
+    assert outcomes == [("/work/project/src/app.py", "executed", ""),
+                        ("/work/project/src/other.py", "failed", "File does not exist.")]
+
+
+def test_a_post_tool_event_for_a_denied_or_unknown_call_records_nothing(tmp_path):
+    secret = claude("Read", {"file_path": "/work/project/.env"})
+    assert decision_of(run_hook(secret, tmp_path))[0] == "deny"
+    assert run_hook(_post(secret, tool_response={}), tmp_path) == {}
+    assert run_hook(_post(claude("Read", {"file_path": "/elsewhere"}), tool_response={}), tmp_path) == {}
+    assert [r["record_type"] for r in Spool(tmp_path / "spool.db").records()] == ["decision"]
 
 
 def test_a_malformed_event_is_denied(tmp_path):

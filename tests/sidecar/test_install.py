@@ -56,6 +56,9 @@ def test_claude_code_project_install_wraps_every_server_and_keeps_the_rest(claud
     mine, ours = settings["hooks"]["PreToolUse"]
     assert mine["hooks"][0]["command"] == "./mine.sh"
     assert ours["matcher"] == "*" and shlex.split(ours["hooks"][0]["command"])[-3:] == ["hook", "--bundle", str(POLICY)]
+    for event in ("PostToolUse", "PostToolUseFailure"):  # the call's outcome goes into the evidence too
+        [post] = settings["hooks"][event]
+        assert post["hooks"][0]["command"] == ours["hooks"][0]["command"]
     backups = sorted(p.name for p in claude_project.rglob("*.cordum-backup-*"))
     assert len(backups) == 2 and backups[0].startswith(".mcp.json.cordum-backup-")
 
