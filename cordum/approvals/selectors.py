@@ -72,11 +72,10 @@ def _team_scope_refusal(*, approval: ApprovalRequest, membership: Membership) ->
     The same scope hides other teams' evidence from them. Admins and reviewers without a team are
     organisation-wide; a policy that names the person (`user:`) or their team (`team:`) chose them outright.
     """
-    if membership.role == Role.ADMIN:
+    teams = _review_scope(membership)
+    if teams is None:
         return None
-    scoped = {team.pk: team.slug for team in membership.teams.all()}
-    if not scoped:
-        return None
+    scoped = {team.pk: team.slug for team in teams}
     agent_team_id = approval.agent.team_id if approval.agent_id else None
     if agent_team_id in scoped:
         return None
