@@ -168,6 +168,9 @@ async def decide_hook_event(cfg: SidecarConfig, event: Any, *, agent_format: str
         parse = parse_cursor_event if fmt_cursor else parse_claude_event
         call = parse(event, builtin_server=cfg.hook.server)
     except (ValueError, orjson.JSONDecodeError) as exc:
+        if event_name in POST_TOOL_EVENTS:  # the call already ran: there is nothing to deny
+            log.warning("malformed %s event ignored: %s", event_name, exc)
+            return {}
         return answer("deny", f"Cordum: malformed hook event ({exc}); denied (fail closed)")
     if call is None:
         return {} if not fmt_cursor else {"permission": "allow"} if event_name.startswith("before") else {}
@@ -308,10 +311,14 @@ def run_hook(cfg: SidecarConfig, *, local_bundle: str | None, agent_format: str)
     try:
         result = asyncio.run(decide_hook_event(cfg, event, agent_format=agent_format, local_bundle=local_bundle))
     except Exception as exc:  # fail closed, with the reason the agent can show
-        log.exception("hook failed; denying")
-        reason = f"Cordum hook failed ({type(exc).__name__}: {exc}); denied (fail closed)"
-        result = (cursor_answer((event or {}).get("hook_event_name", "") if isinstance(event, dict) else "", "deny",
-                                reason) if agent_format == "cursor" else claude_answer("deny", reason))
+        if isinstance(event, dict) and event.get("hook_event_name") in POST_TOOL_EVENTS:
+            log.exception("recording a call's outcome failed")  # the call already ran: nothing to deny
+            result = {}
+        else:
+            log.exception("hook failed; denying")
+            reason = f"Cordum hook failed ({type(exc).__name__}: {exc}); denied (fail closed)"
+            result = (cursor_answer((event or {}).get("hook_event_name", "") if isinstance(event, dict) else "", "deny",
+                                    reason) if agent_format == "cursor" else claude_answer("deny", reason))
     sys.stdout.buffer.write(orjson.dumps(result) + b"\n")
     sys.stdout.flush()
     return 0

@@ -174,6 +174,8 @@ def test_a_post_tool_event_for_a_denied_or_unknown_call_records_nothing(tmp_path
     assert run_hook(_post(secret, tool_response={}), tmp_path) == {}
     assert run_hook(_post(claude("Read", {"file_path": "/elsewhere"}), tool_response={}), tmp_path) == {}
     assert [r["record_type"] for r in Spool(tmp_path / "spool.db").records()] == ["decision"]
+    # a malformed post-tool event is not a call to deny (it already ran): an empty answer, nothing recorded
+    assert run_hook({"hook_event_name": "PostToolUse", "session_id": "abc123"}, tmp_path) == {}
 
 
 def test_a_malformed_event_is_denied(tmp_path):
