@@ -107,6 +107,11 @@ def _topic_expr(patterns) -> str:
     return "(" + " || ".join(parts) + ")"
 
 
+def _outside_fact(cond) -> str:
+    """Cedar has no path semantics: each `outside` condition is computed by Cordum's engine and passed as a fact."""
+    return "outside_" + "".join(ch if ch.isalnum() else "_" for ch in cond.arg)
+
+
 def _arg_expr(cond) -> str:
     out = []
     for op, value in cond.ops:
@@ -119,7 +124,7 @@ def _arg_expr(cond) -> str:
         elif op == "equals":
             out.append(f"({has} && {a} == {_cedar_str(value)})")
         elif op == "outside":
-            out.append("context.facts.outside_root")
+            out.append(f"context.facts.{_outside_fact(cond)}")
         else:
             raise ValueError(f"no Cedar translation for operator {op}")
     return " && ".join(out)
@@ -167,30 +172,31 @@ def template_inputs(compiled):
         cases, errors = load_cases(path)
         assert not errors, errors
         calls.extend(Call.from_dict(c["call"]) for _, c in cases)
+    from cordum.policy.engine import compile_conditions
+
     topic_calls, cedar_reqs = [], []
-    outside_rule = compiled.rules_by_id.get("deny-write-outside-repo")
+    outside_conds = {_outside_fact(cond): compile_conditions((cond,))[0]
+                     for r in compiled.policy.rules for cond in r.match.args
+                     if any(op == "outside" for op, _ in cond.ops)}
     for c in calls:
         topic, tags, _target, _w = compiled.map_call(c)
-        outside = False
-        if outside_rule is not None:
-            from cordum.policy.engine import compile_conditions
-            outside = all(t(c.arguments, c.root) for t in compile_conditions(outside_rule.match.args))
-        # Topic-level input for Cordum; the path fact rides along as an argument condition result.
+        facts = {name: test(c.arguments, c.root) for name, test in outside_conds.items()}
+        # Topic-level input for Cordum; the path facts ride along as argument condition results.
         topic_calls.append(Call(topic=topic, risk_tags=tags, arguments=c.arguments, root=c.root))
-        cedar_reqs.append(cedar_request(topic, tags, {}, {"outside_root": outside}))
+        cedar_reqs.append(cedar_request(topic, tags, {}, facts))
     return calls, topic_calls, cedar_reqs
 
 
 def generated_policy(n_rules: int = 500, seed: int = 7):
+    """`n_rules` random rules over 50 services; candidates an earlier deny makes unreachable (a validation
+    error) are left out, so the policy is one Cordum would accept."""
     rnd = random.Random(seed)
-    lines = ["version: v1", "defaults: {decision: deny}", "rules:"]
     decisions = ["allow", "require_approval", "deny"]
-    for i in range(n_rules):
+    rules: list[list[str]] = []
+    for i in range(n_rules * 2):
         svc = i % 50
         topic = f"job.mcp-bridge.svc{svc}.op{rnd.randrange(10)}" if i % 3 else f"job.mcp-bridge.svc{svc}.*"
-        lines.append(f"  - id: r{i}")
-        lines.append("    match:")
-        lines.append(f'      topics: ["{topic}"]')
+        lines = [f"  - id: r{i}", "    match:", f'      topics: ["{topic}"]']
         if i % 4 == 0:
             lines.append(f"      risk_tags: [tag{i % 5}]")
         kind = i % 4
@@ -201,9 +207,16 @@ def generated_policy(n_rules: int = 500, seed: int = 7):
         elif kind == 3:
             lines.append(f'      args: {{mode: {{equals: "m{i % 5}"}}}}')
         lines.append(f"    decision: {decisions[rnd.randrange(3)]}")
-    res = load_policy_text("\n".join(lines) + "\n", "generated-500.yaml")
-    assert res.ok, res.errors[:3]
-    return res.policy
+        rules.append(lines)
+    while True:
+        text = "\n".join(["version: v1", "defaults: {decision: deny}", "rules:",
+                          *(line for lines in rules[:n_rules] for line in lines)]) + "\n"
+        res = load_policy_text(text, "generated-500.yaml")
+        if res.ok:
+            return res.policy
+        unreachable = {e.message.split("'")[1] for e in res.errors if "is unreachable" in e.message}
+        assert unreachable and len(unreachable) == len(res.errors), res.errors[:3]
+        rules = [lines for lines in rules if lines[0].split("id: ")[1] not in unreachable]
 
 
 def generated_inputs(n: int, seed: int = 11):
