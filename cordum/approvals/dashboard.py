@@ -3,12 +3,12 @@
 from django.urls import reverse
 
 from cordum.accounts.permissions import Perm
-from cordum.approvals.selectors import approval_pending_list
+from cordum.approvals.selectors import approval_queue_for_reviewer
 
 
 def panel(*, membership) -> dict | None:
     if not membership.has_perm(Perm.REVIEW_APPROVALS):
         return None
-    pending = approval_pending_list(organization=membership.organization).count()
-    return {"title": "Pending approvals", "value": pending, "detail": "calls held until a reviewer decides",
+    pending = len(approval_queue_for_reviewer(membership=membership))  # what they may decide, not every team's
+    return {"title": "Pending approvals", "value": pending, "detail": "calls held for you to decide",
             "url": reverse("approvals:queue")}

@@ -119,10 +119,6 @@ def approval_get(*, membership: Membership, pk) -> ApprovalRequest | None:
     return approvals_visible(membership=membership).filter(pk=pk).first()
 
 
-def approval_pending_list(*, organization: Organization) -> QuerySet[ApprovalRequest]:
-    return _base(organization).filter(state=ApprovalState.PENDING).order_by("created_at")
-
-
 def approval_queue_for_reviewer(*, membership: Membership) -> list[dict]:
     """Pending requests this member is named for, oldest first, each with what they may do.
 
@@ -132,7 +128,8 @@ def approval_queue_for_reviewer(*, membership: Membership) -> list[dict]:
     """
     prefetch_related_objects([membership], "teams")  # one query for every spec check below
     items = []
-    for approval in approval_pending_list(organization=membership.organization):
+    pending = approvals_visible(membership=membership).filter(state=ApprovalState.PENDING).order_by("created_at")
+    for approval in pending:
         deny_refusal = approval_reviewer_refusal(
             approval=approval, membership=membership, decision=ReviewDecision.DENY
         )

@@ -142,6 +142,9 @@ def test_a_reviewer_scoped_to_a_team_reviews_only_that_teams_calls_under_the_def
     payments_call = setup["open"]()  # claude-code-mo is a payments agent; reviewers: ["role:reviewer"]
 
     assert decide(carol.user, payments_call).status_code == 404  # another team's request: as its evidence
+    from cordum.approvals.dashboard import panel
+
+    assert panel(membership=carol)["value"] == 0 and panel(membership=setup["alice"])["value"] == 1
     from django.test import Client
 
     page = Client()
