@@ -41,6 +41,23 @@ class HttpSession:
         self.failed: BaseException | None = None
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
         self._progress_requests: dict[Any, Any] = {}  # progressToken -> agent request id
+        self._unanswered: set[Any] = set()  # ids of the agent's tools/call requests not answered yet
+        self.relay: Relay | None = None
+
+    def request_stream_closed(self, body: bytes) -> None:
+        """A POST's response stream ended. A tools/call in it still unanswered lost its only way back: this
+        transport keeps no event store, so the agent cannot resume the stream and the answer could never be
+        delivered. A call still held for approval is withdrawn rather than run for nobody."""
+        try:
+            message = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            return
+        for item in message if isinstance(message, list) else [message]:
+            if isinstance(item, dict) and item.get("method") == "tools/call" and item.get("id") in self._unanswered:
+                self._unanswered.discard(item["id"])
+                if self.relay is not None:
+                    self.relay.withdraw(item["id"], "the agent's connection closed while the call waited for "
+                                                    "approval (its answer could not be delivered)")
 
     def send_agent(self, data: bytes) -> None:
         self._outbox.put_nowait(data)
@@ -51,8 +68,8 @@ class HttpSession:
         from mcp.shared.message import ServerMessageMetadata, SessionMessage
 
         upstreams = [make_upstream(u) for u in self.cfg.upstreams]
-        relay = Relay(upstreams=upstreams, enforcer=self.svc.enforcer, send_agent=self.send_agent,
-                      session_id=new_session_id(), approvals=self.svc.approvals)
+        relay = self.relay = Relay(upstreams=upstreams, enforcer=self.svc.enforcer, send_agent=self.send_agent,
+                                   session_id=new_session_id(), approvals=self.svc.approvals)
         try:
             async with self.transport.connect() as (read, write):
                 for up in upstreams:
@@ -72,6 +89,7 @@ class HttpSession:
                             if related is not None:
                                 meta = ServerMessageMetadata(related_request_id=related)
                         elif "method" not in raw:
+                            self._unanswered.discard(raw.get("id"))
                             for token, rid in list(self._progress_requests.items()):
                                 if rid == raw.get("id"):
                                     del self._progress_requests[token]
@@ -90,6 +108,8 @@ class HttpSession:
                                 if isinstance(raw, dict) else None
                             if token is not None and "id" in raw:
                                 self._progress_requests[token] = raw["id"]
+                            if isinstance(raw, dict) and raw.get("method") == "tools/call" and "id" in raw:
+                                self._unanswered.add(raw["id"])
                             relay.on_agent_line(data)
                     tg.cancel_scope.cancel()
         except asyncio.CancelledError:
@@ -143,7 +163,17 @@ async def run_http(cfg: SidecarConfig, *, local_bundle: str | None = None) -> in
                 await JSONResponse({"jsonrpc": "2.0", "id": None, "error": {"code": -32600,
                                     "message": "Session not found"}}, status_code=404)(scope, receive, send)
                 return
-            await session.transport.handle_request(scope, receive, send)
+            body: list[bytes] = []
+
+            async def receive_and_keep_body():
+                message = await receive()
+                if message["type"] == "http.request":
+                    body.append(message.get("body", b""))
+                return message
+
+            await session.transport.handle_request(scope, receive_and_keep_body, send)
+            if scope["method"] == "POST":  # its response stream has ended: answered, or the agent went away
+                session.request_stream_closed(b"".join(body))
             if session.transport.is_terminated:
                 sessions.pop(sid, None)
             return

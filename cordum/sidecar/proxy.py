@@ -77,6 +77,7 @@ class Relay:
         self.approvals = approvals
         self._calls: dict[tuple[str, Any], _Pending] = {}
         self._held: dict[Any, asyncio.Task] = {}  # tools/call waiting for approval, by agent request id
+        self._withdrawn: dict[Any, str] = {}  # held calls withdrawn by the transport, and why
         self._routes: dict[Any, str] = {}  # multi: agent request id -> upstream name
         self._fanouts: dict[str, _FanOut] = {}
         self._server_reqs: dict[str, tuple[str, Any]] = {}  # multi: rewritten id -> (upstream, original id)
@@ -219,8 +220,8 @@ class Relay:
                 result = await self.approvals.request_and_wait(payload, timeout_seconds=timeout,
                                                                on_progress=on_progress)
         except asyncio.CancelledError:
-            self.enforcer.record_outcome(verdict, "cancelled", comment="the agent cancelled the call while it waited",
-                                         in_decision=False)
+            comment = self._withdrawn.pop(req_id, "the agent cancelled the call while it waited")
+            self.enforcer.record_outcome(verdict, "cancelled", comment=comment, in_decision=False)
             return
         finally:
             self._held.pop(req_id, None)
@@ -381,6 +382,16 @@ class Relay:
             self.enforcer.record_outcome(pending.verdict, "failed", error=text[:2000])
         else:
             self.enforcer.record_outcome(pending.verdict, "executed")
+
+    def withdraw(self, req_id: Any, reason: str) -> bool:
+        """Withdraw one call held for approval (its approval request is cancelled; recorded `cancelled` with
+        `reason`). False when it is not held (already decided or never held)."""
+        task = self._held.pop(req_id, None)
+        if task is None:
+            return False
+        self._withdrawn[req_id] = reason
+        task.cancel()
+        return True
 
     async def cancel_held(self) -> None:
         """Shutdown: withdraw every approval still being waited for (recorded as cancelled)."""
