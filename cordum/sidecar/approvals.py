@@ -85,6 +85,12 @@ class ApprovalClient:
             return min(timeout_seconds, self.max_wait_seconds)
         return timeout_seconds
 
+    async def _withdraw_once_opened(self, opening: asyncio.Future) -> None:
+        with contextlib.suppress(Exception):
+            opened = await asyncio.wait_for(opening, timeout=15.0)
+            if opened.status_code in (200, 201):
+                await self._cancel(str(opened.json().get("id")))
+
     async def request_and_wait(self, payload: dict[str, Any], *, timeout_seconds: float,
                                on_progress: ProgressCallback | None = None) -> ApprovalResult:
         """Open an approval and wait for the reviewer, the timeout, or a failure (all but approval refuse)."""
@@ -95,10 +101,8 @@ class ApprovalClient:
         try:
             resp = await asyncio.shield(opening)
         except asyncio.CancelledError:  # cancelled while the request was being opened: withdraw it once it exists
-            with contextlib.suppress(Exception):
-                opened = await asyncio.wait_for(opening, timeout=15.0)
-                if opened.status_code in (200, 201):
-                    await self._cancel(str(opened.json().get("id")))
+            # shielded as a whole: a second cancellation must not abort the opening POST or the withdrawal
+            await asyncio.shield(asyncio.ensure_future(self._withdraw_once_opened(opening)))
             raise
         except httpx.HTTPError as exc:
             return ApprovalResult("error", detail=f"control plane unreachable: {type(exc).__name__}")

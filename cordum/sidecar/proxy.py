@@ -396,6 +396,7 @@ class Relay:
     async def cancel_held(self) -> None:
         """Shutdown: withdraw every approval still being waited for (recorded as cancelled)."""
         tasks = list(self._held.values())
+        self._held.clear()  # taken, so `withdraw` or a notifications/cancelled never cancels a task twice
         for task in tasks:
             task.cancel()
         for task in tasks:

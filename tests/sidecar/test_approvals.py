@@ -4,6 +4,8 @@ timeout and an unreachable control plane all refuse (fail closed)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import subprocess
 
 import anyio
@@ -238,11 +240,11 @@ async def test_a_held_call_whose_sidecar_is_killed_is_recorded_cancelled_by_the_
     assert _commits(staged_repo) == 1  # never forwarded
 
 
-async def test_a_call_held_when_its_http_session_ends_is_withdrawn_and_never_runs(staged_repo, tmp_path, control_plane):
-    """No notifications/cancelled: the agent simply ends its streamable-HTTP session while the call is held."""
-    import json
+@contextlib.contextmanager
+def _http_sidecar_session(staged_repo, tmp_path, control_plane):
+    """The sidecar listening on streamable HTTP in front of mcp-server-git; yields (url, headers of an initialized
+    MCP session, an httpx client)."""
     import sys
-    import threading
 
     import httpx
     import yaml
@@ -267,24 +269,34 @@ async def test_a_call_held_when_its_http_session_ends_is_withdrawn_and_never_run
             session = {**headers, "mcp-session-id": init.headers["mcp-session-id"],
                        "mcp-protocol-version": "2025-06-18"}
             http.post(url, headers=session, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
-
-            def call() -> None:  # the agent's request stream; it ends when the session is deleted
-                with httpx.Client(timeout=30) as other:
-                    try:
-                        other.post(url, headers=session, content=json.dumps({
-                            "jsonrpc": "2.0", "id": 2, "method": "tools/call",
-                            "params": {"name": "git_commit",
-                                       "arguments": {"repo_path": str(staged_repo), "message": "never"}}}))
-                    except httpx.HTTPError:
-                        pass
-
-            caller = threading.Thread(target=call, daemon=True)
-            caller.start()
-            request = await anyio.to_thread.run_sync(control_plane.wait_for_approval_request)
-            assert http.delete(url, headers=session).status_code in (200, 204)
-            assert await anyio.to_thread.run_sync(control_plane.wait_for_cancel) == request["id"]
+            yield url, session, http
     finally:
         stop(proc)
+
+
+def _held_commit(staged_repo) -> str:
+    return json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "git_commit", "arguments": {"repo_path": str(staged_repo), "message": "never"}}})
+
+
+async def test_a_call_held_when_its_http_session_ends_is_withdrawn_and_never_runs(staged_repo, tmp_path, control_plane):
+    """No notifications/cancelled: the agent simply ends its streamable-HTTP session while the call is held."""
+    import threading
+
+    import httpx
+
+    with _http_sidecar_session(staged_repo, tmp_path, control_plane) as (url, session, http):
+        def call() -> None:  # the agent's request stream; it ends when the session is deleted
+            with httpx.Client(timeout=30) as other:
+                try:
+                    other.post(url, headers=session, content=_held_commit(staged_repo))
+                except httpx.HTTPError:
+                    pass
+
+        threading.Thread(target=call, daemon=True).start()
+        request = await anyio.to_thread.run_sync(control_plane.wait_for_approval_request)
+        assert http.delete(url, headers=session).status_code in (200, 204)
+        assert await anyio.to_thread.run_sync(control_plane.wait_for_cancel) == request["id"]
     assert _commits(staged_repo) == 1 and control_plane.consumed == []
 
 
@@ -292,54 +304,27 @@ async def test_a_call_held_when_the_agent_drops_its_request_stream_is_withdrawn_
         staged_repo, tmp_path, control_plane):
     """The agent's connection for the tools/call closes (crash, Ctrl-C) while the call waits for approval. The
     sidecar keeps no event store, so the answer could never reach the agent: the call is withdrawn, not run."""
-    import json
-    import sys
     import threading
 
     import httpx
-    import yaml
 
     from cordum.sidecar.spool import Spool
 
-    from .test_http import free_port, start_and_wait, stop
-
-    params = _setup(tmp_path, staged_repo, control_plane.url, control_plane)
-    config = tmp_path / "sidecar.yaml"
-    port = free_port()
-    values = yaml.safe_load(config.read_text())
-    values["listen"] = f"http://127.0.0.1:{port}/mcp"
-    config.write_text(yaml.safe_dump(values))
-    proc = start_and_wait([sys.executable, "-m", "cordum.sidecar", "run", "--config", str(config)], cwd=staged_repo,
-                          ready="Uvicorn running", env=params.env)
-    url = f"http://127.0.0.1:{port}/mcp"
-    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
     drop = threading.Event()
-    try:
-        with httpx.Client(timeout=30) as http:
-            init = http.post(url, headers=headers, json={
-                "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-                    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
-            session = {**headers, "mcp-session-id": init.headers["mcp-session-id"],
-                       "mcp-protocol-version": "2025-06-18"}
-            http.post(url, headers=session, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+    with _http_sidecar_session(staged_repo, tmp_path, control_plane) as (url, session, http):
+        def call() -> None:  # the request stream, closed by the agent while the call is held
+            with httpx.Client(timeout=30) as other, other.stream("POST", url, headers=session,
+                                                                 content=_held_commit(staged_repo)):
+                drop.wait(30)
 
-            def call() -> None:  # the request stream, closed by the agent while the call is held
-                with httpx.Client(timeout=30) as other, other.stream("POST", url, headers=session, content=json.dumps({
-                        "jsonrpc": "2.0", "id": 2, "method": "tools/call",
-                        "params": {"name": "git_commit",
-                                   "arguments": {"repo_path": str(staged_repo), "message": "never"}}})):
-                    drop.wait(30)
-
-            caller = threading.Thread(target=call, daemon=True)
-            caller.start()
-            request = await anyio.to_thread.run_sync(control_plane.wait_for_approval_request)
-            drop.set()  # the agent goes away; its session is not deleted
-            assert await anyio.to_thread.run_sync(control_plane.wait_for_cancel) == request["id"]
-            caller.join(10)
-            assert http.post(url, headers=session, json={"jsonrpc": "2.0", "id": 3, "method": "tools/list"}
-                             ).status_code == 200  # the session itself lives on
-    finally:
-        stop(proc)
+        caller = threading.Thread(target=call, daemon=True)
+        caller.start()
+        request = await anyio.to_thread.run_sync(control_plane.wait_for_approval_request)
+        drop.set()  # the agent goes away; its session is not deleted
+        assert await anyio.to_thread.run_sync(control_plane.wait_for_cancel) == request["id"]
+        caller.join(10)
+        assert http.post(url, headers=session, json={"jsonrpc": "2.0", "id": 3, "method": "tools/list"}
+                         ).status_code == 200  # the session itself lives on
     assert _commits(staged_repo) == 1 and control_plane.consumed == []
     cancelled = control_plane.stored.get(f"{request['decision_id']}:cancelled") or next(
         r for r in Spool(tmp_path / "spool.db").records() if r.get("outcome") == "cancelled")
