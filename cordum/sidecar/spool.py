@@ -218,6 +218,19 @@ class Spool:
                                          (owner,)).fetchall()
         return [(seq, orjson.loads(body), state) for seq, body, state in sorted(rows)]
 
+    @contextlib.contextmanager
+    def _write_transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction under the spool's lock: BEGIN IMMEDIATE (other processes sharing the spool wait
+        for it), COMMIT when the block ends, ROLLBACK on any exception."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
     # -- writes on the call path -------------------------------------------------------------------
     # No secondary index: one B-tree insert per record keeps add() at ~35 us (measured; a UNIQUE index on
     # record_id doubles it). Rows are addressed by seq (the rowid), which add() returns.
@@ -258,23 +271,16 @@ class Spool:
             return
         body = orjson.dumps(outcome_record)
         decision_id = outcome_record["decision_id"]
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute("INSERT INTO records (record_id, body) VALUES (?, ?)",
-                                 (record_id_of(outcome_record), body))
-                if final:
-                    self._db.execute("DELETE FROM records WHERE seq = ? AND record_id = ? AND inflight = ?",
-                                     (seq, decision_id, UPLOADED_OPEN))
-                    self._db.execute("UPDATE records SET open = 0 WHERE seq = ? AND record_id = ? AND open > 0",
-                                     (seq, decision_id))
-                else:
-                    self._db.execute("UPDATE records SET open = 2 WHERE seq = ? AND record_id = ? AND open > 0",
-                                     (seq, decision_id))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._write_transaction() as db:
+            db.execute("INSERT INTO records (record_id, body) VALUES (?, ?)", (record_id_of(outcome_record), body))
+            if final:
+                db.execute("DELETE FROM records WHERE seq = ? AND record_id = ? AND inflight = ?",
+                           (seq, decision_id, UPLOADED_OPEN))
+                db.execute("UPDATE records SET open = 0 WHERE seq = ? AND record_id = ? AND open > 0",
+                           (seq, decision_id))
+            else:
+                db.execute("UPDATE records SET open = 2 WHERE seq = ? AND record_id = ? AND open > 0",
+                           (seq, decision_id))
             self._writes += 1
 
     def complete(self, seq: int, record: dict[str, Any], outcome_record: dict[str, Any], *,
@@ -297,23 +303,16 @@ class Spool:
         then store `counters` (skipped when None), delete sessions idle for over a day, and commit. An
         exception rolls everything back, the record included. Other processes wait (busy timeout) for the
         transaction; this process's other threads wait on the spool's lock."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._db.execute("SELECT counters, policy_version FROM hook_sessions WHERE session_id = ?",
-                                       (session_id,)).fetchone()
-                session = HookSession(session_id, orjson.loads(row[0]) if row else None, row[1] if row else None)
-                yield session
-                at = time.time() if now is None else now
-                if session.counters is not None:
-                    self._db.execute("INSERT OR REPLACE INTO hook_sessions (session_id, counters, policy_version, "
-                                     "last_seen) VALUES (?, ?, ?, ?)",
-                                     (session_id, orjson.dumps(session.counters), policy_version, at))
-                self._db.execute("DELETE FROM hook_sessions WHERE last_seen < ?", (at - HOOK_SESSION_IDLE_SECONDS,))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._write_transaction() as db:
+            row = db.execute("SELECT counters, policy_version FROM hook_sessions WHERE session_id = ?",
+                             (session_id,)).fetchone()
+            session = HookSession(session_id, orjson.loads(row[0]) if row else None, row[1] if row else None)
+            yield session
+            at = time.time() if now is None else now
+            if session.counters is not None:
+                db.execute("INSERT OR REPLACE INTO hook_sessions (session_id, counters, policy_version, last_seen) "
+                           "VALUES (?, ?, ?, ?)", (session_id, orjson.dumps(session.counters), policy_version, at))
+            db.execute("DELETE FROM hook_sessions WHERE last_seen < ?", (at - HOOK_SESSION_IDLE_SECONDS,))
 
     def hook_call_open(self, call_key: str, decision_id: str, *, now: float | None = None) -> None:
         """A hook let a call through: remember its decision until the agent reports how the call went."""
@@ -325,17 +324,10 @@ class Spool:
 
     def hook_call_close(self, call_key: str) -> str | None:
         """The decision id of the call an agent's post-tool event reports on (once), or None if unknown."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._db.execute("SELECT decision_id FROM hook_calls WHERE call_key = ?",
-                                       (call_key,)).fetchone()
-                if row:
-                    self._db.execute("DELETE FROM hook_calls WHERE call_key = ?", (call_key,))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._write_transaction() as db:
+            row = db.execute("SELECT decision_id FROM hook_calls WHERE call_key = ?", (call_key,)).fetchone()
+            if row:
+                db.execute("DELETE FROM hook_calls WHERE call_key = ?", (call_key,))
         return row[0] if row else None
 
     def hook_sessions(self) -> dict[str, HookSession]:
@@ -348,21 +340,13 @@ class Spool:
 
     def claim(self, limit: int) -> list[tuple[int, str, bytes]]:
         """Mark up to `limit` of the oldest waiting records in flight; returns (seq, record_id, json body)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                rows = self._db.execute(
-                    "SELECT seq, record_id, body FROM records WHERE inflight = 0 ORDER BY seq LIMIT ?", (limit,)
-                ).fetchall()
-                if rows:
-                    self._db.execute(
-                        "UPDATE records SET inflight = 1, claimed_at = ? WHERE seq BETWEEN ? AND ? AND inflight = 0",
-                        (time.time(), rows[0][0], rows[-1][0]),
-                    )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._write_transaction() as db:
+            rows = db.execute(
+                "SELECT seq, record_id, body FROM records WHERE inflight = 0 ORDER BY seq LIMIT ?", (limit,)
+            ).fetchall()
+            if rows:
+                db.execute("UPDATE records SET inflight = 1, claimed_at = ? WHERE seq BETWEEN ? AND ? AND inflight = 0",
+                           (time.time(), rows[0][0], rows[-1][0]))
         return [(r[0], r[1], bytes(r[2])) for r in rows]
 
     def ack(self, seqs: list[int]) -> int:
@@ -370,17 +354,11 @@ class Spool:
         if not seqs:
             return 0
         params = [(i,) for i in seqs]
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                # a decision whose call is still open stays (marked uploaded) until its outcome closes it
-                self._db.executemany("UPDATE records SET inflight = 3 WHERE seq = ? AND open > 0", params)
-                cur = self._db.executemany("DELETE FROM records WHERE seq = ? AND open = 0", params)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            return cur.rowcount
+        with self._write_transaction() as db:
+            # a decision whose call is still open stays (marked uploaded) until its outcome closes it
+            db.executemany("UPDATE records SET inflight = 3 WHERE seq = ? AND open > 0", params)
+            cur = db.executemany("DELETE FROM records WHERE seq = ? AND open = 0", params)
+        return cur.rowcount
 
     def release(self, seqs: list[int]) -> None:
         if not seqs:
