@@ -29,7 +29,7 @@ from cordum.policy import (
     redact_target,
 )
 from cordum.sidecar.ids import utc_now_rfc3339, uuid7_str
-from cordum.sidecar.spool import Spool
+from cordum.sidecar.spool import Spool, outcome_record
 
 log = logging.getLogger("cordum.sidecar.enforcer")
 
@@ -284,17 +284,9 @@ class Enforcer:
             # record below is then never built), else its own record
             if self.spool.merge_outcome(verdict.seq, updated, final=final):
                 return
-        outcome_record = {
-            "record_type": "outcome",
-            "decision_id": verdict.decision_id,
-            "outcome": outcome,
-            "reviewer": reviewer,
-            "comment": comment or "",
-            "error": (error or "")[:2000],
-            "timestamp": utc_now_rfc3339(),
-            "duration_ms": duration_ms,
-        }
-        self.spool.add_outcome(verdict.seq, outcome_record, final=final)
+        self.spool.add_outcome(verdict.seq, outcome_record(verdict.decision_id, outcome, reviewer=reviewer,
+                                                          comment=comment, error=error, duration_ms=duration_ms),
+                               final=final)
         if self.on_record is not None:
             self.on_record()
 
@@ -305,16 +297,9 @@ class Enforcer:
         orphans = self.spool.orphaned_calls()
         for seq, record, state in orphans:
             forwarded = state != 1
-            self.spool.add_outcome(seq, {
-                "record_type": "outcome",
-                "decision_id": record["decision_id"],
-                "outcome": "failed" if forwarded else "cancelled",
-                "reviewer": None,
-                "comment": "" if forwarded else INTERRUPTED_HELD,
-                "error": INTERRUPTED_FORWARDED if forwarded else "",
-                "timestamp": utc_now_rfc3339(),
-                "duration_ms": None,
-            })
+            self.spool.add_outcome(seq, outcome_record(
+                record["decision_id"], "failed" if forwarded else "cancelled",
+                comment="" if forwarded else INTERRUPTED_HELD, error=INTERRUPTED_FORWARDED if forwarded else ""))
         if orphans:
             log.warning("closed calls an earlier sidecar left open", extra={"calls": len(orphans)})
             if self.on_record is not None:

@@ -224,8 +224,7 @@ def record_post_tool_outcome(cfg: SidecarConfig, call: HookCall) -> str | None:
     Only the spool is opened (no policy, no control plane), so the post-tool hook stays cheap; the next
     decision's upload, or a running sidecar sharing the spool, sends it. Returns the decision id, or None
     for a call no Cordum hook decided (nothing is recorded)."""
-    from cordum.sidecar.ids import utc_now_rfc3339
-    from cordum.sidecar.spool import Spool
+    from cordum.sidecar.spool import Spool, outcome_record
 
     spool = Spool(cfg.spool_path, recover=False)
     try:
@@ -237,9 +236,7 @@ def record_post_tool_outcome(cfg: SidecarConfig, call: HookCall) -> str | None:
         error = ""
         if failed:
             error = call.response if isinstance(call.response, str) else orjson.dumps(call.response or "").decode()
-        spool.add({"record_type": "outcome", "decision_id": decision_id, "outcome": "failed" if failed else "executed",
-                   "reviewer": None, "comment": "", "error": error[:2000], "timestamp": utc_now_rfc3339(),
-                   "duration_ms": None})
+        spool.add(outcome_record(decision_id, "failed" if failed else "executed", error=error))
         return decision_id
     finally:
         spool.close()
