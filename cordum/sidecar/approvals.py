@@ -53,6 +53,25 @@ class ApprovalResult:
 
 
 ALLOWED_ON_TIMEOUT = "allowed_on_timeout"  # the outcome recorded when `on_timeout: allow` lets a call through
+ALLOWED_ON_TIMEOUT_COMMENT = ("no reviewer decided within the approval timeout; the policy's on_timeout: allow let "
+                              "the call through")
+# The decision record's fields an approval request carries (POST /api/v1/approvals).
+APPROVAL_REQUEST_FIELDS = ("decision_id", "session_id", "server", "tool", "action", "target", "topic", "risk_tags",
+                           "rule", "reason", "args_digest", "args", "policy_version")
+
+
+def approval_request_payload(record: dict[str, Any], approval: dict[str, Any], *, tool: str,
+                             arguments: dict[str, Any], root: str | None) -> dict[str, Any]:
+    """What a held call sends the control plane: its evidence fields, the diff a write would make (unless the
+    policy redacts the text), and the rule's approval settings. The proxy and the hook both send this."""
+    from cordum.sidecar.diffs import write_diff
+
+    payload = {k: record.get(k) for k in APPROVAL_REQUEST_FIELDS}
+    payload.update(diff=write_diff(tool=tool, arguments=arguments, redacted=record.get("args") or {}, root=root),
+                   on_timeout=approval.get("on_timeout") or "deny",
+                   reviewers=list(approval.get("reviewers") or ["role:reviewer"]),
+                   allow_self_approval=bool(approval.get("allow_self_approval")))
+    return payload
 
 
 def policy_timeout_seconds(approval: dict[str, Any]) -> float:

@@ -40,7 +40,13 @@ from typing import Any
 
 import orjson
 
-from cordum.sidecar.approvals import ALLOWED_ON_TIMEOUT, allows_on_timeout, policy_timeout_seconds
+from cordum.sidecar.approvals import (
+    ALLOWED_ON_TIMEOUT,
+    ALLOWED_ON_TIMEOUT_COMMENT,
+    allows_on_timeout,
+    approval_request_payload,
+    policy_timeout_seconds,
+)
 from cordum.sidecar.config import SidecarConfig, guess_server_name
 
 log = logging.getLogger("cordum.sidecar.hook")
@@ -267,15 +273,8 @@ async def _approve(svc, verdict, call: HookCall, answer) -> dict[str, Any]:
                                         comment=ASKED_AT_TERMINAL, in_decision=False)  # keeps the comment
         return answer(fallback, f"{head} (policy {verdict.policy_version}); no control plane to ask, "
                                 f"so {'asking you' if fallback == 'ask' else 'denied'}")
-    rec = verdict.record
-    payload = {k: rec.get(k) for k in ("decision_id", "session_id", "server", "tool", "action", "target", "topic",
-                                       "risk_tags", "rule", "reason", "args_digest", "args", "policy_version")}
-    from cordum.sidecar.diffs import write_diff
-
-    diff = write_diff(tool=call.tool, arguments=call.arguments, redacted=rec.get("args") or {}, root=call.root)
-    payload.update(diff=diff, on_timeout=approval.get("on_timeout") or "deny",
-                   reviewers=list(approval.get("reviewers") or ["role:reviewer"]),
-                   allow_self_approval=bool(approval.get("allow_self_approval")))
+    payload = approval_request_payload(verdict.record, approval, tool=call.tool, arguments=call.arguments,
+                                       root=call.root)
     wait = svc.approvals.wait_seconds(min(policy_timeout_seconds(approval), cfg.hook.approval_wait_seconds))
     result = await svc.approvals.request_and_wait(payload, timeout_seconds=wait)
     if result.approved:
@@ -283,8 +282,7 @@ async def _approve(svc, verdict, call: HookCall, answer) -> dict[str, Any]:
         return answer("allow", f"Approved by {result.reviewer or 'a reviewer'}. {head}")
     if allows_on_timeout(result, approval, waited_seconds=wait):
         svc.enforcer.record_outcome(verdict, ALLOWED_ON_TIMEOUT, error=result.detail,
-                                    comment="no reviewer decided within the approval timeout; "
-                                            "the policy's on_timeout: allow let the call through")
+                                    comment=ALLOWED_ON_TIMEOUT_COMMENT)
         return answer("allow", f"No reviewer decided within the approval timeout; allowed by the policy's "
                                f"on_timeout: allow. {head} (policy {verdict.policy_version})")
     if result.outcome == "timed_out" or result.outcome == "error":

@@ -21,12 +21,13 @@ import orjson
 from cordum.sidecar import __version__
 from cordum.sidecar.approvals import (
     ALLOWED_ON_TIMEOUT,
+    ALLOWED_ON_TIMEOUT_COMMENT,
     ApprovalClient,
     ApprovalResult,
     allows_on_timeout,
+    approval_request_payload,
     policy_timeout_seconds,
 )
-from cordum.sidecar.diffs import write_diff
 from cordum.sidecar.enforcer import Enforcer, Verdict
 
 log = logging.getLogger("cordum.sidecar.proxy")
@@ -206,15 +207,8 @@ class Relay:
                                                   "params": {"progressToken": token, "progress": count,
                                                              "message": text}}))
 
-                rec = verdict.record
-                payload = {k: rec.get(k) for k in ("decision_id", "session_id", "server", "tool", "action", "target",
-                                                   "topic", "risk_tags", "rule", "reason", "args_digest", "args",
-                                                   "policy_version")}
-                diff = write_diff(tool=tool, arguments=params.get("arguments") or {}, redacted=rec.get("args") or {},
-                                  root=self.enforcer.root)
-                payload.update(diff=diff, on_timeout=approval.get("on_timeout") or "deny",
-                               reviewers=list(approval.get("reviewers") or ["role:reviewer"]),
-                               allow_self_approval=bool(approval.get("allow_self_approval")))
+                payload = approval_request_payload(verdict.record, approval, tool=tool,
+                                                   arguments=params.get("arguments") or {}, root=self.enforcer.root)
                 timeout = policy_timeout_seconds(approval)
                 waited = self.approvals.wait_seconds(timeout)
                 result = await self.approvals.request_and_wait(payload, timeout_seconds=timeout,
@@ -233,8 +227,7 @@ class Relay:
             log.warning("approval timed out; allowed by the policy's on_timeout: allow",
                         extra={"decision_id": verdict.decision_id, "approval_id": result.approval_id})
             self.enforcer.record_outcome(verdict, ALLOWED_ON_TIMEOUT, error=result.detail,
-                                         comment="no reviewer decided within the approval timeout; "
-                                                 "the policy's on_timeout: allow let the call through")
+                                         comment=ALLOWED_ON_TIMEOUT_COMMENT)
             self._send_call(upstream, tool, msg, raw, verdict)
             return
         outcome = result.outcome if result.outcome in ("denied", "timed_out") else (
