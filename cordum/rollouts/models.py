@@ -12,6 +12,7 @@ __all__ = ["SidecarInstance", "RolloutPlan", "Rollout", "RolloutEvent"]
 
 STALE_INTERVALS = 3
 ACTIVE_STATES = (RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.HALTED)  # a sidecar is stale after this many missed heartbeat intervals
+UNFINISHED_STATES = (*ACTIVE_STATES, RolloutState.PENDING)  # a rollout that may still move agents
 
 
 class SidecarInstance(models.Model):

@@ -8,7 +8,7 @@ from django.utils import timezone
 from cordum.accounts.models import Organization
 from cordum.common.errors import NotFound
 from cordum.rollouts.choices import GuardrailState, RolloutState
-from cordum.rollouts.models import ACTIVE_STATES, Rollout, RolloutPlan, SidecarInstance
+from cordum.rollouts.models import ACTIVE_STATES, UNFINISHED_STATES, Rollout, RolloutPlan, SidecarInstance
 
 
 @dataclass(frozen=True)
@@ -298,8 +298,7 @@ def rollout_rollback_refusal(*, rollout: Rollout) -> str | None:
         return None
     if rollout.state != RolloutState.COMPLETED:
         return f"Cannot roll back a rollout that is {rollout.get_state_display().lower()}."
-    if Rollout.objects.filter(organization_id=rollout.organization_id, state__in=(*ACTIVE_STATES,
-                                                                                   RolloutState.PENDING)).exists():
+    if Rollout.objects.filter(organization_id=rollout.organization_id, state__in=UNFINISHED_STATES).exists():
         return "Another rollout is under way: roll that one back instead."
     baseline = baseline_bundle(organization_id=rollout.organization_id)
     if baseline is None or baseline.version_id != rollout.to_version_id:

@@ -13,7 +13,7 @@ from cordum.accounts.services import audit_log_record, snapshot
 from cordum.common import notify
 from cordum.common.errors import Conflict, CordumError
 from cordum.rollouts.choices import GuardrailState, RolloutAction, RolloutState, StageKind
-from cordum.rollouts.models import ACTIVE_STATES, Rollout, RolloutEvent, RolloutPlan, SidecarInstance
+from cordum.rollouts.models import UNFINISHED_STATES, Rollout, RolloutEvent, RolloutPlan, SidecarInstance
 
 _COUNTER_KEYS = ("allow", "deny", "require_approval", "errors")
 
@@ -173,7 +173,7 @@ def bundle_published(*, bundle) -> Rollout | None:
         return None
     org_id = bundle.organization_id
     unfinished = list(Rollout.objects.select_for_update().filter(
-        organization_id=org_id, state__in=(*ACTIVE_STATES, RolloutState.PENDING)))
+        organization_id=org_id, state__in=UNFINISHED_STATES))
     for rollout in unfinished:
         if rollout.to_version_id == bundle.version_id and not bundle.rollback:
             rollout.to_bundles.add(bundle)
