@@ -10,7 +10,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo test lint docs install bench chromium node clean-demo
+.PHONY: demo test test-fast lint docs install bench chromium node clean-demo
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ docs: $(STAMP)
 
 test: $(STAMP) node chromium lint docs
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) CHROMIUM=$(CHROMIUM) $(BIN)/pytest $(PYTEST_ARGS)
+
+# The fast lane: the engine, the sidecar (against real MCP servers) and the CLI, with no database or Redis.
+test-fast: $(STAMP) node
+	env -u DATABASE_URL -u REDIS_URL $(BIN)/pytest --no-services -q -n 2 $(PYTEST_ARGS)
 
 demo: $(STAMP) node
 	$(BIN)/python manage.py migrate --noinput -v0
