@@ -232,3 +232,14 @@ CORDUM_ALLOW_LOCAL_REPOSITORIES = os.environ.get("CORDUM_ALLOW_LOCAL_REPOSITORIE
 CORDUM_LONG_POLL_MAX_SECONDS = int(os.environ.get("CORDUM_LONG_POLL_MAX_SECONDS", "60"))
 # Absolute base URL people reach the UI at (links in approval notifications).
 CORDUM_PUBLIC_URL = os.environ.get("CORDUM_PUBLIC_URL", "http://127.0.0.1:8000")
+
+# Email: invitations and password resets. The console backend (development default) prints each message.
+EMAIL_BACKEND = os.environ.get("CORDUM_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = os.environ.get("EMAIL_USE_TLS", "0") == "1"
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Cordum <cordum@localhost>")
+CORDUM_INVITATION_TTL = int(os.environ.get("CORDUM_INVITATION_TTL", str(7 * 24 * 3600)))  # seconds
+PASSWORD_RESET_TIMEOUT = int(os.environ.get("CORDUM_PASSWORD_RESET_TTL", str(24 * 3600)))

@@ -16,14 +16,23 @@ TEAMS_HELP = ("The teams whose evidence a member, reviewer or policy author may 
 
 class MembershipCreateForm(forms.Form):
     username = forms.CharField(max_length=150)
-    email = forms.EmailField(required=False)
-    password = forms.CharField(widget=forms.PasswordInput, required=False, help_text="Only for new users.")
-    role = forms.ChoiceField(choices=Role.choices)
+    email = forms.EmailField(required=False, help_text="A new member gets an invitation here to set a password.")
+    password = forms.CharField(widget=forms.PasswordInput, required=False,
+                               help_text="Optional: set a password instead of sending an invitation.")
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER,
+                             help_text="Start with the least privilege; you can raise it later.")
     teams = forms.ModelMultipleChoiceField(queryset=Team.objects.none(), required=False, help_text=TEAMS_HELP)
 
     def __init__(self, *args, organization, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["teams"].queryset = Team.objects.filter(organization=organization)
+
+    def clean(self):
+        data = super().clean()
+        existing = get_user_model().objects.filter(username=data.get("username")).exists()
+        if not existing and not data.get("email") and not data.get("password"):
+            self.add_error("email", "Give an email for the invitation (or a password): otherwise they can never log in.")
+        return data
 
 
 class MembershipUpdateForm(forms.Form):

@@ -7,7 +7,7 @@ from django.utils import timezone
 from cordum.accounts.choices import AgentKind, AuditAction, Environment, Role
 from cordum.accounts.permissions import Perm, role_has
 
-__all__ = ["Organization", "Team", "Membership", "Agent", "AgentToken", "UserToken", "AdminAuditLog"]
+__all__ = ["Organization", "Team", "Membership", "Invitation", "Agent", "AgentToken", "UserToken", "AdminAuditLog"]
 
 
 class Organization(models.Model):
@@ -61,6 +61,29 @@ class Membership(models.Model):
     def reads_every_team(self) -> bool:
         """Admins and auditors read every team's evidence; other roles only that of their `teams`."""
         return self.has_perm(Perm.VIEW_AUDIT)
+
+
+class Invitation(models.Model):
+    """A single-use, expiring link with which a new member sets their password. Only a digest is stored."""
+
+    membership = models.ForeignKey(Membership, on_delete=models.CASCADE, related_name="invitations")
+    digest = models.CharField(max_length=64, unique=True)
+    sent_to = models.EmailField()
+    sent_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"invitation of {self.membership.user} to {self.membership.organization}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.accepted_at is None and self.revoked_at is None and self.expires_at > timezone.now()
 
 
 class Agent(models.Model):

@@ -1,6 +1,7 @@
 """HTML views for accounts: thin adapters over services and selectors, role checked on the server."""
 
 from django.contrib import messages
+from django.contrib.auth.forms import SetPasswordForm
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse, reverse_lazy
@@ -194,6 +195,59 @@ class MembershipDeleteView(RoleRequiredMixin, View):
         return redirect("accounts:membership_list")
 
 
+@method_decorator(require_POST, name="dispatch")
+class MembershipInviteView(RoleRequiredMixin, View):
+    """Sends (or re-sends) the invitation link; `revoke` withdraws an open one."""
+
+    required_perm = Perm.MANAGE_ORG
+    revoke = False
+
+    def post(self, request, pk):
+        membership = get_object_or_404(Membership, pk=pk, organization=self.organization)
+        try:
+            if self.revoke:
+                services.invitation_revoke(membership=membership, actor=request.user)
+                messages.success(request, f"Invitation of {membership.user.username} revoked.")
+            else:
+                services.invitation_send(membership=membership, actor=request.user)
+                messages.success(request, f"Invitation sent to {membership.user.email}.")
+        except CordumError as exc:
+            messages.error(request, exc.message)
+        return redirect("accounts:membership_list")
+
+
+class InvitationAcceptView(View):
+    """The link in an invitation email: set a password, once, before the link expires. No login needed."""
+
+    template_name = "registration/invitation_accept.html"
+
+    def _render(self, request, invitation, form, error=None, status=200):
+        return render(request, self.template_name, {"invitation": invitation, "form": form, "error": error},
+                      status=status)
+
+    def get(self, request, token):
+        try:
+            invitation = services.invitation_for_token(token)
+        except CordumError as exc:
+            return self._render(request, None, None, exc.message, status=410)
+        return self._render(request, invitation, SetPasswordForm(invitation.membership.user))
+
+    def post(self, request, token):
+        try:
+            invitation = services.invitation_for_token(token)
+        except CordumError as exc:
+            return self._render(request, None, None, exc.message, status=410)
+        form = SetPasswordForm(invitation.membership.user, request.POST)
+        if not form.is_valid():
+            return self._render(request, invitation, form, status=400)
+        try:
+            user = services.invitation_accept(token=token, password=form.cleaned_data["new_password1"])
+        except CordumError as exc:
+            return self._render(request, None, None, exc.message, status=410)
+        messages.success(request, f"Password set. Log in as {user.username}.")
+        return redirect("login")
+
+
 # --- agents -----------------------------------------------------------------------------------
 class AgentListView(RoleRequiredMixin, ListView):
     required_perm = Perm.MANAGE_ORG
@@ -276,6 +330,11 @@ class AdminAuditLogView(RoleRequiredMixin, ListView):
 
     def get_queryset(self):
         return selectors.admin_audit_log_list(organization=self.organization)
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context["described"] = selectors.admin_audit_entries_describe(context["entries"])
+        return context
 
 
 # --- personal API tokens (for scripts and the policy repo's CI) --------------------------------
