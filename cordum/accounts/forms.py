@@ -10,7 +10,8 @@ class TeamForm(forms.Form):
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
 
 
-TEAMS_HELP = ("The teams whose evidence a member, reviewer or policy author may read (none selected: no team's). "
+TEAMS_HELP = ("The teams whose evidence and held calls a member, reviewer or policy author reads. None selected: "
+              "reviewers and policy authors read every team's, a member only their own agents'. "
               "Admins and auditors read every team's.")
 
 

@@ -57,10 +57,23 @@ class Membership(models.Model):
     def has_perm(self, perm: str) -> bool:
         return role_has(self.role, perm)
 
+    def team_scope(self) -> list[int] | None:
+        """The teams whose evidence and held calls this member reads; None: every team.
+
+        Admins and auditors read every team's. Reviewers and policy authors read every team's unless an admin
+        scoped them to teams. Members read their teams' (and, apart from this, their own agents'): a member
+        scoped to no team sees only what their own agents did.
+        """
+        if self.has_perm(Perm.VIEW_AUDIT):
+            return None
+        teams = list(self.teams.values_list("pk", flat=True))
+        if not teams and self.role != Role.MEMBER:
+            return None
+        return teams
+
     @property
     def reads_every_team(self) -> bool:
-        """Admins and auditors read every team's evidence; other roles only that of their `teams`."""
-        return self.has_perm(Perm.VIEW_AUDIT)
+        return self.team_scope() is None
 
 
 class Invitation(models.Model):
