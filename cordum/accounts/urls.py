@@ -26,4 +26,8 @@ urlpatterns = [
     path("me/tokens/", views.UserTokenListView.as_view(), name="user_tokens"),
     path("me/tokens/<int:pk>/revoke/", views.UserTokenRevokeView.as_view(), name="user_token_revoke"),
     path("audit-log/", views.AdminAuditLogView.as_view(), name="audit_log"),
+    path("settings/sso/", views.SingleSignOnSettingsView.as_view(), name="sso_settings"),
+    path("sso/", views.SingleSignOnStartView.as_view(), name="sso_start"),
+    path("sso/<slug:slug>/login/", views.SingleSignOnStartView.as_view(), name="sso_login"),
+    path("sso/<slug:slug>/callback/", views.SingleSignOnCallbackView.as_view(), name="sso_callback"),
 ]

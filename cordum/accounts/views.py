@@ -1,8 +1,10 @@
 """HTML views for accounts: thin adapters over services and selectors, role checked on the server."""
 
 from django.contrib import messages
+from django.contrib.auth import login
 from django.contrib.auth.forms import SetPasswordForm
 from django.core.exceptions import PermissionDenied
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse, reverse_lazy
 from django.utils.decorators import method_decorator
@@ -16,10 +18,11 @@ from cordum.accounts.forms import (
     AgentForm,
     MembershipCreateForm,
     MembershipUpdateForm,
+    SingleSignOnForm,
     TeamForm,
 )
 from cordum.accounts.middleware import SESSION_KEY
-from cordum.accounts.models import Agent, Membership, Team, UserToken
+from cordum.accounts.models import Agent, Membership, Organization, SingleSignOn, Team, UserToken
 from cordum.accounts.permissions import Perm
 from cordum.common.errors import CordumError
 
@@ -360,3 +363,88 @@ class UserTokenRevokeView(RoleRequiredMixin, View):
         services.user_token_revoke(token=get_object_or_404(UserToken, pk=pk, user=request.user))
         messages.success(request, "Token revoked.")
         return redirect("accounts:user_tokens")
+
+
+# --- single sign-on ---------------------------------------------------------------------------
+class SingleSignOnSettingsView(RoleRequiredMixin, FormView):
+    required_perm = Perm.MANAGE_ORG
+    template_name = "accounts/sso_form.html"
+    form_class = SingleSignOnForm
+    success_url = reverse_lazy("accounts:sso_settings")
+
+    def get_initial(self):
+        config = SingleSignOn.objects.filter(organization=self.organization).first()
+        if config is None:
+            return super().get_initial()
+        return {"enabled": config.enabled, "issuer": config.issuer, "client_id": config.client_id,
+                "allowed_domains": config.allowed_domains, "groups_claim": config.groups_claim,
+                "group_mappings": SingleSignOnForm.mappings_as_text(config.group_mappings),
+                "default_role": config.default_role, "password_login": config.password_login}
+
+    def get_context_data(self, **kwargs):
+        callback = self.request.build_absolute_uri(reverse("accounts:sso_callback", args=[self.organization.slug]))
+        return super().get_context_data(callback_url=callback, **kwargs)
+
+    def form_valid(self, form):
+        from cordum.accounts.sso import sso_configure
+
+        try:
+            sso_configure(organization=self.organization, actor=self.request.user, **form.cleaned_data)
+        except CordumError as exc:
+            form.add_error(exc.extra.get("field"), exc.message)
+            return self.form_invalid(form)
+        messages.success(self.request, "Single sign-on saved.")
+        return super().form_valid(form)
+
+
+def _sso_config(slug: str) -> SingleSignOn:
+    organization = get_object_or_404(Organization, slug=slug)
+    config = SingleSignOn.objects.filter(organization=organization, enabled=True).first()
+    if config is None:
+        raise CordumError(f"{organization.name} has no single sign-on configured.", status_code=404)
+    return config
+
+
+def _sso_refused(request, message: str, status: int):
+    from cordum.accounts.forms import CordumLoginForm
+
+    return render(request, "registration/login.html", {"form": CordumLoginForm(request), "sso_error": message},
+                  status=status)
+
+
+class SingleSignOnStartView(View):
+    """From the login page: the organisation's provider (by slug) takes over."""
+
+    def get(self, request, slug: str | None = None):
+        from cordum.accounts.sso import sso_client
+
+        slug = slug or request.GET.get("org", "").strip().lower()
+        try:
+            config = _sso_config(slug)
+        except CordumError as exc:
+            return _sso_refused(request, exc.message, exc.status_code)
+        except Http404:
+            return _sso_refused(request, f"No organisation called “{slug}”.", 404)
+        redirect_uri = request.build_absolute_uri(reverse("accounts:sso_callback", args=[config.organization.slug]))
+        return sso_client(config).authorize_redirect(request, redirect_uri)
+
+
+class SingleSignOnCallbackView(View):
+    def get(self, request, slug: str):
+        from authlib.integrations.base_client import OAuthError
+
+        from cordum.accounts.sso import sso_client, sso_member_from_claims
+
+        try:
+            config = _sso_config(slug)
+            token = sso_client(config).authorize_access_token(request)
+            user, membership = sso_member_from_claims(config=config, claims=dict(token.get("userinfo") or {}))
+        except OAuthError as exc:
+            return _sso_refused(request, f"Single sign-on failed: {exc.description or exc.error}.", 400)
+        except CordumError as exc:
+            return _sso_refused(request, exc.message, exc.status_code)
+        except Http404:
+            return _sso_refused(request, f"No organisation called “{slug}”.", 404)
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        request.session[SESSION_KEY] = membership.organization_id
+        return redirect("accounts:dashboard")
