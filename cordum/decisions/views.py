@@ -108,9 +108,11 @@ class SessionView(RoleRequiredMixin, View):
         if not timeline:
             raise Http404("No visible records for this session.")
         first, last = timeline[0]["record"], timeline[-1]["record"]
+        # The session lasts until its last record, an outcome included (a call approved minutes later).
+        last_at = max([last.timestamp, *(o.timestamp for step in timeline for o in step["outcomes"])])
         return render(request, "decisions/session.html", {
-            "session_id": session_id, "timeline": timeline, "first": first, "last": last,
-            "duration_s": (last.timestamp - first.timestamp).total_seconds(),
+            "session_id": session_id, "timeline": timeline, "first": first, "last": last, "last_at": last_at,
+            "duration_s": (last_at - first.timestamp).total_seconds(),
             "counts": {d: sum(1 for t in timeline if t["record"].decision == d)
                        for d in ("allow", "require_approval", "deny")},
         })
