@@ -26,20 +26,22 @@ from cordum.accounts.models import Agent, Membership, Organization, SingleSignOn
 from cordum.accounts.permissions import Perm
 from cordum.common.errors import CordumError
 
-# Apps that contribute a dashboard panel through `cordum.<app>.dashboard.panel(*, membership)`.
+# Apps that contribute a dashboard panel through `cordum.<app>.dashboard.panel(*, membership)`, and the one
+# that draws the trends (`trends(*, membership)`, rendered by its partials/_trends.html).
 DASHBOARD_APPS = ["policies", "approvals", "decisions", "rollouts"]
+TRENDS_APP = "decisions"
+
+
+def _dashboard(app: str):
+    import importlib
+
+    return importlib.import_module(f"cordum.{app}.dashboard")
 
 
 def dashboard_panels(membership) -> list[dict]:
     """Each app's panel, if it has one and the role may see it (the app's function checks the role)."""
-    import importlib
-
-    panels = []
-    for app in DASHBOARD_APPS:
-        panel = importlib.import_module(f"cordum.{app}.dashboard").panel(membership=membership)
-        if panel is not None:
-            panels.append(panel)
-    return panels
+    panels = [_dashboard(app).panel(membership=membership) for app in DASHBOARD_APPS]
+    return [panel for panel in panels if panel is not None]
 
 
 class DashboardView(RoleRequiredMixin, TemplateView):
@@ -49,6 +51,7 @@ class DashboardView(RoleRequiredMixin, TemplateView):
         org = self.organization
         return super().get_context_data(
             panels=dashboard_panels(self.membership),
+            trends=_dashboard(TRENDS_APP).trends(membership=self.membership),
             teams=selectors.team_list(organization=org).count(),
             members=selectors.membership_list(organization=org).count(),
             agents=selectors.agent_list(organization=org, filters={"active": "true"}).count(),

@@ -7,7 +7,8 @@ COLORS = {"allow": "#1f8a4c", "require_approval": "#b7791f", "deny": "#c53030"}
 ORDER = ("allow", "require_approval", "deny")
 
 
-def decision_chart_svg(counts: dict, *, width: int = 1000, height: int = 170) -> str:
+def decision_chart_svg(counts: dict, *, width: int = 1000, height: int = 170, href=None) -> str:
+    """`href(when, decision)`, if given, makes each bar a link (e.g. to the explorer filtered on it)."""
     buckets = counts["buckets"]
     if not buckets:
         return ""
@@ -35,10 +36,11 @@ def decision_chart_svg(counts: dict, *, width: int = 1000, height: int = 170) ->
                 continue
             h = plot_h * n / peak
             y -= h
-            parts.append(
+            rect = (
                 f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{h:.1f}" fill="{COLORS[decision]}">'
                 f'<title>{escape(when.strftime(fmt))}: {n} {decision} of {total}</title></rect>'
             )
+            parts.append(f'<a href="{escape(href(when, decision))}">{rect}</a>' if href else rect)
         if i % label_every == 0:
             parts.append(f'<text x="{x:.1f}" y="{height - 8}" font-size="10" fill="#6b7280">'
                          f'{escape(when.strftime(fmt))}</text>')
