@@ -4,6 +4,7 @@ from django.contrib.auth.forms import AuthenticationForm
 
 from cordum.accounts.choices import AgentKind, Environment, Role
 from cordum.accounts.models import Team
+from cordum.common.forms import FilterForm
 
 
 class TeamForm(forms.Form):
@@ -64,7 +65,7 @@ class AgentForm(forms.Form):
             memberships__organization=organization).order_by("username")
 
 
-class AgentFilterForm(forms.Form):
+class AgentFilterForm(FilterForm):
     team = forms.CharField(required=False)
     kind = forms.ChoiceField(choices=[("", "any kind"), *AgentKind.choices], required=False)
     environment = forms.ChoiceField(choices=[("", "any environment"), *Environment.choices], required=False)

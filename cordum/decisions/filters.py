@@ -5,6 +5,7 @@ import datetime as dt
 from django import forms
 from django.db.models import Q, QuerySet
 
+from cordum.common.forms import FilterForm
 from cordum.decisions.choices import DecisionValue, Outcome, RecordType
 
 FILTER_FIELDS = (
@@ -13,7 +14,7 @@ FILTER_FIELDS = (
 )
 
 
-class EvidenceFilterForm(forms.Form):
+class EvidenceFilterForm(FilterForm):
     start = forms.DateTimeField(required=False, label="From (UTC)",
                                 widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
     end = forms.DateTimeField(required=False, label="To (UTC)",

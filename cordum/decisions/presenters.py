@@ -19,7 +19,8 @@ def decision_chart_svg(counts: dict, *, width: int = 1000, height: int = 170, hr
     bar = max(step * 0.8, 1)
     fmt = "%m-%d %H:00" if counts["unit"] == "hour" else "%Y-%m-%d"
     parts = [
-        f'<svg class="chart" role="img" aria-label="Decisions per {counts["unit"]}" viewBox="0 0 {width} {height}" '
+        f'<svg class="chart" role="{"group" if href else "img"}" aria-label="Decisions per {counts["unit"]}" '
+        f'viewBox="0 0 {width} {height}" '
         f'width="100%" preserveAspectRatio="none" xmlns="http://www.w3.org/2000/svg">',
         f'<text x="{left - 6}" y="{top + 8}" text-anchor="end" font-size="10" fill="#6b7280">{peak}</text>',
         f'<text x="{left - 6}" y="{top + plot_h}" text-anchor="end" font-size="10" fill="#6b7280">0</text>',

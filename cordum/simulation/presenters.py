@@ -26,7 +26,7 @@ def report_view(simulation, *, membership=None) -> dict | None:
         for after in DECISIONS:
             n = matrix[before][after]
             cells.append({"after": after, "count": n, "pct": _pct(n, total), "changed": before != after,
-                          "shade": round(0.08 + 0.6 * n / cell_max, 2) if n else 0})
+                          "shade": round(0.06 + 0.3 * n / cell_max, 2) if n else 0})  # light enough for text on it
         rows.append({"before": before, "cells": cells, "total": sum(matrix[before].values())})
     column_totals = [sum(matrix[b][a] for b in DECISIONS) for a in DECISIONS]
 
