@@ -41,7 +41,8 @@ def _pages(ctx) -> list[tuple[str, str]]:
     approval = ApprovalRequest.objects.filter(organization=org, state="pending").first()
     return [("admin", "/"), ("audrey", "/evidence/"), ("alice", "/approvals/"), ("mo", "/evidence/"),
             ("author", f"/policies/repositories/{repo.pk}/"), ("author", f"/simulations/{simulation.pk}/"),
-            ("author", "/rollouts/"), ("admin", f"/approvals/{approval.pk}/"), ("admin", "/members/")]
+            ("author", "/rollouts/"), ("author", f"/rollouts/plans/{repo.pk}/"), ("admin", f"/approvals/{approval.pk}/"),
+            ("admin", "/members/")]
 
 
 def _login(page, live_server, username):
