@@ -55,6 +55,7 @@ class DashboardView(RoleRequiredMixin, TemplateView):
             teams=selectors.team_list(organization=org).count(),
             members=selectors.membership_list(organization=org).count(),
             agents=selectors.agent_list(organization=org, filters={"active": "true"}).count(),
+            own_agents=selectors.agent_list(organization=org).filter(owner=self.request.user),
             memberships=self.request.user.memberships.select_related("organization"),
             **kwargs,
         )

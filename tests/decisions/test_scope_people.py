@@ -47,3 +47,22 @@ def test_a_policy_author_scoped_to_no_team_reads_every_teams_evidence(org_with_c
     assert _agents(evidence_visible(membership=author)) == {"cursor-mo", "cursor-web", "claude-pay"}
     author.teams.set(org.teams.filter(slug="payments"))
     assert _agents(evidence_visible(membership=author)) == {"claude-pay"}
+
+
+def test_a_members_dashboard_lists_his_agents_and_their_held_calls(org_with_calls, client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from cordum.accounts.models import Agent
+    from cordum.approvals.models import ApprovalRequest
+
+    org, mo = org_with_calls
+    agent = Agent.objects.get(name="cursor-mo")
+    ApprovalRequest.objects.create(organization=org, agent=agent, server="filesystem", tool="write_file",
+                                   target="src/app.py", decision_id="d-1",
+                                   expires_at=timezone.now() + timedelta(minutes=15))
+    client.force_login(mo.user)
+    html = client.get("/").content.decode()
+    assert 'id="own-agents"' in html and "cursor-mo" in html and "?agent=cursor-mo" in html
+    assert "Your agents&#x27; held calls" in html or "Your agents' held calls" in html
