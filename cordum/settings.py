@@ -99,6 +99,12 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {})
     DATABASES["default"]["OPTIONS"].update({"timeout": 30, "transaction_mode": "IMMEDIATE"})
+# Behind PgBouncer in transaction pooling mode a connection may change between statements: no server-side
+# cursors and no server-side prepared statements (psycopg prepares a query after a few runs by default).
+PGBOUNCER = os.environ.get("CORDUM_PGBOUNCER", "0") == "1"
+if PGBOUNCER and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = None
 # Several test runs may share one PostgreSQL server: CORDUM_TEST_DB_NAME keeps them apart.
 if os.environ.get("CORDUM_TEST_DB_NAME"):
     DATABASES["default"]["TEST"] = {"NAME": os.environ["CORDUM_TEST_DB_NAME"]}
