@@ -59,7 +59,7 @@ demo: $(STAMP) node
 
 bench: $(STAMP)
 	$(BIN)/pip install --disable-pip-version-check -q -r requirements/bench.txt
-	@for b in bench/*.py; do echo "== $$b"; DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python $$b || exit 1; done
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python bench/run.py
 
 clean-demo:
 	rm -rf .cordum
