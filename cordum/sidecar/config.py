@@ -65,6 +65,10 @@ class HookSettings:
     # person at the terminal only where the policy lets an agent's owner approve (allow_self_approval), else deny.
     on_approval_timeout: str = "policy"
     server: str = "claude-code"          # server name the agents' built-in tools (Bash, Edit, ...) map under
+    # MCP servers (as the agent names them) a Cordum sidecar fronts over HTTP, so the hook leaves their calls to it
+    # (one gate per call). Servers launched through the sidecar in .mcp.json are found without this; "cordum" is
+    # the name the docs and the demo give an HTTP sidecar.
+    sidecar_servers: tuple[str, ...] = ("cordum",)
 
 
 @dataclass(frozen=True)
@@ -188,6 +192,10 @@ def config_from_dict(data: dict[str, Any], *, source: str | None = None) -> Side
     except TypeError as exc:
         raise ConfigError(f"approvals: {exc}") from exc
     try:
+        if "sidecar_servers" in hook:
+            _expect(isinstance(hook["sidecar_servers"], list) and all(isinstance(n, str) for n in hook["sidecar_servers"]),
+                    "hook.sidecar_servers: a list of MCP server names")
+            hook = {**hook, "sidecar_servers": tuple(hook["sidecar_servers"])}
         hook_settings = HookSettings(**hook)
     except TypeError as exc:
         raise ConfigError(f"hook: {exc}") from exc

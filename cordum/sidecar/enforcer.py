@@ -115,6 +115,7 @@ class Verdict:
     seq: int | None = None
     approval: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    unmapped: bool = False  # a tool the policy's map does not know, handed to the person at the terminal
 
     @property
     def decision_id(self) -> str:
@@ -177,14 +178,19 @@ class Enforcer:
     # -- deciding -------------------------------------------------------------------------------
 
     def decide(self, *, server: str, tool: str, arguments: dict[str, Any] | None, session_id: str,
-               agent: str | None = None, root: str | None = None, extra: dict[str, Any] | None = None) -> Verdict:
-        """Decide one call and commit its evidence record to the spool before returning."""
+               agent: str | None = None, root: str | None = None, extra: dict[str, Any] | None = None,
+               ask_unmapped: bool = False) -> Verdict:
+        """Decide one call and commit its evidence record to the spool before returning.
+
+        `ask_unmapped` (agent hooks): a tool the tool map does not know and no rule decides is neither denied
+        nor allowed in silence but asked about at the terminal, recorded as require_approval."""
         t0 = time.perf_counter_ns()
         arguments = arguments if isinstance(arguments, dict) else {}
         call = Call(server=server, tool=tool, arguments=arguments, agent=agent or self.agent, team=self.team or "",
                     environment=self.environment or "", root=root or self.root)
         primary = self.primary
         shadow_out: list[dict[str, Any]] = []
+        unmapped = False
         if primary is None:
             detail = self.no_policy_detail() if self.no_policy_detail else None
             decision, rule, reason, version = "deny", None, (
@@ -201,6 +207,9 @@ class Enforcer:
                     if limited is not None:
                         d = limited
                 decision, rule, reason = d.decision, d.rule, d.reason or ""
+                unmapped = ask_unmapped and d.unmapped
+                if unmapped:
+                    decision = "require_approval"
                 version = d.policy_version or primary.version
                 topic, risk_tags = d.topic, list(d.risk_tags)
                 target, action = d.target or "", d.action or f"{server}.{tool}"
@@ -256,7 +265,7 @@ class Enforcer:
         if extra:
             record.update(extra)
         verdict = Verdict(decision=decision, rule=rule, reason=reason, policy_version=version, record=record,
-                          approval=approval)
+                          approval=approval, unmapped=unmapped)
         if decision == "allow":
             self.counters.allow += 1
         elif decision == "deny":
@@ -267,8 +276,6 @@ class Enforcer:
         if self.on_record is not None:
             self.on_record()
         return verdict
-
-    # -- outcomes -------------------------------------------------------------------------------
 
     # -- tool results -----------------------------------------------------------------------------
 

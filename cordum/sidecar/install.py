@@ -61,6 +61,39 @@ def _is_wrapped(entry: dict[str, Any], sidecar: list[str]) -> bool:
     return os.path.basename(command) in (os.path.basename(sidecar[0]), SIDECAR) or "cordum.sidecar" in args
 
 
+def sidecar_fronted_servers(cwd: str | None) -> set[str]:
+    """Names of the MCP servers Claude Code launches through the Cordum sidecar: project `.mcp.json` (in `cwd`
+    or a parent), the user's `~/.claude.json` (its own and this project's) and the managed file. The hook leaves
+    their calls to the sidecar, so each is decided, held and recorded once."""
+    docs: list[dict[str, Any]] = []
+    here = Path(cwd or os.getcwd()).resolve()
+    for directory in (here, *here.parents):
+        if (directory / ".mcp.json").is_file():
+            docs.append(_read_json_quietly(directory / ".mcp.json"))
+            break
+    user = _read_json_quietly(Path.home() / ".claude.json")
+    docs.append(user)
+    docs.append(((user.get("projects") or {}).get(str(here)) or {}) if isinstance(user.get("projects"), dict) else {})
+    managed = MANAGED_DIRS.get(sys.platform)
+    if managed:
+        docs.append(_read_json_quietly(Path(managed) / "managed-mcp.json"))
+    names = set()
+    for doc in docs:
+        servers = doc.get("mcpServers") if isinstance(doc, dict) else None
+        for name, entry in (servers or {}).items() if isinstance(servers, dict) else ():
+            if isinstance(entry, dict) and _is_wrapped(entry, [SIDECAR]):
+                names.add(name)
+    return names
+
+
+def _read_json_quietly(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _is_cordum_hook(command: Any) -> bool:
     text = str(command or "")
     return (SIDECAR in text or "cordum.sidecar" in text) and " hook" in text

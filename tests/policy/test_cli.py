@@ -139,7 +139,7 @@ def test_diff_replays_an_evidence_export_through_each_policys_own_tool_map(tmp_p
     repo = tmp_path / "repo"
     shutil.copytree(TEMPLATE, repo)
     text = (repo / "safety.yaml").read_text()
-    catch_all = '  - {server: claude-code, tool: Bash, topic: job.mcp-bridge.shell.exec, target: "{command}"}'
+    catch_all = '  - {server: claude-code, tool: [Bash, PowerShell], topic: job.mcp-bridge.shell.exec, target: "{command}"}'
     test_runs = ("  - {server: claude-code, tool: Bash, when: {args: {command: {regex: ['^pytest\\b']}}}, "
                  'topic: job.mcp-bridge.shell.test, target: "{command}"}\n')
     rule = ('  - id: allow-test-runs\n    match: {topics: ["job.mcp-bridge.shell.test"]}\n'
@@ -154,4 +154,4 @@ def test_diff_replays_an_evidence_export_through_each_policys_own_tool_map(tmp_p
     r = cordum("policy", "diff", TEMPLATE / "safety.yaml", repo / "safety.yaml", "--calls", export)
     assert r.returncode == 0, r.stderr
     assert "decisions: 1 of 1 calls move" in r.stdout
-    assert "deny (default) -> allow (allow-test-runs)" in r.stdout
+    assert "require_approval (approve-shell) -> allow (allow-test-runs)" in r.stdout
