@@ -258,6 +258,16 @@ def load_config(path: str | os.PathLike[str]) -> SidecarConfig:
 def guess_server_name(command: list[str]) -> str:
     """A policy-friendly server name for an upstream command: `mcp-server-git`/`mcp_server_git` -> git,
     `@modelcontextprotocol/server-filesystem` -> filesystem; otherwise the executable's basename."""
+    known = server_identity(command)
+    if known:
+        return known
+    base = os.path.basename(command[0]) if command else "upstream"
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", base) or "upstream"
+
+
+def server_identity(command: list[str]) -> str | None:
+    """What an upstream is, from the package it runs (`filesystem` for the reference filesystem server however
+    the user named it); None when the command does not say."""
     for token in command:
         base = token.rsplit("/", 1)[-1]
         for prefix in ("mcp-server-", "mcp_server_", "server-"):
@@ -267,5 +277,4 @@ def guess_server_name(command: list[str]) -> str:
         for suffix in ("-mcp-server", "-mcp", "_mcp"):
             if base.endswith(suffix) and len(base) > len(suffix):
                 return re.sub(r"[^A-Za-z0-9_.-]", "-", base[: -len(suffix)])
-    base = os.path.basename(command[0]) if command else "upstream"
-    return re.sub(r"[^A-Za-z0-9_.-]", "-", base) or "upstream"
+    return None

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cordum.sidecar.config import server_identity
+
 SIDECAR = "cordum-sidecar"
 MANAGED_DIRS = {"darwin": "/Library/Application Support/ClaudeCode", "linux": "/etc/claude-code"}
 CURSOR_HOOK_EVENTS = ("beforeShellExecution", "beforeMCPExecution", "beforeReadFile")
@@ -111,7 +113,9 @@ def wrap_servers(servers: dict[str, Any], *, sidecar: list[str], policy_args: li
         if isinstance(entry.get("command"), str):
             upstream = [entry["command"], *[str(a) for a in entry.get("args") or []]]
             new["command"] = sidecar[0]
-            new["args"] = [*sidecar[1:], "run", *policy_args, "--name", name, "--", *upstream]
+            # the policy judges the server by what it runs (the filesystem server named "files" is filesystem)
+            identity = server_identity(upstream) or name
+            new["args"] = [*sidecar[1:], "run", *policy_args, "--name", identity, "--", *upstream]
         elif isinstance(entry.get("url"), str):
             new = {k: v for k, v in entry.items() if k not in ("type", "url", "headers")}
             headers = [a for k, v in (entry.get("headers") or {}).items() for a in ("--header", f"{k}: {v}")]
