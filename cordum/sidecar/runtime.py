@@ -127,7 +127,9 @@ async def build_services(cfg: SidecarConfig, *, local_bundle: str | None = None,
         return svc
     svc.offline = False
     svc.http = control_plane_client(cfg, token)
-    svc.uploader = Uploader(spool, svc.http, batch_size=cfg.upload_batch_size, interval=cfg.upload_interval_seconds)
+    up = cfg.upload
+    svc.uploader = Uploader(spool, svc.http, batch_size=up.batch_size, interval=up.interval_seconds,
+                            linger=up.linger_seconds, max_backoff=up.max_backoff_seconds)
     enforcer.on_record = svc.uploader.notify
     a = cfg.approvals
     svc.approvals = ApprovalClient(svc.http, poll_wait_seconds=a.poll_wait_seconds,
