@@ -146,6 +146,10 @@ CELERY_BEAT_SCHEDULE["evidence-ingest-sweep"] = {
     "schedule": timedelta(seconds=CORDUM_INGEST_SWEEP_SECONDS),
     "kwargs": {"older_than_seconds": CORDUM_INGEST_SWEEP_SECONDS},
 }
+CELERY_BEAT_SCHEDULE["evidence-quarantine-retry"] = {  # quarantined batches are retried with backoff
+    "task": "cordum.decisions.tasks.evidence_quarantine_retry_task",
+    "schedule": timedelta(seconds=60),
+}
 CELERY_BEAT_SCHEDULE["evidence-partitions"] = {  # create next months' evidence partitions ahead of time
     "task": "cordum.decisions.tasks.evidence_partitions_maintain_task",
     "schedule": timedelta(hours=6),

@@ -229,3 +229,11 @@ def evidence_as_dict(r: EvidenceRecord) -> dict:
         "root": r.root, "latency_us": r.latency_us, "duration_ms": r.duration_ms, "args_digest": r.args_digest,
         "args": orjson.loads(r.args) if r.args else None, "prev_hash": r.prev_hash, "hash": r.hash,
     }
+
+
+def evidence_quarantine_list(*, organization_id: int):
+    """The organisation's quarantined batches, oldest first, without their payloads (admin page, command)."""
+    from cordum.decisions.models import IngestBatch
+
+    return (IngestBatch.objects.filter(organization_id=organization_id).exclude(error="").select_related("agent")
+            .defer("payload").order_by("id"))

@@ -14,4 +14,5 @@ urlpatterns = [
     path("exports/<int:pk>/", views.ExportJobView.as_view(), name="export_job"),
     path("exports/<int:pk>/download/", views.ExportJobDownloadView.as_view(), name="export_job_download"),
     path("verify/", views.VerifyView.as_view(), name="verify"),
+    path("quarantine/", views.QuarantineView.as_view(), name="quarantine"),
 ]
