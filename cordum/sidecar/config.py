@@ -124,6 +124,12 @@ class SidecarConfig:
         # Named after the spool, so sidecars whose spools share a folder never share (or overwrite) one bundle.
         return self.spool_path.with_name(self.spool_path.stem + ".bundle.json")
 
+    @property
+    def key_store_path(self) -> Path:
+        """Signing keys learned through rotation (endorsed by a trusted key), next to the bundle store."""
+        store = self.bundle_store_path
+        return store.with_name(store.name.removesuffix(".json") + ".keys.json")
+
     def token(self) -> str | None:
         """The agent token from token_file or token_env; None when neither yields one."""
         if self.token_file:

@@ -49,14 +49,14 @@ def status_report(cfg: SidecarConfig, *, local_bundle: str | None = None) -> dic
         except PolicyLoadError as exc:
             report.update(bundle_version=None, bundle_error=str(exc))
     else:
-        from cordum.sidecar.bundles import BundleError, BundleStore, bundle_verify
+        from cordum.sidecar.bundles import BundleError, BundleStore, KeyStore, bundle_verify
 
         stored = BundleStore(cfg.bundle_store_path).load()
         if stored is None:
             report.update(bundle_version=None, bundle_error="no bundle received yet (every call is denied)")
         else:
             try:
-                bundle_verify(stored, cfg.trusted_keys)
+                bundle_verify(stored, KeyStore(cfg.key_store_path).trusted(cfg.trusted_keys))
                 manifest = stored["manifest"]
                 report.update(bundle_version=manifest.get("version"), bundle_sequence=manifest.get("sequence"),
                               bundle_source=str(cfg.bundle_store_path))
