@@ -29,6 +29,7 @@ from urllib.parse import urlparse, urlunparse
 import httpx
 import orjson
 import psycopg
+from results import record
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.support.procs import stop_process_groups  # noqa: E402
@@ -221,6 +222,9 @@ def main() -> None:
     print(f"POST -> Celery -> chained in PostgreSQL   {pipeline:>12,.0f} rec/s   {t_chained:6.2f} s")
     print(f"bare COPY, same records, same table       {copy_rate:>12,.0f} rec/s   {t_copy:6.2f} s")
     print(f"pipeline / bare COPY                      {pipeline / copy_rate:>12.2f} x")
+    record(benchmark="ingest", figure="HTTP -> Celery -> chained in PostgreSQL", value=pipeline, unit="rec/s",
+           baseline="bare COPY, same rows and table", baseline_value=copy_rate,
+           target=">= 20,000 rec/s and >= 0.7x COPY", met=pipeline >= 20_000 and pipeline / copy_rate >= 0.7)
     print(f"machine: {os.cpu_count()} CPUs, load average {load_before:.1f} before the run "
           "(other processes share them); target >= 20,000 rec/s and >= 0.3x COPY")
     print("CPU seconds during the pipeline run: " + ", ".join(

@@ -199,3 +199,30 @@ class ExportJob(models.Model):
     @property
     def percent(self) -> int:
         return int(100 * self.done / self.total) if self.total else (100 if self.status == "done" else 0)
+
+
+class ChainVerification(models.Model):
+    """One run of the hash-chain verification started from the explorer, with its progress and verdict."""
+
+    organization = models.ForeignKey("accounts.Organization", on_delete=models.CASCADE, related_name="+")
+    requested_by = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL, related_name="+")
+    status = models.CharField(max_length=10, choices=ExportStatus.choices, default=ExportStatus.QUEUED)
+    total = models.BigIntegerField(null=True, blank=True)
+    checked = models.BigIntegerField(default=0)
+    ok = models.BooleanField(null=True)
+    broken_seq = models.BigIntegerField(null=True, blank=True)
+    problem = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"chain verification {self.pk} ({self.status})"
+
+    @property
+    def percent(self) -> int:
+        if self.status == ExportStatus.DONE:
+            return 100
+        return min(99, int(100 * self.checked / self.total)) if self.total else 0

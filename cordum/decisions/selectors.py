@@ -28,21 +28,19 @@ EXPORT_FIELDS = (
 
 
 def team_scope(membership: Membership) -> list[int] | None:
-    """None: every team (view_audit). Otherwise the team ids the membership is scoped to."""
-    if membership.has_perm(Perm.VIEW_AUDIT):
-        return None
-    if membership.has_perm(Perm.VIEW_OWN_TEAM):
-        return list(membership.teams.values_list("pk", flat=True))
-    raise PermissionDenied("Your role does not allow reading evidence.")
+    """None: every team. Otherwise the team ids the membership reads (Membership.team_scope states the rule)."""
+    if not membership.has_perm(Perm.VIEW_OWN_TEAM):
+        raise PermissionDenied("Your role does not allow reading evidence.")
+    return membership.team_scope()
 
 
 def evidence_visible(*, membership: Membership, scope: list[int] | None | bool = False) -> QuerySet[EvidenceRecord]:
-    """The records this membership may read: every team's for auditors/admins, else its own teams'."""
+    """The records this membership may read: those of the teams in its scope, and those of its own agents."""
     if scope is False:
         scope = team_scope(membership)
     qs = EvidenceRecord.objects.filter(organization_id=membership.organization_id)
     if scope is not None:
-        qs = qs.filter(team_id__in=scope)
+        qs = qs.filter(Q(team_id__in=scope) | Q(agent__owner_id=membership.user_id))
     return qs
 
 

@@ -43,6 +43,13 @@ def evidence_export_task(job_id: int) -> None:
     exports.export_job_run(job_id=job_id)
 
 
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def chain_verify_task(run_id: int) -> None:
+    from cordum.decisions.audit import chain_verification_run
+
+    chain_verification_run(run_id=run_id)
+
+
 @shared_task
 def evidence_partitions_maintain_task() -> None:
     """Create next months' partitions ahead of time (PostgreSQL)."""

@@ -17,10 +17,10 @@ from cordum.accounts.access import RoleRequiredMixin
 from cordum.accounts.permissions import Perm
 from cordum.common.errors import CordumError, NotFound
 from cordum.decisions import exports, selectors, storage
-from cordum.decisions.audit import verify_chain
+from cordum.decisions.audit import chain_verification_start
 from cordum.decisions.choices import ExportFormat, ExportStatus
 from cordum.decisions.filters import EvidenceFilterForm, parse_filters
-from cordum.decisions.models import ChainHead, ExportJob
+from cordum.decisions.models import ChainHead, ChainVerification, ExportJob
 from cordum.decisions.presenters import decision_chart_svg
 from cordum.decisions.services import chain_hash, record_document
 
@@ -110,9 +110,11 @@ class SessionView(RoleRequiredMixin, View):
         if not timeline:
             raise Http404("No visible records for this session.")
         first, last = timeline[0]["record"], timeline[-1]["record"]
+        # The session lasts until its last record, an outcome included (a call approved minutes later).
+        last_at = max([last.timestamp, *(o.timestamp for step in timeline for o in step["outcomes"])])
         return render(request, "decisions/session.html", {
-            "session_id": session_id, "timeline": timeline, "first": first, "last": last,
-            "duration_s": (last.timestamp - first.timestamp).total_seconds(),
+            "session_id": session_id, "timeline": timeline, "first": first, "last": last, "last_at": last_at,
+            "duration_s": (last_at - first.timestamp).total_seconds(),
             "counts": {d: sum(1 for t in timeline if t["record"].decision == d)
                        for d in ("allow", "require_approval", "deny")},
         })
@@ -185,12 +187,20 @@ class VerifyView(RoleRequiredMixin, View):
     required_perm = Perm.VIEW_AUDIT
 
     def post(self, request):
-        result = verify_chain(organization_id=self.organization.pk)
-        if result.ok:
-            messages.success(request, f"Chain verified: {result.checked} records, every link intact.")
-        else:
-            messages.error(request, f"Chain BROKEN at seq {result.broken_seq}: {result.problem}")
-        return redirect("decisions:explorer")
+        run = chain_verification_start(membership=self.membership)
+        return redirect("decisions:verify_run", pk=run.pk)
+
+
+@method_decorator([require_GET, vary_on_headers("HX-Request")], name="dispatch")
+class VerifyRunView(RoleRequiredMixin, View):
+    """A verification's progress (htmx polls the fragment) and its verdict."""
+
+    required_perm = Perm.VIEW_AUDIT
+
+    def get(self, request, pk):
+        run = get_object_or_404(ChainVerification, pk=pk, organization=self.organization)
+        template = "decisions/partials/_verify_run.html" if request.htmx else "decisions/verify_run.html"
+        return render(request, template, {"run": run, "finished": run.finished_at is not None})
 
 
 class QuarantineView(RoleRequiredMixin, View):

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('decisions', '0006_evidencerecord_root'),
+        ('decisions', '0007_chain_verification'),
     ]
 
     operations = [
