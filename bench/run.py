@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ["policy_eval.py", "validate.py", "sidecar_overhead.py", "simulate.py", "ingest.py", "propagation.py"]
+BENCHMARKS = ["policy_eval.py", "validate.py", "result_scan.py", "sidecar_overhead.py", "simulate.py", "ingest.py", "propagation.py"]
 TIME_LIMIT = 30 * 60  # one benchmark; a busy 2-core machine is slow, a hung one is stopped
 
 

@@ -143,7 +143,7 @@ def _calls_from(path: str) -> list:
         cases, errors = load_cases(path)
         if errors:
             raise ValueError("; ".join(str(e) for e in errors))
-        return [(str(c.get("name") or f"line {line}"), c["call"]) for line, c in cases]
+        return [(str(c.get("name") or f"line {line}"), c["call"]) for line, c in cases if "call" in c]  # result cases have no call
     out = []
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):

@@ -72,6 +72,9 @@ class EvidenceRecord(models.Model):
     # The agent's working root the decision was made against ("{root}" and relative paths in the policy); lets a
     # simulation replay the call exactly. Hashed only when set (added after the first records were chained).
     root = models.TextField(blank=True, default="")
+    # What the sidecar observed about the call beyond its decision, as canonical JSON ("" when nothing):
+    # {"masked": {"AWS Access Key": 1}} for secrets masked in the tool result (kinds and counts, never values).
+    facts = models.TextField(blank=True, default="")
 
     timestamp = models.DateTimeField()  # when the call happened (sidecar clock)
     latency_us = models.BigIntegerField(null=True)

@@ -23,7 +23,7 @@ EXPORT_FIELDS = (
     "record_id", "record_type", "decision_id", "seq", "recorded_at", "timestamp", "agent", "team",
     "environment", "session_id", "sidecar_id", "server", "tool", "action", "target", "topic", "risk_tags",
     "decision", "rule", "reason", "policy_version", "mode", "shadow", "outcome", "reviewer", "comment", "error",
-    "root", "latency_us", "duration_ms", "args_digest", "args", "prev_hash", "hash",
+    "root", "latency_us", "duration_ms", "args_digest", "args", "facts", "prev_hash", "hash",
 )
 
 
@@ -225,7 +225,8 @@ def evidence_as_dict(r: EvidenceRecord) -> dict:
         "policy_version": r.policy_version, "mode": r.mode or None, "shadow": r.shadow,
         "outcome": r.outcome or None, "reviewer": r.reviewer or None, "comment": r.comment, "error": r.error,
         "root": r.root, "latency_us": r.latency_us, "duration_ms": r.duration_ms, "args_digest": r.args_digest,
-        "args": orjson.loads(r.args) if r.args else None, "prev_hash": r.prev_hash, "hash": r.hash,
+        "args": orjson.loads(r.args) if r.args else None, "facts": orjson.loads(r.facts) if r.facts else {},
+        "prev_hash": r.prev_hash, "hash": r.hash,
     }
 
 

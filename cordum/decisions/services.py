@@ -147,6 +147,7 @@ def _record_validate(raw, index: int, context: dict) -> tuple[str, dict]:
     if duration_ms is not None and (type(duration_ms) is not int or not 0 <= duration_ms <= _MAX_INT):
         raise _invalid(f"records[{index}].duration_ms", "must be a non-negative integer or null.")
     row["latency_us"], row["duration_ms"] = latency_us, duration_ms
+    row["facts"] = _facts_validate(get("facts"), index)
     outcome = get("outcome")
     if record_type == "decision":
         decision = get("decision")
@@ -183,6 +184,33 @@ def _record_validate(raw, index: int, context: dict) -> tuple[str, dict]:
     row["decision"], row["outcome"], row["mode"] = "", outcome, ""
     row["risk_tags"], row["shadow"], row["args"] = [], [], ""
     return f"{decision_id}:{outcome}", row
+
+
+_FACTS_MAX_BYTES = 4096
+
+
+def _facts_validate(facts, index: int) -> str:
+    """The optional `facts` of a record as canonical JSON text ("" when absent): only the shapes the sidecar
+    sends, so nothing else rides into the evidence under that name."""
+    if facts is None or facts == {}:
+        return ""
+    where = f"records[{index}].facts"
+    if type(facts) is not dict:
+        raise _invalid(where, "must be an object or null.")
+    for key, value in facts.items():
+        if key == "masked":
+            if type(value) is not dict or not all(
+                    type(k) is str and len(k) <= 100 and type(n) is int and 0 < n <= _MAX_INT for k, n in value.items()):
+                raise _invalid(f"{where}.masked", "must map each kind of secret masked to a positive count.")
+        elif key == "withheld":
+            if type(value) is not bool:
+                raise _invalid(f"{where}.withheld", "must be true or false.")
+        else:
+            raise _invalid(f"{where}.{key}"[:200], "is not a known fact (known: masked, withheld).")
+    text = _dumps_sorted(facts).decode()
+    if len(text) > _FACTS_MAX_BYTES:
+        raise _invalid(where, f"must be at most {_FACTS_MAX_BYTES} bytes of JSON.")
+    return text
 
 
 def _dumps_sorted(value) -> bytes:

@@ -28,6 +28,8 @@ from cordum.policy import (
     redact_arguments,
     redact_target,
 )
+from cordum.policy.model import ResultSettings
+from cordum.policy.secrets import default_scanner, screen_result
 from cordum.sidecar.ids import utc_now_rfc3339, uuid7_str
 from cordum.sidecar.spool import Spool, outcome_record
 
@@ -268,10 +270,26 @@ class Enforcer:
 
     # -- outcomes -------------------------------------------------------------------------------
 
+    # -- tool results -----------------------------------------------------------------------------
+
+    def _result_settings(self) -> ResultSettings:
+        return self.primary.compiled.policy.results if self.primary is not None else ResultSettings()
+
+    def screen_result(self, result: dict[str, Any]):
+        """(result to send instead or None, Counter of secret kinds): the policy in force decides."""
+        return screen_result(result, self._result_settings())
+
+    def mask(self, text: str) -> str:
+        """Free text (an error message from the upstream) with secrets masked, for the evidence."""
+        return default_scanner(self._result_settings().patterns).mask(text)[0]
+
+    # -- outcomes -------------------------------------------------------------------------------
+
     def record_outcome(self, verdict: Verdict, outcome: str, *, reviewer: str | None = None, comment: str = "",
-                       error: str = "", in_decision: bool = True) -> None:
+                       error: str = "", in_decision: bool = True, facts: dict[str, Any] | None = None) -> None:
         """Fold the outcome into the spooled decision record if it has not been uploaded yet, else (or when
-        `in_decision` is False) spool a separate outcome record."""
+        `in_decision` is False) spool a separate outcome record. `facts`: what was observed about the result
+        (secrets masked: kinds and counts)."""
         duration_ms = int((time.monotonic() - verdict.started) * 1000)
         final = outcome not in NON_FINAL_OUTCOMES
         if in_decision and outcome in DECISION_OUTCOMES and verdict.record.get("outcome") is None \
@@ -279,13 +297,16 @@ class Enforcer:
             updated = dict(verdict.record, outcome=outcome)
             if reviewer is not None:
                 updated["reviewer"] = reviewer
+            if facts:
+                updated["facts"] = facts
             verdict.record = updated
             # folded into the decision record if it is still waiting in the spool (the usual case: the outcome
             # record below is then never built), else its own record
             if self.spool.merge_outcome(verdict.seq, updated, final=final):
                 return
         self.spool.add_outcome(verdict.seq, outcome_record(verdict.decision_id, outcome, reviewer=reviewer,
-                                                          comment=comment, error=error, duration_ms=duration_ms),
+                                                          comment=comment, error=error, duration_ms=duration_ms,
+                                                          facts=facts),
                                final=final)
         if self.on_record is not None:
             self.on_record()

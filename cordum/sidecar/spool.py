@@ -95,13 +95,16 @@ HELD, FORWARDED = 1, 2
 
 
 def outcome_record(decision_id: str, outcome: str, *, reviewer: str | None = None, comment: str = "",
-                   error: str = "", duration_ms: int | None = None) -> dict[str, Any]:
+                   error: str = "", duration_ms: int | None = None, facts: dict | None = None) -> dict[str, Any]:
     """An outcome record for a decision already spooled (the evidence contract's outcome fields)."""
     from cordum.sidecar.ids import utc_now_rfc3339
 
-    return {"record_type": "outcome", "decision_id": decision_id, "outcome": outcome, "reviewer": reviewer,
-            "comment": comment or "", "error": (error or "")[:2000], "timestamp": utc_now_rfc3339(),
-            "duration_ms": duration_ms}
+    record = {"record_type": "outcome", "decision_id": decision_id, "outcome": outcome, "reviewer": reviewer,
+              "comment": comment or "", "error": (error or "")[:2000], "timestamp": utc_now_rfc3339(),
+              "duration_ms": duration_ms}
+    if facts:
+        record["facts"] = facts
+    return record
 
 
 def record_id_of(record: dict[str, Any]) -> str:
