@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('decisions', '0007_chain_verification'),
+        ('decisions', '0008_evidencerecord_facts'),
     ]
 
     operations = [
