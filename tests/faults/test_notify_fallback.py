@@ -12,10 +12,11 @@ def _closed_port_url() -> str:
         return f"redis://127.0.0.1:{s.getsockname()[1]}/0"  # nothing listens once the socket closes
 
 
-def test_publish_without_redis_logs_instead_of_raising(settings, caplog):
+def test_publish_without_redis_does_not_raise_and_still_wakes_local_waiters(settings):
     settings.REDIS_URL = _closed_port_url()
-    notify.publish("approval:x", "decided")
-    assert "Redis unreachable" in caplog.text
+    before = notify._local_generation.get("approval:x", 0)
+    notify.publish("approval:x", "decided")  # raised redis.ConnectionError before the fix
+    assert notify._local_generation["approval:x"] == before + 1
 
 
 def test_a_long_poll_without_redis_wakes_by_polling_its_check(settings):
