@@ -19,7 +19,6 @@ import hashlib
 import hmac
 import json
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -33,6 +32,8 @@ from results import record
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.support.procs import stop_process_groups  # noqa: E402
+
 BENCH_DB = "cordum_bench_propagation"
 OPA_DEFAULT_POLL_SECONDS = 60  # OPA bundle polling default (min_delay_seconds=60, max_delay_seconds=120)
 
@@ -160,13 +161,7 @@ def main() -> None:
                                                               {key.key_id: key.public_key}, commit_and_push,
                                                               args.rounds + 1, tmp))
     finally:
-        for proc in procs:
-            os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_process_groups(procs)
     _report(results, args.rounds)
     if rollout_results is not None:
         _report_rollout(rollout_results, args.sidecars)

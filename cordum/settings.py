@@ -144,9 +144,17 @@ CELERY_BEAT_SCHEDULE["policies-poll-repositories"] = {
     "task": "cordum.policies.tasks.repositories_poll_task",
     "schedule": timedelta(seconds=POLICY_POLL_INTERVAL),
 }
-CELERY_BEAT_SCHEDULE["evidence-ingest-sweep"] = {  # re-enqueue evidence batches whose message was lost
+# Re-enqueue evidence batches whose message was lost (a Redis outage or restart): every N seconds, batches
+# staged at least N seconds ago.
+CORDUM_INGEST_SWEEP_SECONDS = int(os.environ.get("CORDUM_INGEST_SWEEP_SECONDS", "30"))
+CELERY_BEAT_SCHEDULE["evidence-ingest-sweep"] = {
     "task": "cordum.decisions.tasks.evidence_ingest_sweep_task",
-    "schedule": timedelta(seconds=30),
+    "schedule": timedelta(seconds=CORDUM_INGEST_SWEEP_SECONDS),
+    "kwargs": {"older_than_seconds": CORDUM_INGEST_SWEEP_SECONDS},
+}
+CELERY_BEAT_SCHEDULE["evidence-quarantine-retry"] = {  # quarantined batches are retried with backoff
+    "task": "cordum.decisions.tasks.evidence_quarantine_retry_task",
+    "schedule": timedelta(seconds=60),
 }
 CELERY_BEAT_SCHEDULE["evidence-partitions"] = {  # create next months' evidence partitions ahead of time
     "task": "cordum.decisions.tasks.evidence_partitions_maintain_task",

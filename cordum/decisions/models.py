@@ -165,8 +165,12 @@ class IngestBatch(models.Model):
     record_count = models.IntegerField()
     received_at = models.DateTimeField(default=timezone.now)
     # Set when the database refused this batch on its own (never expected: validation runs first). A quarantined
-    # batch is skipped by the writer so one bad batch cannot stall its organisation's chain; see the admin.
+    # batch is skipped by the writer so one bad batch cannot stall its organisation's chain. The refusal may be
+    # passing (a missing partition, a lock timeout), so the beat retries it at `retry_at` with backoff
+    # (`attempts` so far); admins see the counts and retry at once from Evidence > Quarantine.
     error = models.TextField(blank=True, default="")
+    attempts = models.IntegerField(default=0, db_default=0)  # a DB default: stage_insert writes raw SQL
+    retry_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["organization", "id"], name="ingest_batch_org_id")]

@@ -228,3 +228,11 @@ def evidence_as_dict(r: EvidenceRecord) -> dict:
         "args": orjson.loads(r.args) if r.args else None, "facts": orjson.loads(r.facts) if r.facts else {},
         "prev_hash": r.prev_hash, "hash": r.hash,
     }
+
+
+def evidence_quarantine_list(*, organization_id: int):
+    """The organisation's quarantined batches, oldest first, without their payloads (admin page, command)."""
+    from cordum.decisions.models import IngestBatch
+
+    return (IngestBatch.objects.filter(organization_id=organization_id).exclude(error="").select_related("agent")
+            .defer("payload").order_by("id"))

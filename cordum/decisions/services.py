@@ -402,8 +402,57 @@ def _drain_singly(organization_id: int) -> tuple[int, int]:
             written += _drain_once(organization_id, DRAIN_MAX_RECORDS, only=pk)[0]
         except (DataError, IntegrityError, ProgrammingError) as exc:
             logger.error("evidence writer: quarantining batch %s of org %s: %s", pk, organization_id, exc)
-            IngestBatch.objects.filter(pk=pk).update(error=str(exc)[:2000] or type(exc).__name__)
+            _quarantine(pk, str(exc)[:2000] or type(exc).__name__)
     return written, 0
+
+
+# --- quarantine ---------------------------------------------------------------------------------
+QUARANTINE_RETRY_BASE_SECONDS = 60  # first retry after a minute, then doubling...
+QUARANTINE_RETRY_MAX_SECONDS = 6 * 3600  # ...up to every six hours
+QUARANTINE_MAX_AUTO_RETRIES = 10  # after that only a person retries it (the error is most likely permanent)
+
+
+def quarantine_backoff_seconds(attempts: int) -> int:
+    """Wait before the automatic retry that follows the `attempts`-th refusal."""
+    return min(QUARANTINE_RETRY_BASE_SECONDS * 2 ** max(0, attempts - 1), QUARANTINE_RETRY_MAX_SECONDS)
+
+
+def _quarantine(pk: int, error: str) -> None:
+    attempts = (IngestBatch.objects.filter(pk=pk).values_list("attempts", flat=True).first() or 0) + 1
+    retry_at = (timezone.now() + dt.timedelta(seconds=quarantine_backoff_seconds(attempts))
+                if attempts <= QUARANTINE_MAX_AUTO_RETRIES else None)
+    IngestBatch.objects.filter(pk=pk).update(error=error, attempts=attempts, retry_at=retry_at)
+
+
+def evidence_quarantine_release(*, organization_id: int | None = None, batch_ids: list[int] | None = None,
+                                due_only: bool = True, now=None) -> dict[int, int]:
+    """Put quarantined batches back in the writer's queue and wake the writer for their organisations.
+
+    `due_only`: only batches whose backoff has passed (the beat); False retries now (an admin). A batch the
+    database refuses again is quarantined again with the next, longer backoff. Returns {org id: batches}.
+    """
+    from cordum.decisions.tasks import evidence_ingest_task
+
+    qs = IngestBatch.objects.exclude(error="")
+    if organization_id is not None:
+        qs = qs.filter(organization_id=organization_id)
+    if batch_ids is not None:
+        qs = qs.filter(pk__in=batch_ids)
+    if due_only:
+        qs = qs.filter(retry_at__lte=now or timezone.now())
+    released: dict[int, int] = {}
+    with transaction.atomic():
+        rows = list(qs.select_for_update(skip_locked=True).values_list("pk", "organization_id"))
+        IngestBatch.objects.filter(pk__in=[pk for pk, _org in rows]).update(error="", retry_at=None)
+        first_of_org: dict[int, int] = {}
+        for pk, org_id in rows:
+            released[org_id] = released.get(org_id, 0) + 1
+            first_of_org.setdefault(org_id, pk)
+        for pk in first_of_org.values():  # one writer run drains the whole organisation
+            transaction.on_commit(lambda pk=pk: _enqueue(evidence_ingest_task, pk))
+    if released:
+        logger.info("evidence quarantine: released %s batch(es) for retry", sum(released.values()))
+    return released
 
 
 # --- the chain writer --------------------------------------------------------------------------

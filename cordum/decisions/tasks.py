@@ -30,6 +30,12 @@ def evidence_ingest_sweep_task(older_than_seconds: int = 30) -> int:
     return len(org_ids)
 
 
+@shared_task
+def evidence_quarantine_retry_task() -> int:
+    """Retry quarantined batches whose backoff has passed (the database may accept them now)."""
+    return sum(services.evidence_quarantine_release(due_only=True).values())
+
+
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def evidence_export_task(job_id: int) -> None:
     from cordum.decisions import exports

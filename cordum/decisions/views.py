@@ -56,6 +56,8 @@ class ExplorerView(RoleRequiredMixin, View):
         context.update(
             total=total, capped=capped, stream_limit=exports.STREAM_LIMIT,
             can_export=self.membership.has_perm(Perm.EXPORT_AUDIT),
+            quarantined=(selectors.evidence_quarantine_list(organization_id=self.organization.pk).count()
+                         if self.membership.has_perm(Perm.MANAGE_ORG) else 0),
             head=ChainHead.objects.filter(organization_id=self.organization.pk).first(),
         )
         template = "decisions/partials/_results.html" if request.htmx else "decisions/explorer.html"
@@ -199,3 +201,33 @@ class VerifyRunView(RoleRequiredMixin, View):
         run = get_object_or_404(ChainVerification, pk=pk, organization=self.organization)
         template = "decisions/partials/_verify_run.html" if request.htmx else "decisions/verify_run.html"
         return render(request, template, {"run": run, "finished": run.finished_at is not None})
+
+
+class QuarantineView(RoleRequiredMixin, View):
+    """Admins: evidence batches the database refused, with their error, attempts and next automatic retry."""
+
+    required_perm = Perm.MANAGE_ORG
+
+    @method_decorator(require_GET)
+    def get(self, request):
+        batches = list(selectors.evidence_quarantine_list(organization_id=self.organization.pk))
+        return render(request, "decisions/quarantine.html", {
+            "batches": batches, "records": sum(b.record_count for b in batches)})
+
+    @method_decorator(require_POST)
+    def post(self, request):
+        from cordum.decisions.services import evidence_quarantine_release
+
+        batch_ids = None
+        if request.POST.get("batch"):
+            try:
+                batch_ids = [int(request.POST["batch"])]
+            except ValueError:
+                messages.error(request, "batch: must be a batch number.")
+                return redirect("decisions:quarantine")
+        released = evidence_quarantine_release(organization_id=self.organization.pk, batch_ids=batch_ids,
+                                               due_only=False)
+        count = released.get(self.organization.pk, 0)
+        messages.success(request, f"{count} batch(es) queued for another try." if count
+                         else "Nothing to retry.")
+        return redirect("decisions:quarantine")

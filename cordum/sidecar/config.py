@@ -17,7 +17,7 @@ upstreams:
 trusted_keys: {k_2026_01: "<base64 raw Ed25519 public key>"}
 approvals: {poll_wait_seconds: 25, progress_interval_seconds: 5, max_wait_seconds: 900}
 hook: {approval_wait_seconds: 50, on_approval_timeout: policy, server: claude-code}
-upload: {interval_seconds: 1.0, batch_size: 500}
+upload: {batch_size: 500, linger_seconds: 0.05, interval_seconds: 1.0, max_backoff_seconds: 60}
 heartbeat: {interval_seconds: 15}
 ```
 """
@@ -39,6 +39,11 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 class ConfigError(Exception):
     """sidecar.yaml is missing, unreadable or invalid; the message names the field."""
+
+
+def _expect(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,26 @@ class HookSettings:
 
 
 @dataclass(frozen=True)
+class UploadSettings:
+    """How evidence leaves the spool. Bigger batches and a longer linger mean fewer, larger POSTs (less load
+    on the control plane); a shorter linger means evidence is visible sooner."""
+
+    batch_size: int = 500                # records per POST (the control plane takes at most 5000)
+    linger_seconds: float = 0.05         # after a new record, wait this long so a batch can form
+    interval_seconds: float = 1.0        # upload at least this often with no new record (retries, leftovers)
+    max_backoff_seconds: float = 60.0    # cap of the exponential backoff (with jitter) while uploads fail
+
+    def __post_init__(self) -> None:
+        _expect(isinstance(self.batch_size, int) and not isinstance(self.batch_size, bool)
+                and 1 <= self.batch_size <= 5000, "upload.batch_size: an integer from 1 to 5000")
+        for name, low, high in (("linger_seconds", 0.0, 60.0), ("interval_seconds", 0.01, 3600.0),
+                                ("max_backoff_seconds", 0.5, 86400.0)):
+            value = getattr(self, name)
+            _expect(isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high,
+                    f"upload.{name}: a number of seconds from {low:g} to {high:g}")
+
+
+@dataclass(frozen=True)
 class SidecarConfig:
     control_plane: str | None = None
     token_env: str | None = "CORDUM_AGENT_TOKEN"
@@ -87,8 +112,7 @@ class SidecarConfig:
     trusted_keys: dict[str, str] = field(default_factory=dict)
     approvals: ApprovalSettings = ApprovalSettings()
     hook: HookSettings = HookSettings()
-    upload_interval_seconds: float = 1.0
-    upload_batch_size: int = 500
+    upload: UploadSettings = UploadSettings()
     heartbeat_interval_seconds: float = 15.0
     sidecar_id: str | None = None
     source: str | None = None  # path the config was read from
@@ -104,6 +128,12 @@ class SidecarConfig:
         # Named after the spool, so sidecars whose spools share a folder never share (or overwrite) one bundle.
         return self.spool_path.with_name(self.spool_path.stem + ".bundle.json")
 
+    @property
+    def key_store_path(self) -> Path:
+        """Signing keys learned through rotation (endorsed by a trusted key), next to the bundle store."""
+        store = self.bundle_store_path
+        return store.with_name(store.name.removesuffix(".json") + ".keys.json")
+
     def token(self) -> str | None:
         """The agent token from token_file or token_env; None when neither yields one."""
         if self.token_file:
@@ -118,11 +148,6 @@ class SidecarConfig:
 
     def hostname(self) -> str:
         return socket.gethostname()
-
-
-def _expect(cond: bool, message: str) -> None:
-    if not cond:
-        raise ConfigError(message)
 
 
 def _upstream(i: int, raw: Any) -> UpstreamConfig:
@@ -199,6 +224,10 @@ def config_from_dict(data: dict[str, Any], *, source: str | None = None) -> Side
         hook_settings = HookSettings(**hook)
     except TypeError as exc:
         raise ConfigError(f"hook: {exc}") from exc
+    try:
+        upload_settings = UploadSettings(**upload)
+    except TypeError as exc:
+        raise ConfigError(f"upload: {exc}") from exc
     _expect(hook_settings.on_approval_timeout in ("policy", "ask", "deny"),
             "hook.on_approval_timeout: policy, ask or deny")
     token_file = data.get("token_file")
@@ -217,8 +246,7 @@ def config_from_dict(data: dict[str, Any], *, source: str | None = None) -> Side
         trusted_keys={str(k): str(v) for k, v in keys.items()},
         approvals=approvals,
         hook=hook_settings,
-        upload_interval_seconds=float(upload.get("interval_seconds", 1.0)),
-        upload_batch_size=int(upload.get("batch_size", 500)),
+        upload=upload_settings,
         heartbeat_interval_seconds=float(heartbeat.get("interval_seconds", 15.0)),
         sidecar_id=data.get("sidecar_id"),
         source=source,

@@ -40,7 +40,7 @@ DECISION_OUTCOMES = {"approved", "denied", "timed_out", "executed", "failed", "b
 # Outcomes after which the call goes on (it is forwarded next); every other outcome closes the call.
 NON_FINAL_OUTCOMES = {"approved", "allowed_on_timeout"}
 INTERRUPTED_FORWARDED = ("interrupted: the sidecar stopped (crash or kill) after forwarding the call and before "
-                         "recording its result; whether it ran is unknown")
+                         "recording its result; whether it ran, and how, is unknown")
 INTERRUPTED_HELD = ("interrupted: the sidecar stopped (crash or kill) while the call waited for approval; it was "
                     "never forwarded")
 
@@ -320,13 +320,14 @@ class Enforcer:
 
     def recover_interrupted(self) -> int:
         """Append the missing outcome of every call a dead sidecar left open (kill -9, crash, power loss
-        after the decision reached the disk): `failed` for a forwarded call (its result is unknown),
-        `cancelled` for one that was still waiting for approval. Returns how many were closed."""
+        after the decision reached the disk): `unknown` for a forwarded call (it may have run, or failed: only
+        the upstream knows, so claiming either would be false evidence), `cancelled` for one that was still
+        waiting for approval. Returns how many were closed."""
         orphans = self.spool.orphaned_calls()
         for seq, record, state in orphans:
             forwarded = state != 1
             self.spool.add_outcome(seq, outcome_record(
-                record["decision_id"], "failed" if forwarded else "cancelled",
+                record["decision_id"], "unknown" if forwarded else "cancelled",
                 comment="" if forwarded else INTERRUPTED_HELD, error=INTERRUPTED_FORWARDED if forwarded else ""))
         if orphans:
             log.warning("closed calls an earlier sidecar left open", extra={"calls": len(orphans)})

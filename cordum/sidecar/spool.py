@@ -393,6 +393,17 @@ class Spool:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM records WHERE inflight < 2").fetchone()[0]
 
+    def oldest_waiting_at(self) -> str | None:
+        """RFC 3339 time of the oldest record still waiting for upload (the backlog's age), None when empty."""
+        with self._lock:
+            row = self._db.execute("SELECT body FROM records WHERE inflight < 2 ORDER BY seq LIMIT 1").fetchone()
+        if row is None:
+            return None
+        try:
+            return str(orjson.loads(row[0]).get("timestamp") or "") or None
+        except (orjson.JSONDecodeError, AttributeError):
+            return None
+
     def rejected(self) -> int:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM records WHERE inflight = 2").fetchone()[0]

@@ -152,8 +152,15 @@ class TrustedKeysApi(APIView):
 
     @extend_schema(responses=dict)
     def get(self, request):
-        keys = selectors.signing_key_list(organization=self.organization).filter(status=KeyStatus.ACTIVE)
-        return Response({"keys": [{"key_id": k.key_id, "alg": k.alg, "public_key": k.public_key} for k in keys]})
+        """`keys`: the active keys (paste them into trusted_keys); `retired`: older keys, only as links of the
+        endorsement chains by which a sidecar learns a rotated key from one it already trusts."""
+        keys = list(selectors.signing_key_list(organization=self.organization))
+
+        def entry(k):
+            return {"key_id": k.key_id, "alg": k.alg, "public_key": k.public_key, "endorsements": k.endorsements}
+
+        return Response({"keys": [entry(k) for k in keys if k.status == KeyStatus.ACTIVE],
+                         "retired": [entry(k) for k in keys if k.status != KeyStatus.ACTIVE]})
 
 
 def _if_none_match(request) -> set[str]:
