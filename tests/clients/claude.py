@@ -4,7 +4,6 @@ project, against a scripted model (tests/clients/anthropic_api.py)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
