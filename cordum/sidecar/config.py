@@ -63,6 +63,11 @@ class ApprovalSettings:
     max_wait_seconds: float | None = None   # cap over the policy's approval timeout (None: the policy's)
 
 
+# What the docs and the demo name an MCP entry that is itself a Cordum sidecar (over HTTP): never wrapped again
+# by the installer, and its calls are left to it by the hook.
+SIDECAR_SERVER_NAMES = ("cordum",)
+
+
 @dataclass(frozen=True)
 class HookSettings:
     approval_wait_seconds: float = 50.0  # stay inside the agent's hook timeout (Claude Code: 60 s default)
@@ -73,7 +78,7 @@ class HookSettings:
     # MCP servers (as the agent names them) a Cordum sidecar fronts over HTTP, so the hook leaves their calls to it
     # (one gate per call). Servers launched through the sidecar in .mcp.json are found without this; "cordum" is
     # the name the docs and the demo give an HTTP sidecar.
-    sidecar_servers: tuple[str, ...] = ("cordum",)
+    sidecar_servers: tuple[str, ...] = SIDECAR_SERVER_NAMES
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cordum.sidecar.config import server_identity
+from cordum.sidecar.config import SIDECAR_SERVER_NAMES, server_identity
 
 SIDECAR = "cordum-sidecar"
 MANAGED_DIRS = {"darwin": "/Library/Application Support/ClaudeCode", "linux": "/etc/claude-code"}
@@ -106,7 +106,7 @@ def wrap_servers(servers: dict[str, Any], *, sidecar: list[str], policy_args: li
     out: dict[str, Any] = {}
     changed: list[str] = []
     for name, entry in servers.items():
-        if not isinstance(entry, dict) or _is_wrapped(entry, sidecar):
+        if not isinstance(entry, dict) or _is_wrapped(entry, sidecar) or name in SIDECAR_SERVER_NAMES:
             out[name] = entry
             continue
         new = copy.deepcopy(entry)
