@@ -18,6 +18,7 @@ import difflib
 import json
 import os
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -130,28 +131,53 @@ def wrap_servers(servers: dict[str, Any], *, sidecar: list[str], policy_args: li
     return out, changed
 
 
-def _hook_command(sidecar: list[str], policy_args: list[str], fmt: str | None = None) -> str:
+def default_sidecar_command() -> list[str]:
+    """The sidecar by absolute path, so hooks and servers do not depend on the agent's PATH."""
+    found = shutil.which(SIDECAR)
+    return [os.path.abspath(found)] if found else [sys.executable, "-m", "cordum.sidecar"]
+
+
+# If the hook cannot run (the sidecar missing, a crash), the client would go on as if it had allowed the call.
+# Claude Code blocks a PreToolUse on exit code 2 and shows stderr to the model; Cursor reads the JSON answer.
+_FAIL_CLOSED = {
+    None: "{} || {{ echo \"Cordum: the policy hook could not run (exit $?); the call is blocked (fail closed). "
+          "Check that {} works.\" >&2; exit 2; }}",
+    "cursor": "{} || {{ printf '%s\\n' '{{\"permission\": \"deny\", \"user_message\": \"Cordum: the policy hook could "
+              "not run; the action is blocked (fail closed).\", \"agent_message\": \"Cordum: the policy hook could not "
+              "run; the action is blocked (fail closed).\"}}'; exit 0; }}",
+}
+
+
+def _hook_command(sidecar: list[str], policy_args: list[str], fmt: str | None = None, *,
+                  fail_closed: bool = True) -> str:
     parts = [*sidecar, "hook", *policy_args]
     if fmt:
         parts += ["--agent-format", fmt]
-    return shlex.join(parts)
+    command = shlex.join(parts)
+    return _FAIL_CLOSED[fmt].format(command, shlex.quote(sidecar[0])) if fail_closed else command
 
 
 CLAUDE_HOOK_EVENTS = ("PreToolUse", "PostToolUse", "PostToolUseFailure")  # decide; then record how the call went
 
 
-def add_claude_hook(settings: dict[str, Any], command: str, *, timeout: int = 60) -> bool:
-    """Register the hook for every tool on each of CLAUDE_HOOK_EVENTS; False when nothing was missing."""
+def add_claude_hook(settings: dict[str, Any], commands: dict[str, str], *, timeout: int = 60) -> bool:
+    """Register the hook for every tool on each of CLAUDE_HOOK_EVENTS (`commands[event]`), replacing an older
+    Cordum hook command in place; False when nothing changed."""
     hooks = settings.setdefault("hooks", {})
-    added = False
+    changed = False
     for event in CLAUDE_HOOK_EVENTS:
         groups = hooks.setdefault(event, [])
-        if any(_is_cordum_hook(h.get("command")) for group in groups for h in (group or {}).get("hooks") or []):
+        mine = [h for group in groups for h in (group or {}).get("hooks") or [] if _is_cordum_hook(h.get("command"))]
+        for hook in mine:
+            if hook.get("command") != commands[event]:
+                hook["command"] = commands[event]
+                changed = True
+        if mine:
             continue
-        groups.append({"matcher": "*", "hooks": [{"type": "command", "command": command,
+        groups.append({"matcher": "*", "hooks": [{"type": "command", "command": commands[event],
                                                   "timeout": timeout if event == "PreToolUse" else 10}]})
-        added = True
-    return added
+        changed = True
+    return changed
 
 
 def add_cursor_hooks(doc: dict[str, Any], command: str) -> bool:
@@ -203,7 +229,7 @@ class Plan:
 
 
 def plan_install(args: argparse.Namespace) -> Plan:
-    sidecar = shlex.split(args.sidecar_command) if getattr(args, "sidecar_command", None) else [SIDECAR]
+    sidecar = shlex.split(args.sidecar_command) if getattr(args, "sidecar_command", None) else default_sidecar_command()
     policy_args = _policy_args(args)
     plan = Plan()
     if args.target == "claude-code":
@@ -228,7 +254,9 @@ def plan_install(args: argparse.Namespace) -> Plan:
         if not args.no_hook:
             old_settings = _read_json(settings_path)
             settings = copy.deepcopy(old_settings or {})
-            add_claude_hook(settings, _hook_command(sidecar, policy_args))
+            decide = _hook_command(sidecar, policy_args)
+            record = _hook_command(sidecar, policy_args, fail_closed=False)  # the call already ran: nothing to block
+            add_claude_hook(settings, {"PreToolUse": decide, "PostToolUse": record, "PostToolUseFailure": record})
             plan.add(settings_path, old_settings, settings)
     else:  # cursor
         base = Path(args.managed_dir or os.path.expanduser("~/.cursor")) if args.managed else \

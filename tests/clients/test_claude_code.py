@@ -157,3 +157,27 @@ def test_claude_code_works_through_cordum_benign_calls_run_risky_ones_are_refuse
     unmapped = [tool for tool in builtin if compiled.evaluate(
         {"server": "claude-code", "tool": tool, "arguments": {}}).unmapped]
     assert unmapped == []
+
+
+def test_when_the_sidecar_cannot_run_claude_code_blocks_the_call_and_says_why(workspace):
+    home, project = workspace["home"], workspace["project"]
+    subprocess.run([sys.executable, "-m", "cordum.sidecar", "install", "claude-code", "--project", str(project),
+                    "--bundle", str(TEMPLATE), "--no-hook", "--sidecar-command", "/opt/missing/cordum-sidecar"],
+                   check=True, capture_output=True, env={**os.environ, **sidecar_env()})
+    from cordum.sidecar.install import _hook_command, add_claude_hook
+
+    settings_path = project / ".claude" / "settings.json"
+    settings = json.loads(settings_path.read_text()) if settings_path.exists() else {}
+    command = _hook_command(["/opt/missing/cordum-sidecar"], ["--bundle", str(TEMPLATE)])
+    add_claude_hook(settings, {"PreToolUse": command, "PostToolUse": command, "PostToolUseFailure": command})
+    settings_path.parent.mkdir(exist_ok=True)
+    settings_path.write_text(json.dumps(settings))
+    read = ToolUse("Read", {"file_path": f"{project}/README.md"})
+    model = ScriptedModel([[read], "done"])
+    try:
+        run_claude(project, home, model.url, "Read the README.")
+    finally:
+        model.close()
+    answer = model.tool_results()[read.id]
+    assert answer["is_error"] and "the call is blocked (fail closed)" in answer["content"]
+    assert "payments service" not in answer["content"]
