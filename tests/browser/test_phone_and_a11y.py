@@ -53,7 +53,9 @@ def _login(page, live_server, username):
     page.wait_for_url(f"{live_server.url}/")
 
 
-def test_main_pages_fit_a_phone_and_pass_the_accessibility_check(browser, live_server, demo):
+def test_main_pages_fit_a_phone_and_pass_the_accessibility_check(browser, live_server, demo, tmp_path):
+    shots = tmp_path / "screenshots-390px"  # kept with the test's tmp dir for a person to look at
+    shots.mkdir()
     problems = []
     for username, path in _pages(demo):
         context = browser.new_context(viewport=PHONE)
@@ -63,6 +65,7 @@ def test_main_pages_fit_a_phone_and_pass_the_accessibility_check(browser, live_s
         page.goto(f"{live_server.url}{path}")
         page.wait_for_load_state("networkidle")
         width = page.evaluate("document.documentElement.scrollWidth")
+        page.screenshot(path=str(shots / f"{username}{path.replace('/', '_')}.png"), full_page=True)
         if width > PHONE["width"]:
             problems.append(f"{path} as {username}: {width} px wide")
         page.add_script_tag(path=str(AXE))
@@ -73,3 +76,23 @@ def test_main_pages_fit_a_phone_and_pass_the_accessibility_check(browser, live_s
         problems += [f"{path} as {username}: {v}" for v in violations]
         context.close()
     assert problems == []
+
+
+def test_mo_sees_his_own_agents_evidence_and_a_missing_page_is_the_products(browser, live_server, demo, tmp_path):
+    from django.test import override_settings
+
+    context = browser.new_context(viewport=PHONE)
+    page = context.new_page()
+    _login(page, live_server, "mo")  # member of Payments; owns cursor-web, an agent of the Web team
+    page.goto(f"{live_server.url}/evidence/?agent=cursor-web")
+    page.wait_for_load_state("networkidle")
+    rows = page.locator("#evidence-rows tr, table tbody tr")
+    assert rows.count() > 0 and "cursor-web" in page.content()
+    page.goto(f"{live_server.url}/")
+    assert "cursor-web" in page.locator("#own-agents").inner_text()
+    with override_settings(DEBUG=False):
+        response = page.goto(f"{live_server.url}/no/such/page/")
+        assert response.status == 404
+        assert "Not found" in page.locator("h1").inner_text() and "Back to the dashboard" in page.content()
+        page.screenshot(path=str(tmp_path / "404-390px.png"))
+    context.close()
