@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from cordum.policy import compile_policy, load_policy_file
+from cordum.policy.clients import CLIENT_TOOLS, uncovered_tools
 from cordum.sidecar.spool import Spool
 from tests.clients.anthropic_api import ScriptedModel, ToolUse
 from tests.clients.claude import CLAUDE, claude_mcp_list, init_tools, run_claude
@@ -150,13 +151,16 @@ def test_claude_code_works_through_cordum_benign_calls_run_risky_ones_are_refuse
         expected = {"allow": {"executed"}, "deny": {"blocked"}, "require_approval": {"denied", "timed_out"}}
         assert final in expected[record["decision"]], record
 
-    # What the client exposes, the template's tool map knows.
-    compiled = compile_policy(load_policy_file(TEMPLATE).policy, "t")
+    # What the client exposes, the template's tool map knows (and the list the CLI assumes is the client's own).
     builtin = [tool for tool in init_tools(events) if not tool.startswith("mcp__")]
     assert {"Bash", "Read", "Write", "Edit", "WebFetch", "Task"} <= set(builtin)
-    unmapped = [tool for tool in builtin if compiled.evaluate(
-        {"server": "claude-code", "tool": tool, "arguments": {}}).unmapped]
-    assert unmapped == []
+    assert uncovered_tools(compile_policy(load_policy_file(TEMPLATE).policy, "t"), builtin) == []
+    assert set(builtin) == set(CLIENT_TOOLS["claude-code"])
+    transcript = workspace["tmp"] / "transcript.jsonl"
+    transcript.write_text("\n".join(json.dumps(e) for e in events))
+    coverage = subprocess.run([sys.executable, "-m", "cordum", "policy", "coverage", str(TEMPLATE),
+                               "--tools-from", str(transcript)], capture_output=True, text=True, check=False)
+    assert coverage.returncode == 0 and f"{len(builtin)} of {len(builtin)} claude-code tools" in coverage.stderr
 
 
 def test_when_the_sidecar_cannot_run_claude_code_blocks_the_call_and_says_why(workspace):

@@ -155,3 +155,16 @@ def test_diff_replays_an_evidence_export_through_each_policys_own_tool_map(tmp_p
     assert r.returncode == 0, r.stderr
     assert "decisions: 1 of 1 calls move" in r.stdout
     assert "require_approval (approve-shell) -> allow (allow-test-runs)" in r.stdout
+
+
+def test_coverage_lists_the_client_tools_a_tool_map_misses(tmp_path):
+    ok = cordum("policy", "coverage", TEMPLATE, "--client", "claude-code")
+    assert ok.returncode == 0 and "unmapped" not in ok.stdout
+    policy = tmp_path / "safety.yaml"
+    policy.write_text("version: v1\ntools:\n  - {server: claude-code, tool: [Read, Bash], topic: job.mcp-bridge.read.file}\n"
+                      "rules:\n  - id: r\n    match: {topics: [job.mcp-bridge.read.file]}\n    decision: allow\n")
+    tools = tmp_path / "tools.json"
+    tools.write_text('["Read", "Bash", "Write", "Frobnicate"]')
+    gaps = cordum("policy", "coverage", policy, "--tools-from", tools, "--format", "json")
+    assert gaps.returncode == 1
+    assert json.loads(gaps.stdout)["unmapped"] == ["Write", "Frobnicate"]
