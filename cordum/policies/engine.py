@@ -6,7 +6,10 @@ Kept as a thin adapter so the app never grows a second parser or diff.
 from dataclasses import dataclass, field
 from typing import Any
 
+from cordum.policy.document import MAX_DOCUMENT_BYTES, document_too_large
 from cordum.sidecar.bundles import content_sha256
+
+__all__ = ["MAX_DOCUMENT_BYTES", "ParsedPolicy", "diff", "parse_oversized", "parse_policy"]
 
 
 @dataclass
@@ -29,6 +32,11 @@ def _issue(issue, filename: str) -> dict:
                 "col": getattr(issue, "col", 1), "message": getattr(issue, "message", str(issue))}
     return {"file": data.get("file") or filename, "line": data.get("line") or 1, "col": data.get("col") or 1,
             "message": data.get("message", "")}
+
+
+def parse_oversized(*, size: int, filename: str) -> ParsedPolicy:
+    """The invalid result for a policy file too large to read (the loader's own limit and message)."""
+    return ParsedPolicy(None, [{"file": filename, "line": 1, "col": 1, "message": document_too_large(size).message}])
 
 
 def parse_policy(text: str | None, *, filename: str, version: str = "") -> ParsedPolicy:

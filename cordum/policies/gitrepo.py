@@ -131,10 +131,21 @@ def tags_by_commit(repo: git.Repo) -> dict[str, list[str]]:
     return out
 
 
-def blob_text(commit: git.Commit, path: str) -> str | None:
+class BlobTooLarge(Exception):
+    """A file bigger than the caller's limit; it was not read."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"{size} bytes")
+        self.size = size
+
+
+def blob_text(commit: git.Commit, path: str, *, max_bytes: int | None = None) -> str | None:
+    """The file's text at `commit` (None if absent); raises BlobTooLarge past `max_bytes` without reading it."""
     try:
         blob = commit.tree / path
     except KeyError:
         return None
+    if max_bytes is not None and blob.size > max_bytes:
+        raise BlobTooLarge(blob.size)
     data = blob.data_stream.read()
     return data.decode("utf-8", errors="replace")

@@ -230,8 +230,11 @@ def _sync_once(repository: PolicyRepository, result: SyncResult, on_progress=Non
         branches = sorted(branches_of[sha], key=lambda b: (b != repository.branch, b))
         tag = _best_tag(tags.get(sha, []))
         version = _human_version(tag=tag, branch=branches[0], sha=sha)
-        text = gitrepo.blob_text(commit, path)
-        parsed = engine.parse_policy(text, filename=path, version=version)
+        try:
+            text = gitrepo.blob_text(commit, path, max_bytes=engine.MAX_DOCUMENT_BYTES)
+            parsed = engine.parse_policy(text, filename=path, version=version)
+        except gitrepo.BlobTooLarge as exc:  # never read, never stored: recorded invalid like any bad policy
+            text, parsed = "", engine.parse_oversized(size=exc.size, filename=path)
         to_create.append(PolicyVersion(
             repository=repository, commit_sha=sha, parent_sha=commit.parents[0].hexsha if commit.parents else "",
             author=commit.author.name or "", author_email=commit.author.email or "",

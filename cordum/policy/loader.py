@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from .document import MAX_DOCUMENT_BYTES, MAX_RULES, DocumentLimitError, compose_bounded, document_too_large
 from .model import (
     ARG_OPS,
     DECISIONS,
@@ -253,6 +254,13 @@ class _Validator:
         label = "decision" if choices == DECISIONS else what
         self.error(node, f"invalid {label} '{raw}': expected {', '.join(choices[:-1])} or {choices[-1]}{hint}")
         return None
+
+    def bounded(self, node: SequenceNode, what: str, noun: str) -> bool:
+        """False (with an error) when a list is longer than MAX_RULES; its items are then not validated."""
+        if len(node.value) <= MAX_RULES:
+            return True
+        self.error(node, f"'{what}' has {len(node.value):,} {noun}; the limit is {MAX_RULES:,} (limit MAX_RULES)")
+        return False
 
     # -- sections ----------------------------------------------------------------------------
     def approval(self, node: Node, where: str, *, partial: bool) -> Approval | None:
@@ -642,7 +650,8 @@ class _Validator:
         if "tools" in m:
             tnode = m["tools"][1]
             if isinstance(tnode, SequenceNode):
-                for i, item in enumerate(tnode.value):
+                entries = tnode.value if self.bounded(tnode, "tools", "tool map entries") else []
+                for i, item in enumerate(entries):
                     t = self.tool_mapping(item, i)
                     if t is not None:
                         tools.append(t)
@@ -653,7 +662,8 @@ class _Validator:
             rnode = m["rules"][1]
             seen: dict[str, int] = {}
             if isinstance(rnode, SequenceNode):
-                for i, item in enumerate(rnode.value):
+                entries = rnode.value if self.bounded(rnode, "rules", "rules") else []
+                for i, item in enumerate(entries):
                     r = self.rule(item, i, seen)
                     if r is not None:
                         rules.append(r)
@@ -737,7 +747,9 @@ def load_policy_text(text: str, filename: str = "safety.yaml") -> LoadResult:
         v.error(None, "policy text must be a string")
         return LoadResult(None, v.errors, v.warnings)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = compose_bounded(text)
+    except DocumentLimitError as exc:
+        return LoadResult(None, [PolicyIssue(filename, exc.line, exc.col, exc.message)], [])
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -783,8 +795,11 @@ def load_policy_file(path: str | os.PathLike[str]) -> LoadResult:
     if os.path.isdir(p):
         p = os.path.join(p, "safety.yaml")
     try:
-        with open(p, encoding="utf-8") as fh:
-            text = fh.read()
+        with open(p, "rb") as fh:
+            raw = fh.read(MAX_DOCUMENT_BYTES + 1)  # never read an oversized file whole
+            if len(raw) > MAX_DOCUMENT_BYTES:
+                return LoadResult(None, [PolicyIssue(p, 1, 1, document_too_large(os.fstat(fh.fileno()).st_size).message)])
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return LoadResult(None, [PolicyIssue(p, 1, 1, f"cannot read policy: {exc}")], [])
     return load_policy_text(text, filename=p)

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from .document import DocumentLimitError, compose_bounded
 from .engine import Call, compile_policy
 from .loader import LoadResult, PolicyIssue, load_policy_file
 from .secrets import screen_result
@@ -88,7 +89,9 @@ def load_cases(path: str) -> tuple[list[tuple[int, dict]], list[PolicyIssue]]:
     errors: list[PolicyIssue] = []
     try:
         with open(path, encoding="utf-8") as fh:
-            root = yaml.compose(fh.read(), Loader=yaml.SafeLoader)
+            root = compose_bounded(fh.read())
+    except DocumentLimitError as exc:
+        return [], [PolicyIssue(path, exc.line, exc.col, exc.message)]
     except yaml.MarkedYAMLError as exc:
         m = exc.problem_mark
         return [], [PolicyIssue(path, (m.line + 1) if m else 1, (m.column + 1) if m else 1, f"YAML syntax error: {exc.problem}")]

@@ -197,3 +197,38 @@ def test_sync_policies_command_fails_with_the_git_error(org, signing_key, tmp_pa
     with pytest.raises(CommandError, match="failed to sync"):
         call_command("sync_policies", stdout=io.StringIO(), stderr=err)
     assert "sync acme/policies:" in err.getvalue() and "failed" in err.getvalue()
+
+
+def test_hostile_yaml_commits_are_recorded_invalid_naming_the_limit_and_sync_goes_on(repository, workspace, org):
+    """Deep nesting used to raise RecursionError and freeze sync of the repository; an alias bomb was stored."""
+    from cordum.policy.document import MAX_DOCUMENT_BYTES
+    from tests.policy.test_document_limits import billion_laughs
+
+    services.sync_repository(repository=repository)
+    deep_sha = workspace.commit("version: v1\nrules: " + "[" * 3000 + "]" * 3000 + "\n", "deeply nested")
+    bomb_sha = workspace.commit(billion_laughs(), "alias bomb", branch="laughs")
+    huge_sha = workspace.commit(POLICY_V2 + "# " + "x" * MAX_DOCUMENT_BYTES + "\n", "huge", branch="huge")
+    feature_sha = workspace.commit(POLICY_V2, "a reviewed change", branch="feature")
+    good_sha = workspace.commit(POLICY_V2, "Require approval for git push", tag="v1.1.0")
+
+    result = services.sync_repository(repository=repository)
+
+    repository.refresh_from_db()
+    assert repository.sync_status == SyncStatus.COMPLETED and repository.last_error == ""
+    versions = {v.commit_sha: v for v in PolicyVersion.objects.filter(repository=repository)}
+    expected = {deep_sha: "MAX_NESTING_DEPTH", bomb_sha: "MAX_EXPANDED_SIZE", huge_sha: "MAX_DOCUMENT_BYTES"}
+    for sha, limit in expected.items():
+        bad = versions[sha]
+        assert not bad.is_valid and bad.policy is None and not bad.is_live
+        assert limit in bad.errors[0]["message"] and bad.errors[0]["file"] == "safety.yaml"
+        assert len(bad.source_text) <= MAX_DOCUMENT_BYTES
+    assert versions[deep_sha].errors[0]["line"] == 2
+    assert versions[bomb_sha].errors[0]["line"] == 12
+    assert sorted(result.invalid_versions) == sorted(versions[s].version for s in expected)
+    assert versions[feature_sha].is_valid and versions[good_sha].is_valid and versions[good_sha].is_live
+    assert PolicyBundle.objects.filter(organization=org).first().manifest["commit"] == good_sha
+
+    # Later commits on every branch are still synced.
+    later = workspace.commit(POLICY_V2.replace("reads are fine", "reads are safe"), "reword", branch="laughs")
+    assert len(services.sync_repository(repository=repository).new_versions) == 1
+    assert PolicyVersion.objects.get(commit_sha=later).is_valid
