@@ -1,11 +1,42 @@
 """DRF glue shared by every app: the exception handler and a flattened validation message."""
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import HttpResponseBadRequest, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
+from rest_framework.routers import SimpleRouter
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from cordum.common.errors import CordumError
+
+UUID_PATH = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
+"""A UUID in a URL: anything else is a 404 at routing, never a database error."""
+
+
+class Router(SimpleRouter):
+    """The apps' router: detail routes take numeric ids unless a viewset sets `lookup_value_regex`."""
+
+    def get_lookup_regex(self, viewset, lookup_prefix=""):
+        if not hasattr(viewset, "lookup_value_regex"):
+            viewset.lookup_value_regex = "[0-9]+"
+        return super().get_lookup_regex(viewset, lookup_prefix)
+
+
+class QueryStringGuard:
+    """Middleware: a query parameter with a NUL character is a 400 naming it (PostgreSQL text cannot hold NUL,
+    so every filter would otherwise fail with a server error). Request bodies are checked by serializers."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        for name, values in request.GET.lists():
+            if "\x00" in name or any("\x00" in value for value in values):
+                message = f"Invalid input: {name.replace(chr(0), '')}: must not contain NUL characters."
+                if request.path.startswith("/api/"):
+                    return JsonResponse({"message": message, "extra": {"field": name.replace(chr(0), "")}}, status=400)
+                return HttpResponseBadRequest(message)
+        return self.get_response(request)
 
 
 def _first_error(detail, path=""):

@@ -33,13 +33,7 @@ class EvidenceFilterForm(FilterForm):
 
 def parse_filters(data) -> dict:
     """Cleaned filters from a QueryDict/dict; invalid values raise CordumError naming the field."""
-    from cordum.common.errors import CordumError
-
-    form = EvidenceFilterForm({k: data.get(k) for k in FILTER_FIELDS if data.get(k) not in (None, "")})
-    if not form.is_valid():
-        field, errors = next(iter(form.errors.items()))
-        raise CordumError(f"Invalid input: {field}: {errors[0]}", {"field": field})
-    return {k: v for k, v in form.cleaned_data.items() if v not in (None, "")}
+    return EvidenceFilterForm.parse(data)
 
 
 def apply_filters(qs: QuerySet, filters: dict) -> QuerySet:

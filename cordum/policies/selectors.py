@@ -7,6 +7,7 @@ from django.db.models import QuerySet
 from cordum.common.errors import CordumError, NotFound
 from cordum.policies import engine
 from cordum.policies.choices import KeyStatus
+from cordum.policies.filters import PolicyVersionFilterForm
 from cordum.policies.models import PolicyBundle, PolicyRepository, PolicyVersion, SigningKey
 
 
@@ -23,7 +24,7 @@ def repository_get(*, organization, pk) -> PolicyRepository:
 
 def policy_version_list(*, organization, filters: dict | None = None) -> QuerySet[PolicyVersion]:
     """Versions of the organisation's repositories; filters: repository, branch, commit (prefix), valid, live."""
-    filters = filters or {}
+    filters = PolicyVersionFilterForm.parse(filters or {})
     qs = PolicyVersion.objects.filter(repository__organization=organization).select_related("repository")
     if filters.get("repository"):
         qs = qs.filter(repository_id=filters["repository"])

@@ -155,7 +155,12 @@ class RepositoryDetailView(_RepositoryMixin, TemplateView):
         repository = self.get_repository()
         filters = {"repository": repository.pk, "branch": self.request.GET.get("branch", ""),
                    "valid": self.request.GET.get("valid", "")}
-        versions = selectors.policy_version_list(organization=self.organization, filters=filters)[:200]
+        try:
+            versions = selectors.policy_version_list(organization=self.organization, filters=filters)[:200]
+        except CordumError as exc:  # a hand-edited query string: say so and list everything
+            messages.error(self.request, exc.message)
+            versions = selectors.policy_version_list(organization=self.organization,
+                                                     filters={"repository": repository.pk})[:200]
         return super().get_context_data(
             repo=repository, versions=versions, branches=sorted((repository.branch_heads or {}).keys()),
             live=selectors.live_version(repository=repository),

@@ -13,7 +13,7 @@ class TeamSerializer(serializers.ModelSerializer):
 
 class MembershipSerializer(serializers.ModelSerializer):
     username = serializers.CharField(source="user.username", read_only=True)
-    email = serializers.EmailField(source="user.email", read_only=True)
+    email = serializers.CharField(source="user.email", read_only=True)  # accounts may predate email checks
     teams = serializers.SlugRelatedField(slug_field="slug", many=True, read_only=True)
 
     class Meta:
@@ -34,8 +34,8 @@ class MembershipUpdateSerializer(serializers.Serializer):
 
 
 class AgentSerializer(serializers.ModelSerializer):
-    team = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    owner = serializers.CharField(source="owner.username", read_only=True, default=None)
+    team = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
+    owner = serializers.CharField(source="owner.username", read_only=True, default=None, allow_null=True)
 
     class Meta:
         model = Agent

@@ -1,8 +1,7 @@
-from rest_framework.routers import SimpleRouter
-
 from cordum.accounts.api import views
+from cordum.common.api import Router
 
-router = SimpleRouter()
+router = Router()
 router.register("teams", views.TeamViewSet, basename="team")
 router.register("memberships", views.MembershipViewSet, basename="membership")
 router.register("agents", views.AgentViewSet, basename="agent")

@@ -1,9 +1,9 @@
 from django.urls import path
-from rest_framework.routers import SimpleRouter
 
+from cordum.common.api import Router
 from cordum.policies.api import views
 
-router = SimpleRouter()
+router = Router()
 router.register("repositories", views.PolicyRepositoryViewSet, basename="policy-repository")
 router.register("policy-versions", views.PolicyVersionViewSet, basename="policy-version")
 router.register("signing-keys", views.SigningKeyViewSet, basename="signing-key")

@@ -31,7 +31,7 @@ class HeartbeatResponseSerializer(serializers.Serializer):
 
 class SidecarSerializer(serializers.ModelSerializer):
     agent = serializers.CharField(source="agent.name")
-    team = serializers.CharField(source="agent.team.slug", default=None)
+    team = serializers.CharField(source="agent.team.slug", default=None, allow_null=True)
     version = serializers.CharField(source="software_version")
     is_stale = serializers.SerializerMethodField()
     expected_version = serializers.SerializerMethodField()
@@ -127,3 +127,20 @@ class RolloutPlanSerializer(serializers.Serializer):
     max_new_restriction_rate = serializers.FloatField(required=False, default=0.05, min_value=0, max_value=1)
     forecast_margin = serializers.FloatField(required=False, default=0.05, min_value=0, max_value=1)
     min_calls = serializers.IntegerField(required=False, default=20, min_value=1)
+
+
+class FleetSummarySerializer(serializers.Serializer):
+    text = serializers.CharField()
+    target_version = serializers.CharField(allow_null=True)
+    on_target = serializers.IntegerField()
+    live = serializers.IntegerField()
+    stale = serializers.IntegerField()
+    total = serializers.IntegerField()
+    by_version = serializers.DictField(child=serializers.IntegerField())
+
+
+class FleetSerializer(serializers.Serializer):
+    """The fleet page as JSON: the summary line and one row per sidecar."""
+
+    summary = FleetSummarySerializer()
+    sidecars = SidecarSerializer(many=True)

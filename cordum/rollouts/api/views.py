@@ -29,7 +29,7 @@ class FleetApi(APIView):
     permission_classes = [HasOrgPermission]
     required_perm = Perm.VIEW_ROLLOUT
 
-    @extend_schema(responses=s.SidecarSerializer(many=True))
+    @extend_schema(responses=s.FleetSerializer)
     def get(self, request):
         rows = selectors.fleet_rows(organization=self.organization, filters=request.query_params)
         summary = selectors.fleet_summary(organization=self.organization, rows=rows)
