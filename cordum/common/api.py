@@ -3,6 +3,7 @@
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import HttpResponseBadRequest, JsonResponse
 from rest_framework import exceptions, status
+from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -20,6 +21,20 @@ class Router(SimpleRouter):
         if not hasattr(viewset, "lookup_value_regex"):
             viewset.lookup_value_regex = "[0-9]+"
         return super().get_lookup_regex(viewset, lookup_prefix)
+
+
+class Pagination(LimitOffsetPagination):
+    """Every list's pagination: `limit` is capped at max_limit and an `offset` past any table is a 400 naming it
+    (DRF passes both to SQL unchecked: a 30-digit limit was a bigint overflow, a 500)."""
+
+    max_limit = 1000
+    max_offset = 2**31 - 1
+
+    def get_offset(self, request):
+        offset = super().get_offset(request)
+        if offset > self.max_offset:
+            raise exceptions.ValidationError({self.offset_query_param: [f"must be at most {self.max_offset}."]})
+        return offset
 
 
 class QueryStringGuard:
