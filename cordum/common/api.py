@@ -15,12 +15,13 @@ UUID_PATH = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0
 
 
 class Router(SimpleRouter):
-    """The apps' router: detail routes take numeric ids unless a viewset sets `lookup_value_regex`."""
+    """The apps' router: detail routes take ids of at most 18 digits (always a bigint) unless a viewset sets
+    `lookup_value_regex`, so `/agents/abc/` or a 30-digit id is a 404 at routing, never a database error."""
 
     def get_lookup_regex(self, viewset, lookup_prefix=""):
-        if not hasattr(viewset, "lookup_value_regex"):
-            viewset.lookup_value_regex = "[0-9]+"
-        return super().get_lookup_regex(viewset, lookup_prefix)
+        kwarg = getattr(viewset, "lookup_url_kwarg", None) or getattr(viewset, "lookup_field", "pk")
+        value = getattr(viewset, "lookup_value_regex", "[0-9]{1,18}")
+        return f"(?P<{lookup_prefix}{kwarg}>{value})"
 
 
 class Pagination(LimitOffsetPagination):

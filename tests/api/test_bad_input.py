@@ -37,7 +37,8 @@ def test_a_non_uuid_approval_id_is_not_found(agent, path):
 @pytest.mark.parametrize("path", [
     "/api/v1/approval-requests/000000000000000000000000000000000000/",
     "/api/v1/agents/abc/rotate/", "/api/v1/agents/%F3%96%B1%94/", "/api/v1/policy-versions/1.5/",
-    "/api/v1/repositories/99999999999999999999999/",
+    "/api/v1/repositories/99999999999999999999999/", "/api/v1/agents/99999999999999999999999/",
+    "/api/v1/signing-keys/99999999999999999999999/",
 ])
 def test_a_malformed_or_out_of_range_id_in_a_person_facing_path_is_not_found(admin_client, path):
     response = admin_client.post(path) if path.endswith("rotate/") else admin_client.get(path)
