@@ -154,13 +154,13 @@ def _record_validate(raw, index: int, context: dict) -> tuple[str, dict]:
     outcome = get("outcome")
     if record_type == "decision":
         decision = get("decision")
-        if type(decision) is not str or decision not in _DECISIONS:  # a list or object is not hashable
+        if not isinstance(decision, str) or decision not in _DECISIONS:  # a list or object is not hashable
             raise _invalid(f"records[{index}].decision",
                            f"must be one of allow, require_approval, deny; got {decision!r}.")
-        if outcome is not None and (type(outcome) is not str or outcome not in _OUTCOMES):
+        if outcome is not None and (not isinstance(outcome, str) or outcome not in _OUTCOMES):
             raise _invalid(f"records[{index}].outcome", f"{outcome!r} is not a known outcome.")
         mode = get("mode") or "enforce"
-        if type(mode) is not str or mode not in _MODES:
+        if not isinstance(mode, str) or mode not in _MODES:
             raise _invalid(f"records[{index}].mode", f"must be 'enforce' or 'shadow', got {mode!r}.")
         risk_tags = get("risk_tags") or []
         if type(risk_tags) is not list:
@@ -181,7 +181,7 @@ def _record_validate(raw, index: int, context: dict) -> tuple[str, dict]:
         row["risk_tags"], row["shadow"] = risk_tags, shadow
         row["args"] = _dumps_sorted(args).decode() if args else ""
         return decision_id, row
-    if type(outcome) is not str or outcome not in _OUTCOMES:
+    if not isinstance(outcome, str) or outcome not in _OUTCOMES:
         raise _invalid(f"records[{index}].outcome",
                        f"must be one of {', '.join(Outcome.values)}; got {outcome!r}.")
     row["decision"], row["outcome"], row["mode"] = "", outcome, ""
