@@ -6,8 +6,10 @@ rewritten to launch `cordum-sidecar run ... --name <name> -- <original command>`
 entries), keeping its env. The hook goes into `.claude/settings.json` (`managed-settings.json` with
 --managed) for PreToolUse (the decision) and PostToolUse/PostToolUseFailure (the call's outcome). Cursor: `.cursor/mcp.json` and `.cursor/hooks.json` (beforeShellExecution,
 beforeMCPExecution, beforeReadFile). Entries already behind the sidecar are left alone, everything else in
-the files is preserved, each changed file is backed up first (`<file>.cordum-backup-<UTC time>`) and
-written atomically, and `--dry-run` prints a diff and writes nothing.
+the files is preserved (keys, names, file mode and owner), the first install keeps each file's original
+bytes in `<file>.cordum-original` so `uninstall` puts them back byte for byte, files are written
+atomically, and `--dry-run` prints a diff and writes nothing. Hook commands name the sidecar by absolute
+path and exit 2 (which both clients treat as "block") when it is missing or crashes.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ SIDECAR = "cordum-sidecar"
 MANAGED_DIRS = {"darwin": "/Library/Application Support/ClaudeCode", "linux": "/etc/claude-code",
                 "win32": "C:\\Program Files\\ClaudeCode"}
 CURSOR_HOOK_EVENTS = ("beforeShellExecution", "beforeMCPExecution", "beforeReadFile")
+CURSOR_HOOK_TIMEOUT = 60  # seconds, like Claude Code's PreToolUse: room for a held approval's first poll
 
 
 class InstallError(Exception):
@@ -159,7 +162,7 @@ def add_cursor_hooks(doc: dict[str, Any], command: str) -> bool:
         entries = hooks.setdefault(event, [])
         if any(_is_cordum_hook(e.get("command")) for e in entries if isinstance(e, dict)):
             continue
-        entries.append({"command": command})
+        entries.append({"command": command, "timeout": CURSOR_HOOK_TIMEOUT})
         added = True
     return added
 
@@ -336,6 +339,7 @@ def install(args: argparse.Namespace) -> int:
 def uninstall(args: argparse.Namespace) -> int:
     """Put back every file `install` changed, byte for byte with its mode and owner; remove what it created."""
     restored = 0
+    created: list[str] = []
     for path in target_paths(args):
         record = _record_path(path)
         if not record.exists():
@@ -350,13 +354,14 @@ def uninstall(args: argparse.Namespace) -> int:
         elif path.exists():
             path.unlink()
         record.unlink()
-        for directory in doc.get("created_dirs") or []:
-            try:
-                os.rmdir(directory)
-            except OSError:  # not empty: something else lives there now
-                pass
+        created += doc.get("created_dirs") or []
         print(f"restored {path}")
         restored += 1
+    for directory in sorted(created, key=len, reverse=True):  # deepest first
+        try:
+            os.rmdir(directory)
+        except OSError:  # not empty: something else lives there now
+            pass
     if not restored:
         print("Nothing to restore: no Cordum install record next to these files.")
     return 0

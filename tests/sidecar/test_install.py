@@ -119,6 +119,7 @@ def test_cursor_install_writes_mcp_json_and_hooks_json(tmp_path, fs_server_bin):
     for event in ("beforeShellExecution", "beforeMCPExecution", "beforeReadFile"):
         [entry] = hooks["hooks"][event]
         assert entry["command"].split(" || ")[0].endswith("--agent-format cursor")
+        assert entry["timeout"] == 60
     assert len(list(cursor_dir.glob("*.cordum-original"))) == 2
 
 
@@ -183,6 +184,16 @@ def test_servers_keep_their_names_and_keys_and_unfrontable_ones_are_left_alone(t
     assert servers["events"] == before["events"] and servers["api"] == before["api"]
     out = capsys.readouterr().out
     assert "events: left as it is" in out and "api: left as it is because its headers come from a headersHelper" in out
+
+
+def test_managed_install_goes_where_the_env_says_and_uninstall_removes_it(claude_project, tmp_path, monkeypatch):
+    managed = tmp_path / "etc" / "claude-code"
+    monkeypatch.setenv("CORDUM_CLAUDE_MANAGED_DIR", str(managed))
+    assert install("claude-code", "--managed", "--project", str(claude_project), "--bundle", str(POLICY)) == 0
+    assert set(json.loads((managed / "managed-mcp.json").read_text())["mcpServers"]) == {"filesystem", "remote"}
+    assert "PreToolUse" in json.loads((managed / "managed-settings.json").read_text())["hooks"]
+    assert main(["uninstall", "claude-code", "--managed"]) == 0
+    assert not (tmp_path / "etc").exists()
 
 
 def test_hook_blocks_with_exit_2_when_the_sidecar_is_missing(tmp_path):
