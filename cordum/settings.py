@@ -13,6 +13,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+CORDUM_DIST_DIR = Path(os.environ.get("CORDUM_DIST_DIR", BASE_DIR / "dist"))  # `make dist` output, see docs/install.md
 STATE_DIR = Path(os.environ.get("CORDUM_STATE_DIR", BASE_DIR / ".cordum"))
 STATE_DIR.mkdir(parents=True, exist_ok=True)
 

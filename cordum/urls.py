@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from cordum.common import dist
 from cordum.policies.webhooks import git_webhook
 
 api_v1 = [
@@ -15,6 +16,9 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    path("dist/simple/", dist.simple_root, name="dist_simple"),
+    path("dist/simple/<str:project>/", dist.simple_project, name="dist_project"),
+    path("dist/files/<str:filename>", dist.dist_file, name="dist_file"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("django-admin/", admin.site.urls),
