@@ -132,9 +132,12 @@ def _hook_command(sidecar: list[str], policy_args: list[str], fmt: str | None = 
     parts = [*_absolute(sidecar), "hook", *policy_args]
     if fmt:
         parts += ["--agent-format", fmt]
-    why = shlex.quote(f"cordum: blocked because the policy hook ({parts[0]}) is missing or failed; "
-                      "reinstall cordum[sidecar] or fix the hook")
-    return f"{shlex.join(parts)} || {{ echo {why} >&2; exit 2; }}"
+    text = (f"cordum: blocked because the policy hook ({parts[0]}) is missing or failed; "
+            "reinstall cordum[sidecar] or fix the hook")
+    deny = ""
+    if fmt == "cursor":  # also answer with Cursor's JSON deny, in case its build reads stdout, not the exit code
+        deny = f"echo {shlex.quote(json.dumps({'permission': 'deny', 'user_message': text, 'agent_message': text}))}; "
+    return f"{shlex.join(parts)} || {{ {deny}echo {shlex.quote(text)} >&2; exit 2; }}"
 
 
 CLAUDE_HOOK_EVENTS = ("PreToolUse", "PostToolUse", "PostToolUseFailure")  # decide; then record how the call went

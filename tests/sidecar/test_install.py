@@ -210,6 +210,21 @@ def test_hook_blocks_with_exit_2_when_the_sidecar_is_missing(tmp_path):
     assert "cordum: blocked" in proc.stderr and "missing or failed" in proc.stderr
 
 
+def test_cursor_hook_denies_in_json_and_exits_2_when_the_sidecar_is_missing(tmp_path):
+    import subprocess
+
+    (tmp_path / ".cursor").mkdir()
+    (tmp_path / ".cursor" / "mcp.json").write_text('{"mcpServers": {}}')
+    assert main(["install", "cursor", "--project", str(tmp_path), "--bundle", str(POLICY),
+                 "--sidecar-command", str(tmp_path / "gone" / "cordum-sidecar")]) == 0
+    hooks = json.loads((tmp_path / ".cursor" / "hooks.json").read_text())["hooks"]
+    proc = subprocess.run(["sh", "-c", hooks["beforeShellExecution"][0]["command"]],
+                          input='{"hook_event_name": "beforeShellExecution", "command": "ls"}',
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and json.loads(proc.stdout)["permission"] == "deny"
+    assert "missing or failed" in proc.stderr
+
+
 def test_hook_command_names_the_sidecar_by_absolute_path(tmp_path, monkeypatch):
     bindir = tmp_path / "bin"
     bindir.mkdir()
