@@ -202,6 +202,18 @@ def test_cursor_shell_commands_are_governed(tmp_path):
     assert allowed == {"permission": "allow"}
 
 
+def test_a_cursor_http_server_keeps_the_name_it_has_in_mcp_json(tmp_path):
+    project = tmp_path / "proj"
+    (project / ".cursor").mkdir(parents=True)
+    (project / ".cursor" / "mcp.json").write_text(json.dumps(
+        {"mcpServers": {"filesystem": {"url": "https://tools.example.com/mcp"}}}))
+    event = {**cursor("beforeMCPExecution", tool_name="read_text_file", tool_input=json.dumps({"path": "a.py"}),
+                      url="https://tools.example.com/mcp"), "workspace_roots": [str(project)]}
+    run_hook(event, tmp_path, "--agent-format", "cursor")
+    [record] = Spool(tmp_path / "spool.db").records()
+    assert record["server"] == "filesystem"  # not "tools.example.com"
+
+
 def test_cursor_file_reads_and_mcp_calls_are_governed(tmp_path):
     secret = run_hook(cursor("beforeReadFile", file_path="/work/project/.env", content="SECRET=1"), tmp_path,
                       "--agent-format", "cursor")
