@@ -191,7 +191,7 @@ def sync_repository(*, repository: PolicyRepository, on_progress=None) -> SyncRe
     return result
 
 
-def _sync_once(repository: PolicyRepository, result: SyncResult, on_progress=None) -> None:
+def _sync_once(repository: PolicyRepository, result: SyncResult, on_progress=None) -> None:  # noqa: C901 - one sync under one lock and one repository handle (fetch, walk new commits, record versions, publish); to be split (issue 19)
     _progress(repository, 0, "Fetching", on_progress)
     repo = gitrepo.fetch(repository)
     heads = gitrepo.branch_heads(repo)

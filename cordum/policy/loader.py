@@ -317,7 +317,7 @@ class _Validator:
                 out.append(cond)
         return tuple(out) if ok else None
 
-    def arg_condition(self, name: str, node: Node, where: str) -> ArgCondition | None:
+    def arg_condition(self, name: str, node: Node, where: str) -> ArgCondition | None:  # noqa: C901 - checks each operator of a condition at its YAML node, to report file:line:col
         pos = node.start_mark
         if isinstance(node, ScalarNode):
             return ArgCondition(name, (("equals", self.value(node)),), pos.line + 1, pos.column + 1)
@@ -379,7 +379,7 @@ class _Validator:
             return None
         return ArgCondition(name, tuple(ops), pos.line + 1, pos.column + 1)
 
-    def tool_mapping(self, node: Node, index: int) -> ToolMapping | None:
+    def tool_mapping(self, node: Node, index: int) -> ToolMapping | None:  # noqa: C901 - checks each key of a tool map entry at its YAML node, to report file:line:col
         where = f"tools[{index}]"
         m = self.mapping(
             node, f"tool map entry {where}", ("server", "tool", "when", "topic", "risk_tags", "target", "write"), ("topic",)
@@ -484,7 +484,7 @@ class _Validator:
             return None
         return Match(args=args, **vals)
 
-    def rule(self, node: Node, index: int, seen_ids: dict[str, int]) -> Rule | None:
+    def rule(self, node: Node, index: int, seen_ids: dict[str, int]) -> Rule | None:  # noqa: C901 - checks each key of a rule at its YAML node, to report file:line:col
         allowed = ("id", "description", "match", "decision", "reason", "mode", "approval", "limits")
         if not isinstance(node, MappingNode):
             self.error(node, f"rules[{index}] must be a mapping, got {_kind(node)}")

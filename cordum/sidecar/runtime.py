@@ -90,7 +90,7 @@ class Services:
         }
 
 
-async def build_services(cfg: SidecarConfig, *, local_bundle: str | None = None, background: bool = True,
+async def build_services(cfg: SidecarConfig, *, local_bundle: str | None = None, background: bool = True,  # noqa: C901 - builds the sidecar's services in dependency order (policy, spool, uploader, approvals) in one place
                          root: str | None = None) -> Services:
     """Open the spool, load the policy (local file or control plane), and start the background loops.
 
