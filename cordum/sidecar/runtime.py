@@ -20,7 +20,7 @@ from cordum.sidecar.config import SidecarConfig
 from cordum.sidecar.enforcer import Enforcer, PolicyLoadError, load_local_policy, policy_from_bundle
 from cordum.sidecar.heartbeat import Heartbeat
 from cordum.sidecar.ids import uuid7
-from cordum.sidecar.proxy import Relay
+from cordum.sidecar.proxy import Relay, jsonrpc_error
 from cordum.sidecar.spool import Spool
 from cordum.sidecar.transports import StdioAgentSide, make_upstream
 from cordum.sidecar.uploader import Uploader
@@ -196,7 +196,11 @@ async def run_stdio(cfg: SidecarConfig, *, local_bundle: str | None = None) -> i
 
         async def pump_agent() -> None:
             while True:
-                line = await reader.readline()
+                try:
+                    line = await reader.readline()
+                except ValueError:  # longer than LINE_LIMIT: refused, and the session reads on
+                    agent.send(jsonrpc_error(None, -32600, "Invalid Request: message too large"))
+                    continue
                 if not line:
                     return
                 line = line.strip()
