@@ -197,3 +197,23 @@ def test_sync_policies_command_fails_with_the_git_error(org, signing_key, tmp_pa
     with pytest.raises(CommandError, match="failed to sync"):
         call_command("sync_policies", stdout=io.StringIO(), stderr=err)
     assert "sync acme/policies:" in err.getvalue() and "failed" in err.getvalue()
+
+
+def test_pull_and_merge_request_heads_from_forks_are_synced_and_validated_like_branches(repository, workspace, org):
+    services.sync_repository(repository=repository)
+    fork_pr = workspace.commit(POLICY_V2, "Fork: require approval for git push", push=False)
+    workspace.clone.git.push("origin", f"{fork_pr}:refs/pull/7/head")
+    workspace.clone.git.reset("--hard", "HEAD~1")  # the second proposal forks from main, not from the first
+    bad_mr = workspace.commit(POLICY_INVALID, "Fork: broken", push=False)
+    workspace.clone.git.push("origin", f"{bad_mr}:refs/merge-requests/3/head")
+
+    services.sync_repository(repository=repository)
+
+    pr = PolicyVersion.objects.get(commit_sha=fork_pr)
+    assert pr.branches == ["pull/7/head"] and pr.is_valid and not pr.is_live
+    mr = PolicyVersion.objects.get(commit_sha=bad_mr)
+    assert mr.branches == ["merge-requests/3/head"] and not mr.is_valid
+    repository.refresh_from_db()
+    assert repository.branch_heads["pull/7/head"] == fork_pr
+    assert repository.branch_heads["merge-requests/3/head"] == bad_mr
+    assert PolicyBundle.objects.count() == 1
