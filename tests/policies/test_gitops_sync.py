@@ -217,3 +217,24 @@ def test_pull_and_merge_request_heads_from_forks_are_synced_and_validated_like_b
     assert repository.branch_heads["pull/7/head"] == fork_pr
     assert repository.branch_heads["merge-requests/3/head"] == bad_mr
     assert PolicyBundle.objects.count() == 1
+
+
+def test_repository_page_lists_branches_and_fork_pull_requests_with_head_author_and_validity_newest_first(
+    client, admin, repository, workspace, org
+):
+    services.sync_repository(repository=repository)
+    workspace.commit(POLICY_INVALID, "Fork: broken", push=False)
+    later = "2030-01-01T00:00:00+00:00"  # committed after main's head even within the same second
+    workspace.clone.git.commit("--amend", "--no-edit", env={"GIT_AUTHOR_DATE": later, "GIT_COMMITTER_DATE": later})
+    fork_pr = workspace.clone.head.commit.hexsha
+    workspace.clone.git.push("origin", f"{fork_pr}:refs/pull/7/head")
+    workspace.clone.git.reset("--hard", "HEAD~1")
+    services.sync_repository(repository=repository)
+    client.force_login(admin)
+
+    page = client.get(f"/policies/repositories/{repository.pk}/").content.decode()
+
+    table = page[page.index('id="branch-rows"'):page.index("<h2>Versions</h2>")]
+    assert table.index("pull/7/head") < table.index("main")  # the pull request is the newer activity
+    pr_row = table[table.index("pull/7/head"):table.index("main")]
+    assert fork_pr[:7] in pr_row and "Pat Author" in pr_row and "invalid" in pr_row
