@@ -77,6 +77,20 @@ def policy_version_lookup(*, repository: PolicyRepository, commit: str = "", bra
     raise CordumError("Invalid input: give commit=<sha> or branch=<name>.", {"field": "commit"})
 
 
+def repository_branch_list(*, repository: PolicyRepository) -> list[dict]:
+    """Every synced branch and pull/merge request head with its head version (author, validity), newest first.
+
+    A head whose commit left the policy file untouched has no version of its own; it sorts last."""
+    heads = repository.branch_heads or {}
+    versions = {v.commit_sha: v for v in PolicyVersion.objects.filter(repository=repository,
+                                                                        commit_sha__in=set(heads.values()))}
+    rows = [{"name": name, "head": sha, "version": versions.get(sha)} for name, sha in heads.items()]
+    rows.sort(key=lambda row: row["name"])
+    rows.sort(key=lambda row: row["version"].committed_at.timestamp() if row["version"] else float("-inf"),
+              reverse=True)
+    return rows
+
+
 def live_version(*, repository: PolicyRepository) -> PolicyVersion | None:
     return PolicyVersion.objects.filter(repository=repository, is_live=True).first()
 
