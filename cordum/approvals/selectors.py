@@ -119,6 +119,17 @@ def approval_get(*, membership: Membership, pk) -> ApprovalRequest | None:
     return approvals_visible(membership=membership).filter(pk=pk).first()
 
 
+def approval_diff_for(*, approval: ApprovalRequest, membership: Membership | None) -> str:
+    """The real diff in clear, only for a member eligible to decide this request; "" for anyone else.
+
+    Wider visibility (an organisation-wide reviewer browsing another team's request) shows the policy-redacted
+    arguments, never the real content the sidecar sent for the eligible reviewers.
+    """
+    if approval_reviewer_refusal(approval=approval, membership=membership, decision=ReviewDecision.DENY):
+        return ""
+    return approval.diff_text
+
+
 def approval_queue_for_reviewer(*, membership: Membership) -> list[dict]:
     """Pending requests this member is named for, oldest first, each with what they may do.
 
@@ -137,7 +148,7 @@ def approval_queue_for_reviewer(*, membership: Membership) -> list[dict]:
             continue
         approve_refusal = approval_reviewer_refusal(approval=approval, membership=membership)
         items.append({"approval": approval, "can_approve": approve_refusal is None, "can_deny": True,
-                      "note": approve_refusal or ""})
+                      "note": approve_refusal or "", "diff": approval.diff_text})
     return items
 
 

@@ -50,6 +50,17 @@ def test_the_diff_is_shown_coloured_and_escaped(client, setup):
 
 
 @pytest.mark.django_db
+def test_a_reviewer_the_policy_does_not_name_never_sees_the_real_diff_in_the_ui(client, setup):
+    approval = setup["open"](reviewers=["team:payments"])
+    client.force_login(setup["bob"].user)  # organisation-wide reviewer, but not named by this request's policy
+    detail = client.get(reverse("approvals:detail", args=[approval.pk]))
+    assert detail.status_code in (200, 404) and "-DEBUG = True" not in detail.content.decode()
+    assert "-DEBUG = True" not in client.get(reverse("approvals:queue")).content.decode()
+    client.force_login(setup["alice"].user)
+    assert "-DEBUG = True" in client.get(reverse("approvals:detail", args=[approval.pk])).content.decode()
+
+
+@pytest.mark.django_db
 def test_approving_in_the_ui_redirects_and_a_second_click_is_told_who_won(client, setup):
     approval = setup["open"]()
     client.force_login(setup["alice"].user)
