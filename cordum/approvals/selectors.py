@@ -131,7 +131,7 @@ def approval_diff_for(*, approval: ApprovalRequest, membership: Membership | Non
 
 
 def approval_queue_for_reviewer(*, membership: Membership) -> list[dict]:
-    """Pending requests this member is named for, oldest first, each with what they may do.
+    """Pending requests this member is named for, the one about to expire first, each with what they may do.
 
     Returns dicts {"approval", "can_approve", "can_deny", "note"}; requests whose reviewer list
     does not name the member are left out. Overdue requests are expired by the caller's service
@@ -139,7 +139,7 @@ def approval_queue_for_reviewer(*, membership: Membership) -> list[dict]:
     """
     prefetch_related_objects([membership], "teams")  # one query for every spec check below
     items = []
-    pending = approvals_visible(membership=membership).filter(state=ApprovalState.PENDING).order_by("created_at")
+    pending = approvals_visible(membership=membership).filter(state=ApprovalState.PENDING).order_by("expires_at", "created_at")
     for approval in pending:
         deny_refusal = approval_reviewer_refusal(
             approval=approval, membership=membership, decision=ReviewDecision.DENY

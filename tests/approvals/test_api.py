@@ -166,6 +166,14 @@ def test_the_pending_list_shows_only_requests_the_reviewer_is_named_for(setup):
 
 
 @pytest.mark.django_db
+def test_the_queue_puts_the_request_about_to_expire_first_not_the_oldest(setup):
+    older_with_time = setup["open"](timeout_seconds=900)
+    newer_expiring = setup["open"](timeout_seconds=120)
+    ids = [item["id"] for item in api_client(user=setup["alice"].user).get("/api/v1/approval-requests").json()]
+    assert ids == [str(newer_expiring.pk), str(older_with_time.pk)]
+
+
+@pytest.mark.django_db
 def test_a_reviewer_scoped_to_a_team_reviews_only_that_teams_calls_under_the_default_role_spec(setup):
     from tests.factories import TeamFactory, agent_with_token
 
