@@ -91,11 +91,10 @@ def _base(organization: Organization) -> QuerySet[ApprovalRequest]:
 
 
 def _review_scope(membership: Membership) -> list | None:
-    """None: every team's requests (admins, reviewers without a team); else the teams the member is scoped to."""
-    if membership.role == Role.ADMIN:
+    """None: every team's requests; else the teams the member is scoped to (the scope of their evidence)."""
+    if membership.team_scope() is None:
         return None
-    teams = list(membership.teams.all())
-    return teams or None
+    return list(membership.teams.all())
 
 
 def approvals_visible(*, membership: Membership) -> QuerySet[ApprovalRequest]:

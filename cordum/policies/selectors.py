@@ -1,6 +1,5 @@
 """Reads for the policies app. `bundle_for_agent` is the one place that decides which bundle an agent gets."""
 
-from dataclasses import dataclass
 
 from django.db.models import QuerySet
 
@@ -118,33 +117,3 @@ def signing_key_list(*, organization, active_only: bool = False) -> QuerySet[Sig
 
 def policy_bundle_list(*, organization) -> QuerySet[PolicyBundle]:
     return PolicyBundle.objects.filter(organization=organization).select_related("version", "repository")
-
-
-@dataclass(frozen=True)
-class AgentBundle:
-    """What GET /api/v1/bundle serves an agent: the bundle it enforces and, in a shadow rollout, a second one."""
-
-    bundle: PolicyBundle
-    shadow: PolicyBundle | None = None
-
-    @property
-    def etag(self) -> str:
-        if self.shadow is None:
-            return self.bundle.etag
-        return self.bundle.etag[:-1] + "+" + self.shadow.etag.strip('"') + '"'
-
-    def body(self) -> dict:
-        body = dict(self.bundle.bundle)
-        if self.shadow is not None:
-            body["shadow_bundle"] = self.shadow.bundle
-        return body
-
-
-def bundle_for_agent(*, agent) -> AgentBundle | None:
-    """The bundle that applies to `agent`: the baseline, or what a staged rollout assigns it (and a shadow)."""
-    from cordum.rollouts.assignment import rollout_selection  # staged rollouts and shadow (rollouts app)
-
-    selection = rollout_selection(agent=agent)
-    if selection is None:
-        return None
-    return AgentBundle(bundle=selection[0], shadow=selection[1])

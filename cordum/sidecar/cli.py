@@ -30,7 +30,7 @@ from cordum.sidecar.config import (
 from cordum.sidecar.logs import setup_logging
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cordum-sidecar", description="Cordum MCP enforcement sidecar")
     p.add_argument("--version", action="version", version=f"cordum-sidecar {__version__}")
     p.add_argument("--log-level", default=os.environ.get("CORDUM_LOG_LEVEL", "INFO"))
@@ -153,7 +153,7 @@ def _cmd_install(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
     try:
         return {"run": _cmd_run, "hook": _cmd_hook, "status": _cmd_status, "install": _cmd_install}[args.command](

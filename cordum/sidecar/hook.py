@@ -94,7 +94,7 @@ def parse_claude_event(event: dict[str, Any], *, builtin_server: str) -> HookCal
     if not isinstance(args, dict):
         raise ValueError("tool_input must be an object")
     server, tool = builtin_server, tool_name
-    if tool_name.startswith("mcp__"):
+    if tool_name.startswith("mcp__"):  # mcp__<server as the client names it>__<tool (may contain "__")>
         parts = tool_name.split("__", 2)
         if len(parts) == 3 and parts[1] and parts[2]:
             server, tool = parts[1], parts[2]
@@ -184,10 +184,15 @@ async def decide_hook_event(cfg: SidecarConfig, event: Any, *, agent_format: str
         record_post_tool_outcome(cfg, call)
         return {}
 
+    sidecar = _sidecar_in_front(cfg, call)
+    if sidecar:  # one gate per call: the sidecar decides, holds and records it
+        return answer("allow", f"Cordum: {sidecar}")
     svc = await build_services(cfg, local_bundle=local_bundle, background=False, root=call.root)
     try:
         verdict = decide_counted(svc, call)
-        if verdict.decision == "allow":
+        if verdict.unmapped:
+            result = answer("ask", f"Cordum: {verdict.reason}")
+        elif verdict.decision == "allow":
             result = answer("allow", f"Allowed by Cordum policy rule {verdict.rule or 'defaults.decision'}: "
                                      f"{verdict.reason} (policy {verdict.policy_version})")
         elif verdict.decision == "deny":
@@ -203,19 +208,30 @@ async def decide_hook_event(cfg: SidecarConfig, event: Any, *, agent_format: str
         await svc.close(drain_seconds=0)
 
 
+def _sidecar_in_front(cfg: SidecarConfig, call: HookCall) -> str | None:
+    """Why an MCP call is left to the Cordum sidecar that fronts its server (None: the hook decides it)."""
+    if call.server == cfg.hook.server:
+        return None
+    from cordum.sidecar.install import sidecar_fronted_servers
+
+    if call.server in cfg.hook.sidecar_servers or call.server in sidecar_fronted_servers(call.root):
+        return f"MCP server {call.server} runs behind the Cordum sidecar, which decides and records this call"
+    return None
+
+
 def decide_counted(svc, call: HookCall):
     """Decide the call, with the session's limit counters kept in the spool across hook processes."""
     primary = svc.enforcer.primary
     tracker = primary.limits if primary is not None else None
     if tracker is None or not tracker.has_limits:
         return svc.enforcer.decide(server=call.server, tool=call.tool, arguments=call.arguments,
-                                   session_id=call.session_id, root=call.root)
+                                   session_id=call.session_id, root=call.root, ask_unmapped=True)
     # The transaction ends before any approval wait, so other hook processes are held for one decision only.
     with svc.spool.hook_session(call.session_id, policy_version=primary.version) as session:
         if session.counters is not None:
             tracker.import_session(call.session_id, session.counters)
         verdict = svc.enforcer.decide(server=call.server, tool=call.tool, arguments=call.arguments,
-                                      session_id=call.session_id, root=call.root)
+                                      session_id=call.session_id, root=call.root, ask_unmapped=True)
         session.counters = tracker.export_session(call.session_id, now=time.time())
     return verdict
 

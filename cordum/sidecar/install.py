@@ -18,11 +18,14 @@ import difflib
 import json
 import os
 import shlex
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from cordum.sidecar.config import SIDECAR_SERVER_NAMES, server_identity
 
 SIDECAR = "cordum-sidecar"
 MANAGED_DIRS = {"darwin": "/Library/Application Support/ClaudeCode", "linux": "/etc/claude-code"}
@@ -61,6 +64,39 @@ def _is_wrapped(entry: dict[str, Any], sidecar: list[str]) -> bool:
     return os.path.basename(command) in (os.path.basename(sidecar[0]), SIDECAR) or "cordum.sidecar" in args
 
 
+def sidecar_fronted_servers(cwd: str | None) -> set[str]:
+    """Names of the MCP servers Claude Code launches through the Cordum sidecar: project `.mcp.json` (in `cwd`
+    or a parent), the user's `~/.claude.json` (its own and this project's) and the managed file. The hook leaves
+    their calls to the sidecar, so each is decided, held and recorded once."""
+    docs: list[dict[str, Any]] = []
+    here = Path(cwd or os.getcwd()).resolve()
+    for directory in (here, *here.parents):
+        if (directory / ".mcp.json").is_file():
+            docs.append(_read_json_quietly(directory / ".mcp.json"))
+            break
+    user = _read_json_quietly(Path.home() / ".claude.json")
+    docs.append(user)
+    docs.append(((user.get("projects") or {}).get(str(here)) or {}) if isinstance(user.get("projects"), dict) else {})
+    managed = MANAGED_DIRS.get(sys.platform)
+    if managed:
+        docs.append(_read_json_quietly(Path(managed) / "managed-mcp.json"))
+    names = set()
+    for doc in docs:
+        servers = doc.get("mcpServers") if isinstance(doc, dict) else None
+        for name, entry in (servers or {}).items() if isinstance(servers, dict) else ():
+            if isinstance(entry, dict) and _is_wrapped(entry, [SIDECAR]):
+                names.add(name)
+    return names
+
+
+def _read_json_quietly(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _is_cordum_hook(command: Any) -> bool:
     text = str(command or "")
     return (SIDECAR in text or "cordum.sidecar" in text) and " hook" in text
@@ -71,14 +107,16 @@ def wrap_servers(servers: dict[str, Any], *, sidecar: list[str], policy_args: li
     out: dict[str, Any] = {}
     changed: list[str] = []
     for name, entry in servers.items():
-        if not isinstance(entry, dict) or _is_wrapped(entry, sidecar):
+        if not isinstance(entry, dict) or _is_wrapped(entry, sidecar) or name in SIDECAR_SERVER_NAMES:
             out[name] = entry
             continue
         new = copy.deepcopy(entry)
         if isinstance(entry.get("command"), str):
             upstream = [entry["command"], *[str(a) for a in entry.get("args") or []]]
             new["command"] = sidecar[0]
-            new["args"] = [*sidecar[1:], "run", *policy_args, "--name", name, "--", *upstream]
+            # the policy judges the server by what it runs (the filesystem server named "files" is filesystem)
+            identity = server_identity(upstream) or name
+            new["args"] = [*sidecar[1:], "run", *policy_args, "--name", identity, "--", *upstream]
         elif isinstance(entry.get("url"), str):
             new = {k: v for k, v in entry.items() if k not in ("type", "url", "headers")}
             headers = [a for k, v in (entry.get("headers") or {}).items() for a in ("--header", f"{k}: {v}")]
@@ -93,28 +131,53 @@ def wrap_servers(servers: dict[str, Any], *, sidecar: list[str], policy_args: li
     return out, changed
 
 
-def _hook_command(sidecar: list[str], policy_args: list[str], fmt: str | None = None) -> str:
+def default_sidecar_command() -> list[str]:
+    """The sidecar by absolute path, so hooks and servers do not depend on the agent's PATH."""
+    found = shutil.which(SIDECAR)
+    return [os.path.abspath(found)] if found else [sys.executable, "-m", "cordum.sidecar"]
+
+
+# If the hook cannot run (the sidecar missing, a crash), the client would go on as if it had allowed the call.
+# Claude Code blocks a PreToolUse on exit code 2 and shows stderr to the model; Cursor reads the JSON answer.
+_FAIL_CLOSED = {
+    None: "{} || {{ echo \"Cordum: the policy hook could not run (exit $?); the call is blocked (fail closed). "
+          "Check that {} works.\" >&2; exit 2; }}",
+    "cursor": "{} || {{ printf '%s\\n' '{{\"permission\": \"deny\", \"user_message\": \"Cordum: the policy hook could "
+              "not run; the action is blocked (fail closed).\", \"agent_message\": \"Cordum: the policy hook could not "
+              "run; the action is blocked (fail closed).\"}}'; exit 0; }}",
+}
+
+
+def _hook_command(sidecar: list[str], policy_args: list[str], fmt: str | None = None, *,
+                  fail_closed: bool = True) -> str:
     parts = [*sidecar, "hook", *policy_args]
     if fmt:
         parts += ["--agent-format", fmt]
-    return shlex.join(parts)
+    command = shlex.join(parts)
+    return _FAIL_CLOSED[fmt].format(command, shlex.quote(sidecar[0])) if fail_closed else command
 
 
 CLAUDE_HOOK_EVENTS = ("PreToolUse", "PostToolUse", "PostToolUseFailure")  # decide; then record how the call went
 
 
-def add_claude_hook(settings: dict[str, Any], command: str, *, timeout: int = 60) -> bool:
-    """Register the hook for every tool on each of CLAUDE_HOOK_EVENTS; False when nothing was missing."""
+def add_claude_hook(settings: dict[str, Any], commands: dict[str, str], *, timeout: int = 60) -> bool:
+    """Register the hook for every tool on each of CLAUDE_HOOK_EVENTS (`commands[event]`), replacing an older
+    Cordum hook command in place; False when nothing changed."""
     hooks = settings.setdefault("hooks", {})
-    added = False
+    changed = False
     for event in CLAUDE_HOOK_EVENTS:
         groups = hooks.setdefault(event, [])
-        if any(_is_cordum_hook(h.get("command")) for group in groups for h in (group or {}).get("hooks") or []):
+        mine = [h for group in groups for h in (group or {}).get("hooks") or [] if _is_cordum_hook(h.get("command"))]
+        for hook in mine:
+            if hook.get("command") != commands[event]:
+                hook["command"] = commands[event]
+                changed = True
+        if mine:
             continue
-        groups.append({"matcher": "*", "hooks": [{"type": "command", "command": command,
+        groups.append({"matcher": "*", "hooks": [{"type": "command", "command": commands[event],
                                                   "timeout": timeout if event == "PreToolUse" else 10}]})
-        added = True
-    return added
+        changed = True
+    return changed
 
 
 def add_cursor_hooks(doc: dict[str, Any], command: str) -> bool:
@@ -166,7 +229,7 @@ class Plan:
 
 
 def plan_install(args: argparse.Namespace) -> Plan:
-    sidecar = shlex.split(args.sidecar_command) if getattr(args, "sidecar_command", None) else [SIDECAR]
+    sidecar = shlex.split(args.sidecar_command) if getattr(args, "sidecar_command", None) else default_sidecar_command()
     policy_args = _policy_args(args)
     plan = Plan()
     if args.target == "claude-code":
@@ -191,7 +254,9 @@ def plan_install(args: argparse.Namespace) -> Plan:
         if not args.no_hook:
             old_settings = _read_json(settings_path)
             settings = copy.deepcopy(old_settings or {})
-            add_claude_hook(settings, _hook_command(sidecar, policy_args))
+            decide = _hook_command(sidecar, policy_args)
+            record = _hook_command(sidecar, policy_args, fail_closed=False)  # the call already ran: nothing to block
+            add_claude_hook(settings, {"PreToolUse": decide, "PostToolUse": record, "PostToolUseFailure": record})
             plan.add(settings_path, old_settings, settings)
     else:  # cursor
         base = Path(args.managed_dir or os.path.expanduser("~/.cursor")) if args.managed else \

@@ -353,9 +353,15 @@ class Relay:
             pending = self._calls.pop((upstream.name, req_id), None)
             if self.multi:
                 self._routes.pop(req_id, None)
+            facts: dict[str, Any] = {}
+            if pending is not None and isinstance(msg.get("result"), dict):
+                screened, counts = self.enforcer.screen_result(msg["result"])
+                if screened is not None:  # a secret in the result: the agent gets it masked (or withheld)
+                    line = orjson.dumps(dict(msg, result=screened))
+                    facts = {"masked": dict(counts), **({"withheld": True} if screened.get("isError") else {})}
             self.send_agent(line)  # the agent gets the answer first; bookkeeping after
             if pending is not None:
-                self._record_call_result(pending, msg)
+                self._record_call_result(pending, msg, facts=facts)
             return
         if self.multi and "id" in msg:  # a request from an upstream to the agent: make its id unique
             new_id = f"{upstream.name}{SEP}{self._next_id()}"
@@ -364,7 +370,10 @@ class Relay:
             return
         self.send_agent(line)
 
-    def _record_call_result(self, pending: _Pending, msg: dict[str, Any]) -> None:
+    def _record_call_result(self, pending: _Pending, msg: dict[str, Any], *, facts: dict[str, Any]) -> None:
+        """The call's outcome as the upstream gave it; `facts`: the kinds and counts of secrets kept from the
+        agent (never the values) and whether the whole result was withheld."""
+        facts = facts or None
         if "error" in msg:
             err = msg.get("error") or {}
             self.enforcer.record_outcome(pending.verdict, "failed", error=str(err.get("message", err)))
@@ -372,9 +381,10 @@ class Relay:
         result = msg.get("result") or {}
         if result.get("isError"):
             text = " ".join(c.get("text", "") for c in result.get("content") or [] if isinstance(c, dict))
-            self.enforcer.record_outcome(pending.verdict, "failed", error=text[:2000])
+            self.enforcer.record_outcome(pending.verdict, "failed", error=self.enforcer.mask(text)[:2000],
+                                         facts=facts)
         else:
-            self.enforcer.record_outcome(pending.verdict, "executed")
+            self.enforcer.record_outcome(pending.verdict, "executed", facts=facts)
 
     def withdraw(self, req_id: Any, reason: str) -> bool:
         """Withdraw one call held for approval (its approval request is cancelled; recorded `cancelled` with

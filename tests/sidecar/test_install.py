@@ -55,10 +55,12 @@ def test_claude_code_project_install_wraps_every_server_and_keeps_the_rest(claud
     assert settings["permissions"] == {"allow": ["Bash(ls:*)"]}
     mine, ours = settings["hooks"]["PreToolUse"]
     assert mine["hooks"][0]["command"] == "./mine.sh"
-    assert ours["matcher"] == "*" and shlex.split(ours["hooks"][0]["command"])[-3:] == ["hook", "--bundle", str(POLICY)]
+    decide = ours["hooks"][0]["command"]
+    plain = shlex.join([PYTHON, "-m", "cordum.sidecar", "hook", "--bundle", str(POLICY)])
+    assert ours["matcher"] == "*" and decide.startswith(plain + " || ") and "exit 2" in decide  # fails closed
     for event in ("PostToolUse", "PostToolUseFailure"):  # the call's outcome goes into the evidence too
         [post] = settings["hooks"][event]
-        assert post["hooks"][0]["command"] == ours["hooks"][0]["command"]
+        assert post["hooks"][0]["command"] == plain  # the call already ran: nothing to block
     backups = sorted(p.name for p in claude_project.rglob("*.cordum-backup-*"))
     assert len(backups) == 2 and backups[0].startswith(".mcp.json.cordum-backup-")
 
@@ -117,7 +119,7 @@ def test_cursor_install_writes_mcp_json_and_hooks_json(tmp_path, fs_server_bin):
     assert hooks["hooks"]["afterFileEdit"] == [{"command": "./format.sh"}]
     for event in ("beforeShellExecution", "beforeMCPExecution", "beforeReadFile"):
         [entry] = hooks["hooks"][event]
-        assert entry["command"].endswith("--agent-format cursor")
+        assert "--agent-format cursor || " in entry["command"] and "\"permission\": \"deny\"" in entry["command"]
     assert len(list(cursor_dir.glob("*.cordum-backup-*"))) == 2
 
 
