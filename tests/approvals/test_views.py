@@ -61,6 +61,15 @@ def test_a_reviewer_the_policy_does_not_name_never_sees_the_real_diff_in_the_ui(
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(("on_timeout", "shown"), [("deny", "then refused (on_timeout: deny)"),
+                                                   ("allow", "then runs anyway (on_timeout: allow)")])
+def test_the_card_says_what_happens_at_expiry(client, setup, on_timeout, shown):
+    approval = setup["open"](on_timeout=on_timeout)
+    client.force_login(setup["alice"].user)
+    assert shown in client.get(reverse("approvals:detail", args=[approval.pk])).content.decode()
+
+
+@pytest.mark.django_db
 def test_approving_in_the_ui_redirects_and_a_second_click_is_told_who_won(client, setup):
     approval = setup["open"]()
     client.force_login(setup["alice"].user)
