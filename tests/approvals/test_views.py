@@ -70,6 +70,16 @@ def test_the_card_says_what_happens_at_expiry(client, setup, on_timeout, shown):
 
 
 @pytest.mark.django_db
+def test_the_navigation_shows_how_many_requests_wait_for_this_reviewer(client, setup):
+    setup["open"](reviewers=["team:payments"])
+    setup["open"](reviewers=["team:payments"])
+    client.force_login(setup["alice"].user)
+    assert '<span class="badge nav-count" title="2 waiting for you">2</span>' in client.get(reverse("approvals:history")).content.decode()
+    client.force_login(setup["bob"].user)  # not named by these requests: nothing waits for him
+    assert "nav-count" not in client.get(reverse("approvals:history")).content.decode()
+
+
+@pytest.mark.django_db
 def test_approving_in_the_ui_redirects_and_a_second_click_is_told_who_won(client, setup):
     approval = setup["open"]()
     client.force_login(setup["alice"].user)
