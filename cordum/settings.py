@@ -84,6 +84,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "cordum.accounts.context_processors.organization",
+                "cordum.approvals.context_processors.pending_count",
             ],
         },
     },

@@ -266,8 +266,9 @@ def test_the_policy_templates_tool_map_governs_claude_code_bash(tmp_path, comman
 
 
 @pytest.mark.parametrize("template", [False, True])
-def test_a_held_edit_sends_the_reviewer_a_diff_unless_the_policy_redacts_the_text(tmp_path, control_plane, template):
-    if template:  # the template redacts old_string/new_string: those values never leave the machine
+def test_a_held_edit_sends_the_reviewer_a_diff_even_when_the_evidence_redacts_the_text(tmp_path, control_plane,
+                                                                                          template):
+    if template:  # the template redacts old_string/new_string in evidence; the reviewer still sees the diff
         policy = TEMPLATE
     else:
         policy = tmp_path / "review-writes.yaml"
@@ -284,12 +285,9 @@ def test_a_held_edit_sends_the_reviewer_a_diff_unless_the_policy_redacts_the_tex
                           env=sidecar_env(CORDUM_TEST_TOKEN="cdm_agent_x"), timeout=60)
     assert decision_of(json.loads(proc.stdout))[0] == "allow"
     [request] = control_plane.approval_requests
+    assert "-const ok = false;" in request["diff"] and "+const ok = true;" in request["diff"]
     if template:
-        assert request["rule"] == "approve-code-write" and request["diff"] == ""
-        assert request["args"]["new_string"] == "[REDACTED]"
-    else:
-        assert "-const ok = false;" in request["diff"] and "+const ok = true;" in request["diff"]
-
+        assert request["rule"] == "approve-code-write" and request["args"]["new_string"] == "[REDACTED]"
 
 def test_a_tool_the_map_does_not_know_is_asked_about_naming_the_tool(tmp_path):
     answer = subprocess.run(
