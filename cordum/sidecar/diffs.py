@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cordum.policy.evidence import mask_secrets
+from cordum.policy.secrets import default_scanner
 
 MAX_DIFF_BYTES = 64 * 1024
 MAX_FILE_BYTES = 1024 * 1024
@@ -76,6 +77,10 @@ def write_diff(*, tool: str, arguments: dict[str, Any], root: str | None) -> str
                                      for e in edits if isinstance(e, dict)])
     if after is None:
         return ""
+    # Secrets are masked on whole texts first (a private key spans lines), each mask naming what it hides;
+    # then credential-named assignments line by line.
+    scanner = default_scanner()
+    before, after = scanner.mask(before)[0], scanner.mask(after)[0]
     lines = difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
                                  f"a/{path_value}", f"b/{path_value}")
     text = "".join(mask_secrets(line) if line.endswith("\n") else mask_secrets(line) + "\n\\ No newline at end of file\n"

@@ -341,7 +341,7 @@ def test_a_new_file_shows_as_a_green_diff_with_a_fake_aws_key_masked_and_unmaske
     _result, request, _ = held_call_then(w, approve, expect_error=False, path="src/new_settings.py", content=content)
     assert (w["project"] / "src" / "new_settings.py").read_text() == content  # the real write ran
     added = [line for line in seen["diff"].splitlines() if line.startswith("+") and not line.startswith("+++")]
-    assert added == ["+AWS_ACCESS_KEY_ID = '[REDACTED]'", "+region = 'eu-west-1'"]  # all green, key masked
+    assert added == ["+AWS_ACCESS_KEY_ID = '[REDACTED: AWS Access Key]'", "+region = 'eu-west-1'"]  # green, masked
     assert '<span class="d-add">+region = &#x27;eu-west-1&#x27;</span>' in seen["card"]
     assert '<span class="d-del">' not in seen["card"]
     request.refresh_from_db()

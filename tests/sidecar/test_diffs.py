@@ -32,7 +32,7 @@ def test_a_new_file_shows_its_full_content_even_when_the_policy_redacts_it_and_k
     """The demo policy redacts `content` in evidence; the reviewer still needs the diff, minus credentials."""
     args = {"path": str(tmp_path / "deploy.sh"), "content": "export AWS_ACCESS_KEY_ID=AKIAABCDEFGHIJKLMNOP\necho ok\n"}
     diff = write_diff(tool="write_file", arguments=args, root=None)
-    assert diff.splitlines()[-2:] == ["+export AWS_ACCESS_KEY_ID=[REDACTED]", "+echo ok"]
+    assert diff.splitlines()[-2:] == ["+export AWS_ACCESS_KEY_ID=[REDACTED: AWS Access Key]", "+echo ok"]
     assert "AKIA" not in diff
 
 
@@ -50,8 +50,16 @@ def test_credentials_in_the_file_on_disk_are_masked_in_the_diff_but_code_is_not(
     args = {"path": str(target), "content": "X=2\n"}
     diff = write_diff(tool="write_file", arguments=args, root=None)
     assert "AKIA" not in diff and "hunter2" not in diff
-    assert "-AWS_SECRET=[REDACTED]" in diff and "-DB_PASSWORD=[REDACTED]" in diff and "-PORT=8000" in diff
+    assert "-AWS_SECRET=[REDACTED: AWS Access Key]" in diff and "-DB_PASSWORD=[REDACTED]" in diff and "-PORT=8000" in diff
     code = tmp_path / "auth.py"
     code.write_text("token = get_token()\n")
     edit = {"file_path": str(code), "old_string": "get_token()", "new_string": "get_token(refresh=True)"}
     assert "+token = get_token(refresh=True)" in write_diff(tool="Edit", arguments=edit, root=None)
+
+
+def test_a_private_key_in_written_content_is_masked_whole_in_the_diff_naming_what_it_hides(tmp_path):
+    key = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAwJGUYZ3pGz2yLw9g\nS6ZQmnvKjL0sAbCdEf\n-----END RSA PRIVATE KEY-----\n"
+    args = {"path": str(tmp_path / "id_rsa"), "content": key}
+    diff = write_diff(tool="write_file", arguments=args, root=None)
+    assert "MIIEowIBAAKCAQEA" not in diff and "S6ZQmnv" not in diff
+    assert "+[REDACTED: Private Key]" in diff
