@@ -38,7 +38,27 @@ from .model import (
 )
 from .patterns import compile_name_glob, glob_error, has_wildcard, literal_prefix, regex_error
 
-__all__ = ["LoadResult", "PolicyIssue", "load_policy_file", "load_policy_text", "parse_duration"]
+__all__ = [
+    "MAX_POLICY_BYTES",
+    "MAX_RULES",
+    "MAX_YAML_ALIASES",
+    "MAX_YAML_DEPTH",
+    "MAX_YAML_NODES",
+    "LoadResult",
+    "PolicyIssue",
+    "load_policy_file",
+    "load_policy_text",
+    "parse_duration",
+]
+
+# Input limits (docs/limits.md). Checked on the YAML event stream before any node tree is built, so a
+# hostile commit (billion laughs, thousands of nested brackets) is rejected before it costs memory or
+# blows the interpreter's recursion limit.
+MAX_POLICY_BYTES = 1_048_576  # size of safety.yaml in UTF-8 bytes
+MAX_YAML_DEPTH = 64  # nested mappings/sequences; a real policy needs about 8
+MAX_YAML_ALIASES = 256  # '*alias' references in one document
+MAX_YAML_NODES = 1_000_000  # nodes the document holds once every alias is expanded (billion laughs)
+MAX_RULES = 20_000  # entries under 'rules'
 
 
 @dataclass(frozen=True)
@@ -697,13 +717,76 @@ def _covers(d: Match, r: Match) -> bool:
     return True
 
 
+def _yaml_limit_issue(text: str, filename: str) -> PolicyIssue | None:
+    """Walk the YAML events (an iterative parser, no recursion) and name the first limit exceeded."""
+    depth = aliases = 0
+    rules_depth: int | None = None  # depth of the 'rules' sequence while inside it
+    rule_count = 0
+    last_key: str | None = None
+    expanded = 0  # nodes so far, each alias counted as the size of what it names
+    anchor_size: dict[str, int] = {}
+    open_anchors: list[tuple[str | None, int]] = []  # (anchor, expanded at its start) per open collection
+    for ev in yaml.parse(text, Loader=yaml.SafeLoader):
+        mark = ev.start_mark
+
+        def issue(msg: str, mark=mark) -> PolicyIssue:
+            return PolicyIssue(filename, mark.line + 1, mark.column + 1, msg)
+
+        if isinstance(ev, yaml.AliasEvent):
+            aliases += 1
+            if aliases > MAX_YAML_ALIASES:
+                return issue(f"too many YAML aliases: over the limit of {MAX_YAML_ALIASES}")
+            expanded += anchor_size.get(ev.anchor, 1)
+        elif isinstance(ev, (yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            expanded += 1
+            if isinstance(ev, yaml.ScalarEvent):
+                if ev.anchor:
+                    anchor_size[ev.anchor] = 1
+            else:
+                open_anchors.append((ev.anchor, expanded - 1))
+        elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            anchor, start = open_anchors.pop()
+            if anchor:
+                anchor_size[anchor] = expanded - start
+        if expanded > MAX_YAML_NODES:
+            return issue(f"YAML expands to too many nodes (aliases): over the limit of {MAX_YAML_NODES}")
+        if isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            if rules_depth is not None and depth == rules_depth:
+                rule_count += 1
+                if rule_count > MAX_RULES:
+                    return issue(f"too many rules: over the limit of {MAX_RULES}")
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                return issue(f"YAML nested too deeply: over the limit of {MAX_YAML_DEPTH} levels")
+            if isinstance(ev, yaml.SequenceStartEvent) and depth == 2 and last_key == "rules":
+                rules_depth = depth
+        elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            if rules_depth is not None and depth == rules_depth:
+                rules_depth = None
+            depth -= 1
+        elif rules_depth is not None and depth == rules_depth and isinstance(ev, (yaml.ScalarEvent, yaml.AliasEvent)):
+            rule_count += 1
+            if rule_count > MAX_RULES:
+                return issue(f"too many rules: over the limit of {MAX_RULES}")
+        last_key = ev.value if isinstance(ev, yaml.ScalarEvent) and depth == 1 else None
+    return None
+
+
 def load_policy_text(text: str, filename: str = "safety.yaml") -> LoadResult:
     """Parse and validate policy text. Never raises on bad input."""
     v = _Validator(filename)
     if not isinstance(text, str):
         v.error(None, "policy text must be a string")
         return LoadResult(None, v.errors, v.warnings)
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_POLICY_BYTES:
+        return LoadResult(
+            None, [PolicyIssue(filename, 1, 1, f"policy is {size} bytes, over the limit of {MAX_POLICY_BYTES} bytes")], []
+        )
     try:
+        over = _yaml_limit_issue(text, filename)
+        if over is not None:
+            return LoadResult(None, [over], [])
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
