@@ -10,7 +10,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo test lint install bench chromium node clean-demo
+.PHONY: demo test test-fast lint docs install bench chromium node clean-demo dist
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,12 +36,25 @@ chromium:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
 	fi
 
+# The wheel the control plane serves at /dist/simple/ (docs/install.md).
+dist: $(STAMP)
+	rm -rf dist && $(BIN)/pip wheel --disable-pip-version-check -q --no-deps -w dist .
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
-test: $(STAMP) node chromium lint
+# The docs site (mkdocs-material); --strict fails the build on a broken link or a missing page.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict --quiet
+
+test: $(STAMP) node chromium lint docs
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) CHROMIUM=$(CHROMIUM) $(BIN)/pytest $(PYTEST_ARGS)
+
+# The fast lane: the engine, the sidecar (against real MCP servers) and the CLI, with no database or Redis.
+test-fast: $(STAMP) node
+	env -u DATABASE_URL -u REDIS_URL $(BIN)/pytest --no-services -q -n 2 $(PYTEST_ARGS)
 
 demo: $(STAMP) node
 	$(BIN)/python manage.py migrate --noinput -v0
@@ -50,7 +63,7 @@ demo: $(STAMP) node
 
 bench: $(STAMP)
 	$(BIN)/pip install --disable-pip-version-check -q -r requirements/bench.txt
-	@for b in bench/*.py; do echo "== $$b"; DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python $$b || exit 1; done
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python bench/run.py
 
 clean-demo:
 	rm -rf .cordum

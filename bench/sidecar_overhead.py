@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results import record
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 FS = REPO / "node_modules" / ".bin" / "mcp-server-filesystem"
@@ -150,6 +152,15 @@ async def main(calls: int, warmup: int) -> None:
     r50 = statistics.median(times["relay"])
     print(f"  sidecar adds {s50 - d50:.3f} ms p50 over direct (target <= 0.300), of which "
           f"{s50 - r50:.3f} ms over a plain relay (decision + spool + evidence)")
+    record(benchmark="sidecar_overhead", figure="added per tools/call, p50 (stdio)", value=s50 - d50, unit="ms",
+           baseline="direct p50", baseline_value=d50, target="<= 0.2 ms", met=s50 - d50 <= 0.2)
+    s99 = pct(times["sidecar"], 0.99)
+    record(benchmark="sidecar_overhead", figure="added per tools/call, p99 (stdio)", value=s99 - d99, unit="ms",
+           baseline="direct p99", baseline_value=d99, target="<= 1 ms", met=s99 - d99 <= 1)
+    record(benchmark="sidecar_overhead", figure="added by a plain relay, p50", value=r50 - d50, unit="ms",
+           baseline="direct p50", baseline_value=d50)
+    record(benchmark="sidecar_overhead", figure="sidecar memory (RSS)", value=rss, unit="MB", target="<= 60 MB",
+           met=rss <= 60)
     print(f"  sidecar RSS: {rss:.1f} MB (target <= 60 MB); evidence records spooled: {spooled}; "
           f"load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
 import psycopg
+from results import record
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -228,6 +229,11 @@ def main() -> int:
               f"{report['summary']['total_calls'] / grouped_s:>14,.0f}{report['run']['evaluations']:>14,}")
         print(f"{'naive: every row evaluated (baseline)':<44}{naive_s:>10.2f}{naive_n / naive_s:>14,.0f}"
               f"{naive_n:>14,}")
+        total = report["summary"]["total_calls"]
+        record(benchmark="simulate", figure=f"replay {total:,} recorded calls", value=grouped_s, unit="s",
+               baseline="naive per-call replay", baseline_value=naive_s,
+               target="<= 10 s for 10M" if total >= 10_000_000 else "", met=(grouped_s <= 10) if total >= 10_000_000
+               else None)
         if not args.skip_limits:
             lim = services.simulation_create(organization=org, user=None, policy_yaml=limited_yaml, enqueue=False)
             t0 = time.perf_counter()
@@ -247,6 +253,9 @@ def main() -> int:
             fast = {k: v for k, v in lim.report.items() if k not in ("run", "window", "filters")}
             limits_agree = fast == {k: v for k, v in full.items() if k != "run"}
             agree = agree and limits_agree
+            record(benchmark="simulate", figure=f"replay {lim.report['summary']['total_calls']:,} calls with limits",
+                   value=limits_s, unit="s", baseline="every call replayed in order", baseline_value=full_s,
+                   target="<= 5 s for 1M", met=limits_s <= 5)
             print(f"limits: prefiltered report equals every call replayed: {limits_agree}; target <= 10 s: "
                   f"{'met' if limits_s <= 10 else 'NOT met'}")
         print()

@@ -68,6 +68,35 @@ def _cmd_lint(args: argparse.Namespace) -> int:
     return 1
 
 
+# -- cordum policy coverage -------------------------------------------------------------------
+def _cmd_coverage(args: argparse.Namespace) -> int:
+    from cordum.policy import compile_policy, load_policy_file
+    from cordum.policy.clients import CLIENT_TOOLS, tools_from_transcript, uncovered_tools
+
+    result = load_policy_file(args.path)
+    if not result.ok:
+        for e in result.errors:
+            print(str(e), file=sys.stderr)
+        return 2
+    if args.tools_from:
+        try:
+            with open(args.tools_from, encoding="utf-8") as fh:
+                tools = tools_from_transcript(fh.read())
+        except (OSError, ValueError) as exc:
+            print(f"cannot read the client's tools from {args.tools_from}: {exc}", file=sys.stderr)
+            return 2
+    else:
+        tools = list(CLIENT_TOOLS[args.client])
+    missing = uncovered_tools(compile_policy(result.policy, "coverage"), tools)
+    if args.format == "json":
+        _print_json({"client": args.client, "tools": tools, "unmapped": missing})
+    else:
+        for tool in missing:
+            print(f"unmapped: {tool} (the {args.client} hook would ask about every call; add it to the tool map)")
+        print(f"{len(tools) - len(missing)} of {len(tools)} {args.client} tools are in the tool map", file=sys.stderr)
+    return 1 if missing else 0
+
+
 # -- cordum policy explain --------------------------------------------------------------------
 def _read_call_arg(raw: str) -> object:
     if raw == "-":
@@ -143,7 +172,7 @@ def _calls_from(path: str) -> list:
         cases, errors = load_cases(path)
         if errors:
             raise ValueError("; ".join(str(e) for e in errors))
-        return [(str(c.get("name") or f"line {line}"), c["call"]) for line, c in cases]
+        return [(str(c.get("name") or f"line {line}"), c["call"]) for line, c in cases if "call" in c]  # result cases have no call
     out = []
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
@@ -239,6 +268,14 @@ def _add_policy(sub: argparse._SubParsersAction) -> None:
     t.add_argument("-v", "--verbose", action="store_true", help="also list passing cases")
     _add_format(t)
     t.set_defaults(func=_cmd_test)
+
+    cov = psub.add_parser("coverage", help="list what an agent client exposes that the tool map misses; exit 1 if any")
+    cov.add_argument("path", help="safety.yaml or a policy repository directory")
+    cov.add_argument("--client", choices=["claude-code", "cursor"], default="claude-code")
+    cov.add_argument("--tools-from", help="the client's own list: a `claude -p --output-format stream-json "
+                     "--verbose` transcript, or a JSON list of tool names (default: the pinned version's list)")
+    _add_format(cov)
+    cov.set_defaults(func=_cmd_coverage)
 
     d = psub.add_parser("diff", help="semantic diff of two policies and the decisions that move")
     d.add_argument("old")

@@ -13,6 +13,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+CORDUM_DIST_DIR = Path(os.environ.get("CORDUM_DIST_DIR", BASE_DIR / "dist"))  # `make dist` output, see docs/install.md
 STATE_DIR = Path(os.environ.get("CORDUM_STATE_DIR", BASE_DIR / ".cordum"))
 STATE_DIR.mkdir(parents=True, exist_ok=True)
 
@@ -83,6 +84,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "cordum.accounts.context_processors.organization",
+                "cordum.approvals.context_processors.pending_count",
             ],
         },
     },
@@ -99,6 +101,12 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {})
     DATABASES["default"]["OPTIONS"].update({"timeout": 30, "transaction_mode": "IMMEDIATE"})
+# Behind PgBouncer in transaction pooling mode a connection may change between statements: no server-side
+# cursors and no server-side prepared statements (psycopg prepares a query after a few runs by default).
+PGBOUNCER = os.environ.get("CORDUM_PGBOUNCER", "0") == "1"
+if PGBOUNCER and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = None
 # Several test runs may share one PostgreSQL server: CORDUM_TEST_DB_NAME keeps them apart.
 if os.environ.get("CORDUM_TEST_DB_NAME"):
     DATABASES["default"]["TEST"] = {"NAME": os.environ["CORDUM_TEST_DB_NAME"]}
@@ -138,9 +146,17 @@ CELERY_BEAT_SCHEDULE["policies-poll-repositories"] = {
     "task": "cordum.policies.tasks.repositories_poll_task",
     "schedule": timedelta(seconds=POLICY_POLL_INTERVAL),
 }
-CELERY_BEAT_SCHEDULE["evidence-ingest-sweep"] = {  # re-enqueue evidence batches whose message was lost
+# Re-enqueue evidence batches whose message was lost (a Redis outage or restart): every N seconds, batches
+# staged at least N seconds ago.
+CORDUM_INGEST_SWEEP_SECONDS = int(os.environ.get("CORDUM_INGEST_SWEEP_SECONDS", "30"))
+CELERY_BEAT_SCHEDULE["evidence-ingest-sweep"] = {
     "task": "cordum.decisions.tasks.evidence_ingest_sweep_task",
-    "schedule": timedelta(seconds=30),
+    "schedule": timedelta(seconds=CORDUM_INGEST_SWEEP_SECONDS),
+    "kwargs": {"older_than_seconds": CORDUM_INGEST_SWEEP_SECONDS},
+}
+CELERY_BEAT_SCHEDULE["evidence-quarantine-retry"] = {  # quarantined batches are retried with backoff
+    "task": "cordum.decisions.tasks.evidence_quarantine_retry_task",
+    "schedule": timedelta(seconds=60),
 }
 CELERY_BEAT_SCHEDULE["evidence-partitions"] = {  # create next months' evidence partitions ahead of time
     "task": "cordum.decisions.tasks.evidence_partitions_maintain_task",
@@ -232,3 +248,14 @@ CORDUM_ALLOW_LOCAL_REPOSITORIES = os.environ.get("CORDUM_ALLOW_LOCAL_REPOSITORIE
 CORDUM_LONG_POLL_MAX_SECONDS = int(os.environ.get("CORDUM_LONG_POLL_MAX_SECONDS", "60"))
 # Absolute base URL people reach the UI at (links in approval notifications).
 CORDUM_PUBLIC_URL = os.environ.get("CORDUM_PUBLIC_URL", "http://127.0.0.1:8000")
+
+# Email: invitations and password resets. The console backend (development default) prints each message.
+EMAIL_BACKEND = os.environ.get("CORDUM_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = os.environ.get("EMAIL_USE_TLS", "0") == "1"
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Cordum <cordum@localhost>")
+CORDUM_INVITATION_TTL = int(os.environ.get("CORDUM_INVITATION_TTL", str(7 * 24 * 3600)))  # seconds
+PASSWORD_RESET_TIMEOUT = int(os.environ.get("CORDUM_PASSWORD_RESET_TTL", str(24 * 3600)))

@@ -3,6 +3,9 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from cordum.accounts.forms import CordumLoginForm
+from cordum.common import dist
+from cordum.common.health import healthz
 from cordum.policies.webhooks import git_webhook
 
 api_v1 = [
@@ -15,8 +18,17 @@ api_v1 = [
 ]
 
 urlpatterns = [
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("healthz", healthz, name="healthz"),
+    path("dist/simple/", dist.simple_root, name="dist_simple"),
+    path("dist/simple/<str:project>/", dist.simple_project, name="dist_project"),
+    path("dist/files/<str:filename>", dist.dist_file, name="dist_file"),
+    path("login/", auth_views.LoginView.as_view(authentication_form=CordumLoginForm), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("password-reset/", auth_views.PasswordResetView.as_view(), name="password_reset"),
+    path("password-reset/sent/", auth_views.PasswordResetDoneView.as_view(), name="password_reset_done"),
+    path("password-reset/<uidb64>/<token>/", auth_views.PasswordResetConfirmView.as_view(),
+         name="password_reset_confirm"),
+    path("password-reset/done/", auth_views.PasswordResetCompleteView.as_view(), name="password_reset_complete"),
     path("django-admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -1,11 +1,32 @@
-"""Shared fixtures. Tests run against the real PostgreSQL and Redis the machine provides."""
+"""Shared fixtures. Tests run against the real PostgreSQL and Redis the machine provides.
+
+`--no-services` is the fast lane (`make test-fast`): it keeps only the tests that need neither (the engine, the
+sidecar against real MCP servers, the CLI) and refuses nothing for the services' absence.
+"""
 
 import os
 
 import pytest
 
+# Fixtures that reach PostgreSQL or Redis; a test using any of them is not in the fast lane.
+SERVICE_FIXTURES = frozenset({
+    "db", "transactional_db", "django_db_reset_sequences", "django_db_serialized_rollback", "live_server",
+    "celery_worker", "celery_eager", "client", "admin_client", "django_user_model",
+})
+
+
+def pytest_addoption(parser):
+    parser.addoption("--no-services", action="store_true",
+                     help="the fast lane: run only the tests that need neither PostgreSQL nor Redis")
+
+
+def _needs_services(item) -> bool:
+    return item.get_closest_marker("django_db") is not None or bool(SERVICE_FIXTURES & set(item.fixturenames))
+
 
 def pytest_configure(config):
+    if config.getoption("--no-services"):
+        return
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith("postgres"):
         pytest.exit(
@@ -56,4 +77,9 @@ def celery_worker(transactional_db):
 def pytest_collection_modifyitems(config, items):
     """Browser tests last: Playwright's sync API keeps an event loop in the main thread for the session,
     which would break later tests that call asyncio.run()."""
+    if config.getoption("--no-services"):
+        deselected = [item for item in items if _needs_services(item)]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = [item for item in items if not _needs_services(item)]
     items.sort(key=lambda item: "tests/browser/" in str(item.path))

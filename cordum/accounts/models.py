@@ -7,7 +7,7 @@ from django.utils import timezone
 from cordum.accounts.choices import AgentKind, AuditAction, Environment, Role
 from cordum.accounts.permissions import Perm, role_has
 
-__all__ = ["Organization", "Team", "Membership", "Agent", "AgentToken", "UserToken", "AdminAuditLog"]
+__all__ = ["Organization", "SingleSignOn", "Team", "Membership", "Invitation", "Agent", "AgentToken", "UserToken", "AdminAuditLog"]
 
 
 class Organization(models.Model):
@@ -19,6 +19,39 @@ class Organization(models.Model):
 
     def __str__(self):
         return self.name
+
+
+class SingleSignOn(models.Model):
+    """An organisation's OpenID Connect provider: who may sign in, and which team and role their groups give."""
+
+    organization = models.OneToOneField(Organization, on_delete=models.CASCADE, related_name="sso")
+    enabled = models.BooleanField(default=True)
+    issuer = models.URLField(max_length=300, help_text="The provider's issuer URL (its discovery document is read).")
+    client_id = models.CharField(max_length=200)
+    client_secret_encrypted = models.TextField(blank=True, default="")  # Fernet; never shown again
+    allowed_domains = models.CharField(
+        max_length=500, blank=True, help_text="Comma separated email domains allowed to sign in (empty: any).")
+    groups_claim = models.CharField(max_length=100, default="groups")
+    # [{"group": "payments-devs", "role": "member", "teams": ["payments"]}, ...]: first matching entry gives the
+    # role; teams are the union of every matching entry's.
+    group_mappings = models.JSONField(default=list, blank=True)
+    default_role = models.CharField(
+        max_length=20, choices=Role.choices, blank=True, default="",
+        help_text="Role for people whose groups match no mapping; empty: they are refused.")
+    password_login = models.BooleanField(default=True, help_text="Members may also log in with a password.")
+
+    def __str__(self):
+        return f"single sign-on of {self.organization}"
+
+    @property
+    def client_secret(self) -> str:
+        from cordum.common import crypto
+
+        return crypto.decrypt(self.client_secret_encrypted).decode() if self.client_secret_encrypted else ""
+
+    @property
+    def domains(self) -> list[str]:
+        return [d.strip().lower().lstrip("@") for d in self.allowed_domains.split(",") if d.strip()]
 
 
 class Team(models.Model):
@@ -57,10 +90,46 @@ class Membership(models.Model):
     def has_perm(self, perm: str) -> bool:
         return role_has(self.role, perm)
 
+    def team_scope(self) -> list[int] | None:
+        """The teams whose evidence and held calls this member reads; None: every team.
+
+        Admins and auditors read every team's. Reviewers and policy authors read every team's unless an admin
+        scoped them to teams. Members read their teams' (and, apart from this, their own agents'): a member
+        scoped to no team sees only what their own agents did.
+        """
+        if self.has_perm(Perm.VIEW_AUDIT):
+            return None
+        teams = list(self.teams.values_list("pk", flat=True))
+        if not teams and self.role != Role.MEMBER:
+            return None
+        return teams
+
     @property
     def reads_every_team(self) -> bool:
-        """Admins and auditors read every team's evidence; other roles only that of their `teams`."""
-        return self.has_perm(Perm.VIEW_AUDIT)
+        return self.team_scope() is None
+
+
+class Invitation(models.Model):
+    """A single-use, expiring link with which a new member sets their password. Only a digest is stored."""
+
+    membership = models.ForeignKey(Membership, on_delete=models.CASCADE, related_name="invitations")
+    digest = models.CharField(max_length=64, unique=True)
+    sent_to = models.EmailField()
+    sent_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"invitation of {self.membership.user} to {self.membership.organization}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.accepted_at is None and self.revoked_at is None and self.expires_at > timezone.now()
 
 
 class Agent(models.Model):

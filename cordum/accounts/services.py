@@ -1,15 +1,29 @@
 """Writes for accounts. Every admin change is recorded in the AdminAuditLog in the same transaction."""
 
 from dataclasses import dataclass
+from datetime import timedelta
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.core.mail import send_mail
 from django.db import transaction
 from django.forms.models import model_to_dict
 from django.utils import timezone
 from django.utils.text import slugify
 
 from cordum.accounts.choices import AuditAction, Role
-from cordum.accounts.models import AdminAuditLog, Agent, AgentToken, Membership, Organization, Team, UserToken
+from cordum.accounts.models import (
+    AdminAuditLog,
+    Agent,
+    AgentToken,
+    Invitation,
+    Membership,
+    Organization,
+    Team,
+    UserToken,
+)
 from cordum.common.crypto import new_token, token_digest
 from cordum.common.errors import Conflict, CordumError
 
@@ -141,7 +155,92 @@ def membership_create(
     audit_log_record(
         organization=organization, actor=actor, action=AuditAction.CREATE, obj=membership, after=snapshot(membership)
     )
+    if not user.has_usable_password() and user.email:
+        invitation_send(membership=membership, actor=actor)
     return membership
+
+
+# --- invitations ------------------------------------------------------------------------------
+INVITATION_PREFIX = "cdm_invite"
+
+
+def invitation_url(token: str) -> str:
+    return f"{settings.CORDUM_PUBLIC_URL.rstrip('/')}/invite/{token}/"
+
+
+@transaction.atomic
+def invitation_send(*, membership: Membership, actor) -> str:
+    """Emails a new single-use link to set a password (earlier open links stop working); returns the link."""
+    user = membership.user
+    if not user.email:
+        raise CordumError(f"{user.username} has no email address to send an invitation to.", {"field": "email"})
+    if user.has_usable_password():
+        raise Conflict(f"{user.username} has already set a password; they can reset it from the login page.")
+    now = timezone.now()
+    membership.invitations.filter(accepted_at=None, revoked_at=None).update(revoked_at=now)
+    token = new_token(INVITATION_PREFIX)
+    invitation = Invitation.objects.create(
+        membership=membership, digest=token_digest(token), sent_to=user.email, sent_by=actor if actor else None,
+        expires_at=now + timedelta(seconds=settings.CORDUM_INVITATION_TTL),
+    )
+    url = invitation_url(token)
+    organization = membership.organization
+    transaction.on_commit(lambda: send_mail(
+        subject=f"You are invited to {organization.name} on Cordum",
+        message=(f"{getattr(actor, 'username', 'An admin')} added you to {organization.name} on Cordum as "
+                 f"{membership.get_role_display()}.\n\nSet your password (the link works once, until "
+                 f"{invitation.expires_at:%Y-%m-%d %H:%M} UTC):\n{url}\n\nYour username is {user.username}.\n"),
+        from_email=None, recipient_list=[user.email],
+    ))
+    audit_log_record(organization=organization, actor=actor, action=AuditAction.ACTION, obj=invitation,
+                     after={"action": f"invitation sent to {user.email}",
+                            "expires_at": invitation.expires_at.isoformat()})
+    return url
+
+
+@transaction.atomic
+def invitation_revoke(*, membership: Membership, actor) -> int:
+    revoked = membership.invitations.filter(accepted_at=None, revoked_at=None).update(revoked_at=timezone.now())
+    if revoked:
+        audit_log_record(organization=membership.organization, actor=actor, action=AuditAction.ACTION,
+                         obj=membership, after={"action": "invitation revoked"})
+    return revoked
+
+
+def invitation_for_token(token: str) -> Invitation:
+    """The open invitation a link names, or a CordumError saying why the link no longer works."""
+    invitation = Invitation.objects.select_related("membership__user", "membership__organization").filter(
+        digest=token_digest(token)).first()
+    if invitation is None or invitation.revoked_at is not None:
+        raise CordumError("This invitation link is not valid (it may have been revoked or replaced by a newer one). "
+                          "Ask an admin to send a new invitation.")
+    if invitation.accepted_at is not None:
+        raise CordumError("This invitation link was already used. Log in, or reset your password from the login "
+                          "page.")
+    if invitation.expires_at <= timezone.now():
+        raise CordumError("This invitation link has expired. Ask an admin to send a new one.")
+    return invitation
+
+
+@transaction.atomic
+def invitation_accept(*, token: str, password: str):
+    """Sets the member's password from an open invitation and closes the invitation (single use)."""
+    invitation = invitation_for_token(token)
+    invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
+    if invitation.accepted_at is not None:
+        raise CordumError("This invitation link was already used.")
+    user = invitation.membership.user
+    try:
+        validate_password(password, user)
+    except ValidationError as exc:
+        raise CordumError(" ".join(exc.messages), {"field": "new_password1"}) from exc
+    user.set_password(password)
+    user.save(update_fields=["password"])
+    invitation.accepted_at = timezone.now()
+    invitation.save(update_fields=["accepted_at"])
+    audit_log_record(organization=invitation.membership.organization, actor=user, action=AuditAction.ACTION,
+                     obj=invitation, after={"action": "invitation accepted, password set"})
+    return user
 
 
 @transaction.atomic

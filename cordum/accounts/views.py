@@ -1,7 +1,10 @@
 """HTML views for accounts: thin adapters over services and selectors, role checked on the server."""
 
 from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.forms import SetPasswordForm
 from django.core.exceptions import PermissionDenied
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse, reverse_lazy
 from django.utils.decorators import method_decorator
@@ -15,27 +18,30 @@ from cordum.accounts.forms import (
     AgentForm,
     MembershipCreateForm,
     MembershipUpdateForm,
+    SingleSignOnForm,
     TeamForm,
 )
 from cordum.accounts.middleware import SESSION_KEY
-from cordum.accounts.models import Agent, Membership, Team, UserToken
+from cordum.accounts.models import Agent, Membership, Organization, SingleSignOn, Team, UserToken
 from cordum.accounts.permissions import Perm
 from cordum.common.errors import CordumError
 
-# Apps that contribute a dashboard panel through `cordum.<app>.dashboard.panel(*, membership)`.
+# Apps that contribute a dashboard panel through `cordum.<app>.dashboard.panel(*, membership)`, and the one
+# that draws the trends (`trends(*, membership)`, rendered by its partials/_trends.html).
 DASHBOARD_APPS = ["policies", "approvals", "decisions", "rollouts"]
+TRENDS_APP = "decisions"
+
+
+def _dashboard(app: str):
+    import importlib
+
+    return importlib.import_module(f"cordum.{app}.dashboard")
 
 
 def dashboard_panels(membership) -> list[dict]:
     """Each app's panel, if it has one and the role may see it (the app's function checks the role)."""
-    import importlib
-
-    panels = []
-    for app in DASHBOARD_APPS:
-        panel = importlib.import_module(f"cordum.{app}.dashboard").panel(membership=membership)
-        if panel is not None:
-            panels.append(panel)
-    return panels
+    panels = [_dashboard(app).panel(membership=membership) for app in DASHBOARD_APPS]
+    return [panel for panel in panels if panel is not None]
 
 
 class DashboardView(RoleRequiredMixin, TemplateView):
@@ -45,9 +51,11 @@ class DashboardView(RoleRequiredMixin, TemplateView):
         org = self.organization
         return super().get_context_data(
             panels=dashboard_panels(self.membership),
+            trends=_dashboard(TRENDS_APP).trends(membership=self.membership),
             teams=selectors.team_list(organization=org).count(),
             members=selectors.membership_list(organization=org).count(),
             agents=selectors.agent_list(organization=org, filters={"active": "true"}).count(),
+            own_agents=selectors.agent_list(organization=org).filter(owner=self.request.user),
             memberships=self.request.user.memberships.select_related("organization"),
             **kwargs,
         )
@@ -194,6 +202,59 @@ class MembershipDeleteView(RoleRequiredMixin, View):
         return redirect("accounts:membership_list")
 
 
+@method_decorator(require_POST, name="dispatch")
+class MembershipInviteView(RoleRequiredMixin, View):
+    """Sends (or re-sends) the invitation link; `revoke` withdraws an open one."""
+
+    required_perm = Perm.MANAGE_ORG
+    revoke = False
+
+    def post(self, request, pk):
+        membership = get_object_or_404(Membership, pk=pk, organization=self.organization)
+        try:
+            if self.revoke:
+                services.invitation_revoke(membership=membership, actor=request.user)
+                messages.success(request, f"Invitation of {membership.user.username} revoked.")
+            else:
+                services.invitation_send(membership=membership, actor=request.user)
+                messages.success(request, f"Invitation sent to {membership.user.email}.")
+        except CordumError as exc:
+            messages.error(request, exc.message)
+        return redirect("accounts:membership_list")
+
+
+class InvitationAcceptView(View):
+    """The link in an invitation email: set a password, once, before the link expires. No login needed."""
+
+    template_name = "registration/invitation_accept.html"
+
+    def _render(self, request, invitation, form, error=None, status=200):
+        return render(request, self.template_name, {"invitation": invitation, "form": form, "error": error},
+                      status=status)
+
+    def get(self, request, token):
+        try:
+            invitation = services.invitation_for_token(token)
+        except CordumError as exc:
+            return self._render(request, None, None, exc.message, status=410)
+        return self._render(request, invitation, SetPasswordForm(invitation.membership.user))
+
+    def post(self, request, token):
+        try:
+            invitation = services.invitation_for_token(token)
+        except CordumError as exc:
+            return self._render(request, None, None, exc.message, status=410)
+        form = SetPasswordForm(invitation.membership.user, request.POST)
+        if not form.is_valid():
+            return self._render(request, invitation, form, status=400)
+        try:
+            user = services.invitation_accept(token=token, password=form.cleaned_data["new_password1"])
+        except CordumError as exc:
+            return self._render(request, None, None, exc.message, status=410)
+        messages.success(request, f"Password set. Log in as {user.username}.")
+        return redirect("login")
+
+
 # --- agents -----------------------------------------------------------------------------------
 class AgentListView(RoleRequiredMixin, ListView):
     required_perm = Perm.MANAGE_ORG
@@ -277,6 +338,11 @@ class AdminAuditLogView(RoleRequiredMixin, ListView):
     def get_queryset(self):
         return selectors.admin_audit_log_list(organization=self.organization)
 
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context["described"] = selectors.admin_audit_entries_describe(context["entries"])
+        return context
+
 
 # --- personal API tokens (for scripts and the policy repo's CI) --------------------------------
 class UserTokenListView(RoleRequiredMixin, ListView):
@@ -301,3 +367,88 @@ class UserTokenRevokeView(RoleRequiredMixin, View):
         services.user_token_revoke(token=get_object_or_404(UserToken, pk=pk, user=request.user))
         messages.success(request, "Token revoked.")
         return redirect("accounts:user_tokens")
+
+
+# --- single sign-on ---------------------------------------------------------------------------
+class SingleSignOnSettingsView(RoleRequiredMixin, FormView):
+    required_perm = Perm.MANAGE_ORG
+    template_name = "accounts/sso_form.html"
+    form_class = SingleSignOnForm
+    success_url = reverse_lazy("accounts:sso_settings")
+
+    def get_initial(self):
+        config = SingleSignOn.objects.filter(organization=self.organization).first()
+        if config is None:
+            return super().get_initial()
+        return {"enabled": config.enabled, "issuer": config.issuer, "client_id": config.client_id,
+                "allowed_domains": config.allowed_domains, "groups_claim": config.groups_claim,
+                "group_mappings": SingleSignOnForm.mappings_as_text(config.group_mappings),
+                "default_role": config.default_role, "password_login": config.password_login}
+
+    def get_context_data(self, **kwargs):
+        callback = self.request.build_absolute_uri(reverse("accounts:sso_callback", args=[self.organization.slug]))
+        return super().get_context_data(callback_url=callback, **kwargs)
+
+    def form_valid(self, form):
+        from cordum.accounts.sso import sso_configure
+
+        try:
+            sso_configure(organization=self.organization, actor=self.request.user, **form.cleaned_data)
+        except CordumError as exc:
+            form.add_error(exc.extra.get("field"), exc.message)
+            return self.form_invalid(form)
+        messages.success(self.request, "Single sign-on saved.")
+        return super().form_valid(form)
+
+
+def _sso_config(slug: str) -> SingleSignOn:
+    organization = get_object_or_404(Organization, slug=slug)
+    config = SingleSignOn.objects.filter(organization=organization, enabled=True).first()
+    if config is None:
+        raise CordumError(f"{organization.name} has no single sign-on configured.", status_code=404)
+    return config
+
+
+def _sso_refused(request, message: str, status: int):
+    from cordum.accounts.forms import CordumLoginForm
+
+    return render(request, "registration/login.html", {"form": CordumLoginForm(request), "sso_error": message},
+                  status=status)
+
+
+class SingleSignOnStartView(View):
+    """From the login page: the organisation's provider (by slug) takes over."""
+
+    def get(self, request, slug: str | None = None):
+        from cordum.accounts.sso import sso_client
+
+        slug = slug or request.GET.get("org", "").strip().lower()
+        try:
+            config = _sso_config(slug)
+        except CordumError as exc:
+            return _sso_refused(request, exc.message, exc.status_code)
+        except Http404:
+            return _sso_refused(request, f"No organisation called “{slug}”.", 404)
+        redirect_uri = request.build_absolute_uri(reverse("accounts:sso_callback", args=[config.organization.slug]))
+        return sso_client(config).authorize_redirect(request, redirect_uri)
+
+
+class SingleSignOnCallbackView(View):
+    def get(self, request, slug: str):
+        from authlib.integrations.base_client import OAuthError
+
+        from cordum.accounts.sso import sso_client, sso_member_from_claims
+
+        try:
+            config = _sso_config(slug)
+            token = sso_client(config).authorize_access_token(request)
+            user, membership = sso_member_from_claims(config=config, claims=dict(token.get("userinfo") or {}))
+        except OAuthError as exc:
+            return _sso_refused(request, f"Single sign-on failed: {exc.description or exc.error}.", 400)
+        except CordumError as exc:
+            return _sso_refused(request, exc.message, exc.status_code)
+        except Http404:
+            return _sso_refused(request, f"No organisation called “{slug}”.", 404)
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        request.session[SESSION_KEY] = membership.organization_id
+        return redirect("accounts:dashboard")

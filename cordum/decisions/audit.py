@@ -4,8 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from django.db import transaction
+from django.utils import timezone
+
 from cordum.decisions import storage
-from cordum.decisions.models import GENESIS_HASH, ChainCheckpoint, ChainHead, EvidenceRecord
+from cordum.decisions.choices import ExportStatus
+from cordum.decisions.models import (
+    GENESIS_HASH,
+    ChainCheckpoint,
+    ChainHead,
+    ChainVerification,
+    EvidenceRecord,
+)
 from cordum.decisions.services import chain_hash, checkpoint_signature, record_document
 
 
@@ -84,3 +94,30 @@ def verify_chain(*, organization_id: int, chunk_size: int = 5000, on_progress=No
         return result.fail(seq=last_seq + 1, pk=None,
                            problem=f"chain head says seq {head.seq} but the stored chain ends at {last_seq}")
     return result
+
+
+def chain_verification_start(*, membership) -> ChainVerification:
+    """Queues a verification of the organisation's chain; its page shows progress while a worker runs it."""
+    from cordum.decisions.tasks import chain_verify_task  # tasks import this module
+
+    run = ChainVerification.objects.create(organization_id=membership.organization_id, requested_by=membership.user)
+    transaction.on_commit(lambda: chain_verify_task.delay(run.pk))
+    return run
+
+
+def chain_verification_run(*, run_id: int) -> None:
+    run = ChainVerification.objects.get(pk=run_id)
+    runs = ChainVerification.objects.filter(pk=run.pk)
+    runs.update(status=ExportStatus.RUNNING)
+
+    def progress(checked: int, *, total: int | None = None) -> None:
+        runs.update(checked=checked, total=total)
+
+    try:
+        result = verify_chain(organization_id=run.organization_id, on_progress=progress)
+    except Exception as exc:
+        runs.update(status=ExportStatus.FAILED, problem=f"verification could not run: {exc}"[:2000],
+                    finished_at=timezone.now())
+        raise
+    runs.update(status=ExportStatus.DONE, checked=result.checked, ok=result.ok, broken_seq=result.broken_seq,
+                problem=result.problem or "", finished_at=timezone.now())

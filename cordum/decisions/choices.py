@@ -22,6 +22,7 @@ class Outcome(models.TextChoices):
     BLOCKED = "blocked", "blocked"
     CANCELLED = "cancelled", "cancelled"
     ALLOWED_ON_TIMEOUT = "allowed_on_timeout", "allowed_on_timeout"
+    UNKNOWN = "unknown", "unknown"  # a sidecar died after forwarding the call and before recording its result
 
 
 class Mode(models.TextChoices):

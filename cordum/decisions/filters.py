@@ -5,6 +5,7 @@ import datetime as dt
 from django import forms
 from django.db.models import Q, QuerySet
 
+from cordum.common.forms import FilterForm
 from cordum.decisions.choices import DecisionValue, Outcome, RecordType
 
 FILTER_FIELDS = (
@@ -13,14 +14,14 @@ FILTER_FIELDS = (
 )
 
 
-class EvidenceFilterForm(forms.Form):
+class EvidenceFilterForm(FilterForm):
     start = forms.DateTimeField(required=False, label="From (UTC)",
                                 widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
     end = forms.DateTimeField(required=False, label="To (UTC)",
                               widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
     agent = forms.CharField(required=False, widget=forms.TextInput(attrs={"placeholder": "agent"}))
     team = forms.CharField(required=False, widget=forms.TextInput(attrs={"placeholder": "team slug"}))
-    session = forms.CharField(required=False, widget=forms.TextInput(attrs={"placeholder": "session id"}))
+    session = forms.CharField(required=False, widget=forms.TextInput(attrs={"placeholder": "session id or its start"}))
     decision = forms.ChoiceField(required=False, choices=[("", "any decision"), *DecisionValue.choices])
     rule = forms.CharField(required=False, widget=forms.TextInput(attrs={"placeholder": "rule id"}))
     policy_version = forms.CharField(required=False, widget=forms.TextInput(attrs={"placeholder": "policy version"}))
@@ -63,15 +64,17 @@ def apply_filters(qs: QuerySet, filters: dict) -> QuerySet:
 
 
 def _in_session(qs: QuerySet, session_id: str) -> QuerySet:
-    """The session's decisions and their outcome records (approved by whom, executed, failed...).
+    """The decisions of every session whose id starts with `session_id`, and their outcome records.
 
-    Outcome records carry no session id (the sidecar sends them later, linked by decision_id), so they are
-    found through their decisions; the ids are fetched first so each side uses its own index.
+    A prefix is enough (ids are long; people copy the start). Outcome records carry no session id (the sidecar
+    sends them later, linked by decision_id), so they are found through their decisions; the ids are fetched
+    first so each side uses its own index.
     """
     decision_ids = list(
-        qs.filter(session_id=session_id, record_type=RecordType.DECISION).values_list("decision_id", flat=True)
+        qs.filter(session_id__startswith=session_id, record_type=RecordType.DECISION)
+        .values_list("decision_id", flat=True)
     )
-    return qs.filter(Q(session_id=session_id)
+    return qs.filter(Q(session_id__startswith=session_id)
                      | Q(record_type=RecordType.OUTCOME, decision_id__in=decision_ids))
 
 

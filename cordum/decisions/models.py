@@ -72,6 +72,9 @@ class EvidenceRecord(models.Model):
     # The agent's working root the decision was made against ("{root}" and relative paths in the policy); lets a
     # simulation replay the call exactly. Hashed only when set (added after the first records were chained).
     root = models.TextField(blank=True, default="")
+    # What the sidecar observed about the call beyond its decision, as canonical JSON ("" when nothing):
+    # {"masked": {"AWS Access Key": 1}} for secrets masked in the tool result (kinds and counts, never values).
+    facts = models.TextField(blank=True, default="")
 
     timestamp = models.DateTimeField()  # when the call happened (sidecar clock)
     latency_us = models.BigIntegerField(null=True)
@@ -162,8 +165,12 @@ class IngestBatch(models.Model):
     record_count = models.IntegerField()
     received_at = models.DateTimeField(default=timezone.now)
     # Set when the database refused this batch on its own (never expected: validation runs first). A quarantined
-    # batch is skipped by the writer so one bad batch cannot stall its organisation's chain; see the admin.
+    # batch is skipped by the writer so one bad batch cannot stall its organisation's chain. The refusal may be
+    # passing (a missing partition, a lock timeout), so the beat retries it at `retry_at` with backoff
+    # (`attempts` so far); admins see the counts and retry at once from Evidence > Quarantine.
     error = models.TextField(blank=True, default="")
+    attempts = models.IntegerField(default=0, db_default=0)  # a DB default: stage_insert writes raw SQL
+    retry_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["organization", "id"], name="ingest_batch_org_id")]
@@ -195,3 +202,30 @@ class ExportJob(models.Model):
     @property
     def percent(self) -> int:
         return int(100 * self.done / self.total) if self.total else (100 if self.status == "done" else 0)
+
+
+class ChainVerification(models.Model):
+    """One run of the hash-chain verification started from the explorer, with its progress and verdict."""
+
+    organization = models.ForeignKey("accounts.Organization", on_delete=models.CASCADE, related_name="+")
+    requested_by = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL, related_name="+")
+    status = models.CharField(max_length=10, choices=ExportStatus.choices, default=ExportStatus.QUEUED)
+    total = models.BigIntegerField(null=True, blank=True)
+    checked = models.BigIntegerField(default=0)
+    ok = models.BooleanField(null=True)
+    broken_seq = models.BigIntegerField(null=True, blank=True)
+    problem = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"chain verification {self.pk} ({self.status})"
+
+    @property
+    def percent(self) -> int:
+        if self.status == ExportStatus.DONE:
+            return 100
+        return min(99, int(100 * self.checked / self.total)) if self.total else 0

@@ -7,7 +7,8 @@ COLORS = {"allow": "#1f8a4c", "require_approval": "#b7791f", "deny": "#c53030"}
 ORDER = ("allow", "require_approval", "deny")
 
 
-def decision_chart_svg(counts: dict, *, width: int = 1000, height: int = 170) -> str:
+def decision_chart_svg(counts: dict, *, width: int = 1000, height: int = 170, href=None) -> str:
+    """`href(when, decision)`, if given, makes each bar a link (e.g. to the explorer filtered on it)."""
     buckets = counts["buckets"]
     if not buckets:
         return ""
@@ -18,7 +19,8 @@ def decision_chart_svg(counts: dict, *, width: int = 1000, height: int = 170) ->
     bar = max(step * 0.8, 1)
     fmt = "%m-%d %H:00" if counts["unit"] == "hour" else "%Y-%m-%d"
     parts = [
-        f'<svg class="chart" role="img" aria-label="Decisions per {counts["unit"]}" viewBox="0 0 {width} {height}" '
+        f'<svg class="chart" role="{"group" if href else "img"}" aria-label="Decisions per {counts["unit"]}" '
+        f'viewBox="0 0 {width} {height}" '
         f'width="100%" preserveAspectRatio="none" xmlns="http://www.w3.org/2000/svg">',
         f'<text x="{left - 6}" y="{top + 8}" text-anchor="end" font-size="10" fill="#6b7280">{peak}</text>',
         f'<text x="{left - 6}" y="{top + plot_h}" text-anchor="end" font-size="10" fill="#6b7280">0</text>',
@@ -35,10 +37,11 @@ def decision_chart_svg(counts: dict, *, width: int = 1000, height: int = 170) ->
                 continue
             h = plot_h * n / peak
             y -= h
-            parts.append(
+            rect = (
                 f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{h:.1f}" fill="{COLORS[decision]}">'
                 f'<title>{escape(when.strftime(fmt))}: {n} {decision} of {total}</title></rect>'
             )
+            parts.append(f'<a href="{escape(href(when, decision))}">{rect}</a>' if href else rect)
         if i % label_every == 0:
             parts.append(f'<text x="{x:.1f}" y="{height - 8}" font-size="10" fill="#6b7280">'
                          f'{escape(when.strftime(fmt))}</text>')

@@ -23,26 +23,24 @@ EXPORT_FIELDS = (
     "record_id", "record_type", "decision_id", "seq", "recorded_at", "timestamp", "agent", "team",
     "environment", "session_id", "sidecar_id", "server", "tool", "action", "target", "topic", "risk_tags",
     "decision", "rule", "reason", "policy_version", "mode", "shadow", "outcome", "reviewer", "comment", "error",
-    "root", "latency_us", "duration_ms", "args_digest", "args", "prev_hash", "hash",
+    "root", "latency_us", "duration_ms", "args_digest", "args", "facts", "prev_hash", "hash",
 )
 
 
 def team_scope(membership: Membership) -> list[int] | None:
-    """None: every team (view_audit). Otherwise the team ids the membership is scoped to."""
-    if membership.has_perm(Perm.VIEW_AUDIT):
-        return None
-    if membership.has_perm(Perm.VIEW_OWN_TEAM):
-        return list(membership.teams.values_list("pk", flat=True))
-    raise PermissionDenied("Your role does not allow reading evidence.")
+    """None: every team. Otherwise the team ids the membership reads (Membership.team_scope states the rule)."""
+    if not membership.has_perm(Perm.VIEW_OWN_TEAM):
+        raise PermissionDenied("Your role does not allow reading evidence.")
+    return membership.team_scope()
 
 
 def evidence_visible(*, membership: Membership, scope: list[int] | None | bool = False) -> QuerySet[EvidenceRecord]:
-    """The records this membership may read: every team's for auditors/admins, else its own teams'."""
+    """The records this membership may read: those of the teams in its scope, and those of its own agents."""
     if scope is False:
         scope = team_scope(membership)
     qs = EvidenceRecord.objects.filter(organization_id=membership.organization_id)
     if scope is not None:
-        qs = qs.filter(team_id__in=scope)
+        qs = qs.filter(Q(team_id__in=scope) | Q(agent__owner_id=membership.user_id))
     return qs
 
 
@@ -227,5 +225,14 @@ def evidence_as_dict(r: EvidenceRecord) -> dict:
         "policy_version": r.policy_version, "mode": r.mode or None, "shadow": r.shadow,
         "outcome": r.outcome or None, "reviewer": r.reviewer or None, "comment": r.comment, "error": r.error,
         "root": r.root, "latency_us": r.latency_us, "duration_ms": r.duration_ms, "args_digest": r.args_digest,
-        "args": orjson.loads(r.args) if r.args else None, "prev_hash": r.prev_hash, "hash": r.hash,
+        "args": orjson.loads(r.args) if r.args else None, "facts": orjson.loads(r.facts) if r.facts else {},
+        "prev_hash": r.prev_hash, "hash": r.hash,
     }
+
+
+def evidence_quarantine_list(*, organization_id: int):
+    """The organisation's quarantined batches, oldest first, without their payloads (admin page, command)."""
+    from cordum.decisions.models import IngestBatch
+
+    return (IngestBatch.objects.filter(organization_id=organization_id).exclude(error="").select_related("agent")
+            .defer("payload").order_by("id"))

@@ -113,7 +113,7 @@ def _invalid(path: str, message: str) -> CordumError:
     return CordumError(f"Invalid input: {path}: {message}", {"field": path})
 
 
-def _record_validate(raw, index: int, context: dict) -> tuple[str, dict]:
+def _record_validate(raw, index: int, context: dict) -> tuple[str, dict]:  # noqa: C901 - the reference validator: one flat pass of field checks in the ingest hot loop; issue 19's contract module is to replace it
     """Validate and normalise one uploaded record. Returns (acknowledgement id, row without chain fields).
 
     This runs for every record of every upload (the web tier's hot loop): plain-str comparisons, no
@@ -147,6 +147,7 @@ def _record_validate(raw, index: int, context: dict) -> tuple[str, dict]:
     if duration_ms is not None and (type(duration_ms) is not int or not 0 <= duration_ms <= _MAX_INT):
         raise _invalid(f"records[{index}].duration_ms", "must be a non-negative integer or null.")
     row["latency_us"], row["duration_ms"] = latency_us, duration_ms
+    row["facts"] = _facts_validate(get("facts"), index)
     outcome = get("outcome")
     if record_type == "decision":
         decision = get("decision")
@@ -183,6 +184,33 @@ def _record_validate(raw, index: int, context: dict) -> tuple[str, dict]:
     row["decision"], row["outcome"], row["mode"] = "", outcome, ""
     row["risk_tags"], row["shadow"], row["args"] = [], [], ""
     return f"{decision_id}:{outcome}", row
+
+
+_FACTS_MAX_BYTES = 4096
+
+
+def _facts_validate(facts, index: int) -> str:
+    """The optional `facts` of a record as canonical JSON text ("" when absent): only the shapes the sidecar
+    sends, so nothing else rides into the evidence under that name."""
+    if facts is None or facts == {}:
+        return ""
+    where = f"records[{index}].facts"
+    if type(facts) is not dict:
+        raise _invalid(where, "must be an object or null.")
+    for key, value in facts.items():
+        if key == "masked":
+            if type(value) is not dict or not all(
+                    type(k) is str and len(k) <= 100 and type(n) is int and 0 < n <= _MAX_INT for k, n in value.items()):
+                raise _invalid(f"{where}.masked", "must map each kind of secret masked to a positive count.")
+        elif key == "withheld":
+            if type(value) is not bool:
+                raise _invalid(f"{where}.withheld", "must be true or false.")
+        else:
+            raise _invalid(f"{where}.{key}"[:200], "is not a known fact (known: masked, withheld).")
+    text = _dumps_sorted(facts).decode()
+    if len(text) > _FACTS_MAX_BYTES:
+        raise _invalid(where, f"must be at most {_FACTS_MAX_BYTES} bytes of JSON.")
+    return text
 
 
 def _dumps_sorted(value) -> bytes:
@@ -374,8 +402,57 @@ def _drain_singly(organization_id: int) -> tuple[int, int]:
             written += _drain_once(organization_id, DRAIN_MAX_RECORDS, only=pk)[0]
         except (DataError, IntegrityError, ProgrammingError) as exc:
             logger.error("evidence writer: quarantining batch %s of org %s: %s", pk, organization_id, exc)
-            IngestBatch.objects.filter(pk=pk).update(error=str(exc)[:2000] or type(exc).__name__)
+            _quarantine(pk, str(exc)[:2000] or type(exc).__name__)
     return written, 0
+
+
+# --- quarantine ---------------------------------------------------------------------------------
+QUARANTINE_RETRY_BASE_SECONDS = 60  # first retry after a minute, then doubling...
+QUARANTINE_RETRY_MAX_SECONDS = 6 * 3600  # ...up to every six hours
+QUARANTINE_MAX_AUTO_RETRIES = 10  # after that only a person retries it (the error is most likely permanent)
+
+
+def quarantine_backoff_seconds(attempts: int) -> int:
+    """Wait before the automatic retry that follows the `attempts`-th refusal."""
+    return min(QUARANTINE_RETRY_BASE_SECONDS * 2 ** max(0, attempts - 1), QUARANTINE_RETRY_MAX_SECONDS)
+
+
+def _quarantine(pk: int, error: str) -> None:
+    attempts = (IngestBatch.objects.filter(pk=pk).values_list("attempts", flat=True).first() or 0) + 1
+    retry_at = (timezone.now() + dt.timedelta(seconds=quarantine_backoff_seconds(attempts))
+                if attempts <= QUARANTINE_MAX_AUTO_RETRIES else None)
+    IngestBatch.objects.filter(pk=pk).update(error=error, attempts=attempts, retry_at=retry_at)
+
+
+def evidence_quarantine_release(*, organization_id: int | None = None, batch_ids: list[int] | None = None,
+                                due_only: bool = True, now=None) -> dict[int, int]:
+    """Put quarantined batches back in the writer's queue and wake the writer for their organisations.
+
+    `due_only`: only batches whose backoff has passed (the beat); False retries now (an admin). A batch the
+    database refuses again is quarantined again with the next, longer backoff. Returns {org id: batches}.
+    """
+    from cordum.decisions.tasks import evidence_ingest_task
+
+    qs = IngestBatch.objects.exclude(error="")
+    if organization_id is not None:
+        qs = qs.filter(organization_id=organization_id)
+    if batch_ids is not None:
+        qs = qs.filter(pk__in=batch_ids)
+    if due_only:
+        qs = qs.filter(retry_at__lte=now or timezone.now())
+    released: dict[int, int] = {}
+    with transaction.atomic():
+        rows = list(qs.select_for_update(skip_locked=True).values_list("pk", "organization_id"))
+        IngestBatch.objects.filter(pk__in=[pk for pk, _org in rows]).update(error="", retry_at=None)
+        first_of_org: dict[int, int] = {}
+        for pk, org_id in rows:
+            released[org_id] = released.get(org_id, 0) + 1
+            first_of_org.setdefault(org_id, pk)
+        for pk in first_of_org.values():  # one writer run drains the whole organisation
+            transaction.on_commit(lambda pk=pk: _enqueue(evidence_ingest_task, pk))
+    if released:
+        logger.info("evidence quarantine: released %s batch(es) for retry", sum(released.values()))
+    return released
 
 
 # --- the chain writer --------------------------------------------------------------------------

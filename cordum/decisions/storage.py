@@ -29,11 +29,11 @@ COLUMNS = (
     "record_type", "decision_id", "agent_name", "team_slug", "environment", "session_id", "sidecar_id",
     "action", "target", "server", "tool", "args_digest", "args", "topic", "risk_tags", "decision",
     "rule", "reason", "policy_version", "mode", "shadow", "outcome", "reviewer", "comment", "error",
-    "timestamp", "root",
+    "timestamp", "root", "facts",
 )
 # Columns added after records were first chained: hashed only when non-empty, so every record chained before
 # a column existed still verifies (its canonical document never had the key).
-HASHED_WHEN_SET = ("root",)
+HASHED_WHEN_SET = ("root", "facts")
 INT_COLUMNS = ("agent_id", "team_id", "latency_us", "duration_ms")
 JSON_COLUMNS = {"risk_tags", "shadow"}
 

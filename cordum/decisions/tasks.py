@@ -30,11 +30,24 @@ def evidence_ingest_sweep_task(older_than_seconds: int = 30) -> int:
     return len(org_ids)
 
 
+@shared_task
+def evidence_quarantine_retry_task() -> int:
+    """Retry quarantined batches whose backoff has passed (the database may accept them now)."""
+    return sum(services.evidence_quarantine_release(due_only=True).values())
+
+
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def evidence_export_task(job_id: int) -> None:
     from cordum.decisions import exports
 
     exports.export_job_run(job_id=job_id)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def chain_verify_task(run_id: int) -> None:
+    from cordum.decisions.audit import chain_verification_run
+
+    chain_verification_run(run_id=run_id)
 
 
 @shared_task

@@ -55,6 +55,7 @@ class _Record(msgspec.Struct, gc=False):
     risk_tags: list[str] | None = None
     shadow: list[dict[str, str | None]] | None = None
     args: dict | None = None
+    facts: Any = None  # rare: a record with facts takes the reference path
 
 
 class _Upload(msgspec.Struct, gc=False):
@@ -101,8 +102,11 @@ def stage_upload(body: bytes, context: dict, *, decisions, outcomes, modes, max_
     try:
         for index, rec in enumerate(records):
             record_type, decision_id = rec.record_type, rec.decision_id
+            if rec.facts is not None:
+                raise _Refer
             row = asdict(rec)  # every field of the struct is a row column
             row.update(context)
+            row["facts"] = ""
             for field in str_fields:
                 if row[field] is None:
                     row[field] = ""

@@ -14,4 +14,6 @@ urlpatterns = [
     path("exports/<int:pk>/", views.ExportJobView.as_view(), name="export_job"),
     path("exports/<int:pk>/download/", views.ExportJobDownloadView.as_view(), name="export_job_download"),
     path("verify/", views.VerifyView.as_view(), name="verify"),
+    path("verify/<int:pk>/", views.VerifyRunView.as_view(), name="verify_run"),
+    path("quarantine/", views.QuarantineView.as_view(), name="quarantine"),
 ]

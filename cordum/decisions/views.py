@@ -17,10 +17,10 @@ from cordum.accounts.access import RoleRequiredMixin
 from cordum.accounts.permissions import Perm
 from cordum.common.errors import CordumError, NotFound
 from cordum.decisions import exports, selectors, storage
-from cordum.decisions.audit import verify_chain
+from cordum.decisions.audit import chain_verification_start
 from cordum.decisions.choices import ExportFormat, ExportStatus
 from cordum.decisions.filters import EvidenceFilterForm, parse_filters
-from cordum.decisions.models import ChainHead, ExportJob
+from cordum.decisions.models import ChainHead, ChainVerification, ExportJob
 from cordum.decisions.presenters import decision_chart_svg
 from cordum.decisions.services import chain_hash, record_document
 
@@ -56,6 +56,8 @@ class ExplorerView(RoleRequiredMixin, View):
         context.update(
             total=total, capped=capped, stream_limit=exports.STREAM_LIMIT,
             can_export=self.membership.has_perm(Perm.EXPORT_AUDIT),
+            quarantined=(selectors.evidence_quarantine_list(organization_id=self.organization.pk).count()
+                         if self.membership.has_perm(Perm.MANAGE_ORG) else 0),
             head=ChainHead.objects.filter(organization_id=self.organization.pk).first(),
         )
         template = "decisions/partials/_results.html" if request.htmx else "decisions/explorer.html"
@@ -108,9 +110,11 @@ class SessionView(RoleRequiredMixin, View):
         if not timeline:
             raise Http404("No visible records for this session.")
         first, last = timeline[0]["record"], timeline[-1]["record"]
+        # The session lasts until its last record, an outcome included (a call approved minutes later).
+        last_at = max([last.timestamp, *(o.timestamp for step in timeline for o in step["outcomes"])])
         return render(request, "decisions/session.html", {
-            "session_id": session_id, "timeline": timeline, "first": first, "last": last,
-            "duration_s": (last.timestamp - first.timestamp).total_seconds(),
+            "session_id": session_id, "timeline": timeline, "first": first, "last": last, "last_at": last_at,
+            "duration_s": (last_at - first.timestamp).total_seconds(),
             "counts": {d: sum(1 for t in timeline if t["record"].decision == d)
                        for d in ("allow", "require_approval", "deny")},
         })
@@ -157,13 +161,29 @@ class ExportJobCreateView(RoleRequiredMixin, View):
 
 
 @method_decorator([require_GET, vary_on_headers("HX-Request")], name="dispatch")
-class ExportJobView(RoleRequiredMixin, View):
-    required_perm = Perm.EXPORT_AUDIT
+class JobProgressView(RoleRequiredMixin, View):
+    """A background job's page, or (htmx polls it) its progress fragment, which stops polling once finished."""
+
+    model: type
+    context_name = "job"
+    template = partial = ""
+
+    def finished(self, job) -> bool:
+        raise NotImplementedError
 
     def get(self, request, pk):
-        job = get_object_or_404(ExportJob, pk=pk, organization=self.organization)
-        template = "decisions/partials/_export_job.html" if request.htmx else "decisions/export_job.html"
-        return render(request, template, {"job": job, "finished": job.status in (ExportStatus.DONE, ExportStatus.FAILED)})
+        job = get_object_or_404(self.model, pk=pk, organization=self.organization)
+        return render(request, self.partial if request.htmx else self.template,
+                      {self.context_name: job, "finished": self.finished(job)})
+
+
+class ExportJobView(JobProgressView):
+    required_perm = Perm.EXPORT_AUDIT
+    model = ExportJob
+    template, partial = "decisions/export_job.html", "decisions/partials/_export_job.html"
+
+    def finished(self, job) -> bool:
+        return job.status in (ExportStatus.DONE, ExportStatus.FAILED)
 
 
 @method_decorator(require_GET, name="dispatch")
@@ -183,9 +203,47 @@ class VerifyView(RoleRequiredMixin, View):
     required_perm = Perm.VIEW_AUDIT
 
     def post(self, request):
-        result = verify_chain(organization_id=self.organization.pk)
-        if result.ok:
-            messages.success(request, f"Chain verified: {result.checked} records, every link intact.")
-        else:
-            messages.error(request, f"Chain BROKEN at seq {result.broken_seq}: {result.problem}")
-        return redirect("decisions:explorer")
+        run = chain_verification_start(membership=self.membership)
+        return redirect("decisions:verify_run", pk=run.pk)
+
+
+class VerifyRunView(JobProgressView):
+    """A verification's progress and its verdict."""
+
+    required_perm = Perm.VIEW_AUDIT
+    model = ChainVerification
+    context_name = "run"
+    template, partial = "decisions/verify_run.html", "decisions/partials/_verify_run.html"
+
+    def finished(self, job) -> bool:
+        return job.finished_at is not None
+
+
+class QuarantineView(RoleRequiredMixin, View):
+    """Admins: evidence batches the database refused, with their error, attempts and next automatic retry."""
+
+    required_perm = Perm.MANAGE_ORG
+
+    @method_decorator(require_GET)
+    def get(self, request):
+        batches = list(selectors.evidence_quarantine_list(organization_id=self.organization.pk))
+        return render(request, "decisions/quarantine.html", {
+            "batches": batches, "records": sum(b.record_count for b in batches)})
+
+    @method_decorator(require_POST)
+    def post(self, request):
+        from cordum.decisions.services import evidence_quarantine_release
+
+        batch_ids = None
+        if request.POST.get("batch"):
+            try:
+                batch_ids = [int(request.POST["batch"])]
+            except ValueError:
+                messages.error(request, "batch: must be a batch number.")
+                return redirect("decisions:quarantine")
+        released = evidence_quarantine_release(organization_id=self.organization.pk, batch_ids=batch_ids,
+                                               due_only=False)
+        count = released.get(self.organization.pk, 0)
+        messages.success(request, f"{count} batch(es) queued for another try." if count
+                         else "Nothing to retry.")
+        return redirect("decisions:quarantine")

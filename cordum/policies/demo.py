@@ -86,7 +86,7 @@ NPM_PUBLISH_RULE = """
 
 
 # The proposed commit updates the repository's own test cases with the policy, as a pull request must for
-# `cordum policy test` (the CI examples) to pass: `pytest -q` is now a test run, not an unmapped shell command.
+# `cordum policy test` (the CI examples) to pass: `pytest -q` is now a test run, not a shell command to approve.
 PROPOSED_TESTS_FILE = "tests/claude_code.yaml"
 PROPOSED_CASES = """  - name: test runs are allowed
     call: {server: claude-code, tool: Bash, arguments: {command: "pytest -q"}}
@@ -99,7 +99,7 @@ PROPOSED_CASES = """  - name: test runs are allowed
 
 def _with_proposed_cases(text: str) -> str:
     """The template's Claude Code cases with the proposed rules: the catch-all example moves off `pytest`."""
-    old = 'arguments: {command: "pytest -q"}}\n    expect: {decision: deny, rule: null'
+    old = 'arguments: {command: "pytest -q"}}\n    expect: {decision: require_approval, rule: approve-shell'
     assert old in text, "the template's catch-all Bash test case changed"
     return text.replace(old, old.replace("pytest -q", "make build")).rstrip("\n") + "\n" + PROPOSED_CASES
 
@@ -115,7 +115,7 @@ def _with_rule(text: str, rule: str) -> str:
     return text[:index].rstrip("\n") + "\n" + rule + text[index:]
 
 
-CATCH_ALL_BASH = "  - {server: claude-code, tool: Bash, topic: job.mcp-bridge.shell.exec"
+CATCH_ALL_BASH = "  - {server: claude-code, tool: [Bash, PowerShell], topic: job.mcp-bridge.shell.exec"
 
 
 def _with_tools(text: str, entries: str) -> str:

@@ -94,7 +94,7 @@ def _scrub(text: str, repository) -> str:
 
 
 def fetch(repository) -> git.Repo:
-    """Fetch every branch and tag of the repository into its bare cache; return the cache repo."""
+    """Fetch every branch, tag and pull/merge request head (forks included) into the bare cache; return it."""
     refusal = url_refusal(repository.url)
     if refusal:
         raise GitFetchError(f"git fetch from {repository.url} refused: {refusal}")
@@ -107,7 +107,8 @@ def fetch(repository) -> git.Repo:
     with _git_env(repository) as env:
         try:
             repo.git.fetch(
-                "origin", "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*", "--prune", "--force",
+                "origin", "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*", *_REVIEW_REFSPECS,
+                "--prune", "--force",
                 "--no-write-fetch-head", env={**os.environ, **env},
             )
         except git.GitCommandError as exc:
@@ -116,8 +117,19 @@ def fetch(repository) -> git.Repo:
     return repo
 
 
+# GitHub keeps each pull request's head (a fork's too) at refs/pull/N/head, GitLab each merge request's at
+# refs/merge-requests/N/head: fetching them is how a fork's proposal gets validated like a branch.
+_REVIEW_REF_PREFIXES = ("refs/pull/", "refs/merge-requests/")
+_REVIEW_REFSPECS = tuple(f"+{prefix}*/head:{prefix}*/head" for prefix in _REVIEW_REF_PREFIXES)
+
+
 def branch_heads(repo: git.Repo) -> dict[str, str]:
-    return {head.name: head.commit.hexsha for head in repo.heads}
+    """Branch name -> head sha; pull/merge request heads appear as "pull/N/head" / "merge-requests/N/head"."""
+    heads = {head.name: head.commit.hexsha for head in repo.heads}
+    for ref in repo.refs:
+        if ref.path.startswith(_REVIEW_REF_PREFIXES) and ref.path.endswith("/head"):
+            heads[ref.path.removeprefix("refs/")] = ref.commit.hexsha
+    return heads
 
 
 def tags_by_commit(repo: git.Repo) -> dict[str, list[str]]:

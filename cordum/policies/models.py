@@ -126,6 +126,9 @@ class SigningKey(models.Model):
     status = models.CharField(max_length=20, choices=KeyStatus.choices, default=KeyStatus.ACTIVE)
     created_at = models.DateTimeField(default=timezone.now)
     retired_at = models.DateTimeField(null=True, blank=True)
+    # Signatures by the keys active when this one was created (bundles.key_endorse): sidecars that trust one of
+    # them learn this key from GET /api/v1/keys, so a rotation needs no reinstall.
+    endorsements = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

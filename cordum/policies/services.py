@@ -191,7 +191,7 @@ def sync_repository(*, repository: PolicyRepository, on_progress=None) -> SyncRe
     return result
 
 
-def _sync_once(repository: PolicyRepository, result: SyncResult, on_progress=None) -> None:
+def _sync_once(repository: PolicyRepository, result: SyncResult, on_progress=None) -> None:  # noqa: C901 - one sync under one lock and one repository handle (fetch, walk new commits, record versions, publish); to be split (issue 19)
     _progress(repository, 0, "Fetching", on_progress)
     repo = gitrepo.fetch(repository)
     heads = gitrepo.branch_heads(repo)
@@ -321,9 +321,12 @@ def _publish_or_warn(version: PolicyVersion, *, rollback: bool, result: SyncResu
 def signing_key_create(*, organization: Organization, actor=None, republish: bool = True) -> SigningKey:
     """A new active Ed25519 key. The current bundle is re-signed so it carries the new key's signature."""
     private, public = bundle_format.generate_keypair()
+    key_id = bundle_format.key_id_for(public)
+    endorsers = SigningKey.objects.filter(organization=organization, status=KeyStatus.ACTIVE).order_by("created_at")
     key = SigningKey.objects.create(
-        organization=organization, key_id=bundle_format.key_id_for(public), public_key=public,
-        private_key_encrypted=crypto.encrypt(private),
+        organization=organization, key_id=key_id, public_key=public, private_key_encrypted=crypto.encrypt(private),
+        endorsements=[bundle_format.key_endorse(key_id=key_id, public_key=public, signer_key_id=k.key_id,
+                                                signer_private_key=k.private_key) for k in endorsers],
     )
     audit_log_record(organization=organization, actor=actor, action=AuditAction.CREATE, obj=key,
                      after={"key_id": key.key_id, "status": key.status})

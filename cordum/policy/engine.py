@@ -109,6 +109,7 @@ class Decision:
     action: str
     is_write: bool
     approval: dict | None = None
+    unmapped: bool = False  # no tool map entry knew the call and no rule matched it: the map needs an entry
 
     def to_dict(self) -> dict[str, Any]:
         """The `cordum policy explain` JSON object."""
@@ -125,6 +126,7 @@ class Decision:
             "action": self.action,
             "is_write": self.is_write,
             "approval": dict(self.approval) if self.approval is not None else None,
+            **({"unmapped": True} if self.unmapped else {}),
         }
 
 
@@ -208,7 +210,7 @@ def _compile_roots(roots: tuple[str, ...]) -> Callable[[dict, str], list[str]]:
     return resolve
 
 
-def _compile_op(name: str, op: str, value: Any) -> ArgTest:
+def _compile_op(name: str, op: str, value: Any) -> ArgTest:  # noqa: C901 - a table of argument operators compiled into closures; each branch is one operator
     getter = arg_getter(name)
     if op == "exists":
         want = bool(value)
@@ -521,6 +523,10 @@ class CompiledPolicy:
             decision = self.default_decision
             rule_id = None
             reason = f"No rule matched topic '{topic}'; default decision is {decision}"
+        unmapped = winner is None and call.topic is None and topic == f"{TOPIC_PREFIX}{call.server}.{call.tool}"
+        if unmapped:
+            reason = (f"unmapped tool {call.tool} of {call.server}: add it to the tool map "
+                      f"(no rule matched; default decision is {decision})")
         action = topic[15:] if topic_l.startswith(TOPIC_PREFIX) else topic
         is_write = write or ".write." in topic_l or "code-change" in tags
         return Decision(
@@ -536,6 +542,7 @@ class CompiledPolicy:
             action,
             is_write,
             _copy_approval(self.approval_for(rule_id)) if decision == "require_approval" else None,
+            unmapped,
         )
 
 

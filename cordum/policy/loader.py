@@ -22,6 +22,7 @@ from .model import (
     LIST_OPS,
     MODES,
     NUMERIC_OPS,
+    ON_SECRET,
     ON_TIMEOUT,
     Approval,
     ArgCondition,
@@ -31,6 +32,7 @@ from .model import (
     Match,
     Policy,
     RateLimits,
+    ResultSettings,
     Rule,
     RuleLimits,
     SessionLimits,
@@ -335,7 +337,7 @@ class _Validator:
                 out.append(cond)
         return tuple(out) if ok else None
 
-    def arg_condition(self, name: str, node: Node, where: str) -> ArgCondition | None:
+    def arg_condition(self, name: str, node: Node, where: str) -> ArgCondition | None:  # noqa: C901 - checks each operator of a condition at its YAML node, to report file:line:col
         pos = node.start_mark
         if isinstance(node, ScalarNode):
             return ArgCondition(name, (("equals", self.value(node)),), pos.line + 1, pos.column + 1)
@@ -397,7 +399,7 @@ class _Validator:
             return None
         return ArgCondition(name, tuple(ops), pos.line + 1, pos.column + 1)
 
-    def tool_mapping(self, node: Node, index: int) -> ToolMapping | None:
+    def tool_mapping(self, node: Node, index: int) -> ToolMapping | None:  # noqa: C901 - checks each key of a tool map entry at its YAML node, to report file:line:col
         where = f"tools[{index}]"
         m = self.mapping(
             node, f"tool map entry {where}", ("server", "tool", "when", "topic", "risk_tags", "target", "write"), ("topic",)
@@ -502,7 +504,7 @@ class _Validator:
             return None
         return Match(args=args, **vals)
 
-    def rule(self, node: Node, index: int, seen_ids: dict[str, int]) -> Rule | None:
+    def rule(self, node: Node, index: int, seen_ids: dict[str, int]) -> Rule | None:  # noqa: C901 - checks each key of a rule at its YAML node, to report file:line:col
         allowed = ("id", "description", "match", "decision", "reason", "mode", "approval", "limits")
         if not isinstance(node, MappingNode):
             self.error(node, f"rules[{index}] must be a mapping, got {_kind(node)}")
@@ -616,8 +618,37 @@ class _Validator:
             scan = True if b is None else b
         return EvidenceSettings(redact=redact, max_value_bytes=mvb, redact_secret_values=scan)
 
+    def results(self, node: Node) -> ResultSettings:
+        m = self.mapping(node, "results", ("on_secret", "patterns"))
+        if m is None:
+            return ResultSettings()
+        on_secret = "mask"
+        if "on_secret" in m:
+            on_secret = self.choice(m["on_secret"][1], "results.on_secret", ON_SECRET) or on_secret
+        patterns: list[tuple[str, str]] = []
+        if "patterns" in m:
+            pnode = m["patterns"][1]
+            if not isinstance(pnode, SequenceNode):
+                self.error(pnode, f"'results.patterns' must be a list of {{name, regex}}, got {_kind(pnode)}")
+            else:
+                for i, item in enumerate(pnode.value):
+                    pm = self.mapping(item, f"results.patterns[{i}]", ("name", "regex"), ("name", "regex"))
+                    if not pm or "name" not in pm or "regex" not in pm:
+                        continue
+                    name = self.string(pm["name"][1], "name")
+                    regex = self.string(pm["regex"][1], "regex")
+                    if regex is not None:
+                        problem = regex_error(regex)
+                        if problem:
+                            self.error(pm["regex"][1], f"invalid regex '{regex}' in results.patterns[{i}]: {problem}")
+                            regex = None
+                    if name is not None and regex is not None:
+                        patterns.append((name, regex))
+        return ResultSettings(on_secret=on_secret, patterns=tuple(patterns))
+
     def policy(self, root: Node) -> Policy | None:
-        m = self.mapping(root, "the policy", ("version", "defaults", "tools", "rules", "limits", "evidence"), ("version",))
+        m = self.mapping(root, "the policy", ("version", "defaults", "tools", "rules", "limits", "evidence", "results"),
+                         ("version",))
         if m is None:
             return None
         version = "v1"
@@ -650,8 +681,10 @@ class _Validator:
                 self.error(rnode, f"'rules' must be a list of rules, got {_kind(rnode)}")
         limits = self.limits(m["limits"][1]) if "limits" in m else Limits()
         evidence = self.evidence(m["evidence"][1]) if "evidence" in m else EvidenceSettings()
+        results = self.results(m["results"][1]) if "results" in m else ResultSettings()
         policy = Policy(
-            version=version, defaults=defaults, tools=tuple(tools), rules=tuple(rules), limits=limits, evidence=evidence
+            version=version, defaults=defaults, tools=tuple(tools), rules=tuple(rules), limits=limits, evidence=evidence,
+            results=results,
         )
         self.unreachable(policy)
         return policy

@@ -15,6 +15,7 @@ DECISIONS = ("allow", "require_approval", "deny")
 DECISION_RANK = {"allow": 0, "require_approval": 1, "deny": 2}
 MODES = ("enforce", "shadow")
 ON_TIMEOUT = ("deny", "allow")
+ON_SECRET = ("mask", "withhold", "allow")  # what the sidecar does with a tool result that carries a secret
 
 # Argument-condition operators in canonical order (the order `to_dict` writes them in).
 ARG_OPS = (
@@ -253,6 +254,21 @@ class EvidenceSettings:
 
 
 @dataclass(frozen=True)
+class ResultSettings:
+    """Scanning of tool results before they reach the agent: detect-secrets' detectors plus `patterns`."""
+
+    on_secret: str = "mask"
+    patterns: tuple[tuple[str, str], ...] = ()  # (name, RE2 regex)
+
+    @property
+    def is_default(self) -> bool:
+        return self == ResultSettings()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"on_secret": self.on_secret, "patterns": [{"name": n, "regex": r} for n, r in self.patterns]}
+
+
+@dataclass(frozen=True)
 class Policy:
     version: str = "v1"
     defaults: Defaults = field(default_factory=Defaults)
@@ -260,9 +276,10 @@ class Policy:
     rules: tuple[Rule, ...] = ()
     limits: Limits = field(default_factory=Limits)
     evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
+    results: ResultSettings = field(default_factory=ResultSettings)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "version": self.version,
             "defaults": self.defaults.to_dict(),
             "tools": [t.to_dict() for t in self.tools],
@@ -270,6 +287,9 @@ class Policy:
             "limits": self.limits.to_dict(),
             "evidence": self.evidence.to_dict(),
         }
+        if not self.results.is_default:  # left out when default: bundles of older policies keep their digest
+            out["results"] = self.results.to_dict()
+        return out
 
     def rule(self, rule_id: str) -> Rule | None:
         for r in self.rules:
@@ -334,7 +354,10 @@ def policy_from_dict(d: dict[str, Any]) -> Policy:
     sess = lim.get("session") or {}
     rate = lim.get("rate") or {}
     ev = d.get("evidence") or {}
+    res = d.get("results") or {}
     return Policy(
+        results=ResultSettings(on_secret=res.get("on_secret", "mask"),
+                               patterns=tuple((p["name"], p["regex"]) for p in res.get("patterns") or ())),
         version=d.get("version", "v1"),
         defaults=defaults,
         tools=tools,

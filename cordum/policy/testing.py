@@ -6,6 +6,11 @@ A test file holds `cases:` (or is a bare list); each case is
       expect: {decision: deny, rule: deny-secrets-access}      # or just `expect: deny`
 `expect` may also pin `topic`, `risk_tags`, `target`, `matched` and `shadow` (list of rule ids).
 `rule: null` expects the default decision (no rule matched).
+
+A case may instead check what the sidecar lets through of a tool result (the policy's `results:`):
+    - name: an AWS key in a result is masked
+      result: "aws_access_key_id = AKIAIOSFODNN7EXAMPLE"
+      expect: {masked: {AWS Access Key: 1}}          # and `withheld: true` when the policy withholds
 """
 
 from __future__ import annotations
@@ -19,11 +24,13 @@ import yaml
 
 from .engine import Call, compile_policy
 from .loader import LoadResult, PolicyIssue, load_policy_file
+from .secrets import screen_result
 
 __all__ = ["CaseResult", "RepoTestReport", "load_cases", "run_repo_tests"]
 
 _EXPECT_KEYS = ("decision", "rule", "topic", "risk_tags", "target", "matched", "shadow", "reason")
-_CASE_KEYS = ("name", "call", "expect", "description")
+_CASE_KEYS = ("name", "call", "result", "expect", "description")
+_RESULT_EXPECT_KEYS = ("masked", "withheld")
 
 
 @dataclass
@@ -114,27 +121,65 @@ def load_cases(path: str) -> tuple[list[tuple[int, dict]], list[PolicyIssue]]:
         if bad:
             errors.append(PolicyIssue(path, line, col, f"unknown key '{bad[0]}' in case; expected one of: {', '.join(_CASE_KEYS)}"))
             continue
-        if "call" not in case or "expect" not in case:
-            errors.append(PolicyIssue(path, line, col, "case is missing 'call' or 'expect'"))
+        if "result" in case:
+            problem = _result_case_problem(case)
+            if problem:
+                errors.append(PolicyIssue(path, line, col, problem))
+            else:
+                out.append((line, case))
             continue
-        expect = case["expect"]
-        if isinstance(expect, str):
-            expect = {"decision": expect}
-        if not isinstance(expect, dict) or "decision" not in expect:
-            errors.append(PolicyIssue(path, line, col, "'expect' must be a decision or a mapping with 'decision'"))
+        problem = _call_case_problem(case)
+        if problem:
+            errors.append(PolicyIssue(path, line, col, problem))
             continue
-        bad = [k for k in expect if k not in _EXPECT_KEYS]
-        if bad:
-            errors.append(PolicyIssue(path, line, col, f"unknown key '{bad[0]}' in expect; expected one of: {', '.join(_EXPECT_KEYS)}"))
-            continue
-        try:
-            Call.from_dict(case["call"])
-        except ValueError as exc:
-            errors.append(PolicyIssue(path, line, col, f"invalid call: {exc}"))
-            continue
-        case["expect"] = expect
         out.append((line, case))
     return out, errors
+
+
+def _call_case_problem(case: dict) -> str | None:
+    """What is wrong with a call case (None: nothing); a bare decision as `expect` becomes {"decision": ...}."""
+    if "call" not in case or "expect" not in case:
+        return "case is missing 'call' or 'expect'"
+    expect = case["expect"]
+    if isinstance(expect, str):
+        expect = case["expect"] = {"decision": expect}
+    if not isinstance(expect, dict) or "decision" not in expect:
+        return "'expect' must be a decision or a mapping with 'decision'"
+    bad = [k for k in expect if k not in _EXPECT_KEYS]
+    if bad:
+        return f"unknown key '{bad[0]}' in expect; expected one of: {', '.join(_EXPECT_KEYS)}"
+    try:
+        Call.from_dict(case["call"])
+    except ValueError as exc:
+        return f"invalid call: {exc}"
+    return None
+
+
+def _result_case_problem(case: dict) -> str | None:
+    expect = case.get("expect")
+    if "call" in case:
+        return "a case checks either a 'call' or a 'result', not both"
+    if not isinstance(case["result"], str):
+        return "'result' must be the text of a tool result"
+    if not isinstance(expect, dict) or "masked" not in expect:
+        return "a result case's 'expect' must be a mapping with 'masked' (kinds of secret and counts, {} for none)"
+    bad = [k for k in expect if k not in _RESULT_EXPECT_KEYS]
+    if bad:
+        return f"unknown key '{bad[0]}' in expect; expected one of: {', '.join(_RESULT_EXPECT_KEYS)}"
+    if not isinstance(expect["masked"], dict):
+        return "'masked' must map each kind of secret to how many are masked"
+    return None
+
+
+def _run_result_case(policy, case: dict) -> tuple[list[str], dict]:
+    screened, counts = screen_result({"content": [{"type": "text", "text": case["result"]}]}, policy.results)
+    withheld = bool(screened and screened.get("isError"))
+    expect, problems = case["expect"], []
+    if dict(counts) != expect["masked"]:
+        problems.append(f"masked: expected {expect['masked']}, got {dict(counts)}")
+    if "withheld" in expect and withheld != bool(expect["withheld"]):
+        problems.append(f"withheld: expected {bool(expect['withheld'])}, got {withheld}")
+    return problems, {"masked": dict(counts), "withheld": withheld}
 
 
 def repo_test_files(repo: str) -> list[str]:
@@ -156,6 +201,11 @@ def run_repo_tests(repo: str, *, policy_path: str | None = None) -> RepoTestRepo
         cases, errors = load_cases(path)
         report.errors.extend(errors)
         for line, case in cases:
+            name = str(case.get("name") or f"case at line {line}")
+            if "result" in case:
+                problems, observed = _run_result_case(loaded.policy, case)
+                report.results.append(CaseResult(path, line, name, not problems, problems, observed))
+                continue
             call = Call.from_dict(case["call"])
             d = compiled.evaluate(call)
             exp = case["expect"]
@@ -177,7 +227,6 @@ def run_repo_tests(repo: str, *, policy_path: str | None = None) -> RepoTestRepo
                 problems.append(f"shadow: expected {list(exp['shadow'] or [])}, got {[s['rule'] for s in d.shadow]}")
             covered.update(d.matched)
             covered.update(s["rule"] for s in d.shadow)
-            name = str(case.get("name") or f"case at line {line}")
             report.results.append(CaseResult(path, line, name, not problems, problems, d.to_dict()))
     report.uncovered_rules = [r.id for r in loaded.policy.rules if r.id not in covered]
     return report

@@ -105,14 +105,6 @@ def rollout_get(*, organization: Organization, pk) -> Rollout:
     return rollout
 
 
-def plan_unknown_teams(*, plan: RolloutPlan) -> list[tuple[str, str]]:
-    """(stage name, team slug) of canary stages naming a team the organisation does not have (selects nobody)."""
-    from cordum.accounts.models import Team
-
-    known = set(Team.objects.filter(organization_id=plan.repository.organization_id).values_list("slug", flat=True))
-    return [(stage["name"], slug) for stage in plan.stages for slug in stage.get("teams") or [] if slug not in known]
-
-
 def rollout_plan_get(*, repository) -> RolloutPlan | None:
     return RolloutPlan.objects.filter(repository=repository).first()
 

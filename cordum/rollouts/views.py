@@ -1,19 +1,18 @@
 """HTML views for the fleet and rollouts: thin adapters over selectors and services."""
 
-import json
 
 from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.utils.decorators import method_decorator
 from django.views.decorators.http import require_GET, require_POST
-from django.views.generic import FormView, View
+from django.views.generic import View
 
 from cordum.accounts.access import RoleRequiredMixin
 from cordum.accounts.permissions import Perm
 from cordum.common.errors import CordumError, NotFound
 from cordum.rollouts import selectors, services
-from cordum.rollouts.forms import RolloutPlanForm
+from cordum.rollouts.forms import RolloutPlanForm, StageForm, StageFormSet, default_stage_initial
 
 
 def _rollout(organization, pk):
@@ -107,10 +106,11 @@ class RolloutActionView(RoleRequiredMixin, View):
         return redirect("rollouts:detail", pk=rollout.pk)
 
 
-class RolloutPlanView(RoleRequiredMixin, FormView):
+class RolloutPlanView(RoleRequiredMixin, View):
+    """The plan as a stepper: one card per stage (add, remove), then the guardrails. No JSON to write."""
+
     required_perm = Perm.MANAGE_ROLLOUT
     template_name = "rollouts/plan_form.html"
-    form_class = RolloutPlanForm
 
     def get_repository(self):
         from cordum.policies.selectors import repository_get
@@ -120,28 +120,43 @@ class RolloutPlanView(RoleRequiredMixin, FormView):
         except NotFound as exc:
             raise Http404(exc.message) from None
 
-    def get_initial(self):
-        plan = selectors.rollout_plan_get(repository=self.get_repository())
-        if plan is None:
-            return {}
-        return {"stages": json.dumps(plan.stages, indent=2), "auto_start": plan.auto_start,
-                "auto_promote": plan.auto_promote, "max_new_restriction_rate": plan.max_new_restriction_rate,
-                "forecast_margin": plan.forecast_margin, "min_calls": plan.min_calls}
+    def _stage_formset(self, data=None, initial=None):
+        teams = self.organization.teams.order_by("name")
+        return StageFormSet(data, initial=initial, prefix="stage", form_kwargs={"teams": teams})
 
-    def get_context_data(self, **kwargs):
+    def _render(self, request, repository, form, stages, status=200):
+        plan = selectors.rollout_plan_get(repository=repository)
+        return render(request, self.template_name, {"repository": repository, "plan": plan, "form": form,
+                                                    "stages": stages}, status=status)
+
+    def get(self, request, repository_id):
         repository = self.get_repository()
-        return super().get_context_data(repository=repository,
-                                        plan=selectors.rollout_plan_get(repository=repository), **kwargs)
+        plan = selectors.rollout_plan_get(repository=repository)
+        if plan is None:
+            form, initial = RolloutPlanForm(), default_stage_initial()
+        else:
+            form = RolloutPlanForm(initial={
+                "auto_start": plan.auto_start, "auto_promote": plan.auto_promote,
+                "max_new_restriction_rate": plan.max_new_restriction_rate,
+                "forecast_margin": plan.forecast_margin, "min_calls": plan.min_calls})
+            initial = [StageForm.initial_for(s) for s in plan.stages]
+        return self._render(request, repository, form, self._stage_formset(initial=initial))
 
-    def form_valid(self, form):
+    def post(self, request, repository_id):
+        repository = self.get_repository()
+        if "add_stage" in request.POST:  # one more empty stage card; nothing is saved yet
+            data = request.POST.copy()
+            data["stage-TOTAL_FORMS"] = str(int(data.get("stage-TOTAL_FORMS") or 0) + 1)
+            return self._render(request, repository, RolloutPlanForm(data), self._stage_formset(data))
+        form = RolloutPlanForm(request.POST)
+        stages = self._stage_formset(request.POST)
+        if not (form.is_valid() and stages.is_valid()):
+            return self._render(request, repository, form, stages, status=400)
         try:
-            plan = services.rollout_plan_set(repository=self.get_repository(), actor=self.request.user,
+            services.rollout_plan_set(repository=repository, actor=request.user, stages=stages.stages(),
                                              **form.cleaned_data)
         except CordumError as exc:
-            form.add_error("stages" if "stages" in exc.message else None, exc.message)
-            return self.form_invalid(form)
-        messages.success(self.request, "Rollout plan saved; it applies to the next version that goes live.")
-        for stage, slug in selectors.plan_unknown_teams(plan=plan):
-            messages.warning(self.request, f"Stage {stage} names team '{slug}', which this organisation does not "
-                                           "have: it selects no agent until such a team exists.")
+            form.add_error(None, exc.message)
+            return self._render(request, repository, form, stages, status=400)
+        messages.success(request, "Rollout plan saved; it applies to the next version that goes live.")
         return redirect("rollouts:list")

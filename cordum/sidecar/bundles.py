@@ -14,6 +14,13 @@ Signed bytes are `canonical_json({"manifest": ..., "policy": ...})`. A bundle is
 its content hash matches, at least one signature comes from a trusted key id, and every signature
 that claims a trusted key id verifies. A client never moves to a lower `sequence` unless the
 bundle's manifest says `rollback: true`.
+
+Key rotation: when the control plane creates a signing key, each key active at that moment signs an
+endorsement of it (`key_endorse`: Ed25519 over `canonical_json({"type": ENDORSEMENT_TYPE, "key_id", "alg",
+"public_key"})`). GET /api/v1/keys serves the keys with their endorsements. A sidecar that meets a bundle
+signed by a key id it does not know fetches them and trusts a key only when an endorsement chain leads to it
+from a key it already trusts (`keys_learn`); the learned keys are kept in a `KeyStore` file and re-verified
+from the configured `trusted_keys` each time it is read, so editing that file cannot add trust.
 """
 
 from __future__ import annotations
@@ -48,6 +55,9 @@ __all__ = [
     "bundle_etag",
     "bundle_sign",
     "bundle_verify",
+    "key_endorse",
+    "keys_learn",
+    "KeyStore",
     "canonical_json",
     "content_sha256",
     "generate_keypair",
@@ -125,6 +135,84 @@ def public_key_for(private_key: str | bytes | Ed25519PrivateKey) -> str:
 def key_id_for(public_key_b64: str) -> str:
     """A stable key id derived from the public key: `k_` + 16 hex digits of its sha256."""
     return "k_" + hashlib.sha256(_unb64(public_key_b64)).hexdigest()[:16]
+
+
+ENDORSEMENT_TYPE = "cordum.key-endorsement.v1"  # domain separation: an endorsement is never a bundle signature
+
+
+def _endorsed_bytes(key_id: str, public_key: str) -> bytes:
+    return canonical_json({"type": ENDORSEMENT_TYPE, "key_id": key_id, "alg": ALG, "public_key": public_key})
+
+
+def key_endorse(*, key_id: str, public_key: str, signer_key_id: str,
+                signer_private_key: str | bytes | Ed25519PrivateKey) -> dict:
+    """An already trusted key (`signer`) vouches for a new key: {"key_id": signer, "alg", "signature"}."""
+    signature = _private_key(signer_private_key).sign(_endorsed_bytes(key_id, public_key))
+    return {"key_id": signer_key_id, "alg": ALG, "signature": _b64(signature)}
+
+
+def _endorsed_by(key: Mapping, trusted: Mapping[str, str]) -> bool:
+    for endorsement in key.get("endorsements") or []:
+        if not isinstance(endorsement, Mapping) or endorsement.get("alg") != ALG:
+            continue
+        signer = endorsement.get("key_id")
+        if signer not in trusted:
+            continue
+        try:
+            Ed25519PublicKey.from_public_bytes(_unb64(trusted[signer])).verify(
+                _unb64(str(endorsement.get("signature", ""))), _endorsed_bytes(key["key_id"], key["public_key"]))
+        except (InvalidSignature, ValueError, TypeError):
+            continue
+        return True
+    return False
+
+
+def keys_learn(trusted_keys, offered: list) -> dict[str, str]:
+    """The keys of `offered` ({key_id, public_key, endorsements}) that an endorsement chain links to a trusted
+    key, added to `trusted_keys`. A key whose id does not match its public key, or whose only endorsements
+    are unsigned or badly signed, is left out."""
+    trusted = dict(normalize_trusted_keys(trusted_keys))
+    candidates = []
+    for key in offered if isinstance(offered, list) else []:
+        if not isinstance(key, Mapping) or not isinstance(key.get("public_key"), str):
+            continue
+        try:
+            if key.get("key_id") != key_id_for(key["public_key"]):
+                continue
+        except ValueError:
+            continue
+        candidates.append(key)
+    learned = True
+    while learned:  # chains: A trusted -> endorses B -> endorses C
+        learned = False
+        for key in candidates:
+            if key["key_id"] not in trusted and _endorsed_by(key, trusted):
+                trusted[key["key_id"]] = key["public_key"]
+                learned = True
+    return trusted
+
+
+class KeyStore:
+    """Keys offered by the control plane, kept on disk; `trusted()` re-derives trust from the configured keys."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path).expanduser()
+
+    def offered(self) -> list:
+        try:
+            data = json.loads(self.path.read_text("utf-8"))
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable key file %s: %s", self.path, exc)
+            return []
+        return data if isinstance(data, list) else []
+
+    def trusted(self, configured) -> dict[str, str]:
+        return keys_learn(configured, self.offered())
+
+    def save(self, offered: list) -> None:
+        BundleStore(self.path).save(offered)
 
 
 def normalize_trusted_keys(trusted_keys) -> dict[str, str]:
@@ -252,10 +340,12 @@ class BundleClient:
     BACKOFF_MAX = 60.0
 
     def __init__(self, base_url: str, token: str, trusted_keys, store: BundleStore | str | os.PathLike | None, *,
-                 on_update: Callable[[dict], Any] | None = None, http_client=None):
+                 on_update: Callable[[dict], Any] | None = None, http_client=None, key_store: KeyStore | None = None):
         self.base_url = base_url.rstrip("/")
         self.token = token
-        self.trusted_keys = normalize_trusted_keys(trusted_keys)
+        self.configured_keys = normalize_trusted_keys(trusted_keys)
+        self.key_store = key_store
+        self.trusted_keys = key_store.trusted(self.configured_keys) if key_store else dict(self.configured_keys)
         self.store = store if isinstance(store, BundleStore) or store is None else BundleStore(store)
         self.on_update = on_update
         self._http = http_client
@@ -351,6 +441,8 @@ class BundleClient:
             raise BundleError("control plane answered with invalid JSON") from None
         self._etag = response.headers.get("ETag") or bundle_etag(body)  # a refused bundle is not re-sent
         shadow = body.pop("shadow_bundle", None) if isinstance(body, dict) else None
+        if self._unknown_signers(body) or self._unknown_signers(shadow):
+            await self.refresh_keys()
         changed = self.accept(body)
         shadow_changed, shadow_error = False, None
         if shadow is None:
@@ -371,6 +463,41 @@ class BundleClient:
         if shadow_error is not None:
             raise shadow_error
         return changed or shadow_changed
+
+    def _unknown_signers(self, bundle) -> set[str]:
+        if not isinstance(bundle, Mapping) or not isinstance(bundle.get("signatures"), list):
+            return set()
+        return {str(s.get("key_id")) for s in bundle["signatures"]
+                if isinstance(s, Mapping) and s.get("key_id") not in self.trusted_keys}
+
+    async def refresh_keys(self) -> set[str]:
+        """Fetch GET /api/v1/keys and trust the keys endorsed (through a chain) by a key already trusted.
+
+        Returns the key ids newly trusted. Errors are logged, not raised: the bundle's own check then refuses
+        a bundle signed only by a key that could not be learned."""
+        if self.key_store is None:
+            return set()
+        try:
+            response = await self._client().get(f"{self.base_url}/api/v1/keys",
+                                                headers={"Authorization": f"Bearer {self.token}"})
+            response.raise_for_status()
+            body = response.json()
+            offered = [*(body.get("keys") or []), *(body.get("retired") or [])]
+        except Exception as exc:  # network, status, JSON shape: keep the keys we have
+            log.warning("could not fetch signing keys: %s", exc)
+            return set()
+        merged = {k.get("key_id"): k for k in self.key_store.offered() if isinstance(k, Mapping)}
+        merged.update({k.get("key_id"): k for k in offered if isinstance(k, Mapping)})
+        trusted = keys_learn(self.configured_keys, list(merged.values()))
+        new = set(trusted) - set(self.trusted_keys)
+        if new:
+            self.key_store.save([merged[k] for k in sorted(set(trusted) - set(self.configured_keys))])
+            log.warning("trusting rotated signing key(s) %s (endorsed by a trusted key)", ", ".join(sorted(new)))
+        refused = {k for k in merged if k not in trusted}
+        if refused:
+            log.warning("signing key(s) %s refused: no valid endorsement by a trusted key", ", ".join(sorted(refused)))
+        self.trusted_keys = trusted
+        return new
 
     async def run_forever(self) -> None:
         """Long-poll until stop(); exponential backoff with full jitter after errors."""

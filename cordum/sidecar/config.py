@@ -17,7 +17,7 @@ upstreams:
 trusted_keys: {k_2026_01: "<base64 raw Ed25519 public key>"}
 approvals: {poll_wait_seconds: 25, progress_interval_seconds: 5, max_wait_seconds: 900}
 hook: {approval_wait_seconds: 50, on_approval_timeout: policy, server: claude-code}
-upload: {interval_seconds: 1.0, batch_size: 500}
+upload: {batch_size: 500, linger_seconds: 0.05, interval_seconds: 1.0, max_backoff_seconds: 60}
 heartbeat: {interval_seconds: 15}
 ```
 """
@@ -41,6 +41,11 @@ class ConfigError(Exception):
     """sidecar.yaml is missing, unreadable or invalid; the message names the field."""
 
 
+def _expect(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
 @dataclass(frozen=True)
 class UpstreamConfig:
     name: str
@@ -58,6 +63,11 @@ class ApprovalSettings:
     max_wait_seconds: float | None = None   # cap over the policy's approval timeout (None: the policy's)
 
 
+# What the docs and the demo name an MCP entry that is itself a Cordum sidecar (over HTTP): never wrapped again
+# by the installer, and its calls are left to it by the hook.
+SIDECAR_SERVER_NAMES = ("cordum",)
+
+
 @dataclass(frozen=True)
 class HookSettings:
     approval_wait_seconds: float = 50.0  # stay inside the agent's hook timeout (Claude Code: 60 s default)
@@ -65,6 +75,30 @@ class HookSettings:
     # person at the terminal only where the policy lets an agent's owner approve (allow_self_approval), else deny.
     on_approval_timeout: str = "policy"
     server: str = "claude-code"          # server name the agents' built-in tools (Bash, Edit, ...) map under
+    # MCP servers (as the agent names them) a Cordum sidecar fronts over HTTP, so the hook leaves their calls to it
+    # (one gate per call). Servers launched through the sidecar in .mcp.json are found without this; "cordum" is
+    # the name the docs and the demo give an HTTP sidecar.
+    sidecar_servers: tuple[str, ...] = SIDECAR_SERVER_NAMES
+
+
+@dataclass(frozen=True)
+class UploadSettings:
+    """How evidence leaves the spool. Bigger batches and a longer linger mean fewer, larger POSTs (less load
+    on the control plane); a shorter linger means evidence is visible sooner."""
+
+    batch_size: int = 500                # records per POST (the control plane takes at most 5000)
+    linger_seconds: float = 0.05         # after a new record, wait this long so a batch can form
+    interval_seconds: float = 1.0        # upload at least this often with no new record (retries, leftovers)
+    max_backoff_seconds: float = 60.0    # cap of the exponential backoff (with jitter) while uploads fail
+
+    def __post_init__(self) -> None:
+        _expect(isinstance(self.batch_size, int) and not isinstance(self.batch_size, bool)
+                and 1 <= self.batch_size <= 5000, "upload.batch_size: an integer from 1 to 5000")
+        for name, low, high in (("linger_seconds", 0.0, 60.0), ("interval_seconds", 0.01, 3600.0),
+                                ("max_backoff_seconds", 0.5, 86400.0)):
+            value = getattr(self, name)
+            _expect(isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high,
+                    f"upload.{name}: a number of seconds from {low:g} to {high:g}")
 
 
 @dataclass(frozen=True)
@@ -83,8 +117,7 @@ class SidecarConfig:
     trusted_keys: dict[str, str] = field(default_factory=dict)
     approvals: ApprovalSettings = ApprovalSettings()
     hook: HookSettings = HookSettings()
-    upload_interval_seconds: float = 1.0
-    upload_batch_size: int = 500
+    upload: UploadSettings = UploadSettings()
     heartbeat_interval_seconds: float = 15.0
     sidecar_id: str | None = None
     source: str | None = None  # path the config was read from
@@ -100,6 +133,12 @@ class SidecarConfig:
         # Named after the spool, so sidecars whose spools share a folder never share (or overwrite) one bundle.
         return self.spool_path.with_name(self.spool_path.stem + ".bundle.json")
 
+    @property
+    def key_store_path(self) -> Path:
+        """Signing keys learned through rotation (endorsed by a trusted key), next to the bundle store."""
+        store = self.bundle_store_path
+        return store.with_name(store.name.removesuffix(".json") + ".keys.json")
+
     def token(self) -> str | None:
         """The agent token from token_file or token_env; None when neither yields one."""
         if self.token_file:
@@ -114,11 +153,6 @@ class SidecarConfig:
 
     def hostname(self) -> str:
         return socket.gethostname()
-
-
-def _expect(cond: bool, message: str) -> None:
-    if not cond:
-        raise ConfigError(message)
 
 
 def _upstream(i: int, raw: Any) -> UpstreamConfig:
@@ -188,9 +222,17 @@ def config_from_dict(data: dict[str, Any], *, source: str | None = None) -> Side
     except TypeError as exc:
         raise ConfigError(f"approvals: {exc}") from exc
     try:
+        if "sidecar_servers" in hook:
+            _expect(isinstance(hook["sidecar_servers"], list) and all(isinstance(n, str) for n in hook["sidecar_servers"]),
+                    "hook.sidecar_servers: a list of MCP server names")
+            hook = {**hook, "sidecar_servers": tuple(hook["sidecar_servers"])}
         hook_settings = HookSettings(**hook)
     except TypeError as exc:
         raise ConfigError(f"hook: {exc}") from exc
+    try:
+        upload_settings = UploadSettings(**upload)
+    except TypeError as exc:
+        raise ConfigError(f"upload: {exc}") from exc
     _expect(hook_settings.on_approval_timeout in ("policy", "ask", "deny"),
             "hook.on_approval_timeout: policy, ask or deny")
     token_file = data.get("token_file")
@@ -209,8 +251,7 @@ def config_from_dict(data: dict[str, Any], *, source: str | None = None) -> Side
         trusted_keys={str(k): str(v) for k, v in keys.items()},
         approvals=approvals,
         hook=hook_settings,
-        upload_interval_seconds=float(upload.get("interval_seconds", 1.0)),
-        upload_batch_size=int(upload.get("batch_size", 500)),
+        upload=upload_settings,
         heartbeat_interval_seconds=float(heartbeat.get("interval_seconds", 15.0)),
         sidecar_id=data.get("sidecar_id"),
         source=source,
@@ -250,6 +291,16 @@ def load_config(path: str | os.PathLike[str]) -> SidecarConfig:
 def guess_server_name(command: list[str]) -> str:
     """A policy-friendly server name for an upstream command: `mcp-server-git`/`mcp_server_git` -> git,
     `@modelcontextprotocol/server-filesystem` -> filesystem; otherwise the executable's basename."""
+    known = server_identity(command)
+    if known:
+        return known
+    base = os.path.basename(command[0]) if command else "upstream"
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", base) or "upstream"
+
+
+def server_identity(command: list[str]) -> str | None:
+    """What an upstream is, from the package it runs (`filesystem` for the reference filesystem server however
+    the user named it); None when the command does not say."""
     for token in command:
         base = token.rsplit("/", 1)[-1]
         for prefix in ("mcp-server-", "mcp_server_", "server-"):
@@ -259,5 +310,4 @@ def guess_server_name(command: list[str]) -> str:
         for suffix in ("-mcp-server", "-mcp", "_mcp"):
             if base.endswith(suffix) and len(base) > len(suffix):
                 return re.sub(r"[^A-Za-z0-9_.-]", "-", base[: -len(suffix)])
-    base = os.path.basename(command[0]) if command else "upstream"
-    return re.sub(r"[^A-Za-z0-9_.-]", "-", base) or "upstream"
+    return None

@@ -28,6 +28,8 @@ from cordum.policy import (
     redact_arguments,
     redact_target,
 )
+from cordum.policy.model import ResultSettings
+from cordum.policy.secrets import default_scanner, screen_result
 from cordum.sidecar.ids import utc_now_rfc3339, uuid7_str
 from cordum.sidecar.spool import Spool, outcome_record
 
@@ -38,7 +40,7 @@ DECISION_OUTCOMES = {"approved", "denied", "timed_out", "executed", "failed", "b
 # Outcomes after which the call goes on (it is forwarded next); every other outcome closes the call.
 NON_FINAL_OUTCOMES = {"approved", "allowed_on_timeout"}
 INTERRUPTED_FORWARDED = ("interrupted: the sidecar stopped (crash or kill) after forwarding the call and before "
-                         "recording its result; whether it ran is unknown")
+                         "recording its result; whether it ran, and how, is unknown")
 INTERRUPTED_HELD = ("interrupted: the sidecar stopped (crash or kill) while the call waited for approval; it was "
                     "never forwarded")
 
@@ -113,6 +115,7 @@ class Verdict:
     seq: int | None = None
     approval: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    unmapped: bool = False  # a tool the policy's map does not know, handed to the person at the terminal
 
     @property
     def decision_id(self) -> str:
@@ -175,14 +178,19 @@ class Enforcer:
     # -- deciding -------------------------------------------------------------------------------
 
     def decide(self, *, server: str, tool: str, arguments: dict[str, Any] | None, session_id: str,
-               agent: str | None = None, root: str | None = None, extra: dict[str, Any] | None = None) -> Verdict:
-        """Decide one call and commit its evidence record to the spool before returning."""
+               agent: str | None = None, root: str | None = None, extra: dict[str, Any] | None = None,
+               ask_unmapped: bool = False) -> Verdict:
+        """Decide one call and commit its evidence record to the spool before returning.
+
+        `ask_unmapped` (agent hooks): a tool the tool map does not know and no rule decides is neither denied
+        nor allowed in silence but asked about at the terminal, recorded as require_approval."""
         t0 = time.perf_counter_ns()
         arguments = arguments if isinstance(arguments, dict) else {}
         call = Call(server=server, tool=tool, arguments=arguments, agent=agent or self.agent, team=self.team or "",
                     environment=self.environment or "", root=root or self.root)
         primary = self.primary
         shadow_out: list[dict[str, Any]] = []
+        unmapped = False
         if primary is None:
             detail = self.no_policy_detail() if self.no_policy_detail else None
             decision, rule, reason, version = "deny", None, (
@@ -199,6 +207,9 @@ class Enforcer:
                     if limited is not None:
                         d = limited
                 decision, rule, reason = d.decision, d.rule, d.reason or ""
+                unmapped = ask_unmapped and d.unmapped
+                if unmapped:
+                    decision = "require_approval"
                 version = d.policy_version or primary.version
                 topic, risk_tags = d.topic, list(d.risk_tags)
                 target, action = d.target or "", d.action or f"{server}.{tool}"
@@ -254,7 +265,7 @@ class Enforcer:
         if extra:
             record.update(extra)
         verdict = Verdict(decision=decision, rule=rule, reason=reason, policy_version=version, record=record,
-                          approval=approval)
+                          approval=approval, unmapped=unmapped)
         if decision == "allow":
             self.counters.allow += 1
         elif decision == "deny":
@@ -266,12 +277,26 @@ class Enforcer:
             self.on_record()
         return verdict
 
+    # -- tool results -----------------------------------------------------------------------------
+
+    def _result_settings(self) -> ResultSettings:
+        return self.primary.compiled.policy.results if self.primary is not None else ResultSettings()
+
+    def screen_result(self, result: dict[str, Any]):
+        """(result to send instead or None, Counter of secret kinds): the policy in force decides."""
+        return screen_result(result, self._result_settings())
+
+    def mask(self, text: str) -> str:
+        """Free text (an error message from the upstream) with secrets masked, for the evidence."""
+        return default_scanner(self._result_settings().patterns).mask(text)[0]
+
     # -- outcomes -------------------------------------------------------------------------------
 
     def record_outcome(self, verdict: Verdict, outcome: str, *, reviewer: str | None = None, comment: str = "",
-                       error: str = "", in_decision: bool = True) -> None:
+                       error: str = "", in_decision: bool = True, facts: dict[str, Any] | None = None) -> None:
         """Fold the outcome into the spooled decision record if it has not been uploaded yet, else (or when
-        `in_decision` is False) spool a separate outcome record."""
+        `in_decision` is False) spool a separate outcome record. `facts`: what was observed about the result
+        (secrets masked: kinds and counts)."""
         duration_ms = int((time.monotonic() - verdict.started) * 1000)
         final = outcome not in NON_FINAL_OUTCOMES
         if in_decision and outcome in DECISION_OUTCOMES and verdict.record.get("outcome") is None \
@@ -279,26 +304,30 @@ class Enforcer:
             updated = dict(verdict.record, outcome=outcome)
             if reviewer is not None:
                 updated["reviewer"] = reviewer
+            if facts:
+                updated["facts"] = facts
             verdict.record = updated
             # folded into the decision record if it is still waiting in the spool (the usual case: the outcome
             # record below is then never built), else its own record
             if self.spool.merge_outcome(verdict.seq, updated, final=final):
                 return
         self.spool.add_outcome(verdict.seq, outcome_record(verdict.decision_id, outcome, reviewer=reviewer,
-                                                          comment=comment, error=error, duration_ms=duration_ms),
+                                                          comment=comment, error=error, duration_ms=duration_ms,
+                                                          facts=facts),
                                final=final)
         if self.on_record is not None:
             self.on_record()
 
     def recover_interrupted(self) -> int:
         """Append the missing outcome of every call a dead sidecar left open (kill -9, crash, power loss
-        after the decision reached the disk): `failed` for a forwarded call (its result is unknown),
-        `cancelled` for one that was still waiting for approval. Returns how many were closed."""
+        after the decision reached the disk): `unknown` for a forwarded call (it may have run, or failed: only
+        the upstream knows, so claiming either would be false evidence), `cancelled` for one that was still
+        waiting for approval. Returns how many were closed."""
         orphans = self.spool.orphaned_calls()
         for seq, record, state in orphans:
             forwarded = state != 1
             self.spool.add_outcome(seq, outcome_record(
-                record["decision_id"], "failed" if forwarded else "cancelled",
+                record["decision_id"], "unknown" if forwarded else "cancelled",
                 comment="" if forwarded else INTERRUPTED_HELD, error=INTERRUPTED_FORWARDED if forwarded else ""))
         if orphans:
             log.warning("closed calls an earlier sidecar left open", extra={"calls": len(orphans)})

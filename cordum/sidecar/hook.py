@@ -32,10 +32,12 @@ same in memory: `LimitsTracker.carry_over`).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -94,7 +96,7 @@ def parse_claude_event(event: dict[str, Any], *, builtin_server: str) -> HookCal
     if not isinstance(args, dict):
         raise ValueError("tool_input must be an object")
     server, tool = builtin_server, tool_name
-    if tool_name.startswith("mcp__"):
+    if tool_name.startswith("mcp__"):  # mcp__<server as the client names it>__<tool (may contain "__")>
         parts = tool_name.split("__", 2)
         if len(parts) == 3 and parts[1] and parts[2]:
             server, tool = parts[1], parts[2]
@@ -131,7 +133,7 @@ def parse_cursor_event(event: dict[str, Any], *, builtin_server: str) -> HookCal
             args = orjson.loads(args) if args.strip() else {}
         if not isinstance(args, dict):
             raise ValueError("tool_input must be an object")
-        server = event.get("server") or event.get("server_name")
+        server = event.get("server") or event.get("server_name") or cursor_server_key(event, roots)
         if not server and event.get("command"):
             server = guess_server_name(str(event["command"]).split())
         if not server and event.get("url"):
@@ -139,6 +141,28 @@ def parse_cursor_event(event: dict[str, Any], *, builtin_server: str) -> HookCal
 
             server = urlparse(str(event["url"])).hostname or "remote"
         return HookCall(name, str(server or "mcp"), tool, args, session, root)
+    return None
+
+
+def cursor_server_key(event: dict[str, Any], roots: list[Any]) -> str | None:
+    """The key the user gave the server in Cursor's mcp.json (project, then ~/.cursor): Cursor's event only
+    carries the server's `url` or `command`, and policies name servers by their key, not by a host name."""
+    url, command = event.get("url"), event.get("command")
+    files = [Path(r) / ".cursor" / "mcp.json" for r in roots if isinstance(r, str)]
+    files.append(Path.home() / ".cursor" / "mcp.json")
+    for path in files:
+        try:
+            servers = json.loads(path.read_text()).get("mcpServers") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        for key, entry in servers.items() if isinstance(servers, dict) else []:
+            if not isinstance(entry, dict):
+                continue
+            if url and entry.get("url") == url:
+                return str(key)
+            launched = " ".join([str(entry.get("command") or ""), *map(str, entry.get("args") or [])]).strip()
+            if command and launched and launched == str(command).strip():
+                return str(key)
     return None
 
 
@@ -184,10 +208,15 @@ async def decide_hook_event(cfg: SidecarConfig, event: Any, *, agent_format: str
         record_post_tool_outcome(cfg, call)
         return {}
 
+    sidecar = _sidecar_in_front(cfg, call)
+    if sidecar:  # one gate per call: the sidecar decides, holds and records it
+        return answer("allow", f"Cordum: {sidecar}")
     svc = await build_services(cfg, local_bundle=local_bundle, background=False, root=call.root)
     try:
         verdict = decide_counted(svc, call)
-        if verdict.decision == "allow":
+        if verdict.unmapped:
+            result = answer("ask", f"Cordum: {verdict.reason}")
+        elif verdict.decision == "allow":
             result = answer("allow", f"Allowed by Cordum policy rule {verdict.rule or 'defaults.decision'}: "
                                      f"{verdict.reason} (policy {verdict.policy_version})")
         elif verdict.decision == "deny":
@@ -203,19 +232,30 @@ async def decide_hook_event(cfg: SidecarConfig, event: Any, *, agent_format: str
         await svc.close(drain_seconds=0)
 
 
+def _sidecar_in_front(cfg: SidecarConfig, call: HookCall) -> str | None:
+    """Why an MCP call is left to the Cordum sidecar that fronts its server (None: the hook decides it)."""
+    if call.server == cfg.hook.server:
+        return None
+    from cordum.sidecar.install import sidecar_fronted_servers
+
+    if call.server in cfg.hook.sidecar_servers or call.server in sidecar_fronted_servers(call.root):
+        return f"MCP server {call.server} runs behind the Cordum sidecar, which decides and records this call"
+    return None
+
+
 def decide_counted(svc, call: HookCall):
     """Decide the call, with the session's limit counters kept in the spool across hook processes."""
     primary = svc.enforcer.primary
     tracker = primary.limits if primary is not None else None
     if tracker is None or not tracker.has_limits:
         return svc.enforcer.decide(server=call.server, tool=call.tool, arguments=call.arguments,
-                                   session_id=call.session_id, root=call.root)
+                                   session_id=call.session_id, root=call.root, ask_unmapped=True)
     # The transaction ends before any approval wait, so other hook processes are held for one decision only.
     with svc.spool.hook_session(call.session_id, policy_version=primary.version) as session:
         if session.counters is not None:
             tracker.import_session(call.session_id, session.counters)
         verdict = svc.enforcer.decide(server=call.server, tool=call.tool, arguments=call.arguments,
-                                      session_id=call.session_id, root=call.root)
+                                      session_id=call.session_id, root=call.root, ask_unmapped=True)
         session.counters = tracker.export_session(call.session_id, now=time.time())
     return verdict
 

@@ -95,13 +95,16 @@ HELD, FORWARDED = 1, 2
 
 
 def outcome_record(decision_id: str, outcome: str, *, reviewer: str | None = None, comment: str = "",
-                   error: str = "", duration_ms: int | None = None) -> dict[str, Any]:
+                   error: str = "", duration_ms: int | None = None, facts: dict | None = None) -> dict[str, Any]:
     """An outcome record for a decision already spooled (the evidence contract's outcome fields)."""
     from cordum.sidecar.ids import utc_now_rfc3339
 
-    return {"record_type": "outcome", "decision_id": decision_id, "outcome": outcome, "reviewer": reviewer,
-            "comment": comment or "", "error": (error or "")[:2000], "timestamp": utc_now_rfc3339(),
-            "duration_ms": duration_ms}
+    record = {"record_type": "outcome", "decision_id": decision_id, "outcome": outcome, "reviewer": reviewer,
+              "comment": comment or "", "error": (error or "")[:2000], "timestamp": utc_now_rfc3339(),
+              "duration_ms": duration_ms}
+    if facts:
+        record["facts"] = facts
+    return record
 
 
 def record_id_of(record: dict[str, Any]) -> str:
@@ -389,6 +392,17 @@ class Spool:
         """Records waiting to be uploaded (rejected ones excluded)."""
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM records WHERE inflight < 2").fetchone()[0]
+
+    def oldest_waiting_at(self) -> str | None:
+        """RFC 3339 time of the oldest record still waiting for upload (the backlog's age), None when empty."""
+        with self._lock:
+            row = self._db.execute("SELECT body FROM records WHERE inflight < 2 ORDER BY seq LIMIT 1").fetchone()
+        if row is None:
+            return None
+        try:
+            return str(orjson.loads(row[0]).get("timestamp") or "") or None
+        except (orjson.JSONDecodeError, AttributeError):
+            return None
 
     def rejected(self) -> int:
         with self._lock:

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from cordum.sidecar import __version__
 from cordum.sidecar.config import SidecarConfig
 from cordum.sidecar.enforcer import PolicyLoadError, load_local_policy
 from cordum.sidecar.spool import Spool
+
+
+def _backlog(oldest: str | None) -> dict[str, Any]:
+    """How long the oldest unsent record has waited: a growing age means uploads are failing or too slow."""
+    if oldest is None:
+        return {"backlog_oldest_at": None, "backlog_age_seconds": 0}
+    try:
+        age = (datetime.now(UTC) - datetime.fromisoformat(oldest.replace("Z", "+00:00"))).total_seconds()
+    except ValueError:
+        return {"backlog_oldest_at": oldest, "backlog_age_seconds": None}
+    return {"backlog_oldest_at": oldest, "backlog_age_seconds": max(0, round(age))}
 
 
 def status_report(cfg: SidecarConfig, *, local_bundle: str | None = None) -> dict[str, Any]:
@@ -24,6 +36,7 @@ def status_report(cfg: SidecarConfig, *, local_bundle: str | None = None) -> dic
             "spool_depth": spool.depth(),
             "spool_rejected": spool.rejected(),
             "last_upload_at": spool.get_meta("last_upload_at"),
+            **_backlog(spool.oldest_waiting_at()),
             "upstreams": [u.name for u in cfg.upstreams],
         }
     finally:
@@ -36,14 +49,14 @@ def status_report(cfg: SidecarConfig, *, local_bundle: str | None = None) -> dic
         except PolicyLoadError as exc:
             report.update(bundle_version=None, bundle_error=str(exc))
     else:
-        from cordum.sidecar.bundles import BundleError, BundleStore, bundle_verify
+        from cordum.sidecar.bundles import BundleError, BundleStore, KeyStore, bundle_verify
 
         stored = BundleStore(cfg.bundle_store_path).load()
         if stored is None:
             report.update(bundle_version=None, bundle_error="no bundle received yet (every call is denied)")
         else:
             try:
-                bundle_verify(stored, cfg.trusted_keys)
+                bundle_verify(stored, KeyStore(cfg.key_store_path).trusted(cfg.trusted_keys))
                 manifest = stored["manifest"]
                 report.update(bundle_version=manifest.get("version"), bundle_sequence=manifest.get("sequence"),
                               bundle_source=str(cfg.bundle_store_path))

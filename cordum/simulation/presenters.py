@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cordum.policy.simulate import DECISIONS
-from cordum.simulation.selectors import evidence_record_links
+from cordum.simulation.selectors import evidence_record_samples
 
 LABELS = {"allow": "allow", "require_approval": "approval", "deny": "deny"}
 
@@ -26,7 +26,7 @@ def report_view(simulation, *, membership=None) -> dict | None:
         for after in DECISIONS:
             n = matrix[before][after]
             cells.append({"after": after, "count": n, "pct": _pct(n, total), "changed": before != after,
-                          "shade": round(0.08 + 0.6 * n / cell_max, 2) if n else 0})
+                          "shade": round(0.06 + 0.3 * n / cell_max, 2) if n else 0})  # light enough for text on it
         rows.append({"before": before, "cells": cells, "total": sum(matrix[before].values())})
     column_totals = [sum(matrix[b][a] for b in DECISIONS) for a in DECISIONS]
 
@@ -41,11 +41,16 @@ def report_view(simulation, *, membership=None) -> dict | None:
     for key in ("changed_by_rule", "changed_by_agent", "changed_calls"):
         for group in report.get(key, []):
             sample_ids.update(group.get("samples", []))
-    links = evidence_record_links(organization=simulation.organization, decision_ids=sample_ids,
-                                  membership=membership)
+    known = evidence_record_samples(organization=simulation.organization, decision_ids=sample_ids,
+                                    membership=membership)
 
     def samples(group):
-        return [{"id": s, "short": s[-12:], "url": links.get(s, "")} for s in group.get("samples", [])]
+        return [{"id": s, "short": s[-12:], **known.get(s, {"url": "", "call": ""})} for s in group.get("samples", [])]
+
+    def changed_call(group):
+        """The call as people read it (from a sample they may open), beside its before -> after."""
+        calls = [known[s]["call"] for s in group.get("samples", []) if s in known and known[s]["call"]]
+        return {**group, "sample_links": samples(group), "call": calls[0] if calls else ""}
 
     return {
         "summary": report["summary"],
@@ -60,7 +65,7 @@ def report_view(simulation, *, membership=None) -> dict | None:
         "by_rule": [{**g, "sample_links": samples(g)} for g in report["changed_by_rule"]],
         "by_agent": [{**g, "sample_links": samples(g), "transitions_list": sorted(g["transitions"].items())}
                      for g in report["changed_by_agent"]],
-        "changed_calls": [{**g, "sample_links": samples(g)} for g in report["changed_calls"][:50]],
+        "changed_calls": [changed_call(g) for g in report["changed_calls"][:50]],
         "changed_calls_more": max(len(report["changed_calls"]) - 50, 0) + report.get("changed_calls_truncated", 0),
         "run": report.get("run", {}),
         "gate": simulation.gate,

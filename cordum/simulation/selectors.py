@@ -261,14 +261,14 @@ def simulation_get(*, organization, pk: int) -> Simulation:
     )
 
 
-def evidence_record_links(*, organization, decision_ids: set[str], membership=None) -> dict[str, str]:
-    """decision_id -> URL of its evidence record page (empty when that page does not exist).
+def evidence_record_samples(*, organization, decision_ids: set[str], membership=None) -> dict[str, dict]:
+    """decision_id -> {"url", "call"}: its evidence record page and what the call did ("write.file src/app.py").
 
-    With `membership`, only records that member may open (their teams' unless they read every team's), so a
-    policy author is not shown links that answer 404.
+    With `membership`, only records that member may open (their scope's), so a policy author is shown neither
+    links that answer 404 nor what other teams' calls did.
     """
     from django.core.exceptions import PermissionDenied
-    from django.urls import NoReverseMatch, reverse
+    from django.urls import reverse
 
     from cordum.decisions.selectors import evidence_visible
 
@@ -282,12 +282,8 @@ def evidence_record_links(*, organization, decision_ids: set[str], membership=No
             return {}
     rows = records.filter(
         organization=organization, record_type="decision", decision_id__in=decision_ids
-    ).values_list("decision_id", "pk")
-    out = {}
-    for decision_id, pk in rows:
-        try:
-            out[decision_id] = reverse("decisions:record", kwargs={"pk": pk})
-        except NoReverseMatch:
-            return {}
-    return out
+    ).values_list("decision_id", "pk", "action", "target")
+    return {decision_id: {"url": reverse("decisions:record", kwargs={"pk": pk}),
+                          "call": " ".join(part for part in (action, target) if part)}
+            for decision_id, pk, action, target in rows}
 

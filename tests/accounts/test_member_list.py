@@ -1,4 +1,4 @@
-"""The Members page says whose evidence each member reads: "all" only for roles that read every team's."""
+"""The Members page says whose evidence each member reads, as the evidence selectors apply it."""
 
 import re
 
@@ -17,7 +17,7 @@ def _teams_cell(html: str, username: str) -> str:
     return re.sub(r"<[^>]+>", "", re.findall(r"<td>(.*?)</td>", row, re.S)[3]).strip()
 
 
-def test_members_without_teams_show_all_only_when_they_read_every_teams_evidence(client):
+def test_members_page_says_all_for_unscoped_staff_and_own_agents_for_unscoped_members(client):
     org = OrganizationFactory()
     payments = TeamFactory(organization=org, name="Payments", slug="payments")
     admin = MembershipFactory(organization=org, role=Role.ADMIN)
@@ -29,11 +29,11 @@ def test_members_without_teams_show_all_only_when_they_read_every_teams_evidence
     html = client.get(reverse("accounts:membership_list")).content.decode()
 
     assert _teams_cell(html, admin.user.username) == "all"
-    assert _teams_cell(html, no_team[Role.AUDITOR].user.username) == "all"
-    for role in (Role.POLICY_AUTHOR, Role.REVIEWER, Role.MEMBER):
-        membership = no_team[role]
-        assert team_scope(membership) == []  # what the evidence selectors apply: no team's records
-        assert _teams_cell(html, membership.user.username) == "none"
+    for role in (Role.AUDITOR, Role.POLICY_AUTHOR, Role.REVIEWER):  # unscoped staff read every team's
+        assert team_scope(no_team[role]) is None
+        assert _teams_cell(html, no_team[role].user.username) == "all"
+    assert team_scope(no_team[Role.MEMBER]) == []  # a member scoped to no team: only their own agents
+    assert _teams_cell(html, no_team[Role.MEMBER].user.username) == "own agents"
     assert _teams_cell(html, scoped.user.username) == "Payments"
 
 

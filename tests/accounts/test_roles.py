@@ -13,6 +13,7 @@ ADMIN_PAGES = [
     ("accounts:membership_create", {}),
     ("accounts:agent_list", {}),
     ("accounts:agent_create", {}),
+    ("accounts:sso_settings", {}),
 ]
 API_ENDPOINTS = ["/api/v1/teams/", "/api/v1/memberships/", "/api/v1/agents/"]
 AUDIT_LOG_ROLES = {Role.ADMIN, Role.AUDITOR}

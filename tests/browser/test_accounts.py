@@ -60,3 +60,28 @@ def test_member_gets_403_on_the_agents_admin_page(login, live_server, page):
     expect(page.locator("nav")).not_to_contain_text("Agents")
     response = page.goto(f"{live_server.url}/agents/")
     assert response.status == 403
+
+
+def test_an_invited_member_sets_a_password_from_the_emailed_link_and_logs_in(login, live_server, page, mailoutbox):
+    admin = MembershipFactory(role=Role.ADMIN)
+    login(admin.user.username)
+    page.click("nav >> text=Members")
+    page.click("text=Add member")
+    page.fill("#id_username", "invited-ines")
+    page.fill("#id_email", "ines@example.com")
+    page.click("main button[type=submit]")
+    expect(page.locator("table")).to_contain_text("invited")
+    link = re.search(r"https?://\S+/invite/\S+/", mailoutbox[-1].body).group(0)
+    path = link.split("/invite/", 1)[1]
+    page.click("header >> text=Log out")
+
+    page.goto(f"{live_server.url}/invite/{path}")
+    page.fill("#id_new_password1", "ines-passphrase-2026")
+    page.fill("#id_new_password2", "ines-passphrase-2026")
+    page.click("main button[type=submit]")
+    expect(page.locator(".messages")).to_contain_text("Password set")
+    page.fill("#id_username", "invited-ines")
+    page.fill("#id_password", "ines-passphrase-2026")
+    page.click("main button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/")
+    expect(page.locator(".who")).to_contain_text("invited-ines")

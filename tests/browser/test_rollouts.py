@@ -65,3 +65,35 @@ def test_author_promotes_a_rollout_and_sees_the_fleet_counts_change(login, live_
     page.click("nav >> text=Fleet")
     expect(page.locator("[data-testid=fleet-summary]")).to_have_text(f"2 of 2 sidecars enforce {v2}")
     expect(page.locator("tr[data-version]")).to_have_count(2)
+
+
+def test_the_rollout_stepper_creates_a_plan_that_starts(login, live_server, celery_eager):
+    from cordum.policies.models import PolicyRepository
+    from cordum.policies.services import signing_key_create
+
+    org = OrganizationFactory(slug="acme-stepper", name="Acme")
+    signing_key_create(organization=org)
+    TeamFactory(organization=org, slug="payments", name="Payments")
+    repository = PolicyRepository.objects.create(organization=org, name="policies", url="/nonexistent")
+    publish_version(repository, POLICY_V1, "v1.0.0")
+    author = MembershipFactory(organization=org, role=Role.POLICY_AUTHOR).user
+
+    page = login(author.username)
+    page.goto(f"{live_server.url}/rollouts/plans/{repository.pk}/")
+    expect(page.locator("fieldset.stage")).to_have_count(3)  # shadow, canary, all to start from
+    canary = page.locator("[data-testid=stage-2]")
+    canary.get_by_label("Payments").check()
+    canary.locator("input[name$=percent]").fill("0")
+    page.click("text=Add a stage")
+    expect(page.locator("fieldset.stage")).to_have_count(4)
+    page.locator("[data-testid=stage-4]").get_by_label("Remove this stage").check()
+    page.click("button:text-is('Save plan')")
+    expect(page.locator(".messages")).to_contain_text("Rollout plan saved")
+
+    publish_version(repository, POLICY_V2, "v2.0.0")
+
+    rollout = Rollout.objects.get(repository=repository)
+    assert [s["kind"] for s in rollout.stages] == ["shadow", "canary", "all"]
+    assert rollout.stages[1]["teams"] == ["payments"]
+    page.goto(f"{live_server.url}/rollouts/{rollout.pk}/")
+    expect(page.locator("[data-testid=rollout-stage]")).to_contain_text("shadow")

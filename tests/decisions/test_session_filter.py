@@ -81,3 +81,30 @@ def test_an_outcome_records_page_links_the_session_of_its_decision(approved_sess
     assert approved.session_id == ""
     html = _client(approved_session["auditor"]).get(f"/evidence/records/{approved.pk}/").content.decode()
     assert '<a class="mono" href="/evidence/sessions/sess_a/">sess_a</a> <span class="muted">(its decision\'s)' in html
+
+
+def test_the_session_filter_accepts_the_start_of_an_id(approved_session):
+    html = _client(approved_session["auditor"]).get("/evidence/?session=sess_").content.decode()
+    assert html.count('class="badge require_approval"') >= 2  # sess_a and sess_b both start with sess_
+    exact = _client(approved_session["auditor"]).get("/evidence/export/?format=jsonl&session=sess_a")
+    prefix = _client(approved_session["auditor"]).get("/evidence/export/?format=jsonl&session=sess_")
+    assert len(b"".join(prefix.streaming_content).splitlines()) > len(b"".join(exact.streaming_content).splitlines())
+
+
+def test_a_session_spans_until_its_last_outcome_and_reads_in_minutes(approved_session):
+    import datetime as dt
+
+    from cordum.common.templatetags.cordum_tags import duration
+
+    org, agent = approved_session["org"], approved_session["pay_agent"]
+    start = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
+    held = make_decision(decision="require_approval", session_id="sess_long", when=start)
+    services.evidence_append(organization=org, records=[held], agent=agent)
+    later = make_outcome(held, "approved", reviewer="alice@example.com",
+                         timestamp=(start + dt.timedelta(minutes=7, seconds=5)).isoformat().replace("+00:00", "Z"))
+    services.evidence_append(organization=org, records=[later], agent=agent)
+
+    html = _client(approved_session["auditor"]).get("/evidence/sessions/sess_long/").content.decode()
+
+    assert '<div class="stat" id="session-span">7 min 5 s</div>' in html
+    assert [duration(s) for s in (0.4, 41, 3600, 9244)] == ["0.4 s", "41 s", "1 h", "2 h 34 min"]

@@ -102,9 +102,10 @@ def test_bundle_and_keys_belong_to_the_agents_organisation_only(client, reposito
     services.sync_repository(repository=repository)
     _other, issued = agent_with_token(organization=OrganizationFactory(), name="stranger")
     assert client.get("/api/v1/bundle", **_agent(client, issued.plaintext)).status_code == 404
-    assert client.get("/api/v1/keys", **_agent(client, issued.plaintext)).json() == {"keys": []}
+    assert client.get("/api/v1/keys", **_agent(client, issued.plaintext)).json() == {"keys": [], "retired": []}
     keys = client.get("/api/v1/keys", **_agent(client, agent_token)).json()["keys"]
-    assert keys == [{"key_id": signing_key.key_id, "alg": "ed25519", "public_key": signing_key.public_key}]
+    assert keys == [{"key_id": signing_key.key_id, "alg": "ed25519", "public_key": signing_key.public_key,
+                     "endorsements": []}]
 
 
 def test_people_cannot_fetch_the_agent_bundle(client, repository, admin):

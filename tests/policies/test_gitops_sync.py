@@ -197,3 +197,44 @@ def test_sync_policies_command_fails_with_the_git_error(org, signing_key, tmp_pa
     with pytest.raises(CommandError, match="failed to sync"):
         call_command("sync_policies", stdout=io.StringIO(), stderr=err)
     assert "sync acme/policies:" in err.getvalue() and "failed" in err.getvalue()
+
+
+def test_pull_and_merge_request_heads_from_forks_are_synced_and_validated_like_branches(repository, workspace, org):
+    services.sync_repository(repository=repository)
+    fork_pr = workspace.commit(POLICY_V2, "Fork: require approval for git push", push=False)
+    workspace.clone.git.push("origin", f"{fork_pr}:refs/pull/7/head")
+    workspace.clone.git.reset("--hard", "HEAD~1")  # the second proposal forks from main, not from the first
+    bad_mr = workspace.commit(POLICY_INVALID, "Fork: broken", push=False)
+    workspace.clone.git.push("origin", f"{bad_mr}:refs/merge-requests/3/head")
+
+    services.sync_repository(repository=repository)
+
+    pr = PolicyVersion.objects.get(commit_sha=fork_pr)
+    assert pr.branches == ["pull/7/head"] and pr.is_valid and not pr.is_live
+    mr = PolicyVersion.objects.get(commit_sha=bad_mr)
+    assert mr.branches == ["merge-requests/3/head"] and not mr.is_valid
+    repository.refresh_from_db()
+    assert repository.branch_heads["pull/7/head"] == fork_pr
+    assert repository.branch_heads["merge-requests/3/head"] == bad_mr
+    assert PolicyBundle.objects.count() == 1
+
+
+def test_repository_page_lists_branches_and_fork_pull_requests_with_head_author_and_validity_newest_first(
+    client, admin, repository, workspace, org
+):
+    services.sync_repository(repository=repository)
+    workspace.commit(POLICY_INVALID, "Fork: broken", push=False)
+    later = "2030-01-01T00:00:00+00:00"  # committed after main's head even within the same second
+    workspace.clone.git.commit("--amend", "--no-edit", env={"GIT_AUTHOR_DATE": later, "GIT_COMMITTER_DATE": later})
+    fork_pr = workspace.clone.head.commit.hexsha
+    workspace.clone.git.push("origin", f"{fork_pr}:refs/pull/7/head")
+    workspace.clone.git.reset("--hard", "HEAD~1")
+    services.sync_repository(repository=repository)
+    client.force_login(admin)
+
+    page = client.get(f"/policies/repositories/{repository.pk}/").content.decode()
+
+    table = page[page.index('id="branch-rows"'):page.index("<h2>Versions</h2>")]
+    assert table.index("pull/7/head") < table.index("main")  # the pull request is the newer activity
+    pr_row = table[table.index("pull/7/head"):table.index("main")]
+    assert fork_pr[:7] in pr_row and "Pat Author" in pr_row and "invalid" in pr_row

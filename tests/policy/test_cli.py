@@ -139,7 +139,7 @@ def test_diff_replays_an_evidence_export_through_each_policys_own_tool_map(tmp_p
     repo = tmp_path / "repo"
     shutil.copytree(TEMPLATE, repo)
     text = (repo / "safety.yaml").read_text()
-    catch_all = '  - {server: claude-code, tool: Bash, topic: job.mcp-bridge.shell.exec, target: "{command}"}'
+    catch_all = '  - {server: claude-code, tool: [Bash, PowerShell], topic: job.mcp-bridge.shell.exec, target: "{command}"}'
     test_runs = ("  - {server: claude-code, tool: Bash, when: {args: {command: {regex: ['^pytest\\b']}}}, "
                  'topic: job.mcp-bridge.shell.test, target: "{command}"}\n')
     rule = ('  - id: allow-test-runs\n    match: {topics: ["job.mcp-bridge.shell.test"]}\n'
@@ -154,4 +154,17 @@ def test_diff_replays_an_evidence_export_through_each_policys_own_tool_map(tmp_p
     r = cordum("policy", "diff", TEMPLATE / "safety.yaml", repo / "safety.yaml", "--calls", export)
     assert r.returncode == 0, r.stderr
     assert "decisions: 1 of 1 calls move" in r.stdout
-    assert "deny (default) -> allow (allow-test-runs)" in r.stdout
+    assert "require_approval (approve-shell) -> allow (allow-test-runs)" in r.stdout
+
+
+def test_coverage_lists_the_client_tools_a_tool_map_misses(tmp_path):
+    ok = cordum("policy", "coverage", TEMPLATE, "--client", "claude-code")
+    assert ok.returncode == 0 and "unmapped" not in ok.stdout
+    policy = tmp_path / "safety.yaml"
+    policy.write_text("version: v1\ntools:\n  - {server: claude-code, tool: [Read, Bash], topic: job.mcp-bridge.read.file}\n"
+                      "rules:\n  - id: r\n    match: {topics: [job.mcp-bridge.read.file]}\n    decision: allow\n")
+    tools = tmp_path / "tools.json"
+    tools.write_text('["Read", "Bash", "Write", "Frobnicate"]')
+    gaps = cordum("policy", "coverage", policy, "--tools-from", tools, "--format", "json")
+    assert gaps.returncode == 1
+    assert json.loads(gaps.stdout)["unmapped"] == ["Write", "Frobnicate"]

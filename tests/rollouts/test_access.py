@@ -86,13 +86,12 @@ def test_plan_api_validates_stages_and_is_audited(person, repository):
 
 
 def test_plan_form_saves_the_plan(person, repository):
-    import json
+    from tests.rollouts.test_plan_warnings import plan_post
 
     author = person(Role.POLICY_AUTHOR)
     assert author.get(reverse("rollouts:plan", args=[repository.pk])).status_code == 200
-    response = author.post(reverse("rollouts:plan", args=[repository.pk]), {
-        "stages": json.dumps([{"name": "all", "kind": "all"}]), "auto_start": "on",
-        "max_new_restriction_rate": "0.1", "forecast_margin": "0.05", "min_calls": "5"})
+    response = author.post(reverse("rollouts:plan", args=[repository.pk]), plan_post(
+        [{"name": "all", "kind": "all", "soak_minutes": "0"}], max_new_restriction_rate="0.1", min_calls="5"))
     assert response.status_code == 302
     assert repository.rollout_plan.max_new_restriction_rate == 0.1
 

@@ -174,8 +174,8 @@ def test_a_sidecar_killed_after_answering_but_before_spooling_the_outcome_is_clo
     asyncio.run(phase_two())
     records = Spool(spool_path).records()
     [closed] = [r for r in records if r["decision_id"] == decision["decision_id"] and r["record_type"] == "outcome"]
-    assert (closed["outcome"], closed["error"]) == ("failed", INTERRUPTED_FORWARDED)
-    assert [r.get("outcome") for r in records] == [None, "failed", "executed"]  # decision, its closure, new call
+    assert (closed["outcome"], closed["error"]) == ("unknown", INTERRUPTED_FORWARDED)
+    assert [r.get("outcome") for r in records] == [None, "unknown", "executed"]  # decision, its closure, new call
     assert len(sidecar_pids(log_path)) == 2
 
     asyncio.run(phase_two())  # a second restart finds nothing left open: closed exactly once

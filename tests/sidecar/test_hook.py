@@ -202,6 +202,18 @@ def test_cursor_shell_commands_are_governed(tmp_path):
     assert allowed == {"permission": "allow"}
 
 
+def test_a_cursor_http_server_keeps_the_name_it_has_in_mcp_json(tmp_path):
+    project = tmp_path / "proj"
+    (project / ".cursor").mkdir(parents=True)
+    (project / ".cursor" / "mcp.json").write_text(json.dumps(
+        {"mcpServers": {"filesystem": {"url": "https://tools.example.com/mcp"}}}))
+    event = {**cursor("beforeMCPExecution", tool_name="read_text_file", tool_input=json.dumps({"path": "a.py"}),
+                      url="https://tools.example.com/mcp"), "workspace_roots": [str(project)]}
+    run_hook(event, tmp_path, "--agent-format", "cursor")
+    [record] = Spool(tmp_path / "spool.db").records()
+    assert record["server"] == "filesystem"  # not "tools.example.com"
+
+
 def test_cursor_file_reads_and_mcp_calls_are_governed(tmp_path):
     secret = run_hook(cursor("beforeReadFile", file_path="/work/project/.env", content="SECRET=1"), tmp_path,
                       "--agent-format", "cursor")
@@ -238,7 +250,9 @@ TEMPLATE = POLICY.parents[3] / "policies_repo_template" / "safety.yaml"
     ("git push origin main", "deny", "approve-git-push"),  # needs a reviewer; offline, the owner may not approve
     ("terraform destroy -auto-approve", "deny", "deny-infra-destroy"),
     ("cat .env", "deny", "deny-secrets-access"),
-    ("ls -la", "deny", "defaults.decision"),  # the template denies other shell commands by default
+    ("ls -la", "allow", "allow-code-read"),  # read-only commands run without a prompt
+    ("python3 --version", "allow", "allow-code-read"),
+    ("pytest -q", "ask", "approve-shell"),  # other commands: offline, the developer at the terminal confirms
 ])
 def test_the_policy_templates_tool_map_governs_claude_code_bash(tmp_path, command, expected, rule):
     answer = subprocess.run(
@@ -247,13 +261,14 @@ def test_the_policy_templates_tool_map_governs_claude_code_bash(tmp_path, comman
         timeout=60)
     decision, reason = decision_of(json.loads(answer.stdout))
     assert decision == expected
-    [record] = Spool(tmp_path / "s.db").records()
+    record = Spool(tmp_path / "s.db").records()[0]  # the decision (an offline ask adds its outcome record)
     assert (record["rule"] or "defaults.decision") == rule, reason
 
 
 @pytest.mark.parametrize("template", [False, True])
-def test_a_held_edit_sends_the_reviewer_a_diff_unless_the_policy_redacts_the_text(tmp_path, control_plane, template):
-    if template:  # the template redacts old_string/new_string: those values never leave the machine
+def test_a_held_edit_sends_the_reviewer_a_diff_even_when_the_evidence_redacts_the_text(tmp_path, control_plane,
+                                                                                          template):
+    if template:  # the template redacts old_string/new_string in evidence; the reviewer still sees the diff
         policy = TEMPLATE
     else:
         policy = tmp_path / "review-writes.yaml"
@@ -270,8 +285,38 @@ def test_a_held_edit_sends_the_reviewer_a_diff_unless_the_policy_redacts_the_tex
                           env=sidecar_env(CORDUM_TEST_TOKEN="cdm_agent_x"), timeout=60)
     assert decision_of(json.loads(proc.stdout))[0] == "allow"
     [request] = control_plane.approval_requests
+    assert "-const ok = false;" in request["diff"] and "+const ok = true;" in request["diff"]
     if template:
-        assert request["rule"] == "approve-code-write" and request["diff"] == ""
-        assert request["args"]["new_string"] == "[REDACTED]"
-    else:
-        assert "-const ok = false;" in request["diff"] and "+const ok = true;" in request["diff"]
+        assert request["rule"] == "approve-code-write" and request["args"]["new_string"] == "[REDACTED]"
+
+def test_a_tool_the_map_does_not_know_is_asked_about_naming_the_tool(tmp_path):
+    answer = subprocess.run(
+        [PYTHON, "-m", "cordum.sidecar", "hook", "--bundle", str(TEMPLATE), "--spool", str(tmp_path / "s.db")],
+        input=json.dumps(claude("FrobnicateRepo", {"depth": 3})).encode(), capture_output=True, env=sidecar_env(),
+        timeout=60)
+    decision, reason = decision_of(json.loads(answer.stdout))
+    assert decision == "ask"
+    assert "unmapped tool FrobnicateRepo of claude-code: add it to the tool map" in reason
+    [record] = Spool(tmp_path / "s.db").records()
+    assert record["decision"] == "require_approval" and record["rule"] is None
+
+
+def test_an_mcp_call_to_a_server_behind_the_sidecar_is_left_to_the_sidecar_and_recorded_once(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / ".mcp.json").write_text(json.dumps({"mcpServers": {
+        "files": {"command": "cordum-sidecar", "args": ["run", "--bundle", "safety.yaml", "--name", "files", "--",
+                                                        "npx", "@modelcontextprotocol/server-filesystem", "."]},
+        "plain": {"command": "npx", "args": ["some-server"]}}}))
+
+    def hook(tool_name):
+        event = dict(claude(tool_name, {"path": ".env"}), cwd=str(project))
+        done = subprocess.run([PYTHON, "-m", "cordum.sidecar", "hook", "--bundle", str(TEMPLATE), "--spool",
+                               str(tmp_path / "s.db")], input=json.dumps(event).encode(), capture_output=True,
+                              env=sidecar_env(), timeout=60)
+        return decision_of(json.loads(done.stdout))
+
+    assert hook("mcp__files__read_text_file")[0] == "allow"  # the sidecar in front decides (and denies .env)
+    assert hook("mcp__cordum__filesystem__read_text_file")[0] == "allow"  # the HTTP sidecar the docs name cordum
+    assert hook("mcp__plain__read_text_file")[0] == "ask"  # not behind a sidecar: the hook decides
+    assert [r["server"] for r in Spool(tmp_path / "s.db").records()] == ["plain"]

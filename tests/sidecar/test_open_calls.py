@@ -59,8 +59,8 @@ def test_a_dead_runs_forwarded_and_held_calls_are_closed_once_by_the_next_run(tm
     outcomes = {r["decision_id"]: r for r in restarted.records() if r["record_type"] == "outcome"}
     assert set(outcomes) == {forwarded.decision_id, held.decision_id, approved_then_forwarded.decision_id}
     assert (outcomes[forwarded.decision_id]["outcome"], outcomes[forwarded.decision_id]["error"]) == (
-        "failed", INTERRUPTED_FORWARDED)
-    assert (outcomes[approved_then_forwarded.decision_id]["outcome"]) == "failed"
+        "unknown", INTERRUPTED_FORWARDED)
+    assert (outcomes[approved_then_forwarded.decision_id]["outcome"]) == "unknown"
     assert (outcomes[held.decision_id]["outcome"], outcomes[held.decision_id]["comment"]) == (
         "cancelled", INTERRUPTED_HELD)
     assert _enforcer(restarted).recover_interrupted() == 0  # closed once
@@ -97,7 +97,7 @@ async def test_a_call_killed_after_its_decision_was_uploaded_is_still_recovered(
         restarted.start_run()
         assert _enforcer(restarted).recover_interrupted() == 1
         assert await Uploader(restarted, client).drain() is True
-    assert control_plane.stored[f"{verdict.decision_id}:failed"]["error"] == INTERRUPTED_FORWARDED
+    assert control_plane.stored[f"{verdict.decision_id}:unknown"]["error"] == INTERRUPTED_FORWARDED
     restarted.close()
 
 

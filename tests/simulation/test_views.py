@@ -38,8 +38,8 @@ def test_an_author_runs_a_version_and_sees_the_matrix(author, versions, recorded
     html = author.get(response["Location"]).content.decode()
     assert 'id="transition-matrix"' in html
     assert "deny-env-reads" in html and "deny-terraform-destroy" in html
-    # This author is scoped to no team, so may open no evidence record: samples are shown without links.
-    assert '<a class="mono" href="/evidence/records/' not in html
+    # This author is scoped to no team, so reads every team's records: samples link to them.
+    assert '<a class="mono" href="/evidence/records/' in html
 
 
 def test_report_samples_link_only_to_evidence_records_the_reader_may_open(member_client, sim_org, versions,
@@ -164,3 +164,32 @@ def test_the_list_and_compare_say_what_each_simulation_was_compared_with(author,
     html = author.get(reverse("simulation:compare") + f"?a={a}&b={b}").content.decode()
     assert f"#{a} proposed@bbbbbbb (7d, vs recorded)" in html
     assert f"#{b} proposed@bbbbbbb (7d, vs live {versions['live'].version})" in html
+
+
+def test_changed_calls_say_what_the_call_did_only_to_readers_who_may_open_it(member_client, sim_org, versions):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from cordum.decisions.services import evidence_append
+    from tests.simulation.data import recorded_calls
+
+    day1 = (timezone.now() - dt.timedelta(days=3)).replace(hour=9, minute=0, second=0, microsecond=0)
+    evidence_append(organization=sim_org, records=[
+        {**r, "action": "read.file" if "path" in r["args"] else f"{r['server']}.{r['tool']}",
+         "target": r["args"].get("path") or r["args"].get("branch") or r["args"].get("command")}
+        for r in recorded_calls(day1)])
+    simulation = services.simulation_run(simulation=services.simulation_create(
+        organization=sim_org, user=None, enqueue=False, candidate_version_id=versions["candidate"].pk))
+    url = reverse("simulation:detail", args=[simulation.pk])
+
+    def changed_calls(client):
+        return client.get(url).content.decode().split('id="changed-calls"')[1].split("</table>")[0]
+
+    everything = changed_calls(member_client(Role.AUDITOR))
+    assert "read.file services/api/.env" in everything and "read.file .env" in everything  # payments and web
+    author = member_client(Role.POLICY_AUTHOR)
+    author.user.memberships.get().teams.set(sim_org.teams.filter(slug="payments"))
+    payments_only = changed_calls(author)
+    assert "read.file services/api/.env" in payments_only
+    assert "read.file .env<" not in payments_only and "arguments sha256:" in payments_only  # web: digest only

@@ -1,0 +1,45 @@
+"""Evidence `facts`: what the sidecar kept from the agent (secrets masked in a tool result: kinds and counts) is
+stored, hashed into the chain, and exported to SIEMs; anything else under that name is refused."""
+
+import pytest
+from rest_framework.test import APIClient
+
+from cordum.decisions.audit import verify_chain
+from cordum.decisions.models import EvidenceRecord
+from tests.decisions.conftest import agent_client, make_decision, make_outcome
+
+pytestmark = pytest.mark.django_db
+
+
+def _post(org_setup, records):
+    return agent_client(org_setup["pay_token"]).post("/api/v1/decisions", {"records": records}, format="json")
+
+
+def test_masked_result_facts_are_stored_chained_and_exported(org_setup, celery_eager,
+                                                             django_capture_on_commit_callbacks):
+    decision = make_decision(outcome="executed", facts={"masked": {"AWS Access Key": 1, "Private Key": 1}})
+    outcome = make_outcome(make_decision(), "executed", facts={"masked": {"GitHub Token": 2}, "withheld": True})
+    with django_capture_on_commit_callbacks(execute=True):
+        assert _post(org_setup, [decision, outcome]).status_code == 202
+
+    stored = EvidenceRecord.objects.get(decision_id=decision["decision_id"])
+    assert stored.facts == '{"masked":{"AWS Access Key":1,"Private Key":1}}'
+    assert verify_chain(organization_id=org_setup["org"].pk).ok
+    auditor = APIClient()
+    auditor.force_authenticate(org_setup["auditor"].user)
+    exported = {r["decision_id"]: r["facts"] for r in auditor.get("/api/v1/evidence").json()["records"]}
+    assert exported[decision["decision_id"]] == {"masked": {"AWS Access Key": 1, "Private Key": 1}}
+    assert {"masked": {"GitHub Token": 2}, "withheld": True} in exported.values()
+
+
+@pytest.mark.parametrize(("facts", "field"), [
+    ("masked", "records[0].facts"),
+    ({"masked": {"AWS Access Key": "AKIA..."}}, "records[0].facts.masked"),
+    ({"masked": {"x": 0}}, "records[0].facts.masked"),
+    ({"secret": "AKIAIOSFODNN7EXAMPLE"}, "records[0].facts.secret"),
+    ({"withheld": "yes"}, "records[0].facts.withheld"),
+])
+def test_anything_else_under_facts_is_refused_naming_the_field(org_setup, facts, field):
+    response = _post(org_setup, [make_decision(facts=facts)])
+    assert response.status_code == 400
+    assert field in response.json()["message"]
