@@ -750,58 +750,68 @@ def _covers(d: Match, r: Match) -> bool:
     return True
 
 
+class _YamlBudget:
+    """Counts one YAML event stream against the input limits; `feed` returns the first limit crossed."""
+
+    def __init__(self) -> None:
+        self.depth = self.aliases = self.rule_count = 0
+        self.rules_depth: int | None = None  # depth of the 'rules' sequence while inside it
+        self.last_key: str | None = None
+        self.expanded = 0  # nodes so far, each alias counted as the size of what it names
+        self.anchor_size: dict[str, int] = {}
+        self.open: list[tuple[str | None, int]] = []  # (anchor, expanded at its start) per open collection
+
+    def feed(self, ev: yaml.Event) -> str | None:
+        return self._expansion(ev) or self._nesting(ev)
+
+    def _expansion(self, ev: yaml.Event) -> str | None:
+        if isinstance(ev, yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_YAML_ALIASES:
+                return f"too many YAML aliases: over the limit of {MAX_YAML_ALIASES}"
+            self.expanded += self.anchor_size.get(ev.anchor, 1)
+        elif isinstance(ev, yaml.ScalarEvent):
+            self.expanded += 1
+            if ev.anchor:
+                self.anchor_size[ev.anchor] = 1
+        elif isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            self.expanded += 1
+            self.open.append((ev.anchor, self.expanded - 1))
+        elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            anchor, start = self.open.pop()
+            if anchor:
+                self.anchor_size[anchor] = self.expanded - start
+        if self.expanded > MAX_YAML_NODES:
+            return f"YAML expands to too many nodes (aliases): over the limit of {MAX_YAML_NODES}"
+        return None
+
+    def _nesting(self, ev: yaml.Event) -> str | None:
+        in_rules = self.rules_depth is not None and self.depth == self.rules_depth
+        if in_rules and isinstance(ev, (yaml.ScalarEvent, yaml.AliasEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            self.rule_count += 1
+            if self.rule_count > MAX_RULES:
+                return f"too many rules: over the limit of {MAX_RULES}"
+        if isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            self.depth += 1
+            if self.depth > MAX_YAML_DEPTH:
+                return f"YAML nested too deeply: over the limit of {MAX_YAML_DEPTH} levels"
+            if isinstance(ev, yaml.SequenceStartEvent) and self.depth == 2 and self.last_key == "rules":
+                self.rules_depth = self.depth
+        elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            if in_rules:
+                self.rules_depth = None
+            self.depth -= 1
+        self.last_key = ev.value if isinstance(ev, yaml.ScalarEvent) and self.depth == 1 else None
+        return None
+
+
 def _yaml_limit_issue(text: str, filename: str) -> PolicyIssue | None:
     """Walk the YAML events (an iterative parser, no recursion) and name the first limit exceeded."""
-    depth = aliases = 0
-    rules_depth: int | None = None  # depth of the 'rules' sequence while inside it
-    rule_count = 0
-    last_key: str | None = None
-    expanded = 0  # nodes so far, each alias counted as the size of what it names
-    anchor_size: dict[str, int] = {}
-    open_anchors: list[tuple[str | None, int]] = []  # (anchor, expanded at its start) per open collection
+    budget = _YamlBudget()
     for ev in yaml.parse(text, Loader=yaml.SafeLoader):
-        mark = ev.start_mark
-
-        def issue(msg: str, mark=mark) -> PolicyIssue:
-            return PolicyIssue(filename, mark.line + 1, mark.column + 1, msg)
-
-        if isinstance(ev, yaml.AliasEvent):
-            aliases += 1
-            if aliases > MAX_YAML_ALIASES:
-                return issue(f"too many YAML aliases: over the limit of {MAX_YAML_ALIASES}")
-            expanded += anchor_size.get(ev.anchor, 1)
-        elif isinstance(ev, (yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-            expanded += 1
-            if isinstance(ev, yaml.ScalarEvent):
-                if ev.anchor:
-                    anchor_size[ev.anchor] = 1
-            else:
-                open_anchors.append((ev.anchor, expanded - 1))
-        elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-            anchor, start = open_anchors.pop()
-            if anchor:
-                anchor_size[anchor] = expanded - start
-        if expanded > MAX_YAML_NODES:
-            return issue(f"YAML expands to too many nodes (aliases): over the limit of {MAX_YAML_NODES}")
-        if isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-            if rules_depth is not None and depth == rules_depth:
-                rule_count += 1
-                if rule_count > MAX_RULES:
-                    return issue(f"too many rules: over the limit of {MAX_RULES}")
-            depth += 1
-            if depth > MAX_YAML_DEPTH:
-                return issue(f"YAML nested too deeply: over the limit of {MAX_YAML_DEPTH} levels")
-            if isinstance(ev, yaml.SequenceStartEvent) and depth == 2 and last_key == "rules":
-                rules_depth = depth
-        elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-            if rules_depth is not None and depth == rules_depth:
-                rules_depth = None
-            depth -= 1
-        elif rules_depth is not None and depth == rules_depth and isinstance(ev, (yaml.ScalarEvent, yaml.AliasEvent)):
-            rule_count += 1
-            if rule_count > MAX_RULES:
-                return issue(f"too many rules: over the limit of {MAX_RULES}")
-        last_key = ev.value if isinstance(ev, yaml.ScalarEvent) and depth == 1 else None
+        message = budget.feed(ev)
+        if message:
+            return PolicyIssue(filename, ev.start_mark.line + 1, ev.start_mark.column + 1, message)
     return None
 
 
