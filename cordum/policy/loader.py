@@ -40,7 +40,27 @@ from .model import (
 )
 from .patterns import compile_name_glob, glob_error, has_wildcard, literal_prefix, regex_error
 
-__all__ = ["LoadResult", "PolicyIssue", "load_policy_file", "load_policy_text", "parse_duration"]
+__all__ = [
+    "MAX_POLICY_BYTES",
+    "MAX_RULES",
+    "MAX_YAML_ALIASES",
+    "MAX_YAML_DEPTH",
+    "MAX_YAML_NODES",
+    "LoadResult",
+    "PolicyIssue",
+    "load_policy_file",
+    "load_policy_text",
+    "parse_duration",
+]
+
+# Input limits (docs/limits.md). Checked on the YAML event stream before any node tree is built, so a
+# hostile commit (billion laughs, thousands of nested brackets) is rejected before it costs memory or
+# blows the interpreter's recursion limit.
+MAX_POLICY_BYTES = 1_048_576  # size of safety.yaml in UTF-8 bytes
+MAX_YAML_DEPTH = 64  # nested mappings/sequences; a real policy needs about 8
+MAX_YAML_ALIASES = 256  # '*alias' references in one document
+MAX_YAML_NODES = 1_000_000  # nodes the document holds once every alias is expanded (billion laughs)
+MAX_RULES = 20_000  # entries under 'rules'
 
 
 @dataclass(frozen=True)
@@ -730,13 +750,86 @@ def _covers(d: Match, r: Match) -> bool:
     return True
 
 
+class _YamlBudget:
+    """Counts one YAML event stream against the input limits; `feed` returns the first limit crossed."""
+
+    def __init__(self) -> None:
+        self.depth = self.aliases = self.rule_count = 0
+        self.rules_depth: int | None = None  # depth of the 'rules' sequence while inside it
+        self.last_key: str | None = None
+        self.expanded = 0  # nodes so far, each alias counted as the size of what it names
+        self.anchor_size: dict[str, int] = {}
+        self.open: list[tuple[str | None, int]] = []  # (anchor, expanded at its start) per open collection
+
+    def feed(self, ev: yaml.Event) -> str | None:
+        return self._expansion(ev) or self._nesting(ev)
+
+    def _expansion(self, ev: yaml.Event) -> str | None:
+        if isinstance(ev, yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_YAML_ALIASES:
+                return f"too many YAML aliases: over the limit of {MAX_YAML_ALIASES}"
+            self.expanded += self.anchor_size.get(ev.anchor, 1)
+        elif isinstance(ev, yaml.ScalarEvent):
+            self.expanded += 1
+            if ev.anchor:
+                self.anchor_size[ev.anchor] = 1
+        elif isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            self.expanded += 1
+            self.open.append((ev.anchor, self.expanded - 1))
+        elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            anchor, start = self.open.pop()
+            if anchor:
+                self.anchor_size[anchor] = self.expanded - start
+        if self.expanded > MAX_YAML_NODES:
+            return f"YAML expands to too many nodes (aliases): over the limit of {MAX_YAML_NODES}"
+        return None
+
+    def _nesting(self, ev: yaml.Event) -> str | None:
+        in_rules = self.rules_depth is not None and self.depth == self.rules_depth
+        if in_rules and isinstance(ev, (yaml.ScalarEvent, yaml.AliasEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            self.rule_count += 1
+            if self.rule_count > MAX_RULES:
+                return f"too many rules: over the limit of {MAX_RULES}"
+        if isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            self.depth += 1
+            if self.depth > MAX_YAML_DEPTH:
+                return f"YAML nested too deeply: over the limit of {MAX_YAML_DEPTH} levels"
+            if isinstance(ev, yaml.SequenceStartEvent) and self.depth == 2 and self.last_key == "rules":
+                self.rules_depth = self.depth
+        elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            if in_rules:
+                self.rules_depth = None
+            self.depth -= 1
+        self.last_key = ev.value if isinstance(ev, yaml.ScalarEvent) and self.depth == 1 else None
+        return None
+
+
+def _yaml_limit_issue(text: str, filename: str) -> PolicyIssue | None:
+    """Walk the YAML events (an iterative parser, no recursion) and name the first limit exceeded."""
+    budget = _YamlBudget()
+    for ev in yaml.parse(text, Loader=yaml.SafeLoader):
+        message = budget.feed(ev)
+        if message:
+            return PolicyIssue(filename, ev.start_mark.line + 1, ev.start_mark.column + 1, message)
+    return None
+
+
 def load_policy_text(text: str, filename: str = "safety.yaml") -> LoadResult:
     """Parse and validate policy text. Never raises on bad input."""
     v = _Validator(filename)
     if not isinstance(text, str):
         v.error(None, "policy text must be a string")
         return LoadResult(None, v.errors, v.warnings)
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_POLICY_BYTES:
+        return LoadResult(
+            None, [PolicyIssue(filename, 1, 1, f"policy is {size} bytes, over the limit of {MAX_POLICY_BYTES} bytes")], []
+        )
     try:
+        over = _yaml_limit_issue(text, filename)
+        if over is not None:
+            return LoadResult(None, [over], [])
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

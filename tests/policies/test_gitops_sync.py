@@ -238,3 +238,18 @@ def test_repository_page_lists_branches_and_fork_pull_requests_with_head_author_
     assert table.index("pull/7/head") < table.index("main")  # the pull request is the newer activity
     pr_row = table[table.index("pull/7/head"):table.index("main")]
     assert fork_pr[:7] in pr_row and "Pat Author" in pr_row and "invalid" in pr_row
+
+
+def test_deeply_nested_commit_on_a_branch_is_invalid_and_sync_of_other_commits_goes_on(repository, workspace, org):
+    services.sync_repository(repository=repository)
+    deep = "version: v1\nrules: " + "[" * 5000 + "]" * 5000 + "\n"
+    bad_sha = workspace.commit(deep, "Nested too deeply", branch="attack/deep")
+    good = workspace.commit(POLICY_V2, "Require approval for git push", tag="v1.1.0")
+
+    result = services.sync_repository(repository=repository)
+
+    bad = PolicyVersion.objects.get(commit_sha=bad_sha)
+    assert not bad.is_valid and not bad.is_live and bad.policy is None
+    assert "nested too deeply" in bad.errors[0]["message"] and bad.errors[0]["line"] == 2
+    assert PolicyVersion.objects.get(is_live=True).commit_sha == good
+    assert bad.version in result.invalid_versions
