@@ -805,7 +805,7 @@ class _YamlBudget:
         return None
 
 
-def _yaml_limit_issue(text: str, filename: str) -> PolicyIssue | None:
+def yaml_limit_issue(text: str, filename: str) -> PolicyIssue | None:
     """Walk the YAML events (an iterative parser, no recursion) and name the first limit exceeded."""
     budget = _YamlBudget()
     for ev in yaml.parse(text, Loader=yaml.SafeLoader):
@@ -827,7 +827,7 @@ def load_policy_text(text: str, filename: str = "safety.yaml") -> LoadResult:
             None, [PolicyIssue(filename, 1, 1, f"policy is {size} bytes, over the limit of {MAX_POLICY_BYTES} bytes")], []
         )
     try:
-        over = _yaml_limit_issue(text, filename)
+        over = yaml_limit_issue(text, filename)
         if over is not None:
             return LoadResult(None, [over], [])
         root = yaml.compose(text, Loader=yaml.SafeLoader)

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from .engine import Call, compile_policy
-from .loader import LoadResult, PolicyIssue, load_policy_file
+from .loader import LoadResult, PolicyIssue, yaml_limit_issue, load_policy_file
 from .secrets import screen_result
 
 __all__ = ["CaseResult", "RepoTestReport", "load_cases", "run_repo_tests"]
@@ -88,7 +88,11 @@ def load_cases(path: str) -> tuple[list[tuple[int, dict]], list[PolicyIssue]]:
     errors: list[PolicyIssue] = []
     try:
         with open(path, encoding="utf-8") as fh:
-            root = yaml.compose(fh.read(), Loader=yaml.SafeLoader)
+            text = fh.read()
+        over = yaml_limit_issue(text, path)  # the policy's limits hold for its test files too
+        if over is not None:
+            return [], [over]
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         m = exc.problem_mark
         return [], [PolicyIssue(path, (m.line + 1) if m else 1, (m.column + 1) if m else 1, f"YAML syntax error: {exc.problem}")]

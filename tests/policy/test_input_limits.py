@@ -69,3 +69,12 @@ def test_policy_within_the_limits_still_loads_with_anchors_and_nesting():
     res = load_policy_text(text)
     assert res.errors == [], res.errors
     assert [r.id for r in res.policy.rules] == ["deny-read"]
+
+
+def test_a_deeply_nested_test_case_file_is_reported_not_a_crash(tmp_path):
+    from cordum.policy.testing import load_cases
+
+    path = tmp_path / "deep.yaml"
+    path.write_text("cases: " + "[" * 5000 + "]" * 5000 + "\n")
+    cases, errors = load_cases(str(path))
+    assert cases == [] and "nested too deeply" in errors[0].message
