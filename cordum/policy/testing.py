@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from .engine import Call, compile_policy
-from .loader import LoadResult, PolicyIssue, yaml_limit_issue, load_policy_file
+from .loader import LoadResult, PolicyIssue, load_policy_file, yaml_limit_issue
 from .secrets import screen_result
 
 __all__ = ["CaseResult", "RepoTestReport", "load_cases", "run_repo_tests"]
