@@ -6,6 +6,7 @@ Production: CORDUM_ENV=production; refuses the development secret key and passes
 """
 
 import os
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -245,6 +246,11 @@ CORDUM_GIT_CACHE_DIR = Path(os.environ.get("CORDUM_GIT_CACHE_DIR", STATE_DIR / "
 # admin could otherwise point at any git directory the server can read (another organisation's, say).
 CORDUM_ALLOW_LOCAL_REPOSITORIES = os.environ.get("CORDUM_ALLOW_LOCAL_REPOSITORIES",
                                                  "0" if PRODUCTION else "1") == "1"
+# Local repository paths must lie under one of these directories (colon separated; default: the state directory,
+# where the demo keeps its repository, and the system temporary directory, where tests keep theirs).
+CORDUM_LOCAL_REPOSITORY_ROOTS = [
+    p for p in os.environ.get("CORDUM_LOCAL_REPOSITORY_ROOTS", f"{STATE_DIR}:{tempfile.gettempdir()}").split(":") if p
+]
 CORDUM_LONG_POLL_MAX_SECONDS = int(os.environ.get("CORDUM_LONG_POLL_MAX_SECONDS", "60"))
 # Absolute base URL people reach the UI at (links in approval notifications).
 CORDUM_PUBLIC_URL = os.environ.get("CORDUM_PUBLIC_URL", "http://127.0.0.1:8000")

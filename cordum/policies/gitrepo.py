@@ -39,9 +39,10 @@ def _remote_url(url: str) -> str:
     return str(Path(url.removeprefix("file://")).expanduser().resolve())  # a local path
 
 
-def url_refusal(url: str) -> str | None:
+def url_refusal(url: str, *, organization_id: int | None = None) -> str | None:
     """Why a repository URL is not accepted, or None. Remote: https, http, ssh (incl. user@host:path), git.
-    Local paths (and file://) only where CORDUM_ALLOW_LOCAL_REPOSITORIES is on, and never Cordum's own caches."""
+    Local paths (and file://) only where CORDUM_ALLOW_LOCAL_REPOSITORIES is on, only under
+    CORDUM_LOCAL_REPOSITORY_ROOTS, never Cordum's own caches and never a path another organisation uses."""
     url = (url or "").strip()
     if not url:
         return "Give the repository's URL."
@@ -56,6 +57,16 @@ def url_refusal(url: str) -> str | None:
     cache = Path(settings.CORDUM_GIT_CACHE_DIR).expanduser().resolve()
     if path == cache or cache in path.parents:
         return "That path is inside Cordum's own git cache; give the repository's own location."
+    roots = [Path(r).expanduser().resolve() for r in settings.CORDUM_LOCAL_REPOSITORY_ROOTS]
+    if not any(path == root or root in path.parents for root in roots):
+        return (f"Local repositories must be under {', '.join(str(r) for r in roots)} "
+                "(CORDUM_LOCAL_REPOSITORY_ROOTS); give a path there or a remote URL.")
+    if organization_id is not None:
+        from cordum.policies.models import PolicyRepository
+
+        for other in PolicyRepository.objects.exclude(organization_id=organization_id).values_list("url", flat=True):
+            if _is_local(other) and Path(_remote_url(other)) == path:
+                return "Another organisation's policy repository is at that path; give your repository's own location."
     return None
 
 

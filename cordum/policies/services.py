@@ -46,7 +46,7 @@ def repository_create(*, organization: Organization, actor, name: str, url: str,
         )
     if PolicyRepository.objects.filter(organization=organization, name=name).exists():
         raise CordumError(f"A repository named {name!r} already exists.", {"field": "name"})
-    refusal = gitrepo.url_refusal(url)
+    refusal = gitrepo.url_refusal(url, organization_id=organization.pk)
     if refusal:
         raise CordumError(refusal, {"field": "url"})
     webhook_secret = webhook_secret or secrets.token_urlsafe(32)
@@ -65,7 +65,7 @@ def repository_update(*, repository: PolicyRepository, actor, **fields) -> Polic
     """Update fields; `credentials`/`webhook_secret` are replaced only when a non-empty value is given."""
     before = snapshot(repository)
     if "url" in fields and fields["url"].strip() != repository.url:
-        refusal = gitrepo.url_refusal(fields["url"])
+        refusal = gitrepo.url_refusal(fields["url"], organization_id=repository.organization_id)
         if refusal:
             raise CordumError(refusal, {"field": "url"})
     for secret_field in ("credentials", "webhook_secret"):
