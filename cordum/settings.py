@@ -41,6 +41,7 @@ ENCRYPTION_KEY = os.environ.get("CORDUM_ENCRYPTION_KEY", "")
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
+    "axes",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
@@ -68,6 +69,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "cordum.accounts.middleware.CurrentOrganizationMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: answers a locked-out login with the lockout page
 ]
 
 if PRODUCTION:  # static files are served by whitenoise behind gunicorn; runserver serves them in development
@@ -254,6 +256,19 @@ CORDUM_LOCAL_REPOSITORY_ROOTS = [
 CORDUM_LONG_POLL_MAX_SECONDS = int(os.environ.get("CORDUM_LONG_POLL_MAX_SECONDS", "60"))
 # Absolute base URL people reach the UI at (links in approval notifications).
 CORDUM_PUBLIC_URL = os.environ.get("CORDUM_PUBLIC_URL", "http://127.0.0.1:8000")
+
+# Login throttling (django-axes): after AXES_FAILURE_LIMIT failed password logins for one username from one
+# address, that pair is locked out for AXES_COOLOFF_TIME; an admin unlocks it (Django admin, Access attempts, or
+# `manage.py axes_reset_username USERNAME`).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = int(os.environ.get("CORDUM_LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("CORDUM_LOGIN_LOCKOUT_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
+# Bearer tokens are not locked out per address: they are 256-bit random (nothing to guess), and a lockout would let
+# one revoked sidecar retrying behind a NAT lock out every sidecar sharing that address.
 
 # Email: invitations and password resets. The console backend (development default) prints each message.
 EMAIL_BACKEND = os.environ.get("CORDUM_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
