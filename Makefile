@@ -10,7 +10,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo test test-fast lint docs install bench chromium node clean-demo
+.PHONY: demo test test-fast lint docs install bench chromium node clean-demo dist
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ chromium:
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
 	fi
+
+# The wheel the control plane serves at /dist/simple/ (docs/install.md).
+dist: $(STAMP)
+	rm -rf dist && $(BIN)/pip wheel --disable-pip-version-check -q --no-deps -w dist .
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

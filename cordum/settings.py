@@ -6,6 +6,7 @@ Production: CORDUM_ENV=production; refuses the development secret key and passes
 """
 
 import os
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+CORDUM_DIST_DIR = Path(os.environ.get("CORDUM_DIST_DIR", BASE_DIR / "dist"))  # `make dist` output, see docs/install.md
 STATE_DIR = Path(os.environ.get("CORDUM_STATE_DIR", BASE_DIR / ".cordum"))
 STATE_DIR.mkdir(parents=True, exist_ok=True)
 
@@ -39,6 +41,7 @@ ENCRYPTION_KEY = os.environ.get("CORDUM_ENCRYPTION_KEY", "")
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
+    "axes",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
@@ -67,6 +70,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "cordum.accounts.middleware.CurrentOrganizationMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: answers a locked-out login with the lockout page
 ]
 
 if PRODUCTION:  # static files are served by whitenoise behind gunicorn; runserver serves them in development
@@ -84,6 +88,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "cordum.accounts.context_processors.organization",
+                "cordum.approvals.context_processors.pending_count",
             ],
         },
     },
@@ -244,9 +249,27 @@ CORDUM_GIT_CACHE_DIR = Path(os.environ.get("CORDUM_GIT_CACHE_DIR", STATE_DIR / "
 # admin could otherwise point at any git directory the server can read (another organisation's, say).
 CORDUM_ALLOW_LOCAL_REPOSITORIES = os.environ.get("CORDUM_ALLOW_LOCAL_REPOSITORIES",
                                                  "0" if PRODUCTION else "1") == "1"
+# Local repository paths must lie under one of these directories (colon separated; default: the state directory,
+# where the demo keeps its repository, and the system temporary directory, where tests keep theirs).
+CORDUM_LOCAL_REPOSITORY_ROOTS = [
+    p for p in os.environ.get("CORDUM_LOCAL_REPOSITORY_ROOTS", f"{STATE_DIR}:{tempfile.gettempdir()}").split(":") if p
+]
 CORDUM_LONG_POLL_MAX_SECONDS = int(os.environ.get("CORDUM_LONG_POLL_MAX_SECONDS", "60"))
 # Absolute base URL people reach the UI at (links in approval notifications).
 CORDUM_PUBLIC_URL = os.environ.get("CORDUM_PUBLIC_URL", "http://127.0.0.1:8000")
+
+# Login throttling (django-axes): after AXES_FAILURE_LIMIT failed password logins for one username from one
+# address, that pair is locked out for AXES_COOLOFF_TIME; an admin unlocks it (Django admin, Access attempts, or
+# `manage.py axes_reset_username USERNAME`).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = int(os.environ.get("CORDUM_LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("CORDUM_LOGIN_LOCKOUT_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
+# Bearer tokens are not locked out per address: they are 256-bit random (nothing to guess), and a lockout would let
+# one revoked sidecar retrying behind a NAT lock out every sidecar sharing that address.
 
 # Email: invitations and password resets. The console backend (development default) prints each message.
 EMAIL_BACKEND = os.environ.get("CORDUM_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")

@@ -4,6 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from cordum.accounts.forms import CordumLoginForm
+from cordum.common import dist
 from cordum.common.health import healthz
 from cordum.policies.webhooks import git_webhook
 
@@ -18,6 +19,9 @@ api_v1 = [
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("dist/simple/", dist.simple_root, name="dist_simple"),
+    path("dist/simple/<str:project>/", dist.simple_project, name="dist_project"),
+    path("dist/files/<str:filename>", dist.dist_file, name="dist_file"),
     path("login/", auth_views.LoginView.as_view(authentication_form=CordumLoginForm), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("password-reset/", auth_views.PasswordResetView.as_view(), name="password_reset"),

@@ -243,8 +243,21 @@ def invitation_accept(*, token: str, password: str):
     return user
 
 
+def _require_an_admin_remains(membership: Membership, *, removing: bool = False, role: str | None = None) -> None:
+    """An organisation always keeps an admin: the last one can be neither removed nor demoted (the admins' rows are
+    locked, so two admins demoting each other at once cannot both succeed)."""
+    if membership.role != Role.ADMIN or (not removing and role in (None, Role.ADMIN)):
+        return
+    admins = list(Membership.objects.select_for_update().filter(organization_id=membership.organization_id,
+                                                                 role=Role.ADMIN).values_list("pk", flat=True))
+    if set(admins) <= {membership.pk}:
+        raise Conflict(f"{membership.user.username} is the last admin of {membership.organization.name}: make someone "
+                       "else admin first, so the organisation is never left without one.", {"field": "role"})
+
+
 @transaction.atomic
 def membership_update(*, membership: Membership, actor, role: str | None = None, teams=None) -> Membership:
+    _require_an_admin_remains(membership, role=role)
     before = snapshot(membership)
     if role is not None:
         membership.role = role
@@ -260,6 +273,7 @@ def membership_update(*, membership: Membership, actor, role: str | None = None,
 
 @transaction.atomic
 def membership_delete(*, membership: Membership, actor) -> None:
+    _require_an_admin_remains(membership, removing=True)
     audit_log_record(
         organization=membership.organization, actor=actor, action=AuditAction.DELETE, obj=membership,
         before=snapshot(membership),

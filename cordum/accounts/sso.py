@@ -100,10 +100,10 @@ def sso_member_from_claims(*, config: SingleSignOn, claims: dict):
     user = User.objects.filter(email__iexact=email, memberships__organization=organization).first()
     if user is None:
         user = User.objects.filter(email__iexact=email).first()
-        if user is not None and user.memberships.exists():
-            # Another organisation's person: this provider cannot vouch for them.
-            raise CordumError(f"{email} belongs to another organisation on this Cordum; ask an admin to add them.",
-                              status_code=403)
+        if user is not None and (user.memberships.exists() or user.is_superuser or user.is_staff):
+            # Another organisation's person, or an operator's account: this provider cannot vouch for them.
+            raise CordumError(f"{email} belongs to another organisation or to an operator of this Cordum; ask an "
+                              "admin to add them.", status_code=403)
     if user is None:
         username = email if not User.objects.filter(username=email).exists() else f"{email}#{organization.slug}"
         user = User(username=username, email=email,

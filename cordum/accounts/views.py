@@ -183,7 +183,11 @@ class MembershipUpdateView(RoleRequiredMixin, FormView):
         return super().get_context_data(membership=self.get_membership(), **kwargs)
 
     def form_valid(self, form):
-        services.membership_update(membership=self.get_membership(), actor=self.request.user, **form.cleaned_data)
+        try:
+            services.membership_update(membership=self.get_membership(), actor=self.request.user, **form.cleaned_data)
+        except CordumError as exc:
+            form.add_error(exc.extra.get("field"), exc.message)
+            return self.form_invalid(form)
         messages.success(self.request, "Member updated.")
         return super().form_valid(form)
 
@@ -196,9 +200,12 @@ class MembershipDeleteView(RoleRequiredMixin, View):
         membership = get_object_or_404(Membership, pk=pk, organization=self.organization)
         if membership.user_id == request.user.pk:
             messages.error(request, "You cannot remove yourself.")
-        else:
+            return redirect("accounts:membership_list")
+        try:
             services.membership_delete(membership=membership, actor=request.user)
             messages.success(request, "Member removed.")
+        except CordumError as exc:
+            messages.error(request, exc.message)
         return redirect("accounts:membership_list")
 
 

@@ -88,7 +88,8 @@ def load(ctx: dict) -> None:
             defaults={
                 "organization": org, "session_id": f"sess_demo_{agent_name}", "server": server, "tool": tool,
                 "action": action, "target": target, "topic": f"job.mcp-bridge.{action}", "risk_tags": tags,
-                "rule": rule, "reason": reason, "args_digest": args_digest(arguments), "args": arguments, "diff": diff,
+                "rule": rule, "reason": reason, "args_digest": args_digest(arguments), "args": arguments,
+                "diff": ApprovalRequest.seal_diff(diff) if not decided else "",
                 "policy_version": policy_version, "reviewers": ["role:reviewer"], "state": state, "reviewer": user,
                 "reviewer_email": (user.email if user else ""), "comment": comment, "created_at": opened,
                 "expires_at": opened + (timedelta(minutes=15) if decided else timedelta(days=7)),

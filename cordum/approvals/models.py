@@ -6,11 +6,13 @@ arguments) and is used once: the sidecar forwards the call only after `consume` 
 
 import uuid
 
+from cryptography.fernet import InvalidToken
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
 from cordum.approvals.choices import ApprovalState
+from cordum.common.crypto import decrypt, encrypt
 
 __all__ = ["ApprovalRequest"]
 
@@ -33,7 +35,10 @@ class ApprovalRequest(models.Model):
     reason = models.TextField(blank=True)
     args_digest = models.CharField(max_length=80)
     args = models.JSONField(default=dict, blank=True)  # redacted per policy by the sidecar
-    diff = models.TextField(blank=True)  # unified diff of a file write, when the sidecar could compute it
+    # Unified diff of a file write, built by the sidecar from the real (unredacted, credential-masked) arguments:
+    # stored Fernet-encrypted (cordum.common.crypto) and emptied once the request is decided, expired or cancelled.
+    # Read it through `diff_text`, and only after the reviewer-scope selectors let the reader see the request.
+    diff = models.TextField(blank=True)
     policy_version = models.CharField(max_length=200, blank=True)
 
     # From the policy's approval settings.
@@ -66,6 +71,21 @@ class ApprovalRequest(models.Model):
 
     def __str__(self):
         return f"{self.agent} {self.action or self.tool} ({self.state})"
+
+    @staticmethod
+    def seal_diff(text: str) -> str:
+        """The stored form of a diff: encrypted, or "" for none."""
+        return encrypt(text) if text else ""
+
+    @property
+    def diff_text(self) -> str:
+        """The diff in clear for an eligible reader; "" once purged (or unreadable with the current key)."""
+        if not self.diff:
+            return ""
+        try:
+            return decrypt(self.diff).decode()
+        except InvalidToken:
+            return ""
 
     @property
     def is_pending(self) -> bool:

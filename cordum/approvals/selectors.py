@@ -118,8 +118,19 @@ def approval_get(*, membership: Membership, pk) -> ApprovalRequest | None:
     return approvals_visible(membership=membership).filter(pk=pk).first()
 
 
+def approval_diff_for(*, approval: ApprovalRequest, membership: Membership | None) -> str:
+    """The real diff in clear, only for a member eligible to decide this request; "" for anyone else.
+
+    Wider visibility (an organisation-wide reviewer browsing another team's request) shows the policy-redacted
+    arguments, never the real content the sidecar sent for the eligible reviewers.
+    """
+    if approval_reviewer_refusal(approval=approval, membership=membership, decision=ReviewDecision.DENY):
+        return ""
+    return approval.diff_text
+
+
 def approval_queue_for_reviewer(*, membership: Membership) -> list[dict]:
-    """Pending requests this member is named for, oldest first, each with what they may do.
+    """Pending requests this member is named for, the one about to expire first, each with what they may do.
 
     Returns dicts {"approval", "can_approve", "can_deny", "note"}; requests whose reviewer list
     does not name the member are left out. Overdue requests are expired by the caller's service
@@ -127,7 +138,7 @@ def approval_queue_for_reviewer(*, membership: Membership) -> list[dict]:
     """
     prefetch_related_objects([membership], "teams")  # one query for every spec check below
     items = []
-    pending = approvals_visible(membership=membership).filter(state=ApprovalState.PENDING).order_by("created_at")
+    pending = approvals_visible(membership=membership).filter(state=ApprovalState.PENDING).order_by("expires_at", "created_at")
     for approval in pending:
         deny_refusal = approval_reviewer_refusal(
             approval=approval, membership=membership, decision=ReviewDecision.DENY
@@ -136,7 +147,7 @@ def approval_queue_for_reviewer(*, membership: Membership) -> list[dict]:
             continue
         approve_refusal = approval_reviewer_refusal(approval=approval, membership=membership)
         items.append({"approval": approval, "can_approve": approve_refusal is None, "can_deny": True,
-                      "note": approve_refusal or ""})
+                      "note": approve_refusal or "", "diff": approval.diff_text})
     return items
 
 

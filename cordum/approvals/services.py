@@ -76,7 +76,7 @@ def approval_request_create(*, agent: Agent, data: dict) -> tuple[ApprovalReques
         reason=data.get("reason") or "",
         args_digest=data["args_digest"],
         args=data.get("args") or {},
-        diff=data.get("diff") or "",
+        diff=ApprovalRequest.seal_diff(data.get("diff") or ""),
         policy_version=data.get("policy_version") or "",
         reviewers=reviewers or list(DEFAULT_REVIEWERS),
         allow_self_approval=bool(data.get("allow_self_approval", False)),
@@ -135,7 +135,7 @@ def approval_decide(
         changed = ApprovalRequest.objects.filter(
             pk=approval.pk, state=ApprovalState.PENDING, expires_at__gt=now
         ).update(state=new_state, reviewer=user, reviewer_email=_reviewer_email(user), comment=comment,
-                 decided_at=now)
+                 decided_at=now, diff="")
         if changed:
             approval.refresh_from_db()
             evidence_outcome_append(approval=approval, outcome=new_state, at=now)
@@ -158,7 +158,7 @@ def _expire(approval_id, *, now) -> ApprovalRequest | None:
     with transaction.atomic():
         changed = ApprovalRequest.objects.filter(
             pk=approval_id, state=ApprovalState.PENDING, expires_at__lte=now
-        ).update(state=ApprovalState.EXPIRED, decided_at=now)
+        ).update(state=ApprovalState.EXPIRED, decided_at=now, diff="")
         if not changed:
             return None
         approval = ApprovalRequest.objects.select_related("organization", "agent").get(pk=approval_id)
@@ -198,7 +198,7 @@ def approval_cancel(*, approval: ApprovalRequest, agent: Agent) -> ApprovalReque
     """The sidecar gave up waiting (the agent went away): pending -> cancelled."""
     now = timezone.now()
     changed = ApprovalRequest.objects.filter(pk=approval.pk, agent=agent, state=ApprovalState.PENDING).update(
-        state=ApprovalState.CANCELLED, decided_at=now
+        state=ApprovalState.CANCELLED, decided_at=now, diff=""
     )
     approval.refresh_from_db()
     if changed:

@@ -60,7 +60,8 @@ class DetailView(RoleRequiredMixin, TemplateView):
             approval=approval, membership=self.membership, decision=ReviewDecision.DENY
         )
         item = {"approval": approval, "can_approve": approve_refusal is None, "can_deny": deny_refusal is None,
-                "note": approve_refusal or deny_refusal or ""}
+                "note": approve_refusal or deny_refusal or "",
+                "diff": approval.diff_text if deny_refusal is None else ""}
         return super().get_context_data(item=item, approval=approval, **kwargs)
 
 

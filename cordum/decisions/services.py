@@ -116,7 +116,7 @@ def _invalid(path: str, message: str) -> CordumError:
     return CordumError(f"Invalid input: {path}: {message}", {"field": path})
 
 
-def _record_validate(raw, index: int, context: dict) -> tuple[str, dict]:
+def _record_validate(raw, index: int, context: dict) -> tuple[str, dict]:  # noqa: C901 - the reference validator: one flat pass of field checks in the ingest hot loop; issue 19's contract module is to replace it
     """Validate and normalise one uploaded record. Returns (acknowledgement id, row without chain fields).
 
     This runs for every record of every upload (the web tier's hot loop): plain-str comparisons, no
@@ -332,6 +332,7 @@ def _enqueue_staged(*, agent: Agent, ids: list[str], lines: list[str]) -> list[s
 
     if not ids:
         return ids
+    _require_own_decisions(agent=agent, ids=ids)
     with transaction.atomic():
         new_ids = storage.claim_keys(organization_id=agent.organization_id, record_ids=ids)
         staged = []
@@ -344,6 +345,20 @@ def _enqueue_staged(*, agent: Agent, ids: list[str], lines: list[str]) -> list[s
                                             payload="\n".join(staged).encode(), record_count=len(staged))
             transaction.on_commit(lambda: _enqueue(evidence_ingest_task, batch_id))
     return ids
+
+
+def _require_own_decisions(*, agent: Agent, ids: list[str]) -> None:
+    """An agent closes only its own calls: an outcome for a decision another agent recorded is refused, naming it."""
+    outcome_of = {rid.split(":", 1)[0]: i for i, rid in enumerate(ids) if ":" in rid}
+    if not outcome_of:
+        return
+    foreign = (EvidenceRecord.objects.filter(organization_id=agent.organization_id, record_type=RecordType.DECISION,
+                                              decision_id__in=list(outcome_of))
+               .exclude(agent_id=agent.pk).values_list("decision_id", flat=True).first())
+    if foreign is not None:
+        raise CordumError(f"Invalid input: records[{outcome_of[foreign]}].decision_id: the decision was recorded by "
+                          "another agent; an agent records outcomes only for its own calls.",
+                          {"field": f"records[{outcome_of[foreign]}].decision_id"}, status_code=403)
 
 
 def _enqueue(task, batch_id: int) -> None:

@@ -161,13 +161,29 @@ class ExportJobCreateView(RoleRequiredMixin, View):
 
 
 @method_decorator([require_GET, vary_on_headers("HX-Request")], name="dispatch")
-class ExportJobView(RoleRequiredMixin, View):
-    required_perm = Perm.EXPORT_AUDIT
+class JobProgressView(RoleRequiredMixin, View):
+    """A background job's page, or (htmx polls it) its progress fragment, which stops polling once finished."""
+
+    model: type
+    context_name = "job"
+    template = partial = ""
+
+    def finished(self, job) -> bool:
+        raise NotImplementedError
 
     def get(self, request, pk):
-        job = get_object_or_404(ExportJob, pk=pk, organization=self.organization)
-        template = "decisions/partials/_export_job.html" if request.htmx else "decisions/export_job.html"
-        return render(request, template, {"job": job, "finished": job.status in (ExportStatus.DONE, ExportStatus.FAILED)})
+        job = get_object_or_404(self.model, pk=pk, organization=self.organization)
+        return render(request, self.partial if request.htmx else self.template,
+                      {self.context_name: job, "finished": self.finished(job)})
+
+
+class ExportJobView(JobProgressView):
+    required_perm = Perm.EXPORT_AUDIT
+    model = ExportJob
+    template, partial = "decisions/export_job.html", "decisions/partials/_export_job.html"
+
+    def finished(self, job) -> bool:
+        return job.status in (ExportStatus.DONE, ExportStatus.FAILED)
 
 
 @method_decorator(require_GET, name="dispatch")
@@ -191,16 +207,16 @@ class VerifyView(RoleRequiredMixin, View):
         return redirect("decisions:verify_run", pk=run.pk)
 
 
-@method_decorator([require_GET, vary_on_headers("HX-Request")], name="dispatch")
-class VerifyRunView(RoleRequiredMixin, View):
-    """A verification's progress (htmx polls the fragment) and its verdict."""
+class VerifyRunView(JobProgressView):
+    """A verification's progress and its verdict."""
 
     required_perm = Perm.VIEW_AUDIT
+    model = ChainVerification
+    context_name = "run"
+    template, partial = "decisions/verify_run.html", "decisions/partials/_verify_run.html"
 
-    def get(self, request, pk):
-        run = get_object_or_404(ChainVerification, pk=pk, organization=self.organization)
-        template = "decisions/partials/_verify_run.html" if request.htmx else "decisions/verify_run.html"
-        return render(request, template, {"run": run, "finished": run.finished_at is not None})
+    def finished(self, job) -> bool:
+        return job.finished_at is not None
 
 
 class QuarantineView(RoleRequiredMixin, View):

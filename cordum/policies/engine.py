@@ -6,10 +6,10 @@ Kept as a thin adapter so the app never grows a second parser or diff.
 from dataclasses import dataclass, field
 from typing import Any
 
-from cordum.policy.document import MAX_DOCUMENT_BYTES, document_too_large
+from cordum.policy.loader import MAX_POLICY_BYTES
 from cordum.sidecar.bundles import content_sha256
 
-__all__ = ["MAX_DOCUMENT_BYTES", "ParsedPolicy", "diff", "parse_oversized", "parse_policy"]
+__all__ = ["MAX_POLICY_BYTES", "ParsedPolicy", "diff", "parse_oversized", "parse_policy"]
 
 
 @dataclass
@@ -36,7 +36,8 @@ def _issue(issue, filename: str) -> dict:
 
 def parse_oversized(*, size: int, filename: str) -> ParsedPolicy:
     """The invalid result for a policy file too large to read (the loader's own limit and message)."""
-    return ParsedPolicy(None, [{"file": filename, "line": 1, "col": 1, "message": document_too_large(size).message}])
+    message = f"policy is {size} bytes, over the limit of {MAX_POLICY_BYTES} bytes"
+    return ParsedPolicy(None, [{"file": filename, "line": 1, "col": 1, "message": message}])
 
 
 def parse_policy(text: str | None, *, filename: str, version: str = "") -> ParsedPolicy:

@@ -39,9 +39,10 @@ def _remote_url(url: str) -> str:
     return str(Path(url.removeprefix("file://")).expanduser().resolve())  # a local path
 
 
-def url_refusal(url: str) -> str | None:
+def url_refusal(url: str, *, organization_id: int | None = None) -> str | None:
     """Why a repository URL is not accepted, or None. Remote: https, http, ssh (incl. user@host:path), git.
-    Local paths (and file://) only where CORDUM_ALLOW_LOCAL_REPOSITORIES is on, and never Cordum's own caches."""
+    Local paths (and file://) only where CORDUM_ALLOW_LOCAL_REPOSITORIES is on, only under
+    CORDUM_LOCAL_REPOSITORY_ROOTS, never Cordum's own caches and never a path another organisation uses."""
     url = (url or "").strip()
     if not url:
         return "Give the repository's URL."
@@ -56,6 +57,16 @@ def url_refusal(url: str) -> str | None:
     cache = Path(settings.CORDUM_GIT_CACHE_DIR).expanduser().resolve()
     if path == cache or cache in path.parents:
         return "That path is inside Cordum's own git cache; give the repository's own location."
+    roots = [Path(r).expanduser().resolve() for r in settings.CORDUM_LOCAL_REPOSITORY_ROOTS]
+    if not any(path == root or root in path.parents for root in roots):
+        return (f"Local repositories must be under {', '.join(str(r) for r in roots)} "
+                "(CORDUM_LOCAL_REPOSITORY_ROOTS); give a path there or a remote URL.")
+    if organization_id is not None:
+        from cordum.policies.models import PolicyRepository
+
+        for other in PolicyRepository.objects.exclude(organization_id=organization_id).values_list("url", flat=True):
+            if _is_local(other) and Path(_remote_url(other)) == path:
+                return "Another organisation's policy repository is at that path; give your repository's own location."
     return None
 
 
@@ -94,7 +105,7 @@ def _scrub(text: str, repository) -> str:
 
 
 def fetch(repository) -> git.Repo:
-    """Fetch every branch and tag of the repository into its bare cache; return the cache repo."""
+    """Fetch every branch, tag and pull/merge request head (forks included) into the bare cache; return it."""
     refusal = url_refusal(repository.url)
     if refusal:
         raise GitFetchError(f"git fetch from {repository.url} refused: {refusal}")
@@ -107,7 +118,8 @@ def fetch(repository) -> git.Repo:
     with _git_env(repository) as env:
         try:
             repo.git.fetch(
-                "origin", "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*", "--prune", "--force",
+                "origin", "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*", *_REVIEW_REFSPECS,
+                "--prune", "--force",
                 "--no-write-fetch-head", env={**os.environ, **env},
             )
         except git.GitCommandError as exc:
@@ -116,8 +128,19 @@ def fetch(repository) -> git.Repo:
     return repo
 
 
+# GitHub keeps each pull request's head (a fork's too) at refs/pull/N/head, GitLab each merge request's at
+# refs/merge-requests/N/head: fetching them is how a fork's proposal gets validated like a branch.
+_REVIEW_REF_PREFIXES = ("refs/pull/", "refs/merge-requests/")
+_REVIEW_REFSPECS = tuple(f"+{prefix}*/head:{prefix}*/head" for prefix in _REVIEW_REF_PREFIXES)
+
+
 def branch_heads(repo: git.Repo) -> dict[str, str]:
-    return {head.name: head.commit.hexsha for head in repo.heads}
+    """Branch name -> head sha; pull/merge request heads appear as "pull/N/head" / "merge-requests/N/head"."""
+    heads = {head.name: head.commit.hexsha for head in repo.heads}
+    for ref in repo.refs:
+        if ref.path.startswith(_REVIEW_REF_PREFIXES) and ref.path.endswith("/head"):
+            heads[ref.path.removeprefix("refs/")] = ref.commit.hexsha
+    return heads
 
 
 def tags_by_commit(repo: git.Repo) -> dict[str, list[str]]:

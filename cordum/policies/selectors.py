@@ -1,6 +1,5 @@
 """Reads for the policies app. `bundle_for_agent` is the one place that decides which bundle an agent gets."""
 
-from dataclasses import dataclass
 
 from django.db.models import QuerySet
 
@@ -79,6 +78,20 @@ def policy_version_lookup(*, repository: PolicyRepository, commit: str = "", bra
     raise CordumError("Invalid input: give commit=<sha> or branch=<name>.", {"field": "commit"})
 
 
+def repository_branch_list(*, repository: PolicyRepository) -> list[dict]:
+    """Every synced branch and pull/merge request head with its head version (author, validity), newest first.
+
+    A head whose commit left the policy file untouched has no version of its own; it sorts last."""
+    heads = repository.branch_heads or {}
+    versions = {v.commit_sha: v for v in PolicyVersion.objects.filter(repository=repository,
+                                                                        commit_sha__in=set(heads.values()))}
+    rows = [{"name": name, "head": sha, "version": versions.get(sha)} for name, sha in heads.items()]
+    rows.sort(key=lambda row: row["name"])
+    rows.sort(key=lambda row: row["version"].committed_at.timestamp() if row["version"] else float("-inf"),
+              reverse=True)
+    return rows
+
+
 def live_version(*, repository: PolicyRepository) -> PolicyVersion | None:
     return PolicyVersion.objects.filter(repository=repository, is_live=True).first()
 
@@ -119,33 +132,3 @@ def signing_key_list(*, organization, active_only: bool = False) -> QuerySet[Sig
 
 def policy_bundle_list(*, organization) -> QuerySet[PolicyBundle]:
     return PolicyBundle.objects.filter(organization=organization).select_related("version", "repository")
-
-
-@dataclass(frozen=True)
-class AgentBundle:
-    """What GET /api/v1/bundle serves an agent: the bundle it enforces and, in a shadow rollout, a second one."""
-
-    bundle: PolicyBundle
-    shadow: PolicyBundle | None = None
-
-    @property
-    def etag(self) -> str:
-        if self.shadow is None:
-            return self.bundle.etag
-        return self.bundle.etag[:-1] + "+" + self.shadow.etag.strip('"') + '"'
-
-    def body(self) -> dict:
-        body = dict(self.bundle.bundle)
-        if self.shadow is not None:
-            body["shadow_bundle"] = self.shadow.bundle
-        return body
-
-
-def bundle_for_agent(*, agent) -> AgentBundle | None:
-    """The bundle that applies to `agent`: the baseline, or what a staged rollout assigns it (and a shadow)."""
-    from cordum.rollouts.assignment import rollout_selection  # staged rollouts and shadow (rollouts app)
-
-    selection = rollout_selection(agent=agent)
-    if selection is None:
-        return None
-    return AgentBundle(bundle=selection[0], shadow=selection[1])

@@ -46,7 +46,7 @@ def repository_create(*, organization: Organization, actor, name: str, url: str,
         )
     if PolicyRepository.objects.filter(organization=organization, name=name).exists():
         raise CordumError(f"A repository named {name!r} already exists.", {"field": "name"})
-    refusal = gitrepo.url_refusal(url)
+    refusal = gitrepo.url_refusal(url, organization_id=organization.pk)
     if refusal:
         raise CordumError(refusal, {"field": "url"})
     webhook_secret = webhook_secret or secrets.token_urlsafe(32)
@@ -65,7 +65,7 @@ def repository_update(*, repository: PolicyRepository, actor, **fields) -> Polic
     """Update fields; `credentials`/`webhook_secret` are replaced only when a non-empty value is given."""
     before = snapshot(repository)
     if "url" in fields and fields["url"].strip() != repository.url:
-        refusal = gitrepo.url_refusal(fields["url"])
+        refusal = gitrepo.url_refusal(fields["url"], organization_id=repository.organization_id)
         if refusal:
             raise CordumError(refusal, {"field": "url"})
     for secret_field in ("credentials", "webhook_secret"):
@@ -191,7 +191,7 @@ def sync_repository(*, repository: PolicyRepository, on_progress=None) -> SyncRe
     return result
 
 
-def _sync_once(repository: PolicyRepository, result: SyncResult, on_progress=None) -> None:
+def _sync_once(repository: PolicyRepository, result: SyncResult, on_progress=None) -> None:  # noqa: C901 - one sync under one lock and one repository handle (fetch, walk new commits, record versions, publish); to be split (issue 19)
     _progress(repository, 0, "Fetching", on_progress)
     repo = gitrepo.fetch(repository)
     heads = gitrepo.branch_heads(repo)
@@ -231,7 +231,7 @@ def _sync_once(repository: PolicyRepository, result: SyncResult, on_progress=Non
         tag = _best_tag(tags.get(sha, []))
         version = _human_version(tag=tag, branch=branches[0], sha=sha)
         try:
-            text = gitrepo.blob_text(commit, path, max_bytes=engine.MAX_DOCUMENT_BYTES)
+            text = gitrepo.blob_text(commit, path, max_bytes=engine.MAX_POLICY_BYTES)
             parsed = engine.parse_policy(text, filename=path, version=version)
         except gitrepo.BlobTooLarge as exc:  # never read, never stored: recorded invalid like any bad policy
             text, parsed = "", engine.parse_oversized(size=exc.size, filename=path)

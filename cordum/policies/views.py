@@ -163,6 +163,7 @@ class RepositoryDetailView(_RepositoryMixin, TemplateView):
                                                      filters={"repository": repository.pk})[:200]
         return super().get_context_data(
             repo=repository, versions=versions, branches=sorted((repository.branch_heads or {}).keys()),
+            branch_rows=selectors.repository_branch_list(repository=repository),
             live=selectors.live_version(repository=repository),
             bundles=repository.bundles.select_related("version")[:10],
             webhook_url=self.request.build_absolute_uri(reverse("git_webhook", args=[repository.pk])),

@@ -210,7 +210,7 @@ def _compile_roots(roots: tuple[str, ...]) -> Callable[[dict, str], list[str]]:
     return resolve
 
 
-def _compile_op(name: str, op: str, value: Any) -> ArgTest:
+def _compile_op(name: str, op: str, value: Any) -> ArgTest:  # noqa: C901 - a table of argument operators compiled into closures; each branch is one operator
     getter = arg_getter(name)
     if op == "exists":
         want = bool(value)

@@ -14,7 +14,6 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .document import MAX_DOCUMENT_BYTES, MAX_RULES, DocumentLimitError, compose_bounded, document_too_large
 from .model import (
     ARG_OPS,
     DECISIONS,
@@ -41,7 +40,27 @@ from .model import (
 )
 from .patterns import compile_name_glob, glob_error, has_wildcard, literal_prefix, regex_error
 
-__all__ = ["LoadResult", "PolicyIssue", "load_policy_file", "load_policy_text", "parse_duration"]
+__all__ = [
+    "MAX_POLICY_BYTES",
+    "MAX_RULES",
+    "MAX_YAML_ALIASES",
+    "MAX_YAML_DEPTH",
+    "MAX_YAML_NODES",
+    "LoadResult",
+    "PolicyIssue",
+    "load_policy_file",
+    "load_policy_text",
+    "parse_duration",
+]
+
+# Input limits (docs/limits.md). Checked on the YAML event stream before any node tree is built, so a
+# hostile commit (billion laughs, thousands of nested brackets) is rejected before it costs memory or
+# blows the interpreter's recursion limit.
+MAX_POLICY_BYTES = 1_048_576  # size of safety.yaml in UTF-8 bytes
+MAX_YAML_DEPTH = 64  # nested mappings/sequences; a real policy needs about 8
+MAX_YAML_ALIASES = 256  # '*alias' references in one document
+MAX_YAML_NODES = 1_000_000  # nodes the document holds once every alias is expanded (billion laughs)
+MAX_RULES = 20_000  # entries under 'rules'
 
 
 @dataclass(frozen=True)
@@ -255,13 +274,6 @@ class _Validator:
         self.error(node, f"invalid {label} '{raw}': expected {', '.join(choices[:-1])} or {choices[-1]}{hint}")
         return None
 
-    def bounded(self, node: SequenceNode, what: str, noun: str) -> bool:
-        """False (with an error) when a list is longer than MAX_RULES; its items are then not validated."""
-        if len(node.value) <= MAX_RULES:
-            return True
-        self.error(node, f"'{what}' has {len(node.value):,} {noun}; the limit is {MAX_RULES:,} (limit MAX_RULES)")
-        return False
-
     # -- sections ----------------------------------------------------------------------------
     def approval(self, node: Node, where: str, *, partial: bool) -> Approval | None:
         m = self.mapping(node, where, ("timeout", "on_timeout", "reviewers", "allow_self_approval"))
@@ -325,7 +337,7 @@ class _Validator:
                 out.append(cond)
         return tuple(out) if ok else None
 
-    def arg_condition(self, name: str, node: Node, where: str) -> ArgCondition | None:
+    def arg_condition(self, name: str, node: Node, where: str) -> ArgCondition | None:  # noqa: C901 - checks each operator of a condition at its YAML node, to report file:line:col
         pos = node.start_mark
         if isinstance(node, ScalarNode):
             return ArgCondition(name, (("equals", self.value(node)),), pos.line + 1, pos.column + 1)
@@ -387,7 +399,7 @@ class _Validator:
             return None
         return ArgCondition(name, tuple(ops), pos.line + 1, pos.column + 1)
 
-    def tool_mapping(self, node: Node, index: int) -> ToolMapping | None:
+    def tool_mapping(self, node: Node, index: int) -> ToolMapping | None:  # noqa: C901 - checks each key of a tool map entry at its YAML node, to report file:line:col
         where = f"tools[{index}]"
         m = self.mapping(
             node, f"tool map entry {where}", ("server", "tool", "when", "topic", "risk_tags", "target", "write"), ("topic",)
@@ -492,7 +504,7 @@ class _Validator:
             return None
         return Match(args=args, **vals)
 
-    def rule(self, node: Node, index: int, seen_ids: dict[str, int]) -> Rule | None:
+    def rule(self, node: Node, index: int, seen_ids: dict[str, int]) -> Rule | None:  # noqa: C901 - checks each key of a rule at its YAML node, to report file:line:col
         allowed = ("id", "description", "match", "decision", "reason", "mode", "approval", "limits")
         if not isinstance(node, MappingNode):
             self.error(node, f"rules[{index}] must be a mapping, got {_kind(node)}")
@@ -650,8 +662,7 @@ class _Validator:
         if "tools" in m:
             tnode = m["tools"][1]
             if isinstance(tnode, SequenceNode):
-                entries = tnode.value if self.bounded(tnode, "tools", "tool map entries") else []
-                for i, item in enumerate(entries):
+                for i, item in enumerate(tnode.value):
                     t = self.tool_mapping(item, i)
                     if t is not None:
                         tools.append(t)
@@ -662,8 +673,7 @@ class _Validator:
             rnode = m["rules"][1]
             seen: dict[str, int] = {}
             if isinstance(rnode, SequenceNode):
-                entries = rnode.value if self.bounded(rnode, "rules", "rules") else []
-                for i, item in enumerate(entries):
+                for i, item in enumerate(rnode.value):
                     r = self.rule(item, i, seen)
                     if r is not None:
                         rules.append(r)
@@ -740,16 +750,87 @@ def _covers(d: Match, r: Match) -> bool:
     return True
 
 
+class _YamlBudget:
+    """Counts one YAML event stream against the input limits; `feed` returns the first limit crossed."""
+
+    def __init__(self) -> None:
+        self.depth = self.aliases = self.rule_count = 0
+        self.rules_depth: int | None = None  # depth of the 'rules' sequence while inside it
+        self.last_key: str | None = None
+        self.expanded = 0  # nodes so far, each alias counted as the size of what it names
+        self.anchor_size: dict[str, int] = {}
+        self.open: list[tuple[str | None, int]] = []  # (anchor, expanded at its start) per open collection
+
+    def feed(self, ev: yaml.Event) -> str | None:
+        return self._expansion(ev) or self._nesting(ev)
+
+    def _expansion(self, ev: yaml.Event) -> str | None:
+        if isinstance(ev, yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_YAML_ALIASES:
+                return f"too many YAML aliases: over the limit of {MAX_YAML_ALIASES}"
+            self.expanded += self.anchor_size.get(ev.anchor, 1)
+        elif isinstance(ev, yaml.ScalarEvent):
+            self.expanded += 1
+            if ev.anchor:
+                self.anchor_size[ev.anchor] = 1
+        elif isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            self.expanded += 1
+            self.open.append((ev.anchor, self.expanded - 1))
+        elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            anchor, start = self.open.pop()
+            if anchor:
+                self.anchor_size[anchor] = self.expanded - start
+        if self.expanded > MAX_YAML_NODES:
+            return f"YAML expands to too many nodes (aliases): over the limit of {MAX_YAML_NODES}"
+        return None
+
+    def _nesting(self, ev: yaml.Event) -> str | None:
+        in_rules = self.rules_depth is not None and self.depth == self.rules_depth
+        if in_rules and isinstance(ev, (yaml.ScalarEvent, yaml.AliasEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            self.rule_count += 1
+            if self.rule_count > MAX_RULES:
+                return f"too many rules: over the limit of {MAX_RULES}"
+        if isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            self.depth += 1
+            if self.depth > MAX_YAML_DEPTH:
+                return f"YAML nested too deeply: over the limit of {MAX_YAML_DEPTH} levels"
+            if isinstance(ev, yaml.SequenceStartEvent) and self.depth == 2 and self.last_key == "rules":
+                self.rules_depth = self.depth
+        elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            if in_rules:
+                self.rules_depth = None
+            self.depth -= 1
+        self.last_key = ev.value if isinstance(ev, yaml.ScalarEvent) and self.depth == 1 else None
+        return None
+
+
+def yaml_limit_issue(text: str, filename: str) -> PolicyIssue | None:
+    """Walk the YAML events (an iterative parser, no recursion) and name the first limit exceeded."""
+    budget = _YamlBudget()
+    for ev in yaml.parse(text, Loader=yaml.SafeLoader):
+        message = budget.feed(ev)
+        if message:
+            return PolicyIssue(filename, ev.start_mark.line + 1, ev.start_mark.column + 1, message)
+    return None
+
+
 def load_policy_text(text: str, filename: str = "safety.yaml") -> LoadResult:
     """Parse and validate policy text. Never raises on bad input."""
     v = _Validator(filename)
     if not isinstance(text, str):
         v.error(None, "policy text must be a string")
         return LoadResult(None, v.errors, v.warnings)
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_POLICY_BYTES:
+        return LoadResult(
+            None, [PolicyIssue(filename, 1, 1, f"policy is {size} bytes, over the limit of {MAX_POLICY_BYTES} bytes")], []
+        )
     try:
-        root = compose_bounded(text)
-    except DocumentLimitError as exc:
-        return LoadResult(None, [PolicyIssue(filename, exc.line, exc.col, exc.message)], [])
+        over = yaml_limit_issue(text, filename)
+        if over is not None:
+            return LoadResult(None, [over], [])
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -795,11 +876,8 @@ def load_policy_file(path: str | os.PathLike[str]) -> LoadResult:
     if os.path.isdir(p):
         p = os.path.join(p, "safety.yaml")
     try:
-        with open(p, "rb") as fh:
-            raw = fh.read(MAX_DOCUMENT_BYTES + 1)  # never read an oversized file whole
-            if len(raw) > MAX_DOCUMENT_BYTES:
-                return LoadResult(None, [PolicyIssue(p, 1, 1, document_too_large(os.fstat(fh.fileno()).st_size).message)])
-        text = raw.decode("utf-8")
+        with open(p, encoding="utf-8") as fh:
+            text = fh.read()
     except (OSError, UnicodeDecodeError) as exc:
         return LoadResult(None, [PolicyIssue(p, 1, 1, f"cannot read policy: {exc}")], [])
     return load_policy_text(text, filename=p)

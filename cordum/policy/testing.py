@@ -22,9 +22,8 @@ from typing import Any
 
 import yaml
 
-from .document import DocumentLimitError, compose_bounded
 from .engine import Call, compile_policy
-from .loader import LoadResult, PolicyIssue, load_policy_file
+from .loader import LoadResult, PolicyIssue, load_policy_file, yaml_limit_issue
 from .secrets import screen_result
 
 __all__ = ["CaseResult", "RepoTestReport", "load_cases", "run_repo_tests"]
@@ -89,9 +88,11 @@ def load_cases(path: str) -> tuple[list[tuple[int, dict]], list[PolicyIssue]]:
     errors: list[PolicyIssue] = []
     try:
         with open(path, encoding="utf-8") as fh:
-            root = compose_bounded(fh.read())
-    except DocumentLimitError as exc:
-        return [], [PolicyIssue(path, exc.line, exc.col, exc.message)]
+            text = fh.read()
+        over = yaml_limit_issue(text, path)  # the policy's limits hold for its test files too
+        if over is not None:
+            return [], [over]
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         m = exc.problem_mark
         return [], [PolicyIssue(path, (m.line + 1) if m else 1, (m.column + 1) if m else 1, f"YAML syntax error: {exc.problem}")]
@@ -131,27 +132,31 @@ def load_cases(path: str) -> tuple[list[tuple[int, dict]], list[PolicyIssue]]:
             else:
                 out.append((line, case))
             continue
-        if "call" not in case or "expect" not in case:
-            errors.append(PolicyIssue(path, line, col, "case is missing 'call' or 'expect'"))
+        problem = _call_case_problem(case)
+        if problem:
+            errors.append(PolicyIssue(path, line, col, problem))
             continue
-        expect = case["expect"]
-        if isinstance(expect, str):
-            expect = {"decision": expect}
-        if not isinstance(expect, dict) or "decision" not in expect:
-            errors.append(PolicyIssue(path, line, col, "'expect' must be a decision or a mapping with 'decision'"))
-            continue
-        bad = [k for k in expect if k not in _EXPECT_KEYS]
-        if bad:
-            errors.append(PolicyIssue(path, line, col, f"unknown key '{bad[0]}' in expect; expected one of: {', '.join(_EXPECT_KEYS)}"))
-            continue
-        try:
-            Call.from_dict(case["call"])
-        except ValueError as exc:
-            errors.append(PolicyIssue(path, line, col, f"invalid call: {exc}"))
-            continue
-        case["expect"] = expect
         out.append((line, case))
     return out, errors
+
+
+def _call_case_problem(case: dict) -> str | None:
+    """What is wrong with a call case (None: nothing); a bare decision as `expect` becomes {"decision": ...}."""
+    if "call" not in case or "expect" not in case:
+        return "case is missing 'call' or 'expect'"
+    expect = case["expect"]
+    if isinstance(expect, str):
+        expect = case["expect"] = {"decision": expect}
+    if not isinstance(expect, dict) or "decision" not in expect:
+        return "'expect' must be a decision or a mapping with 'decision'"
+    bad = [k for k in expect if k not in _EXPECT_KEYS]
+    if bad:
+        return f"unknown key '{bad[0]}' in expect; expected one of: {', '.join(_EXPECT_KEYS)}"
+    try:
+        Call.from_dict(case["call"])
+    except ValueError as exc:
+        return f"invalid call: {exc}"
+    return None
 
 
 def _result_case_problem(case: dict) -> str | None:

@@ -1,6 +1,6 @@
 """Which policy bundle each agent should hold: the baseline, or what its rollout stage assigns.
 
-The bundle API (`cordum.policies.selectors.bundle_for_agent`) calls `rollout_selection` on every request
+The bundle API (`cordum.rollouts.api.views.BundleApi`, through `bundle_for_agent`) calls `rollout_selection` on every request
 and every long-poll wake-up, so this module only reads a handful of rows.
 
 - Baseline: the organisation's newest bundle that is not a candidate of an unfinished (or rolled back)
@@ -12,8 +12,10 @@ and every long-poll wake-up, so this module only reads a handful of rows.
 
 import fnmatch
 import hashlib
+from dataclasses import dataclass
 
 from cordum.accounts.models import Agent, Organization
+from cordum.policies.models import PolicyBundle
 from cordum.rollouts.choices import RolloutState, StageKind
 from cordum.rollouts.models import ACTIVE_STATES, Rollout
 
@@ -61,8 +63,6 @@ def active_rollout(*, organization_id: int) -> Rollout | None:
 
 def baseline_bundle(*, organization_id: int, before_sequence: int | None = None):
     """The newest bundle everyone enforces outside a rollout (candidates of unfinished rollouts excluded)."""
-    from cordum.policies.models import PolicyBundle
-
     held_back = Rollout.to_bundles.through.objects.filter(
         rollout__organization_id=organization_id
     ).exclude(rollout__state=RolloutState.COMPLETED).values("policybundle_id")
@@ -111,3 +111,31 @@ def assigned_versions(*, organization: Organization, agents) -> dict[int, str]:
         enforce, _ = stage_assignment(rollout.stages, rollout.stage_index, agent)
         out[agent.pk] = _version_of(rollout.to_bundle if enforce else rollout.from_bundle)
     return out
+
+
+@dataclass(frozen=True)
+class AgentBundle:
+    """What GET /api/v1/bundle serves an agent: the bundle it enforces and, in a shadow rollout, a second one."""
+
+    bundle: PolicyBundle
+    shadow: PolicyBundle | None = None
+
+    @property
+    def etag(self) -> str:
+        if self.shadow is None:
+            return self.bundle.etag
+        return self.bundle.etag[:-1] + "+" + self.shadow.etag.strip('"') + '"'
+
+    def body(self) -> dict:
+        body = dict(self.bundle.bundle)
+        if self.shadow is not None:
+            body["shadow_bundle"] = self.shadow.bundle
+        return body
+
+
+def bundle_for_agent(*, agent) -> AgentBundle | None:
+    """The bundle that applies to `agent`: the baseline, or what a staged rollout assigns it (and a shadow)."""
+    selection = rollout_selection(agent=agent)
+    if selection is None:
+        return None
+    return AgentBundle(bundle=selection[0], shadow=selection[1])

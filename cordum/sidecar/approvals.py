@@ -62,12 +62,13 @@ APPROVAL_REQUEST_FIELDS = ("decision_id", "session_id", "server", "tool", "actio
 
 def approval_request_payload(record: dict[str, Any], approval: dict[str, Any], *, tool: str,
                              arguments: dict[str, Any], root: str | None) -> dict[str, Any]:
-    """What a held call sends the control plane: its evidence fields, the diff a write would make (unless the
-    policy redacts the text), and the rule's approval settings. The proxy and the hook both send this."""
+    """What a held call sends the control plane: its evidence fields (policy-redacted), the diff a write would
+    make from the real arguments (masked; the control plane stores it encrypted until decided), and the rule's
+    approval settings. The proxy and the hook both send this."""
     from cordum.sidecar.diffs import write_diff
 
     payload = {k: record.get(k) for k in APPROVAL_REQUEST_FIELDS}
-    payload.update(diff=write_diff(tool=tool, arguments=arguments, redacted=record.get("args") or {}, root=root),
+    payload.update(diff=write_diff(tool=tool, arguments=arguments, root=root),
                    on_timeout=approval.get("on_timeout") or "deny",
                    reviewers=list(approval.get("reviewers") or ["role:reviewer"]),
                    allow_self_approval=bool(approval.get("allow_self_approval")))

@@ -396,10 +396,11 @@ class BundleClient:
         if self._current is None:
             return
         new, held = bundle["manifest"]["sequence"], self._current["manifest"]["sequence"]
-        if new < held and not bundle["manifest"].get("rollback"):
+        if new <= held:  # a rollback too is a new, higher sequence carrying the older content
             raise BundleError(
-                f"refusing downgrade to sequence {new} ({bundle['manifest'].get('version')}) below the held "
-                f"sequence {held} ({self._current['manifest'].get('version')}) without an explicit rollback"
+                f"refusing downgrade to sequence {new} ({bundle['manifest'].get('version')}) at or below the held "
+                f"sequence {held} ({self._current['manifest'].get('version')}); a rollback is published as a new, "
+                "higher sequence, so an old bundle cannot be replayed"
             )
 
     def accept(self, bundle: dict) -> bool:

@@ -5,6 +5,7 @@
     cordum-sidecar hook [--config sidecar.yaml | --bundle safety.yaml] [--agent-format claude-code|cursor]
     cordum-sidecar status [--config sidecar.yaml]
     cordum-sidecar install claude-code|cursor [--project DIR | --managed] [--dry-run]
+    cordum-sidecar uninstall claude-code|cursor [--project DIR | --managed]
 
 Logs are JSON lines on stderr; stdout belongs to the MCP protocol (run) or the hook answer (hook).
 """
@@ -69,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--sidecar-command", help="how to launch the sidecar (default: cordum-sidecar)")
     install.add_argument("--no-hook", action="store_true", help="do not register the agent hook")
     install.add_argument("--dry-run", action="store_true", help="print the changes, write nothing")
+
+    uninstall = sub.add_parser("uninstall", help="put back the files `install` changed, byte for byte")
+    uninstall.add_argument("target", choices=["claude-code", "cursor"])
+    uninstall.add_argument("--project", default=None, help="project directory (default: current directory)")
+    uninstall.add_argument("--managed", action="store_true", help="restore the managed files instead")
+    uninstall.add_argument("--managed-dir", help="directory of the managed files (default: the OS's managed path)")
     return p
 
 
@@ -152,11 +159,18 @@ def _cmd_install(args: argparse.Namespace) -> int:
     return install(args)
 
 
+def _cmd_uninstall(args: argparse.Namespace) -> int:
+    from cordum.sidecar.install import uninstall
+
+    return uninstall(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
     try:
-        return {"run": _cmd_run, "hook": _cmd_hook, "status": _cmd_status, "install": _cmd_install}[args.command](
+        return {"run": _cmd_run, "hook": _cmd_hook, "status": _cmd_status, "install": _cmd_install,
+                "uninstall": _cmd_uninstall}[args.command](
             args
         )
     except ConfigError as exc:

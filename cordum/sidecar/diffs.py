@@ -1,9 +1,10 @@
 """Unified diffs of file writes, for reviewers: what a held `write_file`/`edit_file` (filesystem MCP server) or
 `Write`/`Edit`/`MultiEdit` (Claude Code) would change, computed from the file on disk and the call's arguments.
 
-A diff shows file content, so it is only built when the policy's evidence redaction left the written text
-visible in the recorded arguments (a policy that redacts `content` gets no diff), and it is capped in size.
-The lines it shows from the file on disk were never redacted, so credentials in them are masked.
+The diff is built from the call's real arguments, not the policy-redacted evidence: a policy that redacts
+`content` (the demo's does) must still let the reviewer see what they approve. It travels only in the approval
+request, which the control plane keeps encrypted and purges once decided; the evidence record keeps the
+redacted arguments. Credential-shaped text on either side of the diff is masked, and the diff is capped in size.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cordum.policy.evidence import mask_secrets
+from cordum.policy.secrets import default_scanner
 
 MAX_DIFF_BYTES = 64 * 1024
 MAX_FILE_BYTES = 1024 * 1024
@@ -38,13 +40,13 @@ def _apply_edits(text: str, edits: list[tuple[str, str, bool]]) -> str | None:
     return text
 
 
-def _visible(value: Any, redacted: Any) -> bool:
-    return isinstance(value, str) and value == redacted
+def _strings(*values: Any) -> bool:
+    return all(isinstance(v, str) for v in values)
 
 
-def write_diff(*, tool: str, arguments: dict[str, Any], redacted: dict[str, Any], root: str | None) -> str:
+def write_diff(*, tool: str, arguments: dict[str, Any], root: str | None) -> str:
     """The unified diff the call would apply, or "" when it is not a recognised write or cannot be shown."""
-    args, red = arguments or {}, redacted or {}
+    args = arguments or {}
     path_value = args.get("path") if "path" in args else args.get("file_path")
     if not isinstance(path_value, str) or not path_value:
         return ""
@@ -54,29 +56,31 @@ def write_diff(*, tool: str, arguments: dict[str, Any], redacted: dict[str, Any]
         return ""
     after: str | None = None
     if tool in ("write_file", "Write"):
-        if not _visible(args.get("content"), red.get("content")):
+        if not _strings(args.get("content")):
             return ""
         after = args["content"]
     elif tool == "Edit":
-        if not (_visible(args.get("old_string"), red.get("old_string"))
-                and _visible(args.get("new_string"), red.get("new_string"))):
+        if not _strings(args.get("old_string"), args.get("new_string")):
             return ""
         after = _apply_edits(before, [(args["old_string"], args["new_string"], bool(args.get("replace_all")))])
     elif tool == "MultiEdit":
         edits = args.get("edits")
-        red_edits = red.get("edits")
-        if not isinstance(edits, list) or edits != red_edits:
+        if not isinstance(edits, list):
             return ""
         after = _apply_edits(before, [(e.get("old_string", ""), e.get("new_string", ""), bool(e.get("replace_all")))
                                       for e in edits if isinstance(e, dict)])
     elif tool == "edit_file":
         edits = args.get("edits")
-        if not isinstance(edits, list) or edits != red.get("edits"):
+        if not isinstance(edits, list):
             return ""
         after = _apply_edits(before, [(e.get("oldText", ""), e.get("newText", ""), False)
                                      for e in edits if isinstance(e, dict)])
     if after is None:
         return ""
+    # Secrets are masked on whole texts first (a private key spans lines), each mask naming what it hides;
+    # then credential-named assignments line by line.
+    scanner = default_scanner()
+    before, after = scanner.mask(before)[0], scanner.mask(after)[0]
     lines = difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
                                  f"a/{path_value}", f"b/{path_value}")
     text = "".join(mask_secrets(line) if line.endswith("\n") else mask_secrets(line) + "\n\\ No newline at end of file\n"

@@ -32,10 +32,12 @@ same in memory: `LimitsTracker.carry_over`).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -131,7 +133,7 @@ def parse_cursor_event(event: dict[str, Any], *, builtin_server: str) -> HookCal
             args = orjson.loads(args) if args.strip() else {}
         if not isinstance(args, dict):
             raise ValueError("tool_input must be an object")
-        server = event.get("server") or event.get("server_name")
+        server = event.get("server") or event.get("server_name") or cursor_server_key(event, roots)
         if not server and event.get("command"):
             server = guess_server_name(str(event["command"]).split())
         if not server and event.get("url"):
@@ -139,6 +141,28 @@ def parse_cursor_event(event: dict[str, Any], *, builtin_server: str) -> HookCal
 
             server = urlparse(str(event["url"])).hostname or "remote"
         return HookCall(name, str(server or "mcp"), tool, args, session, root)
+    return None
+
+
+def cursor_server_key(event: dict[str, Any], roots: list[Any]) -> str | None:
+    """The key the user gave the server in Cursor's mcp.json (project, then ~/.cursor): Cursor's event only
+    carries the server's `url` or `command`, and policies name servers by their key, not by a host name."""
+    url, command = event.get("url"), event.get("command")
+    files = [Path(r) / ".cursor" / "mcp.json" for r in roots if isinstance(r, str)]
+    files.append(Path.home() / ".cursor" / "mcp.json")
+    for path in files:
+        try:
+            servers = json.loads(path.read_text()).get("mcpServers") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        for key, entry in servers.items() if isinstance(servers, dict) else []:
+            if not isinstance(entry, dict):
+                continue
+            if url and entry.get("url") == url:
+                return str(key)
+            launched = " ".join([str(entry.get("command") or ""), *map(str, entry.get("args") or [])]).strip()
+            if command and launched and launched == str(command).strip():
+                return str(key)
     return None
 
 

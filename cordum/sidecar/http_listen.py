@@ -20,9 +20,9 @@ from uuid import uuid4
 import orjson
 
 from cordum.sidecar.config import SidecarConfig
-from cordum.sidecar.proxy import Relay
+from cordum.sidecar.proxy import Relay, invalid_message, valid_id
 from cordum.sidecar.runtime import Services, build_services, new_session_id
-from cordum.sidecar.transports import make_upstream
+from cordum.sidecar.transports import LINE_LIMIT, make_upstream
 
 log = logging.getLogger("cordum.sidecar.http")
 
@@ -62,7 +62,7 @@ class HttpSession:
     def send_agent(self, data: bytes) -> None:
         self._outbox.put_nowait(data)
 
-    async def run(self) -> None:
+    async def run(self) -> None:  # noqa: C901 - the per-session state machine of the streamable HTTP transport (requests, streams, cancellation)
         import anyio
         import mcp_types
         from mcp.shared.message import ServerMessageMetadata, SessionMessage
@@ -129,7 +129,68 @@ class HttpSession:
             log.info("http session closed", extra={"mcp_session": self.id})
 
 
-async def run_http(cfg: SidecarConfig, *, local_bundle: str | None = None) -> int:
+def refuse_http_request(headers: dict[str, str]) -> tuple[int, int, str] | None:
+    """Why a streamable-HTTP request is refused before any session sees it, as (HTTP status, JSON-RPC code,
+    message), or None. The sidecar relays the initialize handshake, so it speaks the handshake revisions only."""
+    from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+
+    version = headers.get("mcp-protocol-version")
+    if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
+        return 400, -32600, (f"Bad Request: unsupported MCP-Protocol-Version {version!r} "
+                             f"(supported: {', '.join(HANDSHAKE_PROTOCOL_VERSIONS)})")
+    length = headers.get("content-length", "0")
+    if not length.isdigit() or int(length) > LINE_LIMIT:
+        return 413, -32600, f"Invalid Request: message too large (limit {LINE_LIMIT} bytes)"
+    return None
+
+
+async def read_body(receive):
+    """Read a POST body whole (so it can be checked before the SDK transport sees it) and return it with a
+    `receive` that replays it, then passes on what follows (the client disconnecting)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if size > LINE_LIMIT or not message.get("more_body"):
+            break
+    body = b"".join(chunks)
+    replayed = False
+
+    async def replay():
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return body, replay
+
+
+def invalid_body(body: bytes) -> tuple[int, int, str, Any] | None:
+    """Why a POSTed body is not JSON-RPC MCP accepts, as (HTTP status, JSON-RPC code, message, id), or None.
+    The same rules as stdio (Relay's invalid_message); the SDK transport alone would take an object id for a
+    notification and accept it silently."""
+    if len(body) > LINE_LIMIT:
+        return 413, -32600, f"Invalid Request: message too large (limit {LINE_LIMIT} bytes)", None
+    try:
+        msg = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return 400, -32700, "Parse error", None
+    for item in (msg if isinstance(msg, list) else [msg]):
+        problem = invalid_message(item)
+        if problem is not None:
+            req_id = item.get("id") if isinstance(item, dict) and valid_id(item.get("id")) else None
+            return 400, *problem, req_id
+    if isinstance(msg, list) and not msg:
+        return 400, -32600, "Invalid Request: empty batch", None
+    return None
+
+
+async def run_http(cfg: SidecarConfig, *, local_bundle: str | None = None) -> int:  # noqa: C901 - the HTTP listener's whole lifecycle (app, sessions, shutdown) in one place
     import uvicorn
     from mcp.server.transport_security import TransportSecuritySettings
     from starlette.responses import JSONResponse
@@ -155,7 +216,22 @@ async def run_http(cfg: SidecarConfig, *, local_bundle: str | None = None) -> in
         if scope["type"] != "http" or scope["path"].rstrip("/") != path.rstrip("/"):
             await JSONResponse({"message": "not found"}, status_code=404)(scope, receive, send)
             return
-        headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
+        headers = {k.decode().lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        refusal = refuse_http_request(headers)
+        if refusal is not None:
+            status, code, text = refusal
+            await JSONResponse({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": text}},
+                               status_code=status)(scope, receive, send)
+            return
+        body = b""
+        if scope["method"] == "POST":
+            body, receive = await read_body(receive)
+            problem = invalid_body(body)
+            if problem is not None:
+                status, code, text, req_id = problem
+                await JSONResponse({"jsonrpc": "2.0", "id": req_id, "error": {"code": code, "message": text}},
+                                   status_code=status)(scope, receive, send)
+                return
         sid = headers.get("mcp-session-id")
         if sid is not None:
             session = sessions.get(sid)
@@ -163,17 +239,9 @@ async def run_http(cfg: SidecarConfig, *, local_bundle: str | None = None) -> in
                 await JSONResponse({"jsonrpc": "2.0", "id": None, "error": {"code": -32600,
                                     "message": "Session not found"}}, status_code=404)(scope, receive, send)
                 return
-            body: list[bytes] = []
-
-            async def receive_and_keep_body():
-                message = await receive()
-                if message["type"] == "http.request":
-                    body.append(message.get("body", b""))
-                return message
-
-            await session.transport.handle_request(scope, receive_and_keep_body, send)
+            await session.transport.handle_request(scope, receive, send)
             if scope["method"] == "POST":  # its response stream has ended: answered, or the agent went away
-                session.request_stream_closed(b"".join(body))
+                session.request_stream_closed(body)
             if session.transport.is_terminated:
                 sessions.pop(sid, None)
             return

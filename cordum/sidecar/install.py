@@ -6,30 +6,36 @@ rewritten to launch `cordum-sidecar run ... --name <name> -- <original command>`
 entries), keeping its env. The hook goes into `.claude/settings.json` (`managed-settings.json` with
 --managed) for PreToolUse (the decision) and PostToolUse/PostToolUseFailure (the call's outcome). Cursor: `.cursor/mcp.json` and `.cursor/hooks.json` (beforeShellExecution,
 beforeMCPExecution, beforeReadFile). Entries already behind the sidecar are left alone, everything else in
-the files is preserved, each changed file is backed up first (`<file>.cordum-backup-<UTC time>`) and
-written atomically, and `--dry-run` prints a diff and writes nothing.
+the files is preserved (keys, names, file mode and owner), the first install keeps each file's original
+bytes in `<file>.cordum-original` so `uninstall` puts them back byte for byte, files are written
+atomically, and `--dry-run` prints a diff and writes nothing. Hook commands name the sidecar by absolute
+path and exit 2 (which both clients treat as "block") when it is missing or crashes.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import copy
 import difflib
 import json
 import os
 import shlex
 import shutil
+import stat
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from cordum.sidecar.config import SIDECAR_SERVER_NAMES, server_identity
 
 SIDECAR = "cordum-sidecar"
-MANAGED_DIRS = {"darwin": "/Library/Application Support/ClaudeCode", "linux": "/etc/claude-code"}
+# Claude Code's documented managed-settings directories (CORDUM_CLAUDE_MANAGED_DIR or --managed-dir override)
+MANAGED_DIRS = {"darwin": "/Library/Application Support/ClaudeCode", "linux": "/etc/claude-code",
+                "win32": "C:\\Program Files\\ClaudeCode"}
 CURSOR_HOOK_EVENTS = ("beforeShellExecution", "beforeMCPExecution", "beforeReadFile")
+CURSOR_HOOK_TIMEOUT = 60  # seconds, like Claude Code's PreToolUse: room for a held approval's first poll
 
 
 class InstallError(Exception):
@@ -102,22 +108,39 @@ def _is_cordum_hook(command: Any) -> bool:
     return (SIDECAR in text or "cordum.sidecar" in text) and " hook" in text
 
 
-def wrap_servers(servers: dict[str, Any], *, sidecar: list[str], policy_args: list[str]) -> tuple[dict, list[str]]:
-    """The mcpServers mapping with every entry launched behind the sidecar; returns (new, names changed)."""
+HTTP_TYPES = ("http", "streamable-http", "streamableHttp")
+# What the sidecar cannot front yet; such entries stay as they are and the hook still gates their calls.
+KEEP_REASONS = {
+    "headersHelper": "its headers come from a headersHelper command the sidecar does not run",
+    "oauth": "it signs in with OAuth, which the client does for itself",
+}
+
+
+def wrap_servers(servers: dict[str, Any], *, sidecar: list[str],
+                 policy_args: list[str]) -> tuple[dict, list[str], list[str]]:
+    """The mcpServers mapping with every entry the sidecar can front launched behind it, every key the user
+    had kept and every name unchanged; returns (new, names wrapped, notes on entries left as they were)."""
     out: dict[str, Any] = {}
     changed: list[str] = []
+    notes: list[str] = []
     for name, entry in servers.items():
         if not isinstance(entry, dict) or _is_wrapped(entry, sidecar) or name in SIDECAR_SERVER_NAMES:
             out[name] = entry
             continue
         new = copy.deepcopy(entry)
+        kind = entry.get("type") or entry.get("transport")
         if isinstance(entry.get("command"), str):
             upstream = [entry["command"], *[str(a) for a in entry.get("args") or []]]
             new["command"] = sidecar[0]
             # the policy judges the server by what it runs (the filesystem server named "files" is filesystem)
             identity = server_identity(upstream) or name
             new["args"] = [*sidecar[1:], "run", *policy_args, "--name", identity, "--", *upstream]
-        elif isinstance(entry.get("url"), str):
+        elif isinstance(entry.get("url"), str) and kind in HTTP_TYPES:
+            kept = [k for k in KEEP_REASONS if k in entry]
+            if kept:
+                out[name] = entry
+                notes.append(f"{name}: left as it is because {KEEP_REASONS[kept[0]]}; the hook still gates it")
+                continue
             new = {k: v for k, v in entry.items() if k not in ("type", "url", "headers")}
             headers = [a for k, v in (entry.get("headers") or {}).items() for a in ("--header", f"{k}: {v}")]
             new["type"] = "stdio"
@@ -125,10 +148,13 @@ def wrap_servers(servers: dict[str, Any], *, sidecar: list[str], policy_args: li
             new["args"] = [*sidecar[1:], "run", *policy_args, "--name", name, "--url", entry["url"], *headers]
         else:
             out[name] = entry
+            if isinstance(entry.get("url"), str):
+                notes.append(f"{name}: left as it is because the sidecar fronts only stdio and streamable HTTP "
+                             f"servers ({kind or 'no type'} here); the hook still gates it")
             continue
         out[name] = new
         changed.append(name)
-    return out, changed
+    return out, changed, notes
 
 
 def default_sidecar_command() -> list[str]:
@@ -188,9 +214,60 @@ def add_cursor_hooks(doc: dict[str, Any], command: str) -> bool:
         entries = hooks.setdefault(event, [])
         if any(_is_cordum_hook(e.get("command")) for e in entries if isinstance(e, dict)):
             continue
-        entries.append({"command": command})
+        entries.append({"command": command, "timeout": CURSOR_HOOK_TIMEOUT})
         added = True
     return added
+
+
+RECORD_SUFFIX = ".cordum-original"
+
+
+def _record_path(path: Path) -> Path:
+    return path.with_name(path.name + RECORD_SUFFIX)
+
+
+def _write_record(path: Path) -> None:
+    """Keep what was there before the first install (bytes, mode, owner, or that nothing was), so `uninstall`
+    can put it back byte for byte; a reinstall never overwrites it."""
+    record = _record_path(path)
+    if record.exists():
+        return
+    created = []  # directories the install makes, removed again by uninstall
+    parent = path.parent
+    while not parent.exists():
+        created.append(str(parent))
+        parent = parent.parent
+    doc: dict[str, Any] = {"existed": path.exists(), "created_dirs": created}
+    if path.exists():
+        st = path.stat()
+        doc.update(mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid,
+                   bytes=base64.b64encode(path.read_bytes()).decode())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(record, json.dumps(doc, indent=2) + "\n", mode=0o600)  # may hold a secret header
+
+
+def _atomic_write(path: Path, text: str | bytes, *, mode: int, owner: tuple[int, int] | None = None) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text.encode() if isinstance(text, str) else text)
+        os.chmod(tmp, mode)
+        if owner is not None:
+            try:
+                os.chown(tmp, *owner)
+            except PermissionError:  # only root may give a file away; the mode is still kept
+                pass
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 class Plan:
@@ -198,6 +275,7 @@ class Plan:
 
     def __init__(self) -> None:
         self.files: list[tuple[Path, dict[str, Any] | None, dict[str, Any]]] = []
+        self.notes: list[str] = []
 
     def add(self, path: Path, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
         if old != new:
@@ -212,20 +290,36 @@ class Plan:
         return "\n".join(chunks)
 
     def apply(self) -> list[Path]:
-        backups = []
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        for path, old, new in self.files:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if old is not None and path.exists():
-                backup = path.with_name(f"{path.name}.cordum-backup-{stamp}")
-                backup.write_bytes(path.read_bytes())
-                backups.append(backup)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-            with os.fdopen(fd, "w") as handle:
-                json.dump(new, handle, indent=2)
-                handle.write("\n")
-            os.replace(tmp, path)
-        return backups
+        """Write each file in place of the old one, keeping its mode and owner; return the records written."""
+        records = []
+        for path, _old, new in self.files:
+            _write_record(path)
+            records.append(_record_path(path))
+            if path.exists():
+                st = path.stat()
+                mode, owner = stat.S_IMODE(st.st_mode), (st.st_uid, st.st_gid)
+            else:
+                mode, owner = _default_mode(), None
+            _atomic_write(path, json.dumps(new, indent=2) + "\n", mode=mode, owner=owner)
+        return records
+
+
+def target_paths(args: argparse.Namespace) -> list[Path]:
+    """The files `install` writes for these arguments (and `uninstall` restores)."""
+    if args.target == "claude-code":
+        if args.managed:
+            base = managed_dir(args)
+            return [base / "managed-mcp.json", base / "managed-settings.json"]
+        project = Path(args.project or ".")
+        return [project / ".mcp.json", project / ".claude" / "settings.json"]
+    base = Path(args.managed_dir or os.path.expanduser("~/.cursor")) if args.managed else \
+        Path(args.project or ".") / ".cursor"
+    return [base / "mcp.json", base / "hooks.json"]
+
+
+def managed_dir(args: argparse.Namespace) -> Path:
+    return Path(args.managed_dir or os.environ.get("CORDUM_CLAUDE_MANAGED_DIR")
+                or MANAGED_DIRS.get(sys.platform, "/etc/claude-code"))
 
 
 def plan_install(args: argparse.Namespace) -> Plan:
@@ -234,8 +328,7 @@ def plan_install(args: argparse.Namespace) -> Plan:
     plan = Plan()
     if args.target == "claude-code":
         if args.managed:
-            base = Path(args.managed_dir or MANAGED_DIRS.get(sys.platform, "/etc/claude-code"))
-            mcp_path, settings_path = base / "managed-mcp.json", base / "managed-settings.json"
+            mcp_path, settings_path = target_paths(args)
             source = _read_json(mcp_path)
             if source is None:  # start from the project's servers
                 source = _read_json(Path(args.project or ".") / ".mcp.json") or {}
@@ -243,12 +336,12 @@ def plan_install(args: argparse.Namespace) -> Plan:
             else:
                 old_mcp = source
         else:
-            project = Path(args.project or ".")
-            mcp_path, settings_path = project / ".mcp.json", project / ".claude" / "settings.json"
+            mcp_path, settings_path = target_paths(args)
             old_mcp = source = _read_json(mcp_path)
             source = source or {}
         new_mcp = copy.deepcopy(source)
-        servers, _ = wrap_servers(source.get("mcpServers") or {}, sidecar=sidecar, policy_args=policy_args)
+        servers, _, plan.notes = wrap_servers(source.get("mcpServers") or {}, sidecar=sidecar,
+                                              policy_args=policy_args)
         new_mcp["mcpServers"] = servers
         plan.add(mcp_path, old_mcp, new_mcp)
         if not args.no_hook:
@@ -259,12 +352,11 @@ def plan_install(args: argparse.Namespace) -> Plan:
             add_claude_hook(settings, {"PreToolUse": decide, "PostToolUse": record, "PostToolUseFailure": record})
             plan.add(settings_path, old_settings, settings)
     else:  # cursor
-        base = Path(args.managed_dir or os.path.expanduser("~/.cursor")) if args.managed else \
-            Path(args.project or ".") / ".cursor"
-        mcp_path, hooks_path = base / "mcp.json", base / "hooks.json"
+        mcp_path, hooks_path = target_paths(args)
         old_mcp = _read_json(mcp_path)
         new_mcp = copy.deepcopy(old_mcp or {})
-        servers, _ = wrap_servers((old_mcp or {}).get("mcpServers") or {}, sidecar=sidecar, policy_args=policy_args)
+        servers, _, plan.notes = wrap_servers((old_mcp or {}).get("mcpServers") or {}, sidecar=sidecar,
+                                              policy_args=policy_args)
         new_mcp["mcpServers"] = servers
         plan.add(mcp_path, old_mcp, new_mcp)
         if not args.no_hook:
@@ -281,6 +373,8 @@ def install(args: argparse.Namespace) -> int:
     except InstallError as exc:
         print(f"cordum-sidecar install: {exc}", file=sys.stderr)
         return 1
+    for note in plan.notes:
+        print(f"note: {note}")
     if not plan.files:
         print("Nothing to change: every MCP server and the hook are already behind Cordum.")
         return 0
@@ -288,9 +382,40 @@ def install(args: argparse.Namespace) -> int:
         print(plan.diff())
         print(f"(dry run: {len(plan.files)} file(s) would change; nothing was written)")
         return 0
-    backups = plan.apply()
+    records = plan.apply()
     for path, _, _ in plan.files:
         print(f"updated {path}")
-    for b in backups:
-        print(f"backup  {b}")
+    for r in records:
+        print(f"original kept in {r} (`cordum-sidecar uninstall` puts it back)")
+    return 0
+
+
+def uninstall(args: argparse.Namespace) -> int:
+    """Put back every file `install` changed, byte for byte with its mode and owner; remove what it created."""
+    restored = 0
+    created: list[str] = []
+    for path in target_paths(args):
+        record = _record_path(path)
+        if not record.exists():
+            continue
+        try:
+            doc = json.loads(record.read_text())
+        except ValueError:
+            print(f"cordum-sidecar uninstall: {record} is damaged; {path} left as it is", file=sys.stderr)
+            return 1
+        if doc.get("existed"):
+            _atomic_write(path, base64.b64decode(doc["bytes"]), mode=doc["mode"], owner=(doc["uid"], doc["gid"]))
+        elif path.exists():
+            path.unlink()
+        record.unlink()
+        created += doc.get("created_dirs") or []
+        print(f"restored {path}")
+        restored += 1
+    for directory in sorted(created, key=len, reverse=True):  # deepest first
+        try:
+            os.rmdir(directory)
+        except OSError:  # not empty: something else lives there now
+            pass
+    if not restored:
+        print("Nothing to restore: no Cordum install record next to these files.")
     return 0

@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -41,12 +43,46 @@ def _jsonrpc_result(req_id: Any, result: dict[str, Any]) -> bytes:
     return orjson.dumps({"jsonrpc": "2.0", "id": req_id, "result": result})
 
 
-def _jsonrpc_error(req_id: Any, code: int, message: str) -> bytes:
+def jsonrpc_error(req_id: Any, code: int, message: str) -> bytes:
     return orjson.dumps({"jsonrpc": "2.0", "id": req_id, "error": {"code": code, "message": message}})
 
 
 def tool_error_result(text: str) -> dict[str, Any]:
     return {"content": [{"type": "text", "text": text}], "isError": True}
+
+
+def valid_id(value: Any) -> bool:
+    """JSON-RPC ids MCP accepts: a string or an integer (never null, a bool, a float, an object or an array)."""
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def invalid_message(msg: Any) -> tuple[int, str] | None:
+    """Why `msg` is not a JSON-RPC 2.0 message MCP allows, as (error code, message naming the field), or None."""
+    if not isinstance(msg, dict):
+        return -32600, "Invalid Request: a message must be a JSON object"
+    if msg.get("jsonrpc") != "2.0":
+        return -32600, 'Invalid Request: "jsonrpc" must be "2.0"'
+    if "id" in msg and not valid_id(msg["id"]):
+        return -32600, 'Invalid Request: "id" must be a string or an integer'
+    if "method" not in msg:  # an answer to a request an upstream made
+        if "id" not in msg or ("result" in msg) == ("error" in msg):
+            return -32600, 'Invalid Request: a response needs "id" and exactly one of "result" or "error"'
+        return None
+    method = msg["method"]
+    if not isinstance(method, str) or not method:
+        return -32600, 'Invalid Request: "method" must be a non-empty string'
+    if "params" in msg and not isinstance(msg["params"], dict):
+        return -32602, 'Invalid params: "params" must be an object'
+    if "id" not in msg and not method.startswith("notifications/"):
+        return -32600, f'Invalid Request: {method} is a request and needs an "id"'
+    if method == "tools/call":
+        params = msg.get("params") or {}
+        if not isinstance(params.get("name"), str):
+            return -32602, 'Invalid params: tools/call needs "params.name" (a string)'
+        for key in ("arguments", "task", "_meta"):
+            if params.get(key) is not None and not isinstance(params[key], dict):
+                return -32602, f'Invalid params: "params.{key}" must be an object'
+    return None
 
 
 @dataclass
@@ -84,22 +120,40 @@ class Relay:
         self._server_reqs: dict[str, tuple[str, Any]] = {}  # multi: rewritten id -> (upstream, original id)
         self._uri_owner: dict[str, str] = {}
         self._seq = 0
+        self._denied_tasks: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}  # task id -> (task, result)
 
     # -- agent -> upstream ----------------------------------------------------------------------
 
     def on_agent_line(self, line: bytes) -> None:
         try:
-            msg = orjson.loads(line)
+            msg = orjson.loads(line)  # orjson refuses nesting deeper than 1024: a parse error, not a crash
         except orjson.JSONDecodeError:
-            self.send_agent(_jsonrpc_error(None, -32700, "Parse error"))
+            self.send_agent(jsonrpc_error(None, -32700, "Parse error"))
             return
         if isinstance(msg, list):  # a JSON-RPC batch (older protocol versions): handle each element
+            if not msg:
+                self.send_agent(jsonrpc_error(None, -32600, "Invalid Request: empty batch"))
             for item in msg:
-                if isinstance(item, dict):
-                    self._on_agent_msg(item, None)
+                self._on_agent_item(item, None)
             return
-        if isinstance(msg, dict):
-            self._on_agent_msg(msg, line)
+        self._on_agent_item(msg, line)
+
+    def _on_agent_item(self, msg: Any, raw: bytes | None) -> None:
+        """Refuse what is not a JSON-RPC message, then relay; a failure here answers the one request, so a
+        malformed message can never end the session (or the sidecar) for the messages after it."""
+        problem = invalid_message(msg)
+        if problem is not None:
+            code, text = problem
+            req_id = msg.get("id") if isinstance(msg, dict) and valid_id(msg.get("id")) else None
+            log.warning("invalid message from the agent", extra={"reason": text})
+            self.send_agent(jsonrpc_error(req_id, code, text))
+            return
+        try:
+            self._on_agent_msg(msg, raw)
+        except Exception:
+            log.exception("relaying an agent message failed", extra={"method": msg.get("method")})
+            if msg.get("method") and "id" in msg:
+                self.send_agent(jsonrpc_error(msg["id"], -32603, "Cordum sidecar: internal error"))
 
     def _on_agent_msg(self, msg: dict[str, Any], raw: bytes | None) -> None:
         method = msg.get("method")
@@ -109,6 +163,8 @@ class Relay:
         if "id" in msg:
             if method == "tools/call":
                 self._on_tools_call(msg, raw)
+            elif method in ("tasks/get", "tasks/result", "tasks/cancel") and self._answer_denied_task(msg):
+                return
             elif not self.multi:
                 self._forward(self.first, msg, raw)
             else:
@@ -137,7 +193,7 @@ class Relay:
             upstream.send(raw if raw is not None else orjson.dumps(msg))
         except ConnectionError as exc:
             if "id" in msg and msg.get("method"):
-                self.send_agent(_jsonrpc_error(msg["id"], -32603, f"Cordum sidecar: {exc}"))
+                self.send_agent(jsonrpc_error(msg["id"], -32603, f"Cordum sidecar: {exc}"))
 
     # -- tools/call: the enforcement point ------------------------------------------------------
 
@@ -154,11 +210,11 @@ class Relay:
         params = msg.get("params") or {}
         name = params.get("name")
         if not isinstance(name, str):
-            self.send_agent(_jsonrpc_error(req_id, -32602, "tools/call needs params.name"))
+            self.send_agent(jsonrpc_error(req_id, -32602, "tools/call needs params.name"))
             return
         resolved = self._resolve_tool(name)
         if resolved is None:
-            self.send_agent(_jsonrpc_error(req_id, -32602, f"Unknown tool: {name}"))
+            self.send_agent(jsonrpc_error(req_id, -32602, f"Unknown tool: {name}"))
             return
         upstream, tool = resolved
         verdict = self.enforcer.decide(server=upstream.name, tool=tool, arguments=params.get("arguments"),
@@ -166,10 +222,44 @@ class Relay:
         if verdict.decision == "allow":
             self._send_call(upstream, tool, msg, raw, verdict)
         elif verdict.decision == "deny":
-            self.send_agent(_jsonrpc_result(req_id, tool_error_result(verdict.deny_text())))
+            self._refuse(msg, verdict.deny_text())
         else:
             task = asyncio.get_running_loop().create_task(self._hold_for_approval(upstream, tool, msg, raw, verdict))
             self._held[req_id] = task
+
+    def _refuse(self, msg: dict[str, Any], text: str) -> None:
+        """Answer a refused tools/call in the shape its caller asked for: a tool error, or a failed task."""
+        result = tool_error_result(text)
+        task = (msg.get("params") or {}).get("task")
+        if isinstance(task, dict):
+            result = self._denied_task(task, result)
+        self.send_agent(_jsonrpc_result(msg["id"], result))
+
+    def _denied_task(self, task: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+        """A task-augmented call (MCP 2025-11-25) expects a CreateTaskResult, then polls tasks/get and reads
+        tasks/result: a denied one becomes a task that has already failed, whose payload is the deny result."""
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        info = {"taskId": f"cordum-denied-{uuid.uuid4().hex}", "status": "failed",
+                "statusMessage": result["content"][0]["text"], "createdAt": now, "lastUpdatedAt": now,
+                "ttl": task.get("ttl") if isinstance(task.get("ttl"), int) else None}
+        self._denied_tasks[info["taskId"]] = (info, result)
+        return {"task": info}
+
+    def _answer_denied_task(self, msg: dict[str, Any]) -> bool:
+        """Answer tasks/get, tasks/result and tasks/cancel for a task the sidecar itself failed (a denied call)."""
+        task_id = (msg.get("params") or {}).get("taskId")
+        entry = self._denied_tasks.get(task_id) if isinstance(task_id, str) else None
+        if entry is None:
+            return False
+        info, result = entry
+        if msg["method"] == "tasks/get":
+            self.send_agent(_jsonrpc_result(msg["id"], info))
+        elif msg["method"] == "tasks/result":
+            meta = {"io.modelcontextprotocol/related-task": {"taskId": task_id}}
+            self.send_agent(_jsonrpc_result(msg["id"], dict(result, _meta=meta)))
+        else:
+            self.send_agent(jsonrpc_error(msg["id"], -32602, f"Task {task_id} already failed: it cannot be cancelled"))
+        return True
 
     def _send_call(self, upstream: Any, tool: str, msg: dict[str, Any], raw: bytes | None, verdict: Verdict) -> None:
         req_id = msg["id"]
@@ -183,7 +273,7 @@ class Relay:
         except ConnectionError as exc:
             self._calls.pop((upstream.name, req_id), None)
             self.enforcer.record_outcome(verdict, "failed", error=str(exc))
-            self.send_agent(_jsonrpc_error(req_id, -32603, f"Cordum sidecar: {exc}"))
+            self.send_agent(jsonrpc_error(req_id, -32603, f"Cordum sidecar: {exc}"))
 
     async def _hold_for_approval(self, upstream: Any, tool: str, msg: dict[str, Any], raw: bytes | None,
                                  verdict: Verdict) -> None:
@@ -235,7 +325,7 @@ class Relay:
         self.enforcer.record_outcome(verdict, outcome, reviewer=result.reviewer, comment=result.comment,
                                      error=result.detail)
         text = result.refusal_text(rule=verdict.rule, reason=verdict.reason, policy_version=verdict.policy_version)
-        self.send_agent(_jsonrpc_result(req_id, tool_error_result(text)))
+        self._refuse(msg, text)
 
     # -- multi-upstream routing -----------------------------------------------------------------
 
@@ -420,4 +510,4 @@ class Relay:
         for key in [k for k in self._calls if k[0] == upstream.name]:
             pending = self._calls.pop(key)
             self.enforcer.record_outcome(pending.verdict, "failed", error="upstream server exited")
-            self.send_agent(_jsonrpc_error(key[1], -32603, f"Cordum sidecar: upstream {upstream.name} exited"))
+            self.send_agent(jsonrpc_error(key[1], -32603, f"Cordum sidecar: upstream {upstream.name} exited"))

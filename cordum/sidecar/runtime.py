@@ -20,7 +20,7 @@ from cordum.sidecar.config import SidecarConfig
 from cordum.sidecar.enforcer import Enforcer, PolicyLoadError, load_local_policy, policy_from_bundle
 from cordum.sidecar.heartbeat import Heartbeat
 from cordum.sidecar.ids import uuid7
-from cordum.sidecar.proxy import Relay
+from cordum.sidecar.proxy import Relay, jsonrpc_error
 from cordum.sidecar.spool import Spool
 from cordum.sidecar.transports import StdioAgentSide, make_upstream
 from cordum.sidecar.uploader import Uploader
@@ -90,7 +90,7 @@ class Services:
         }
 
 
-async def build_services(cfg: SidecarConfig, *, local_bundle: str | None = None, background: bool = True,
+async def build_services(cfg: SidecarConfig, *, local_bundle: str | None = None, background: bool = True,  # noqa: C901 - builds the sidecar's services in dependency order (policy, spool, uploader, approvals) in one place
                          root: str | None = None) -> Services:
     """Open the spool, load the policy (local file or control plane), and start the background loops.
 
@@ -178,6 +178,17 @@ async def build_services(cfg: SidecarConfig, *, local_bundle: str | None = None,
     return svc
 
 
+async def read_agent_line(reader: asyncio.StreamReader, agent: StdioAgentSide) -> bytes | None:
+    """The agent's next line, stripped (b"" for a blank or refused one), or None at end of input. A line over
+    LINE_LIMIT is answered with a JSON-RPC error and skipped, so one huge message never ends the session."""
+    try:
+        line = await reader.readline()
+    except ValueError:
+        agent.send(jsonrpc_error(None, -32600, "Invalid Request: message too large"))
+        return b""
+    return line.strip() if line else None
+
+
 async def run_stdio(cfg: SidecarConfig, *, local_bundle: str | None = None) -> int:
     """Serve one agent on stdin/stdout in front of the configured upstreams until the agent hangs up."""
     svc = await build_services(cfg, local_bundle=local_bundle)
@@ -197,11 +208,7 @@ async def run_stdio(cfg: SidecarConfig, *, local_bundle: str | None = None) -> i
         reader = await agent.open()
 
         async def pump_agent() -> None:
-            while True:
-                line = await reader.readline()
-                if not line:
-                    return
-                line = line.strip()
+            while (line := await read_agent_line(reader, agent)) is not None:
                 if line:
                     relay.on_agent_line(line)
 

@@ -25,7 +25,8 @@ from cordum.sidecar.config import UpstreamConfig
 
 log = logging.getLogger("cordum.sidecar.transport")
 
-LINE_LIMIT = 64 * 1024 * 1024  # largest single message accepted on a pipe
+# Largest single message accepted on a pipe; CORDUM_MAX_MESSAGE_BYTES lowers it (tests, small machines).
+LINE_LIMIT = int(os.environ.get("CORDUM_MAX_MESSAGE_BYTES") or 64 * 1024 * 1024)
 OnMessage = Callable[[Any, bytes], None]
 
 # Variables the sidecar itself needs that an upstream server has no business seeing.

@@ -40,3 +40,20 @@ def test_a_mapping_to_an_unknown_team_or_role_is_refused_naming_the_line(client)
     assert response.status_code == 200
     assert "role must be one of" in html and "no team nowhere" in html
     assert not SingleSignOn.objects.exists()
+
+
+def test_a_provider_cannot_vouch_for_an_operator_or_another_organisations_member():
+    from cordum.accounts.sso import sso_member_from_claims
+    from cordum.common.errors import CordumError
+    from tests.factories import OrganizationFactory, UserFactory
+
+    admin = MembershipFactory(role=Role.ADMIN)
+    config = SingleSignOn.objects.create(organization=admin.organization, issuer="https://login.acme.test",
+                                         client_id="c", default_role=Role.MEMBER)
+    UserFactory(username="root", email="root@acme.test", is_superuser=True)
+    MembershipFactory(organization=OrganizationFactory(), user=UserFactory(email="bob@acme.test"))
+    for email in ("root@acme.test", "bob@acme.test"):
+        with pytest.raises(CordumError):
+            sso_member_from_claims(config=config, claims={"email": email, "email_verified": True})
+    user, membership = sso_member_from_claims(config=config, claims={"email": "new@acme.test", "email_verified": True})
+    assert membership.role == Role.MEMBER and not user.has_usable_password()

@@ -1,15 +1,18 @@
 """The approvals API: the sidecar's contract (open, wait, consume) and the reviewers' decide endpoint."""
 
 import threading
+from datetime import timedelta
 
 import pytest
 import redis
 from django.conf import settings
+from django.utils import timezone
 
 from cordum.accounts.choices import Role
 from cordum.approvals.models import ApprovalRequest
+from cordum.approvals.services import approval_cancel, approvals_expire_due
 from cordum.decisions.models import EvidenceRecord
-from tests.approvals.conftest import api_client, digest, open_payload
+from tests.approvals.conftest import DIFF, api_client, digest, open_payload
 
 
 def decide(user, approval, decision="approve", comment=""):
@@ -31,8 +34,38 @@ def test_sidecar_opens_a_pending_request_with_the_contract_fields(setup):
     assert approval.agent == setup["agent"] and approval.organization == setup["org"]
     assert (approval.tool, approval.args_digest, approval.session_id) == ("write_file", payload["args_digest"],
                                                                           "sess_01TEST")
-    assert approval.diff.startswith("--- a/src/app.py")
+    assert approval.diff_text.startswith("--- a/src/app.py")
     assert 899 <= (approval.expires_at - approval.created_at).total_seconds() <= 900
+
+
+@pytest.mark.django_db
+def test_the_real_diff_is_stored_encrypted_and_only_an_eligible_reviewer_reads_it(setup):
+    approval = setup["open"](reviewers=["team:payments"])
+    stored = ApprovalRequest.objects.values_list("diff", flat=True).get(pk=approval.pk)
+    assert stored and "DEBUG" not in stored  # ciphertext at rest, not the diff
+    eligible = api_client(user=setup["alice"].user).get(f"/api/v1/approval-requests/{approval.pk}")
+    assert eligible.status_code == 200 and eligible.json()["diff"] == DIFF
+    # bob reviews organisation-wide, so he may see the request as evidence, but the policy names team:payments
+    outsider = api_client(user=setup["bob"].user).get(f"/api/v1/approval-requests/{approval.pk}")
+    assert outsider.status_code in (200, 404) and "-DEBUG = True" not in outsider.content.decode()
+    assert outsider.status_code == 404 or outsider.json()["diff"] == ""
+    listed = api_client(user=setup["bob"].user).get("/api/v1/approval-requests").content.decode()
+    assert str(approval.pk) not in listed and "-DEBUG = True" not in listed
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("ending", ["approve", "deny", "expire", "cancel"])
+def test_the_real_diff_is_purged_once_the_request_is_decided_expired_or_cancelled(setup, ending):
+    approval = setup["open"]()
+    if ending in ("approve", "deny"):
+        assert decide(setup["alice"].user, approval, ending).status_code == 200
+    elif ending == "expire":
+        ApprovalRequest.objects.filter(pk=approval.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+        assert approvals_expire_due() == 1
+    else:
+        approval_cancel(approval=approval, agent=setup["agent"])
+    approval.refresh_from_db()
+    assert approval.state != "pending" and approval.diff == "" and approval.diff_text == ""
 
 
 @pytest.mark.django_db
@@ -130,6 +163,14 @@ def test_the_pending_list_shows_only_requests_the_reviewer_is_named_for(setup):
     assert ids == {str(for_payments.pk)}
     ids = {item["id"] for item in api_client(user=setup["bob"].user).get("/api/v1/approval-requests").json()}
     assert ids == {str(for_bob.pk)}
+
+
+@pytest.mark.django_db
+def test_the_queue_puts_the_request_about_to_expire_first_not_the_oldest(setup):
+    older_with_time = setup["open"](timeout_seconds=900)
+    newer_expiring = setup["open"](timeout_seconds=120)
+    ids = [item["id"] for item in api_client(user=setup["alice"].user).get("/api/v1/approval-requests").json()]
+    assert ids == [str(newer_expiring.pk), str(older_with_time.pk)]
 
 
 @pytest.mark.django_db

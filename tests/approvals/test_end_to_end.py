@@ -78,7 +78,7 @@ def world(tmp_path, settings, live_server, celery_eager, fs_server_bin):
     """An org whose policy repo (real git) is synced and published as a signed bundle; a sidecar config."""
     settings.CORDUM_GIT_CACHE_DIR = tmp_path / "git-cache"
 
-    def build(timeout: str = "15m", on_timeout: str = "deny") -> dict:
+    def build(timeout: str = "15m", on_timeout: str = "deny", extra_policy: str = "") -> dict:
         org = OrganizationFactory(slug="acme-e2e")
         payments = TeamFactory(organization=org, slug="payments", name="Payments")
         owner = MembershipFactory(organization=org, role=Role.MEMBER, user=UserFactory(username="mo",
@@ -93,7 +93,7 @@ def world(tmp_path, settings, live_server, celery_eager, fs_server_bin):
             config.set_value("user", "email", "pat@example.com")
             config.set_value("commit", "gpgsign", "false")
         (tmp_path / "policies" / "safety.yaml").write_text(POLICY.replace("TIMEOUT", timeout).replace(
-            "on_timeout: deny", f"on_timeout: {on_timeout}"))
+            "on_timeout: deny", f"on_timeout: {on_timeout}") + extra_policy)
         policy_repo.index.add(["safety.yaml"])
         policy_repo.index.commit("File writes need approval")
         policy_repo.create_tag("v1.0.0")
@@ -178,7 +178,7 @@ def outcomes(rows) -> list[str]:
     return [f"{r.record_type}:{r.decision if r.record_type == 'decision' else r.outcome}" for r in rows]
 
 
-def held_call_then(w, decide, *, expect_error: bool):
+def held_call_then(w, decide, *, expect_error: bool, path: str = "src/app.py", content: str = NEW):
     """Call write_file through the sidecar, let `decide(request)` act while it is held, return (result, request)."""
     progress: list[str] = []
 
@@ -188,7 +188,7 @@ def held_call_then(w, decide, *, expect_error: bool):
                 progress.append(message or "")
 
             call = asyncio.create_task(session.call_tool(
-                "write_file", {"path": str(w["project"] / "src" / "app.py"), "content": NEW},
+                "write_file", {"path": str(w["project"] / path), "content": content},
                 progress_callback=on_progress))
             request = await in_thread(lambda: wait_for_request(w["org"]))
             assert not call.done(), "the write was not held for approval"
@@ -315,3 +315,38 @@ def test_a_held_write_runs_when_nobody_decides_and_the_policy_says_on_timeout_al
     reviewer.force_login(w["alice"].user)
     page = reviewer.post(reverse("approvals:decide", args=[request.pk]), {"decision": "approve"}, follow=True)
     assert "on_timeout: allow, so the agent&#x27;s call was let through" in page.content.decode()
+
+
+FAKE_AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
+
+
+def test_a_new_file_shows_as_a_green_diff_with_a_fake_aws_key_masked_and_unmasked_nowhere(world):
+    """The policy redacts `content` in evidence (as the demo's does); the reviewer still sees the whole new file."""
+    w = world(extra_policy='evidence:\n  redact: ["content"]\n')
+    content = f"AWS_ACCESS_KEY_ID = '{FAKE_AWS_KEY}'\nregion = 'eu-west-1'\n"
+    seen: dict[str, str] = {}
+
+    def approve(request):
+        reviewer = Client()
+        reviewer.force_login(w["alice"].user)
+        seen["queue"] = reviewer.get(reverse("approvals:queue")).content.decode()
+        seen["card"] = reviewer.get(reverse("approvals:detail", args=[request.pk])).content.decode()
+        api = APIClient()
+        api.force_authenticate(w["alice"].user)
+        seen["api"] = api.get(f"/api/v1/approval-requests/{request.pk}").content.decode()
+        seen["diff"] = api.get(f"/api/v1/approval-requests/{request.pk}").json()["diff"]
+        seen["row"] = repr(list(ApprovalRequest.objects.filter(pk=request.pk).values()))
+        assert reviewer.post(reverse("approvals:decide", args=[request.pk]), {"decision": "approve"}).status_code == 302
+
+    _result, request, _ = held_call_then(w, approve, expect_error=False, path="src/new_settings.py", content=content)
+    assert (w["project"] / "src" / "new_settings.py").read_text() == content  # the real write ran
+    added = [line for line in seen["diff"].splitlines() if line.startswith("+") and not line.startswith("+++")]
+    assert added == ["+AWS_ACCESS_KEY_ID = '[REDACTED: AWS Access Key]'", "+region = 'eu-west-1'"]  # green, masked
+    assert '<span class="d-add">+region = &#x27;eu-west-1&#x27;</span>' in seen["card"]
+    assert '<span class="d-del">' not in seen["card"]
+    request.refresh_from_db()
+    assert request.diff == ""  # purged once decided
+    evidence = repr(list(EvidenceRecord.objects.filter(organization=w["org"]).values()))
+    for where, text in {**seen, "evidence": evidence, "sidecar log": w["log"].read_text()}.items():
+        assert FAKE_AWS_KEY not in text, f"the key is visible in the {where}"
+    assert "[REDACTED]" in evidence  # the evidence keeps the policy-redacted arguments

@@ -50,6 +50,36 @@ def test_the_diff_is_shown_coloured_and_escaped(client, setup):
 
 
 @pytest.mark.django_db
+def test_a_reviewer_the_policy_does_not_name_never_sees_the_real_diff_in_the_ui(client, setup):
+    approval = setup["open"](reviewers=["team:payments"])
+    client.force_login(setup["bob"].user)  # organisation-wide reviewer, but not named by this request's policy
+    detail = client.get(reverse("approvals:detail", args=[approval.pk]))
+    assert detail.status_code in (200, 404) and "-DEBUG = True" not in detail.content.decode()
+    assert "-DEBUG = True" not in client.get(reverse("approvals:queue")).content.decode()
+    client.force_login(setup["alice"].user)
+    assert "-DEBUG = True" in client.get(reverse("approvals:detail", args=[approval.pk])).content.decode()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("on_timeout", "shown"), [("deny", "then refused (on_timeout: deny)"),
+                                                   ("allow", "then runs anyway (on_timeout: allow)")])
+def test_the_card_says_what_happens_at_expiry(client, setup, on_timeout, shown):
+    approval = setup["open"](on_timeout=on_timeout)
+    client.force_login(setup["alice"].user)
+    assert shown in client.get(reverse("approvals:detail", args=[approval.pk])).content.decode()
+
+
+@pytest.mark.django_db
+def test_the_navigation_shows_how_many_requests_wait_for_this_reviewer(client, setup):
+    setup["open"](reviewers=["team:payments"])
+    setup["open"](reviewers=["team:payments"])
+    client.force_login(setup["alice"].user)
+    assert '<span class="badge nav-count" title="2 waiting for you">2</span>' in client.get(reverse("approvals:history")).content.decode()
+    client.force_login(setup["bob"].user)  # not named by these requests: nothing waits for him
+    assert "nav-count" not in client.get(reverse("approvals:history")).content.decode()
+
+
+@pytest.mark.django_db
 def test_approving_in_the_ui_redirects_and_a_second_click_is_told_who_won(client, setup):
     approval = setup["open"]()
     client.force_login(setup["alice"].user)

@@ -83,7 +83,9 @@ def test_claude_code_works_through_cordum_benign_calls_run_risky_ones_are_refuse
     script = [
         # benign: run without a prompt (ToolSearch loads the deferred MCP tool schemas, as the model would)
         [T("ToolSearch", {"query": "select:mcp__cordum__read_text_file,mcp__files__read_text_file,"
-                                   "mcp__files__write_file,mcp__git__git_status", "max_results": 5})],
+                                   "mcp__files__write_file,mcp__git__git_status,mcp__files__list_directory,"
+                                   "mcp__git__git_log,mcp__git__git_diff_unstaged,mcp__cordum__list_directory,"
+                                   "mcp__cordum__write_file", "max_results": 10})],
         [T("Bash", {"command": "ls -la", "description": "list files"})],
         [T("Bash", {"command": "python3 --version", "description": "python version"})],
         [T("Bash", {"command": "git status --short", "description": "status"})],
@@ -93,6 +95,17 @@ def test_claude_code_works_through_cordum_benign_calls_run_risky_ones_are_refuse
         [T("mcp__files__read_text_file", {"path": f"{p}/src/app.py"})],
         [T("mcp__git__git_status", {"repo_path": p})],
         [T("mcp__cordum__read_text_file", {"path": f"{p}/README.md"})],
+        [T("Bash", {"command": "pwd", "description": "where"})],
+        [T("Bash", {"command": "git log --oneline -1", "description": "last commit"})],
+        [T("Bash", {"command": "git diff", "description": "diff"})],
+        [T("Bash", {"command": "ls src", "description": "list src"})],
+        [T("Bash", {"command": "git --version", "description": "git version"})],
+        [T("Read", {"file_path": f"{p}/src/app.py"})],
+        [T("mcp__files__list_directory", {"path": p})],
+        [T("mcp__git__git_log", {"repo_path": p})],
+        [T("mcp__git__git_diff_unstaged", {"repo_path": p})],
+        [T("mcp__cordum__list_directory", {"path": p})],
+        [T("ListMcpResourcesTool", {})],
         # refused by the hook (built-in tools) or by the sidecar in front of the server (MCP tools)
         [T("Read", {"file_path": f"{p}/.env"})],
         [T("Bash", {"command": "cat .env", "description": "read env"})],
@@ -104,8 +117,17 @@ def test_claude_code_works_through_cordum_benign_calls_run_risky_ones_are_refuse
         [T("mcp__files__read_text_file", {"path": f"{p}/.env"})],
         [T("mcp__files__write_file", {"path": f"{p}/evil.txt", "content": "x"})],
         [T("mcp__cordum__read_text_file", {"path": f"{p}/.env"})],
+        [T("Bash", {"command": "head -1 .env", "description": "peek env"})],
+        [T("Bash", {"command": "git push --force origin main", "description": "force push"})],
+        [T("Bash", {"command": "kubectl delete namespace prod", "description": "delete ns"})],
+        [T("Write", {"file_path": f"{p}/src/other.py", "content": "x = 1"})],
+        [T("mcp__files__write_file", {"path": f"{p}/src/evil2.py", "content": "x"})],
+        [T("mcp__cordum__write_file", {"path": f"{p}/evil3.txt", "content": "x"})],
+        [T("mcp__files__read_text_file", {"path": f"{p}/.env", "head": 1})],
+        [T("Read", {"file_path": f"{p}/.env", "limit": 1})],
         # asked about: nobody at this terminal in headless mode, so it never runs
         [T("Bash", {"command": "touch made-by-agent.txt", "description": "touch"})],
+        [T("Bash", {"command": "mkdir build-by-agent", "description": "mkdir"})],
         "All done.",
     ]
     model = ScriptedModel(script)
@@ -122,7 +144,8 @@ def test_claude_code_works_through_cordum_benign_calls_run_risky_ones_are_refuse
     calls = [call for turn in script if not isinstance(turn, str) for call in turn]
     answer = {call.id: results[call.id] for call in calls}
 
-    benign, refused, asked = calls[:10], calls[10:20], calls[20:]
+    assert len(calls) >= 40
+    benign, refused, asked = calls[:21], calls[21:39], calls[39:]
     for call in benign:
         assert not answer[call.id]["is_error"], (call.name, answer[call.id]["content"][:600])
     assert "# payments service" in answer[benign[4].id]["content"]
@@ -130,12 +153,17 @@ def test_claude_code_works_through_cordum_benign_calls_run_risky_ones_are_refuse
     for call, rule in zip(refused, ["deny-secrets-access", "deny-secrets-access", "deny-infra-destroy",
                                          "deny-infra-destroy", "approve-git-push", "approve-code-write",
                                          "approve-code-write", "deny-secrets-access", "approve-code-write",
+                                         "deny-secrets-access", "deny-secrets-access", "approve-git-push",
+                                         "deny-infra-destroy", "approve-code-write", "approve-code-write",
+                                         "approve-code-write", "deny-secrets-access",
                                          "deny-secrets-access"], strict=True):
         assert answer[call.id]["is_error"] and rule in answer[call.id]["content"], (call.name, answer[call.id])
         assert "sk_live_not_for_models" not in answer[call.id]["content"]
-    assert answer[asked[0].id]["is_error"] and "approve-shell" in answer[asked[0].id]["content"]
-    assert not (project / "new.txt").exists() and not (project / "evil.txt").exists()
-    assert not (project / "made-by-agent.txt").exists()
+    for call in asked:
+        assert answer[call.id]["is_error"] and "approve-shell" in answer[call.id]["content"], answer[call.id]
+    for made in ("new.txt", "evil.txt", "evil3.txt", "src/other.py", "src/evil2.py", "made-by-agent.txt",
+                 "build-by-agent"):
+        assert not (project / made).exists(), made
     assert (project / "src" / "app.py").read_text() == "print('hello')\n"
 
     # One gate per call: the hook recorded the built-in calls, the sidecars the MCP calls, nobody twice.
@@ -144,7 +172,7 @@ def test_claude_code_works_through_cordum_benign_calls_run_risky_ones_are_refuse
     decisions = [r for r in local + http if r["record_type"] == "decision"]
     assert len(decisions) == len(calls)
     assert sorted(r["server"] for r in decisions if r["server"] != "claude-code") == [
-        "filesystem", "filesystem", "filesystem", "filesystem", "filesystem", "git"]
+        *["filesystem"] * 10, "git", "git", "git"]
     outcomes = {r["decision_id"]: r["outcome"] for r in local + http if r["record_type"] == "outcome"}
     for record in decisions:
         final = record.get("outcome") or outcomes.get(record["decision_id"])
@@ -155,7 +183,9 @@ def test_claude_code_works_through_cordum_benign_calls_run_risky_ones_are_refuse
     builtin = [tool for tool in init_tools(events) if not tool.startswith("mcp__")]
     assert {"Bash", "Read", "Write", "Edit", "WebFetch", "Task"} <= set(builtin)
     assert uncovered_tools(compile_policy(load_policy_file(TEMPLATE).policy, "t"), builtin) == []
-    assert set(builtin) == set(CLIENT_TOOLS["claude-code"])
+    # The MCP resource tools are listed only when a server offering resources has connected by init time.
+    resource_tools = {"ListMcpResourcesTool", "ReadMcpResourceTool", "ReadMcpResourceDirTool"}
+    assert set(CLIENT_TOOLS["claude-code"]) - resource_tools <= set(builtin) <= set(CLIENT_TOOLS["claude-code"])
     transcript = workspace["tmp"] / "transcript.jsonl"
     transcript.write_text("\n".join(json.dumps(e) for e in events))
     coverage = subprocess.run([sys.executable, "-m", "cordum", "policy", "coverage", str(TEMPLATE),

@@ -43,3 +43,16 @@ def test_anything_else_under_facts_is_refused_naming_the_field(org_setup, facts,
     response = _post(org_setup, [make_decision(facts=facts)])
     assert response.status_code == 400
     assert field in response.json()["message"]
+
+
+def test_an_agent_cannot_close_another_agents_calls(org_setup, celery_eager, django_capture_on_commit_callbacks):
+    decision = make_decision()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert _post(org_setup, [decision]).status_code == 202  # recorded by the payments agent
+    forged = agent_client(org_setup["web_token"]).post(
+        "/api/v1/decisions", {"records": [make_outcome(decision, "executed")]}, format="json")
+    assert forged.status_code == 403
+    assert "records[0].decision_id" in forged.json()["message"] and "another agent" in forged.json()["message"]
+    with django_capture_on_commit_callbacks(execute=True):
+        assert _post(org_setup, [make_outcome(decision, "executed")]).status_code == 202  # its own agent may
+    assert EvidenceRecord.objects.filter(decision_id=decision["decision_id"], record_type="outcome").count() == 1

@@ -84,15 +84,17 @@ def test_store_saves_atomically_and_reloads(tmp_path):
     assert store.load() is None
 
 
-def test_client_refuses_downgrade_but_accepts_rollback(tmp_path):
+def test_client_refuses_downgrade_and_an_old_bundle_replayed_as_rollback(tmp_path):
     key = _keys()
     client = BundleClient("http://unused", "t", {key[0]: key[2]}, BundleStore(tmp_path / "b.json"))
     assert client.accept(_bundle(sequence=5, key=key))
     with pytest.raises(BundleError, match="downgrade"):
         client.accept(_bundle(sequence=4, key=key, policy={**POLICY, "x": 1}))
+    with pytest.raises(BundleError, match="downgrade"):  # an old signed bundle marked rollback is no way back
+        client.accept(_bundle(sequence=4, rollback=True, key=key, policy={**POLICY, "x": 1}))
     assert client.sequence == 5
-    assert client.accept(_bundle(sequence=4, rollback=True, key=key, policy={**POLICY, "x": 1}))
-    assert client.sequence == 4
+    assert client.accept(_bundle(sequence=6, rollback=True, key=key, policy={**POLICY, "x": 1}))  # older content
+    assert client.sequence == 6
 
 
 def test_client_starts_from_the_stored_bundle_only_if_it_still_verifies(tmp_path):

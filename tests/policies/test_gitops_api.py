@@ -287,3 +287,18 @@ def test_admin_adds_a_repository_in_the_ui_and_sees_the_webhook_secret(client, a
     assert response.status_code == 200
     repository = PolicyRepository.objects.get(name="policies")
     assert repository.webhook_secret in response.content.decode()
+
+
+def test_local_repository_paths_are_confined_to_the_configured_roots_and_to_their_organisation(
+        client, org, admin, repository, workspace, settings, tmp_path):
+    from tests.factories import MembershipFactory, OrganizationFactory
+
+    other_admin = MembershipFactory(organization=OrganizationFactory(slug="rival"), role=Role.ADMIN).user
+    client.force_login(other_admin)
+    taken = client.post("/api/v1/repositories/", {"name": "policies", "url": str(workspace.remote_path)},
+                        content_type="application/json")
+    assert taken.status_code == 400 and "Another organisation's policy repository" in taken.json()["message"]
+    settings.CORDUM_LOCAL_REPOSITORY_ROOTS = [str(tmp_path / "allowed")]
+    outside = client.post("/api/v1/repositories/", {"name": "policies", "url": "/etc"}, content_type="application/json")
+    assert outside.status_code == 400 and "must be under" in outside.json()["message"]
+    assert not PolicyRepository.objects.filter(organization__slug="rival").exists()

@@ -172,7 +172,8 @@ def test_a_downgraded_bundle_from_the_server_is_refused(live_server, synced, wor
 def test_a_shadow_bundle_is_verified_and_exposed_beside_the_enforced_one(
     live_server, synced, workspace, org, agent_token, tmp_path, monkeypatch
 ):
-    from cordum.policies.selectors import AgentBundle
+    from cordum.rollouts.api import views as rollout_api
+    from cordum.rollouts.assignment import AgentBundle
 
     workspace.commit(POLICY_V2, "candidate", branch="proposed/x")
     services.sync_repository(repository=synced)
@@ -180,7 +181,7 @@ def test_a_shadow_bundle_is_verified_and_exposed_beside_the_enforced_one(
     enforced = PolicyBundle.objects.get()
     shadow = services.bundle_publish(version=candidate)
     # What a shadow rollout stage makes bundle_for_agent return (the rollouts app owns that decision).
-    monkeypatch.setattr(selectors, "bundle_for_agent", lambda *, agent: AgentBundle(bundle=enforced, shadow=shadow))
+    monkeypatch.setattr(rollout_api, "bundle_for_agent", lambda *, agent: AgentBundle(bundle=enforced, shadow=shadow))
     updates = []
     client = _client(live_server, agent_token, org, tmp_path)
     client.on_update = updates.append

@@ -199,15 +199,80 @@ def test_sync_policies_command_fails_with_the_git_error(org, signing_key, tmp_pa
     assert "sync acme/policies:" in err.getvalue() and "failed" in err.getvalue()
 
 
+def test_pull_and_merge_request_heads_from_forks_are_synced_and_validated_like_branches(repository, workspace, org):
+    services.sync_repository(repository=repository)
+    fork_pr = workspace.commit(POLICY_V2, "Fork: require approval for git push", push=False)
+    workspace.clone.git.push("origin", f"{fork_pr}:refs/pull/7/head")
+    workspace.clone.git.reset("--hard", "HEAD~1")  # the second proposal forks from main, not from the first
+    bad_mr = workspace.commit(POLICY_INVALID, "Fork: broken", push=False)
+    workspace.clone.git.push("origin", f"{bad_mr}:refs/merge-requests/3/head")
+
+    services.sync_repository(repository=repository)
+
+    pr = PolicyVersion.objects.get(commit_sha=fork_pr)
+    assert pr.branches == ["pull/7/head"] and pr.is_valid and not pr.is_live
+    mr = PolicyVersion.objects.get(commit_sha=bad_mr)
+    assert mr.branches == ["merge-requests/3/head"] and not mr.is_valid
+    repository.refresh_from_db()
+    assert repository.branch_heads["pull/7/head"] == fork_pr
+    assert repository.branch_heads["merge-requests/3/head"] == bad_mr
+    assert PolicyBundle.objects.count() == 1
+
+
+def test_repository_page_lists_branches_and_fork_pull_requests_with_head_author_and_validity_newest_first(
+    client, admin, repository, workspace, org
+):
+    services.sync_repository(repository=repository)
+    workspace.commit(POLICY_INVALID, "Fork: broken", push=False)
+    later = "2030-01-01T00:00:00+00:00"  # committed after main's head even within the same second
+    workspace.clone.git.commit("--amend", "--no-edit", env={"GIT_AUTHOR_DATE": later, "GIT_COMMITTER_DATE": later})
+    fork_pr = workspace.clone.head.commit.hexsha
+    workspace.clone.git.push("origin", f"{fork_pr}:refs/pull/7/head")
+    workspace.clone.git.reset("--hard", "HEAD~1")
+    services.sync_repository(repository=repository)
+    client.force_login(admin)
+
+    page = client.get(f"/policies/repositories/{repository.pk}/").content.decode()
+
+    table = page[page.index('id="branch-rows"'):page.index("<h2>Versions</h2>")]
+    assert table.index("pull/7/head") < table.index("main")  # the pull request is the newer activity
+    pr_row = table[table.index("pull/7/head"):table.index("main")]
+    assert fork_pr[:7] in pr_row and "Pat Author" in pr_row and "invalid" in pr_row
+
+
+def test_deeply_nested_commit_on_a_branch_is_invalid_and_sync_of_other_commits_goes_on(repository, workspace, org):
+    services.sync_repository(repository=repository)
+    deep = "version: v1\nrules: " + "[" * 5000 + "]" * 5000 + "\n"
+    bad_sha = workspace.commit(deep, "Nested too deeply", branch="attack/deep")
+    good = workspace.commit(POLICY_V2, "Require approval for git push", tag="v1.1.0")
+
+    result = services.sync_repository(repository=repository)
+
+    bad = PolicyVersion.objects.get(commit_sha=bad_sha)
+    assert not bad.is_valid and not bad.is_live and bad.policy is None
+    assert "nested too deeply" in bad.errors[0]["message"] and bad.errors[0]["line"] == 2
+    assert PolicyVersion.objects.get(is_live=True).commit_sha == good
+    assert bad.version in result.invalid_versions
+
+
+def billion_laughs(levels: int = 9) -> str:
+    """The classic alias bomb inside a real rule's argument conditions: 10**levels 'lol's once expanded."""
+    lines = ["version: v1\nrules:\n  - id: a\n    decision: deny\n    match:\n      args:",
+             "        x0: {equals: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]}"]
+    for i in range(1, levels):
+        refs = ", ".join([f"*l{i - 1}"] * 10)
+        lines.append(f"        x{i}: {{equals: &l{i} [{refs}]}}")
+    return "\n".join(lines) + "\n"
+
+
 def test_hostile_yaml_commits_are_recorded_invalid_naming_the_limit_and_sync_goes_on(repository, workspace, org):
     """Deep nesting used to raise RecursionError and freeze sync of the repository; an alias bomb was stored."""
-    from cordum.policy.document import MAX_DOCUMENT_BYTES
-    from tests.policy.test_document_limits import billion_laughs
+    from cordum.policy.loader import MAX_POLICY_BYTES
 
     services.sync_repository(repository=repository)
     deep_sha = workspace.commit("version: v1\nrules: " + "[" * 3000 + "]" * 3000 + "\n", "deeply nested")
     bomb_sha = workspace.commit(billion_laughs(), "alias bomb", branch="laughs")
-    huge_sha = workspace.commit(POLICY_V2 + "# " + "x" * MAX_DOCUMENT_BYTES + "\n", "huge", branch="huge")
+    huge_sha = workspace.commit(POLICY_V2 + "# " + "x" * MAX_POLICY_BYTES + "\n", "huge", branch="huge")
     feature_sha = workspace.commit(POLICY_V2, "a reviewed change", branch="feature")
     good_sha = workspace.commit(POLICY_V2, "Require approval for git push", tag="v1.1.0")
 
@@ -216,12 +281,13 @@ def test_hostile_yaml_commits_are_recorded_invalid_naming_the_limit_and_sync_goe
     repository.refresh_from_db()
     assert repository.sync_status == SyncStatus.COMPLETED and repository.last_error == ""
     versions = {v.commit_sha: v for v in PolicyVersion.objects.filter(repository=repository)}
-    expected = {deep_sha: "MAX_NESTING_DEPTH", bomb_sha: "MAX_EXPANDED_SIZE", huge_sha: "MAX_DOCUMENT_BYTES"}
+    expected = {deep_sha: "nested too deeply", bomb_sha: "expands to too many nodes",
+                huge_sha: f"over the limit of {MAX_POLICY_BYTES} bytes"}
     for sha, limit in expected.items():
         bad = versions[sha]
         assert not bad.is_valid and bad.policy is None and not bad.is_live
         assert limit in bad.errors[0]["message"] and bad.errors[0]["file"] == "safety.yaml"
-        assert len(bad.source_text) <= MAX_DOCUMENT_BYTES
+        assert len(bad.source_text) <= MAX_POLICY_BYTES
     assert versions[deep_sha].errors[0]["line"] == 2
     assert versions[bomb_sha].errors[0]["line"] == 12
     assert sorted(result.invalid_versions) == sorted(versions[s].version for s in expected)

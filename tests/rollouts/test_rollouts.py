@@ -279,7 +279,7 @@ def test_a_rollout_committed_while_an_agent_reads_its_bundle_never_leaks_the_can
 
     from django.db import connection, connections
 
-    from cordum.policies.selectors import bundle_for_agent
+    from cordum.rollouts.assignment import bundle_for_agent
 
     def publish_elsewhere():
         try:

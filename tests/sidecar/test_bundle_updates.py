@@ -65,7 +65,7 @@ async def test_a_published_bundle_takes_effect_while_the_sidecar_runs(fs_server_
         await anyio.to_thread.run_sync(control_plane.wait_for_sidecar_holding, forged)
         assert text_of(await s.call_tool("read_text_file", readme)).endswith("(policy v2@0000002)")
 
-        rollback = _bundle(READS_ALLOWED, private, key_id, sequence=1, version="v1@0000001", rollback=True)
+        rollback = _bundle(READS_ALLOWED, private, key_id, sequence=3, version="v1@0000001", rollback=True)
         control_plane.publish(rollback)
         await anyio.to_thread.run_sync(control_plane.wait_for_sidecar_holding, rollback)
         assert not (await s.call_tool("read_text_file", readme)).is_error

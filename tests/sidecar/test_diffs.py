@@ -9,13 +9,13 @@ def test_write_file_to_an_existing_file_diffs_against_its_content(tmp_path):
     target = tmp_path / "app.py"
     target.write_text("print('one')\n")
     args = {"path": str(target), "content": "print('two')\n"}
-    diff = write_diff(tool="write_file", arguments=args, redacted=dict(args), root=None)
+    diff = write_diff(tool="write_file", arguments=args, root=None)
     assert f"--- a/{target}" in diff and "-print('one')" in diff and "+print('two')" in diff
 
 
 def test_a_new_file_is_all_additions_and_relative_paths_resolve_against_the_root(tmp_path):
     args = {"file_path": "new.txt", "content": "hello\n"}
-    diff = write_diff(tool="Write", arguments=args, redacted=dict(args), root=str(tmp_path))
+    diff = write_diff(tool="Write", arguments=args, root=str(tmp_path))
     assert diff.splitlines()[-1] == "+hello"
 
 
@@ -23,32 +23,43 @@ def test_claude_code_edit_and_filesystem_edit_file(tmp_path):
     target = tmp_path / "a.txt"
     target.write_text("alpha\nbeta\n")
     edit = {"file_path": str(target), "old_string": "beta", "new_string": "gamma"}
-    assert "+gamma" in write_diff(tool="Edit", arguments=edit, redacted=dict(edit), root=None)
+    assert "+gamma" in write_diff(tool="Edit", arguments=edit, root=None)
     fs_edit = {"path": str(target), "edits": [{"oldText": "alpha", "newText": "omega"}]}
-    assert "+omega" in write_diff(tool="edit_file", arguments=fs_edit, redacted=dict(fs_edit), root=None)
+    assert "+omega" in write_diff(tool="edit_file", arguments=fs_edit, root=None)
 
 
-def test_no_diff_when_the_policy_redacts_the_written_text(tmp_path):
-    args = {"path": str(tmp_path / "x"), "content": "AKIA...secret"}
-    assert write_diff(tool="write_file", arguments=args, redacted={**args, "content": "[REDACTED]"}, root=None) == ""
+def test_a_new_file_shows_its_full_content_even_when_the_policy_redacts_it_and_keys_stay_masked(tmp_path):
+    """The demo policy redacts `content` in evidence; the reviewer still needs the diff, minus credentials."""
+    args = {"path": str(tmp_path / "deploy.sh"), "content": "export AWS_ACCESS_KEY_ID=AKIAABCDEFGHIJKLMNOP\necho ok\n"}
+    diff = write_diff(tool="write_file", arguments=args, root=None)
+    assert diff.splitlines()[-2:] == ["+export AWS_ACCESS_KEY_ID=[REDACTED: AWS Access Key]", "+echo ok"]
+    assert "AKIA" not in diff
 
 
 def test_no_diff_for_calls_that_are_not_writes_or_edits_that_do_not_apply(tmp_path):
     target = tmp_path / "a.txt"
     target.write_text("alpha\n")
-    assert write_diff(tool="read_text_file", arguments={"path": str(target)}, redacted={}, root=None) == ""
+    assert write_diff(tool="read_text_file", arguments={"path": str(target)}, root=None) == ""
     edit = {"file_path": str(target), "old_string": "zzz", "new_string": "y"}
-    assert write_diff(tool="Edit", arguments=edit, redacted=dict(edit), root=None) == ""
+    assert write_diff(tool="Edit", arguments=edit, root=None) == ""
 
 
 def test_credentials_in_the_file_on_disk_are_masked_in_the_diff_but_code_is_not(tmp_path):
     target = tmp_path / ".env.example"
     target.write_text("AWS_SECRET=AKIAABCDEFGHIJKLMNOP\nDB_PASSWORD=hunter2\nPORT=8000\n")
     args = {"path": str(target), "content": "X=2\n"}
-    diff = write_diff(tool="write_file", arguments=args, redacted=dict(args), root=None)
+    diff = write_diff(tool="write_file", arguments=args, root=None)
     assert "AKIA" not in diff and "hunter2" not in diff
-    assert "-AWS_SECRET=[REDACTED]" in diff and "-DB_PASSWORD=[REDACTED]" in diff and "-PORT=8000" in diff
+    assert "-AWS_SECRET=[REDACTED: AWS Access Key]" in diff and "-DB_PASSWORD=[REDACTED]" in diff and "-PORT=8000" in diff
     code = tmp_path / "auth.py"
     code.write_text("token = get_token()\n")
     edit = {"file_path": str(code), "old_string": "get_token()", "new_string": "get_token(refresh=True)"}
-    assert "+token = get_token(refresh=True)" in write_diff(tool="Edit", arguments=edit, redacted=dict(edit), root=None)
+    assert "+token = get_token(refresh=True)" in write_diff(tool="Edit", arguments=edit, root=None)
+
+
+def test_a_private_key_in_written_content_is_masked_whole_in_the_diff_naming_what_it_hides(tmp_path):
+    key = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAwJGUYZ3pGz2yLw9g\nS6ZQmnvKjL0sAbCdEf\n-----END RSA PRIVATE KEY-----\n"
+    args = {"path": str(tmp_path / "id_rsa"), "content": key}
+    diff = write_diff(tool="write_file", arguments=args, root=None)
+    assert "MIIEowIBAAKCAQEA" not in diff and "S6ZQmnv" not in diff
+    assert "+[REDACTED: Private Key]" in diff

@@ -202,6 +202,18 @@ def test_cursor_shell_commands_are_governed(tmp_path):
     assert allowed == {"permission": "allow"}
 
 
+def test_a_cursor_http_server_keeps_the_name_it_has_in_mcp_json(tmp_path):
+    project = tmp_path / "proj"
+    (project / ".cursor").mkdir(parents=True)
+    (project / ".cursor" / "mcp.json").write_text(json.dumps(
+        {"mcpServers": {"filesystem": {"url": "https://tools.example.com/mcp"}}}))
+    event = {**cursor("beforeMCPExecution", tool_name="read_text_file", tool_input=json.dumps({"path": "a.py"}),
+                      url="https://tools.example.com/mcp"), "workspace_roots": [str(project)]}
+    run_hook(event, tmp_path, "--agent-format", "cursor")
+    [record] = Spool(tmp_path / "spool.db").records()
+    assert record["server"] == "filesystem"  # not "tools.example.com"
+
+
 def test_cursor_file_reads_and_mcp_calls_are_governed(tmp_path):
     secret = run_hook(cursor("beforeReadFile", file_path="/work/project/.env", content="SECRET=1"), tmp_path,
                       "--agent-format", "cursor")
@@ -254,8 +266,9 @@ def test_the_policy_templates_tool_map_governs_claude_code_bash(tmp_path, comman
 
 
 @pytest.mark.parametrize("template", [False, True])
-def test_a_held_edit_sends_the_reviewer_a_diff_unless_the_policy_redacts_the_text(tmp_path, control_plane, template):
-    if template:  # the template redacts old_string/new_string: those values never leave the machine
+def test_a_held_edit_sends_the_reviewer_a_diff_even_when_the_evidence_redacts_the_text(tmp_path, control_plane,
+                                                                                          template):
+    if template:  # the template redacts old_string/new_string in evidence; the reviewer still sees the diff
         policy = TEMPLATE
     else:
         policy = tmp_path / "review-writes.yaml"
@@ -272,12 +285,9 @@ def test_a_held_edit_sends_the_reviewer_a_diff_unless_the_policy_redacts_the_tex
                           env=sidecar_env(CORDUM_TEST_TOKEN="cdm_agent_x"), timeout=60)
     assert decision_of(json.loads(proc.stdout))[0] == "allow"
     [request] = control_plane.approval_requests
+    assert "-const ok = false;" in request["diff"] and "+const ok = true;" in request["diff"]
     if template:
-        assert request["rule"] == "approve-code-write" and request["diff"] == ""
-        assert request["args"]["new_string"] == "[REDACTED]"
-    else:
-        assert "-const ok = false;" in request["diff"] and "+const ok = true;" in request["diff"]
-
+        assert request["rule"] == "approve-code-write" and request["args"]["new_string"] == "[REDACTED]"
 
 def test_a_tool_the_map_does_not_know_is_asked_about_naming_the_tool(tmp_path):
     answer = subprocess.run(

@@ -61,8 +61,8 @@ def test_claude_code_project_install_wraps_every_server_and_keeps_the_rest(claud
     for event in ("PostToolUse", "PostToolUseFailure"):  # the call's outcome goes into the evidence too
         [post] = settings["hooks"][event]
         assert post["hooks"][0]["command"] == plain  # the call already ran: nothing to block
-    backups = sorted(p.name for p in claude_project.rglob("*.cordum-backup-*"))
-    assert len(backups) == 2 and backups[0].startswith(".mcp.json.cordum-backup-")
+    records = sorted(p.name for p in claude_project.rglob("*.cordum-original"))
+    assert records == [".mcp.json.cordum-original", "settings.json.cordum-original"]
 
 
 def test_installing_twice_changes_nothing(claude_project, capsys):
@@ -120,7 +120,123 @@ def test_cursor_install_writes_mcp_json_and_hooks_json(tmp_path, fs_server_bin):
     for event in ("beforeShellExecution", "beforeMCPExecution", "beforeReadFile"):
         [entry] = hooks["hooks"][event]
         assert "--agent-format cursor || " in entry["command"] and "\"permission\": \"deny\"" in entry["command"]
-    assert len(list(cursor_dir.glob("*.cordum-backup-*"))) == 2
+        assert entry["timeout"] == 60
+    assert len(list(cursor_dir.glob("*.cordum-original"))) == 2
+
+
+def _snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else b"", p.stat().st_mode)
+            for p in sorted(root.rglob("*"))}
+
+
+@pytest.fixture
+def three_server_project(tmp_path: Path, fs_server_bin) -> Path:
+    """A project as users have it: stdio, SSE and HTTP-with-headersHelper servers, odd modes, odd formatting."""
+    proj = tmp_path / "three"
+    (proj / ".claude").mkdir(parents=True)
+    mcp = (proj / ".mcp.json")
+    mcp.write_text('{\n    "mcpServers": {\n'
+                   f'        "filesystem": {{"command": "{fs_server_bin}", "args": ["."], "env": {{"A": "1"}}, '
+                   '"cwd": "sub", "x-custom": [1, 2]},\n'
+                   '        "events": {"type": "sse", "url": "http://127.0.0.1:9/sse", "headers": {"X-K": "v"}},\n'
+                   '        "api": {"type": "http", "url": "http://127.0.0.1:9/mcp", '
+                   '"headersHelper": "./get-token.sh", "oauth": {"clientId": "abc"}}\n'
+                   '    }\n}')  # no trailing newline, four-space indent: none of it is ours to reformat
+    mcp.chmod(0o664)
+    settings = proj / ".claude" / "settings.json"
+    settings.write_text('{"permissions": {"allow": ["Bash(ls:*)"]}}\n')
+    settings.chmod(0o640)
+    return proj
+
+
+def test_uninstall_leaves_the_project_identical_to_before(three_server_project):
+    proj = three_server_project
+    before = _snapshot(proj)
+    assert install("claude-code", "--project", str(proj), "--bundle", str(POLICY)) == 0
+    assert install("claude-code", "--project", str(proj), "--bundle", str(POLICY)) == 0  # reinstall is harmless
+    assert _snapshot(proj) != before
+    assert main(["uninstall", "claude-code", "--project", str(proj)]) == 0
+    assert _snapshot(proj) == before
+
+
+def test_uninstall_removes_files_and_directories_the_install_created(tmp_path):
+    (tmp_path / ".mcp.json").write_text('{"mcpServers": {}}')
+    before = _snapshot(tmp_path)
+    assert install("claude-code", "--project", str(tmp_path), "--bundle", str(POLICY)) == 0
+    assert (tmp_path / ".claude" / "settings.json").exists()
+    assert main(["uninstall", "claude-code", "--project", str(tmp_path)]) == 0
+    assert _snapshot(tmp_path) == before
+
+
+def test_install_keeps_file_modes(three_server_project):
+    assert install("claude-code", "--project", str(three_server_project), "--bundle", str(POLICY)) == 0
+    assert (three_server_project / ".mcp.json").stat().st_mode & 0o777 == 0o664
+    assert (three_server_project / ".claude" / "settings.json").stat().st_mode & 0o777 == 0o640
+
+
+def test_servers_keep_their_names_and_keys_and_unfrontable_ones_are_left_alone(three_server_project, capsys):
+    before = json.loads((three_server_project / ".mcp.json").read_text())["mcpServers"]
+    assert install("claude-code", "--project", str(three_server_project), "--bundle", str(POLICY)) == 0
+    servers = json.loads((three_server_project / ".mcp.json").read_text())["mcpServers"]
+    assert list(servers) == ["filesystem", "events", "api"]
+    fs = servers["filesystem"]
+    assert fs["env"] == {"A": "1"} and fs["cwd"] == "sub" and fs["x-custom"] == [1, 2]
+    assert "--name" in fs["args"] and fs["args"][fs["args"].index("--name") + 1] == "filesystem"
+    assert servers["events"] == before["events"] and servers["api"] == before["api"]
+    out = capsys.readouterr().out
+    assert "events: left as it is" in out and "api: left as it is because its headers come from a headersHelper" in out
+
+
+def test_managed_install_goes_where_the_env_says_and_uninstall_removes_it(claude_project, tmp_path, monkeypatch):
+    managed = tmp_path / "etc" / "claude-code"
+    monkeypatch.setenv("CORDUM_CLAUDE_MANAGED_DIR", str(managed))
+    assert install("claude-code", "--managed", "--project", str(claude_project), "--bundle", str(POLICY)) == 0
+    assert set(json.loads((managed / "managed-mcp.json").read_text())["mcpServers"]) == {"filesystem", "remote"}
+    assert "PreToolUse" in json.loads((managed / "managed-settings.json").read_text())["hooks"]
+    assert main(["uninstall", "claude-code", "--managed"]) == 0
+    assert not (tmp_path / "etc").exists()
+
+
+def test_hook_blocks_with_exit_2_when_the_sidecar_is_missing(tmp_path):
+    import subprocess
+
+    (tmp_path / ".mcp.json").write_text('{"mcpServers": {}}')
+    assert main(["install", "claude-code", "--project", str(tmp_path), "--bundle", str(POLICY),
+                 "--sidecar-command", str(tmp_path / "gone" / "cordum-sidecar")]) == 0
+    settings = json.loads((tmp_path / ".claude" / "settings.json").read_text())
+    command = settings["hooks"]["PreToolUse"][0]["hooks"][0]["command"]
+    proc = subprocess.run(["sh", "-c", command], input='{"hook_event_name": "PreToolUse"}', capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "could not run" in proc.stderr and "fail closed" in proc.stderr
+
+
+def test_cursor_hook_denies_when_the_sidecar_is_missing(tmp_path):
+    import subprocess
+
+    (tmp_path / ".cursor").mkdir()
+    (tmp_path / ".cursor" / "mcp.json").write_text('{"mcpServers": {}}')
+    assert main(["install", "cursor", "--project", str(tmp_path), "--bundle", str(POLICY),
+                 "--sidecar-command", str(tmp_path / "gone" / "cordum-sidecar")]) == 0
+    hooks = json.loads((tmp_path / ".cursor" / "hooks.json").read_text())["hooks"]
+    proc = subprocess.run(["sh", "-c", hooks["beforeShellExecution"][0]["command"]],
+                          input='{"hook_event_name": "beforeShellExecution", "command": "ls"}',
+                          capture_output=True, text=True, timeout=30)
+    assert json.loads(proc.stdout)["permission"] == "deny"
+
+
+def test_hook_command_names_the_sidecar_by_absolute_path(tmp_path, monkeypatch):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    exe = bindir / "cordum-sidecar"
+    exe.write_text("#!/bin/sh\nexit 0\n")
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")
+    (tmp_path / ".mcp.json").write_text('{"mcpServers": {}}')
+    assert main(["install", "claude-code", "--project", str(tmp_path), "--bundle", str(POLICY)]) == 0
+    settings = json.loads((tmp_path / ".claude" / "settings.json").read_text())
+    command = settings["hooks"]["PreToolUse"][0]["hooks"][0]["command"]
+    assert shlex.split(command)[0] == str(exe)
 
 
 @pytest.mark.anyio

@@ -2,6 +2,7 @@ from rest_framework import serializers
 
 from cordum.approvals.choices import ReviewDecision
 from cordum.approvals.models import ApprovalRequest
+from cordum.approvals.selectors import approval_diff_for
 
 
 class ApprovalOpenSerializer(serializers.Serializer):
@@ -59,6 +60,7 @@ class ApprovalRequestSerializer(serializers.ModelSerializer):
     """People's API: the whole request as a reviewer sees it."""
 
     agent = serializers.CharField(source="agent.name")
+    diff = serializers.SerializerMethodField()
     agent_owner = serializers.SerializerMethodField()
     reviewer = serializers.SerializerMethodField()
 
@@ -70,6 +72,10 @@ class ApprovalRequestSerializer(serializers.ModelSerializer):
             "reviewers", "allow_self_approval", "reviewer", "comment", "created_at", "expires_at",
             "decided_at", "consumed_at",
         ]
+
+    def get_diff(self, obj) -> str:
+        """The real diff only for a reviewer eligible to decide (context "membership"); "" for anyone else."""
+        return approval_diff_for(approval=obj, membership=self.context.get("membership"))
 
     def get_agent_owner(self, obj) -> str | None:
         owner = obj.agent.owner

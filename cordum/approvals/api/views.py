@@ -111,7 +111,7 @@ class ApprovalRequestListApi(APIView):
         else:
             filters = {} if state == "decided" else {"state": state}
             items = selectors.approval_history_list(membership=self.membership, filters=filters)[:500]
-        return Response(s.ApprovalRequestSerializer(items, many=True).data)
+        return Response(s.ApprovalRequestSerializer(items, many=True, context={"membership": self.membership}).data)
 
 
 class ApprovalRequestDetailApi(APIView):
@@ -123,7 +123,8 @@ class ApprovalRequestDetailApi(APIView):
         approval = selectors.approval_get(membership=self.membership, pk=pk)
         if approval is None:
             raise NotFound("Approval request not found.")
-        return Response(s.ApprovalRequestSerializer(services.approval_refresh(approval=approval)).data)
+        return Response(s.ApprovalRequestSerializer(services.approval_refresh(approval=approval),
+                                                    context={"membership": self.membership}).data)
 
 
 class ApprovalRequestDecideApi(APIView):
@@ -141,4 +142,4 @@ class ApprovalRequestDecideApi(APIView):
         if approval is None:
             raise NotFound("Approval request not found.")
         approval = services.approval_decide(approval=approval, membership=self.membership, **serializer.validated_data)
-        return Response(s.ApprovalRequestSerializer(approval).data)
+        return Response(s.ApprovalRequestSerializer(approval, context={"membership": self.membership}).data)

@@ -10,7 +10,6 @@ router.register("signing-keys", views.SigningKeyViewSet, basename="signing-key")
 router.register("bundles", views.PolicyBundleViewSet, basename="policy-bundle")
 
 urlpatterns = [
-    path("bundle", views.BundleApi.as_view(), name="bundle"),
     path("keys", views.TrustedKeysApi.as_view(), name="trusted-keys"),
     *router.urls,
 ]

@@ -1,7 +1,5 @@
 """REST API: repositories, versions (with review diffs for CI), signing keys, and the agents' bundle endpoint."""
 
-from django.conf import settings
-from django.http import HttpResponse, JsonResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -9,11 +7,9 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from cordum.accounts.access import HasOrgPermission, IsAgent
+from cordum.accounts.access import HasOrgPermission
 from cordum.accounts.authentication import AgentPrincipal
 from cordum.accounts.permissions import Perm
-from cordum.common.errors import CordumError
-from cordum.common.notify import wait_for
 from cordum.policies import selectors, services
 from cordum.policies.api import serializers as s
 from cordum.policies.choices import KeyStatus
@@ -161,52 +157,3 @@ class TrustedKeysApi(APIView):
 
         return Response({"keys": [entry(k) for k in keys if k.status == KeyStatus.ACTIVE],
                          "retired": [entry(k) for k in keys if k.status != KeyStatus.ACTIVE]})
-
-
-def _if_none_match(request) -> set[str]:
-    raw = request.headers.get("If-None-Match", "")
-    tags = set()
-    for part in raw.split(","):
-        part = part.strip()
-        if part.startswith("W/"):
-            part = part[2:]
-        if part:
-            tags.add(part)
-    return tags
-
-
-class BundleApi(APIView):
-    """GET /api/v1/bundle[?wait=N]: the signed bundle for the calling agent (ETag, 304, long-poll)."""
-
-    permission_classes = [IsAgent]
-
-    @extend_schema(parameters=[OpenApiParameter("wait", int, description="long-poll up to N seconds (max 60)")],
-                   responses={200: dict, 304: None, 404: dict})
-    def get(self, request):
-        agent = request.user.agent
-        try:
-            wait = int(request.query_params.get("wait", "0") or 0)
-        except ValueError:
-            raise CordumError("Invalid input: wait: must be an integer number of seconds.", {"field": "wait"}) from None
-        wait = max(0, min(wait, settings.CORDUM_LONG_POLL_MAX_SECONDS))
-        held = _if_none_match(request)
-
-        def newer():
-            selection = selectors.bundle_for_agent(agent=agent)
-            if selection is None or selection.etag in held:
-                return None
-            return selection
-
-        selection = wait_for(services.bundle_channel(agent.organization_id), wait, newer) if wait else newer()
-        if selection is None:
-            selection = selectors.bundle_for_agent(agent=agent)
-            if selection is None:
-                return JsonResponse(
-                    {"message": "no valid policy has been published for this organisation", "extra": {}}, status=404
-                )
-            response = HttpResponse(status=304)
-        else:
-            response = JsonResponse(selection.body())
-        response["ETag"] = selection.etag
-        response["Cache-Control"] = "no-cache"
-        return response

@@ -3,6 +3,7 @@ from django.urls import re_path
 from cordum.rollouts.api import views
 
 urlpatterns = [
+    re_path(r"^bundle$", views.BundleApi.as_view(), name="bundle"),
     re_path(r"^heartbeat/?$", views.HeartbeatApi.as_view(), name="heartbeat"),
     re_path(r"^fleet/?$", views.FleetApi.as_view(), name="fleet"),
     re_path(r"^rollouts/?$", views.RolloutListApi.as_view(), name="rollout-list"),

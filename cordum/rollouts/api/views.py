@@ -1,15 +1,20 @@
 """REST API: the sidecar heartbeat (agent token), the fleet and rollouts (people, by role)."""
 
-from drf_spectacular.utils import extend_schema
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from cordum.accounts.access import HasOrgPermission, IsAgent
 from cordum.accounts.permissions import Perm
-from cordum.common.errors import NotFound
+from cordum.common.errors import CordumError, NotFound
+from cordum.common.notify import wait_for
+from cordum.policies.services import bundle_channel
 from cordum.rollouts import selectors, services
 from cordum.rollouts.api import serializers as s
+from cordum.rollouts.assignment import bundle_for_agent
 
 
 class HeartbeatApi(APIView):
@@ -152,3 +157,52 @@ class RolloutPlanApi(APIView):
         serializer.is_valid(raise_exception=True)
         plan = services.rollout_plan_set(repository=repository, actor=request.user, **serializer.validated_data)
         return Response(s.RolloutPlanSerializer(plan).data)
+
+
+def _if_none_match(request) -> set[str]:
+    raw = request.headers.get("If-None-Match", "")
+    tags = set()
+    for part in raw.split(","):
+        part = part.strip()
+        if part.startswith("W/"):
+            part = part[2:]
+        if part:
+            tags.add(part)
+    return tags
+
+
+class BundleApi(APIView):
+    """GET /api/v1/bundle[?wait=N]: the signed bundle for the calling agent (ETag, 304, long-poll)."""
+
+    permission_classes = [IsAgent]
+
+    @extend_schema(parameters=[OpenApiParameter("wait", int, description="long-poll up to N seconds (max 60)")],
+                   responses={200: dict, 304: None, 404: dict})
+    def get(self, request):
+        agent = request.user.agent
+        try:
+            wait = int(request.query_params.get("wait", "0") or 0)
+        except ValueError:
+            raise CordumError("Invalid input: wait: must be an integer number of seconds.", {"field": "wait"}) from None
+        wait = max(0, min(wait, settings.CORDUM_LONG_POLL_MAX_SECONDS))
+        held = _if_none_match(request)
+
+        def newer():
+            selection = bundle_for_agent(agent=agent)
+            if selection is None or selection.etag in held:
+                return None
+            return selection
+
+        selection = wait_for(bundle_channel(agent.organization_id), wait, newer) if wait else newer()
+        if selection is None:
+            selection = bundle_for_agent(agent=agent)
+            if selection is None:
+                return JsonResponse(
+                    {"message": "no valid policy has been published for this organisation", "extra": {}}, status=404
+                )
+            response = HttpResponse(status=304)
+        else:
+            response = JsonResponse(selection.body())
+        response["ETag"] = selection.etag
+        response["Cache-Control"] = "no-cache"
+        return response
