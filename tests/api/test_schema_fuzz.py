@@ -18,7 +18,7 @@ from tests.factories import MembershipFactory, OrganizationFactory, agent_with_t
 
 pytestmark = pytest.mark.django_db
 
-EXAMPLES_PER_OPERATION = 6  # per generation mode (valid, invalid)
+EXAMPLES_PER_OPERATION = 12  # per generation mode (valid, invalid)
 
 
 @pytest.fixture
