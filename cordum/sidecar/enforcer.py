@@ -29,6 +29,7 @@ from cordum.policy import (
     redact_target,
 )
 from cordum.policy.model import ResultSettings
+from cordum.policy.paths import strictest
 from cordum.policy.secrets import default_scanner, screen_result
 from cordum.sidecar.ids import utc_now_rfc3339, uuid7_str
 from cordum.sidecar.spool import Spool, outcome_record
@@ -201,7 +202,8 @@ class Enforcer:
             redacted = {"_redacted": "no policy in force"}
         else:
             try:
-                d = evaluate(primary.compiled, call)
+                # judged by the path the call names and by the file it really reaches, whichever is stricter
+                d = strictest(evaluate(primary.compiled, call), call, lambda c: evaluate(primary.compiled, c))
                 if primary.limits is not None and d.decision != "deny":
                     limited = primary.limits.check(session_id, d, time.time())
                     if limited is not None:

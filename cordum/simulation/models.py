@@ -22,6 +22,9 @@ class Simulation(models.Model):
         "policies.PolicyVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="simulations"
     )
     candidate_text = models.TextField(blank=True, default="")
+    # The teams whose recorded calls it replays (None: every team's): its creator's scope, so a simulation is never
+    # an oracle for calls its creator may not read; only readers of those teams (or of every team) may open it.
+    team_scope = models.JSONField(null=True, blank=True)
     candidate_label = models.CharField(max_length=200, blank=True, default="")
     # The live version when the simulation was created; replayed as "before" when baseline == live.
     baseline_version = models.ForeignKey(

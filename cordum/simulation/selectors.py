@@ -36,11 +36,14 @@ class Window:
     team: str = ""
     agent: str = ""
     environment: str = ""
+    team_ids: tuple[int, ...] | None = None  # the creator's scope (None: every team)
 
     @classmethod
     def of(cls, simulation: Simulation) -> Window:
+        scope = simulation.team_scope
         return cls(simulation.organization_id, simulation.window_start, simulation.window_end,
-                   simulation.team, simulation.agent, simulation.environment)
+                   simulation.team, simulation.agent, simulation.environment,
+                   tuple(int(t) for t in scope) if scope is not None else None)
 
     def where(self) -> tuple[str, list]:
         sql = ["organization_id = %s", "record_type = 'decision'", "\"timestamp\" >= %s", "\"timestamp\" < %s"]
@@ -49,6 +52,9 @@ class Window:
             if value:
                 sql.append(f"{column} = %s")
                 params.append(value)
+        if self.team_ids is not None:
+            sql.append(f"team_id IN ({', '.join(['%s'] * len(self.team_ids))})" if self.team_ids else "1 = 0")
+            params.extend(self.team_ids)
         return " AND ".join(sql), params
 
 
@@ -236,11 +242,22 @@ def evidence_unlimited_groups(*, window: Window, replayed_sessions: list[int]) -
         yield (row[0], row[1], row[2].isoformat(), *row[3:])
 
 
-def simulation_list(*, organization) -> QuerySet[Simulation]:
-    """Newest first, without the (large) report; its headline figures come as annotations."""
+def simulation_visible_to(simulation: Simulation, membership) -> bool:
+    """A reader may open a simulation only if it replays no team's calls they may not read."""
+    if membership is None:
+        return True
+    mine = membership.team_scope()
+    if mine is None:
+        return True
+    return simulation.team_scope is not None and set(simulation.team_scope) <= set(mine)
+
+
+def simulation_list(*, organization, membership=None) -> list[Simulation] | QuerySet[Simulation]:
+    """Newest first, without the (large) report; its headline figures come as annotations. With `membership`,
+    only the simulations it may open (see simulation_visible_to)."""
     from django.db.models.fields.json import KT
 
-    return (
+    qs = (
         Simulation.objects.filter(organization=organization)
         .select_related("created_by", "candidate_version", "baseline_version")
         .defer("report", "candidate_text")
@@ -250,15 +267,24 @@ def simulation_list(*, organization) -> QuerySet[Simulation]:
             total_calls=KT("report__summary__total_calls"),
         )
     )
+    if membership is None or membership.team_scope() is None:
+        return qs
+    mine = set(membership.team_scope())
+    return qs.filter(pk__in=[pk for pk, scope in qs.values_list("pk", "team_scope")
+                             if scope is not None and set(scope) <= mine])
 
 
-def simulation_get(*, organization, pk: int) -> Simulation:
+def simulation_get(*, organization, pk: int, membership=None) -> Simulation:
+    from django.http import Http404
     from django.shortcuts import get_object_or_404
 
-    return get_object_or_404(
+    simulation = get_object_or_404(
         Simulation.objects.select_related("created_by", "candidate_version", "baseline_version"),
         organization=organization, pk=pk,
     )
+    if not simulation_visible_to(simulation, membership):
+        raise Http404("No such simulation.")
+    return simulation
 
 
 def evidence_record_samples(*, organization, decision_ids: set[str], membership=None) -> dict[str, dict]:

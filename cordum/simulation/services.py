@@ -136,9 +136,13 @@ def simulation_create(
         raise CordumError("Invalid input: baseline: there is no live policy version to compare with.",
                           {"field": "baseline"})
     now = timezone.now()
+    from cordum.accounts.selectors import membership_for
+
+    membership = membership_for(user=user, organization_id=organization.pk) if getattr(user, "pk", None) else None
     simulation = Simulation.objects.create(
         organization=organization,
         created_by=user if getattr(user, "pk", None) else None,
+        team_scope=membership.team_scope() if membership is not None else None,
         candidate_source=source,
         candidate_version=version,
         candidate_text=text,

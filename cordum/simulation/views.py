@@ -18,7 +18,7 @@ class SimulationListView(RoleRequiredMixin, View):
     required_perm = Perm.VIEW_SIMULATION
 
     def get(self, request):
-        simulations = selectors.simulation_list(organization=self.organization)[:100]
+        simulations = selectors.simulation_list(organization=self.organization, membership=self.membership)[:100]
         return render(request, "simulation/simulation_list.html", {
             "simulations": simulations,
             "can_run": self.membership.has_perm(Perm.RUN_SIMULATION),
@@ -72,7 +72,7 @@ class SimulationDetailView(RoleRequiredMixin, View):
     required_perm = Perm.VIEW_SIMULATION
 
     def get(self, request, pk):
-        simulation = selectors.simulation_get(organization=self.organization, pk=pk)
+        simulation = selectors.simulation_get(organization=self.organization, pk=pk, membership=self.membership)
         context = {"simulation": simulation, "view": presenters.report_view(simulation, membership=self.membership),
                    "can_run": self.membership.has_perm(Perm.RUN_SIMULATION)}
         if request.htmx:
@@ -85,7 +85,7 @@ class SimulationCompareView(RoleRequiredMixin, View):
     required_perm = Perm.VIEW_SIMULATION
 
     def get(self, request):
-        choices = selectors.simulation_list(organization=self.organization).filter(status="completed")[:100]
+        choices = selectors.simulation_list(organization=self.organization, membership=self.membership).filter(status="completed")[:100]
         left, right = (self._pick(request.GET.get(key)) for key in ("a", "b"))
         return render(request, "simulation/simulation_compare.html", {
             "choices": choices, "left": left, "right": right,
@@ -97,4 +97,4 @@ class SimulationCompareView(RoleRequiredMixin, View):
     def _pick(self, value):
         if not value or not str(value).isdigit():
             return None
-        return selectors.simulation_get(organization=self.organization, pk=int(value))
+        return selectors.simulation_get(organization=self.organization, pk=int(value), membership=self.membership)

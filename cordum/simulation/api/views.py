@@ -19,7 +19,7 @@ class SimulationListCreateApi(APIView):
 
     @extend_schema(responses=s.SimulationListSerializer(many=True))
     def get(self, request):
-        qs = selectors.simulation_list(organization=self.organization)[:100]
+        qs = selectors.simulation_list(organization=self.organization, membership=self.membership)[:100]
         return Response(s.SimulationListSerializer(qs, many=True, context={"request": request}).data)
 
     @extend_schema(request=s.SimulationCreateSerializer, responses={202: s.SimulationSerializer})
@@ -42,7 +42,7 @@ class SimulationDetailApi(APIView):
         responses=s.SimulationSerializer,
     )
     def get(self, request, pk: int):
-        simulation = selectors.simulation_get(organization=self.organization, pk=pk)
+        simulation = selectors.simulation_get(organization=self.organization, pk=pk, membership=self.membership)
         wait = request.query_params.get("wait", "")
         if wait.isdigit() and int(wait) > 0 and not simulation.is_finished:
             timeout = min(int(wait), settings.CORDUM_LONG_POLL_MAX_SECONDS)

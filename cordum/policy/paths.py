@@ -1,0 +1,51 @@
+"""One resolver for the paths a call names, as the MCP server or the agent's tool will resolve them: `~` expanded,
+relative paths taken against the call's root, `..` collapsed and symlinks followed (where the file system is at
+hand). The sidecar and the hooks judge a call by both the path it names and the file it reaches, so a symlink
+`innocent.txt -> .env` or a `~/.bashrc` cannot pass for something else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from .engine import Call
+
+PATH_ARGUMENTS = ("path", "file_path", "notebook_path", "source", "destination")
+_RESTRICTIVENESS = {"allow": 0, "require_approval": 1, "deny": 2}
+
+
+def resolve_path(value: str, root: str | None) -> str:
+    """The file `value` reaches: `~` expanded, relative to `root` (else the working directory), symlinks followed."""
+    expanded = os.path.expanduser(value) if value.startswith("~") else value
+    absolute = expanded if os.path.isabs(expanded) else os.path.join(root or os.getcwd(), expanded)
+    return os.path.realpath(absolute)
+
+
+def resolved_call(call: Call) -> tuple[Call, dict[str, str]] | None:
+    """The call with each path argument replaced by the file it reaches, and what changed; None if nothing did."""
+    arguments: dict[str, Any] = call.arguments or {}
+    changed: dict[str, str] = {}
+    for name in PATH_ARGUMENTS:
+        value = arguments.get(name)
+        if isinstance(value, str) and value:
+            real = resolve_path(value, call.root)
+            literal = value if os.path.isabs(value) else os.path.normpath(os.path.join(call.root or "", value))
+            if real != literal:
+                changed[name] = real
+    if not changed:
+        return None
+    return dataclasses.replace(call, arguments={**arguments, **changed}), changed
+
+
+def strictest(decision, call: Call, evaluate) -> Any:
+    """`decision` for `call`, or the decision for the files it really reaches where that is stricter."""
+    resolved = resolved_call(call)
+    if resolved is None:
+        return decision
+    other = evaluate(resolved[0])
+    if _RESTRICTIVENESS.get(other.decision, 2) <= _RESTRICTIVENESS.get(decision.decision, 2):
+        return decision
+    reaches = ", ".join(f"{call.arguments[k]} -> {v}" for k, v in resolved[1].items())
+    return dataclasses.replace(other, reason=f"{other.reason} (the call reaches {reaches})")
