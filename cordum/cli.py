@@ -277,6 +277,10 @@ def _add_policy(sub: argparse._SubParsersAction) -> None:
     _add_format(cov)
     cov.set_defaults(func=_cmd_coverage)
 
+    from cordum.sidecar.locking import add_lock_parser
+
+    add_lock_parser(psub)
+
     d = psub.add_parser("diff", help="semantic diff of two policies and the decisions that move")
     d.add_argument("old")
     d.add_argument("new")

@@ -208,12 +208,27 @@ def _facts_validate(facts, index: int) -> str:
         elif key == "withheld":
             if type(value) is not bool:
                 raise _invalid(f"{where}.withheld", "must be true or false.")
+        elif key == "tool_drift":
+            _tool_drift_fact_validate(value, f"{where}.tool_drift")
         else:
-            raise _invalid(f"{where}.{key}"[:200], "is not a known fact (known: masked, withheld).")
+            raise _invalid(f"{where}.{key}"[:200], "is not a known fact (known: masked, withheld, tool_drift).")
     text = _dumps_sorted(facts).decode()
     if len(text) > _FACTS_MAX_BYTES:
         raise _invalid(where, f"must be at most {_FACTS_MAX_BYTES} bytes of JSON.")
     return text
+
+
+_DRIFT_KINDS = ("new", "changed", "removed")
+
+
+def _tool_drift_fact_validate(value, where: str) -> None:
+    """The called tool differed from tools.lock: {"kind", "locked": digest, "seen": digest} (never the text)."""
+    if type(value) is not dict or value.get("kind") not in _DRIFT_KINDS or not set(value) <= {"kind", "locked", "seen"}:
+        raise _invalid(where, f"must be {{kind: {'|'.join(_DRIFT_KINDS)}, locked: digest, seen: digest}}.")
+    for side in ("locked", "seen"):
+        digest = value.get(side)
+        if digest is not None and not (type(digest) is str and digest.startswith("sha256:") and len(digest) == 71):
+            raise _invalid(f"{where}.{side}", "must be a digest sha256:<64 hex digits>.")
 
 
 def _dumps_sorted(value) -> bytes:

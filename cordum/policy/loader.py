@@ -24,6 +24,7 @@ from .model import (
     NUMERIC_OPS,
     ON_SECRET,
     ON_TIMEOUT,
+    ON_TOOL_DRIFT,
     Approval,
     ArgCondition,
     Defaults,
@@ -37,6 +38,7 @@ from .model import (
     RuleLimits,
     SessionLimits,
     ToolMapping,
+    ToolsLock,
 )
 from .patterns import compile_name_glob, glob_error, has_wildcard, literal_prefix, regex_error
 
@@ -646,8 +648,21 @@ class _Validator:
                         patterns.append((name, regex))
         return ResultSettings(on_secret=on_secret, patterns=tuple(patterns))
 
+    def pinning(self, m: dict[str, tuple[Node, Node]]) -> tuple[str, ToolsLock | None]:
+        """`on_tool_drift`, and `tools_lock`: the form a bundle carries (a repository keeps it in tools.lock)."""
+        on_tool_drift = "deny"
+        if "on_tool_drift" in m:
+            on_tool_drift = self.choice(m["on_tool_drift"][1], "on_tool_drift", ON_TOOL_DRIFT) or on_tool_drift
+        tools_lock = None
+        if "tools_lock" in m:
+            from .toollock import validate_lock
+
+            tools_lock = validate_lock(self, m["tools_lock"][1], "tools_lock")
+        return on_tool_drift, tools_lock
+
     def policy(self, root: Node) -> Policy | None:
-        m = self.mapping(root, "the policy", ("version", "defaults", "tools", "rules", "limits", "evidence", "results"),
+        m = self.mapping(root, "the policy", ("version", "defaults", "tools", "rules", "limits", "evidence", "results",
+                                              "on_tool_drift", "tools_lock"),
                          ("version",))
         if m is None:
             return None
@@ -682,9 +697,10 @@ class _Validator:
         limits = self.limits(m["limits"][1]) if "limits" in m else Limits()
         evidence = self.evidence(m["evidence"][1]) if "evidence" in m else EvidenceSettings()
         results = self.results(m["results"][1]) if "results" in m else ResultSettings()
+        on_tool_drift, tools_lock = self.pinning(m)
         policy = Policy(
             version=version, defaults=defaults, tools=tuple(tools), rules=tuple(rules), limits=limits, evidence=evidence,
-            results=results,
+            results=results, on_tool_drift=on_tool_drift, tools_lock=tools_lock,
         )
         self.unreachable(policy)
         return policy
@@ -867,11 +883,59 @@ def local_version(path: str | os.PathLike[str], raw: bytes | None = None) -> str
                 raw = fh.read()
         except OSError:
             raw = b""
+    try:  # the lock beside it decides too (tool pinning): its bytes count, when there is one
+        with open(lock_path_for(p), "rb") as fh:
+            raw = raw + b"\0tools.lock\0" + fh.read()
+    except OSError:
+        pass
     return f"local:{os.path.basename(p)}@{hashlib.sha256(raw).hexdigest()[:7]}"
 
 
+def load_lock_text(text: str, filename: str = "tools.lock") -> tuple[ToolsLock | None, list[PolicyIssue]]:
+    """Parse and validate the text of a tools.lock. Never raises on bad input."""
+    v = _Validator(filename)
+    try:
+        over = yaml_limit_issue(text, filename)
+        if over is not None:
+            return None, [over]
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        return None, [PolicyIssue(filename, line, col, f"YAML syntax error: {exc.problem or exc.context}")]
+    except yaml.YAMLError as exc:
+        return None, [PolicyIssue(filename, 1, 1, f"YAML error: {exc}")]
+    if root is None:
+        return None, [PolicyIssue(filename, 1, 1, "empty tools.lock: expected 'version: 1' and 'servers'")]
+    from .toollock import validate_lock
+
+    lock = validate_lock(v, root)
+    return (None if v.errors else lock), v.errors
+
+
+def with_lock_text(result: LoadResult, lock_text: str | None, *, lock_filename: str) -> LoadResult:
+    """A loaded policy with the repository's tools.lock (text, or None when the repository has none) attached."""
+    if lock_text is None or result.policy is None:
+        return result
+    lock, errors = load_lock_text(lock_text, lock_filename)
+    if not errors and result.policy.tools_lock is not None:
+        errors = [PolicyIssue(lock_filename, 1, 1, "the policy pins tools inline (tools_lock) and in tools.lock; "
+                                                   "keep one of them")]
+    if errors:
+        return LoadResult(None, [*result.errors, *errors], result.warnings)
+    from dataclasses import replace
+
+    return LoadResult(replace(result.policy, tools_lock=lock), result.errors, result.warnings)
+
+
+def lock_path_for(policy_path: str) -> str:
+    """Where the repository keeps tools.lock: next to its safety.yaml."""
+    return os.path.join(os.path.dirname(policy_path), "tools.lock")
+
+
 def load_policy_file(path: str | os.PathLike[str]) -> LoadResult:
-    """Load `path`; a directory means its `safety.yaml`. Never raises on bad input."""
+    """Load `path`; a directory means its `safety.yaml`. A `tools.lock` next to it is loaded with it (its issues
+    name that file). Never raises on bad input."""
     p = os.fspath(path)
     if os.path.isdir(p):
         p = os.path.join(p, "safety.yaml")
@@ -880,4 +944,13 @@ def load_policy_file(path: str | os.PathLike[str]) -> LoadResult:
             text = fh.read()
     except (OSError, UnicodeDecodeError) as exc:
         return LoadResult(None, [PolicyIssue(p, 1, 1, f"cannot read policy: {exc}")], [])
-    return load_policy_text(text, filename=p)
+    result = load_policy_text(text, filename=p)
+    lock_file = lock_path_for(p)
+    try:
+        with open(lock_file, encoding="utf-8") as fh:
+            lock_text = fh.read()
+    except FileNotFoundError:
+        return result
+    except (OSError, UnicodeDecodeError) as exc:
+        return LoadResult(None, [PolicyIssue(lock_file, 1, 1, f"cannot read tools.lock: {exc}")], result.warnings)
+    return with_lock_text(result, lock_text, lock_filename=lock_file)

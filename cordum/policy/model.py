@@ -16,6 +16,7 @@ DECISION_RANK = {"allow": 0, "require_approval": 1, "deny": 2}
 MODES = ("enforce", "shadow")
 ON_TIMEOUT = ("deny", "allow")
 ON_SECRET = ("mask", "withhold", "allow")  # what the sidecar does with a tool result that carries a secret
+ON_TOOL_DRIFT = ("deny", "require_approval", "allow")  # what the sidecar does with a tool that differs from tools.lock
 
 # Argument-condition operators in canonical order (the order `to_dict` writes them in).
 ARG_OPS = (
@@ -269,6 +270,45 @@ class ResultSettings:
 
 
 @dataclass(frozen=True)
+class LockedTool:
+    """One tool as `tools.lock` pins it: its name, description and input schema, and the digest over all three
+    (`cordum.policy.toollock.tool_digest`) that the sidecar compares with what the server lists."""
+
+    name: str
+    digest: str
+    description: str = ""
+    input_schema: Any = field(default_factory=dict, compare=False, hash=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "digest": self.digest, "description": self.description,
+                "input_schema": self.input_schema}
+
+
+@dataclass(frozen=True)
+class ToolsLock:
+    """`tools.lock`: per upstream server name, the tools pinned for it (in the order the file lists them)."""
+
+    servers: tuple[tuple[str, tuple[LockedTool, ...]], ...] = ()
+
+    def server(self, name: str) -> dict[str, LockedTool] | None:
+        for server, tools in self.servers:
+            if server == name:
+                return {t.name: t for t in tools}
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": 1, "servers": {name: [t.to_dict() for t in tools] for name, tools in self.servers}}
+
+
+def tools_lock_from_dict(d: dict[str, Any]) -> ToolsLock:
+    return ToolsLock(servers=tuple(
+        (name, tuple(LockedTool(name=t["name"], digest=t["digest"], description=t.get("description") or "",
+                                input_schema=t.get("input_schema") or {}) for t in tools))
+        for name, tools in (d.get("servers") or {}).items()
+    ))
+
+
+@dataclass(frozen=True)
 class Policy:
     version: str = "v1"
     defaults: Defaults = field(default_factory=Defaults)
@@ -277,6 +317,8 @@ class Policy:
     limits: Limits = field(default_factory=Limits)
     evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
     results: ResultSettings = field(default_factory=ResultSettings)
+    on_tool_drift: str = "deny"  # applies only where `tools_lock` pins the server
+    tools_lock: ToolsLock | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -289,6 +331,12 @@ class Policy:
         }
         if not self.results.is_default:  # left out when default: bundles of older policies keep their digest
             out["results"] = self.results.to_dict()
+        # left out when unused, for the same reason; the lock travels in the bundle as part of the policy, so it
+        # is hashed and signed with it
+        if self.tools_lock is not None or self.on_tool_drift != "deny":
+            out["on_tool_drift"] = self.on_tool_drift
+        if self.tools_lock is not None:
+            out["tools_lock"] = self.tools_lock.to_dict()
         return out
 
     def rule(self, rule_id: str) -> Rule | None:
@@ -356,6 +404,8 @@ def policy_from_dict(d: dict[str, Any]) -> Policy:
     ev = d.get("evidence") or {}
     res = d.get("results") or {}
     return Policy(
+        on_tool_drift=d.get("on_tool_drift", "deny"),
+        tools_lock=tools_lock_from_dict(d["tools_lock"]) if d.get("tools_lock") is not None else None,
         results=ResultSettings(on_secret=res.get("on_secret", "mask"),
                                patterns=tuple((p["name"], p["regex"]) for p in res.get("patterns") or ())),
         version=d.get("version", "v1"),

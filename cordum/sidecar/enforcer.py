@@ -28,10 +28,11 @@ from cordum.policy import (
     redact_arguments,
     redact_target,
 )
-from cordum.policy.model import ResultSettings
+from cordum.policy.model import DECISION_RANK, ResultSettings
 from cordum.policy.paths import strictest
 from cordum.policy.secrets import default_scanner, screen_result
 from cordum.sidecar.ids import utc_now_rfc3339, uuid7_str
+from cordum.sidecar.pinning import ToolPins, drift_report
 from cordum.sidecar.spool import Spool, outcome_record
 
 log = logging.getLogger("cordum.sidecar.enforcer")
@@ -157,6 +158,8 @@ class Enforcer:
         self.no_policy_reason = "no valid policy bundle is loaded"
         self.no_policy_detail = None  # optional callable -> str|None (e.g. the bundle client's last error)
         self.counters = Counters()
+        self.pins = ToolPins()
+        self.on_drift = None  # called with new drift reports (list of dicts), e.g. DriftReporter.submit
 
     # -- the policy in force --------------------------------------------------------------------
 
@@ -168,6 +171,7 @@ class Enforcer:
             elif loaded.limits is not None:
                 loaded.limits.carry_over(old.limits)  # a new version: running sessions keep their counts
         self.primary = loaded
+        self._report_drifts(self.pins.set_lock(loaded.compiled.policy.tools_lock if loaded is not None else None))
         if reason:
             self.no_policy_reason = reason
         log.info("policy in force", extra={"policy_version": loaded.version if loaded else None,
@@ -175,6 +179,42 @@ class Enforcer:
 
     def set_shadow(self, loaded: LoadedPolicy | None) -> None:
         self.shadow = loaded
+
+    # -- tool pinning ---------------------------------------------------------------------------
+
+    def _on_tool_drift(self) -> str:
+        return self.primary.compiled.policy.on_tool_drift if self.primary is not None else "deny"
+
+    def _report_drifts(self, drifts: list) -> None:
+        if not drifts:
+            return
+        action = self._on_tool_drift()
+        version = self.primary.version if self.primary is not None else None
+        for drift in drifts:
+            log.warning("tool drift", extra={"server": drift.server, "tool": drift.tool, "kind": drift.kind,
+                                             "on_tool_drift": action, "detail": drift.describe()})
+        if self.on_drift is not None:
+            self.on_drift([drift_report(d, action=action, policy_version=version) for d in drifts])
+
+    def screen_tools(self, server: str, tools: list[Any], *, complete: bool) -> list[Any] | None:
+        """Compare one upstream's tools/list answer with the lock (digests computed here, once per listing) and
+        report new drifts; returns the list to send instead (drifted tools taken out, under on_tool_drift: deny)
+        or None to send it unchanged."""
+        self._report_drifts(self.pins.observe(server, tools, complete=complete))
+        if self._on_tool_drift() != "deny":
+            return None
+        return self.pins.hidden(server, tools)
+
+    def _apply_drift(self, drift, decision: str, rule: str | None, reason: str, approval: dict[str, Any]):
+        """(decision, rule, reason, approval) for a call to a drifted tool, as on_tool_drift says; the stricter of
+        that and the policy's own decision stands."""
+        action = self._on_tool_drift()
+        if action == "allow" or DECISION_RANK[action] <= DECISION_RANK[decision]:
+            return decision, rule, reason, approval
+        text = f"{drift.describe()}; on_tool_drift: {action}"
+        if action == "require_approval":
+            approval = dict(self.primary.compiled.default_approval)
+        return action, "on_tool_drift", text, approval
 
     # -- deciding -------------------------------------------------------------------------------
 
@@ -220,6 +260,11 @@ class Enforcer:
                     shadow_out.append({"rule": s.get("rule"), "decision": s.get("decision"), "policy_version": version})
                 redacted = redact_arguments(primary.compiled, call)
                 target = redact_target(primary.compiled, target, arguments)
+                drift = self.pins.drift(server, tool) if self.pins.active else None
+                if drift is not None:  # a tool that differs from tools.lock (one dict lookup when pinned)
+                    decision, rule, reason, approval = self._apply_drift(drift, decision, rule, reason, approval)
+                    extra = {**(extra or {}), "facts": {**((extra or {}).get("facts") or {}),
+                                                        "tool_drift": drift.fact()}}
             except Exception as exc:  # an engine failure must never let a call through
                 log.exception("policy evaluation failed; denying")
                 self.counters.errors += 1
@@ -307,7 +352,7 @@ class Enforcer:
             if reviewer is not None:
                 updated["reviewer"] = reviewer
             if facts:
-                updated["facts"] = facts
+                updated["facts"] = {**(verdict.record.get("facts") or {}), **facts}
             verdict.record = updated
             # folded into the decision record if it is still waiting in the spool (the usual case: the outcome
             # record below is then never built), else its own record

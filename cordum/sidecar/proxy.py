@@ -121,6 +121,7 @@ class Relay:
         self._uri_owner: dict[str, str] = {}
         self._seq = 0
         self._denied_tasks: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}  # task id -> (task, result)
+        self._listings: dict[Any, bool] = {}  # single upstream: tools/list request id -> asked from the start
 
     # -- agent -> upstream ----------------------------------------------------------------------
 
@@ -166,6 +167,8 @@ class Relay:
             elif method in ("tasks/get", "tasks/result", "tasks/cancel") and self._answer_denied_task(msg):
                 return
             elif not self.multi:
+                if method == "tools/list":  # its answer is compared with tools.lock
+                    self._listings[msg["id"]] = not (msg.get("params") or {}).get("cursor")
                 self._forward(self.first, msg, raw)
             else:
                 self._route_request(msg, raw)
@@ -408,7 +411,11 @@ class Relay:
         key = _FANOUT_LISTS[fan.method]
         merged: list[Any] = []
         for name in self.upstreams:  # stable order: config order
-            for item in (fan.results.get(name) or {}).get(key) or []:
+            items = (fan.results.get(name) or {}).get(key) or []
+            if key == "tools" and isinstance(items, list):
+                cursor = bool((fan.results.get(name) or {}).get("nextCursor"))
+                items = self._screen_tools(name, items, complete=not cursor)
+            for item in items:
                 item = dict(item)
                 if key in ("tools", "prompts") and "name" in item:
                     item["name"] = f"{name}{SEP}{item['name']}"
@@ -440,6 +447,10 @@ class Relay:
                 if not fan.waiting:
                     self._finish_fanout(fan)
                 return
+            if self._listings and req_id in self._listings:
+                line = self._screened_listing(upstream, msg, line, from_start=self._listings.pop(req_id))
+                self.send_agent(line)
+                return
             pending = self._calls.pop((upstream.name, req_id), None)
             if self.multi:
                 self._routes.pop(req_id, None)
@@ -459,6 +470,26 @@ class Relay:
             self.send_agent(orjson.dumps(dict(msg, id=new_id)))
             return
         self.send_agent(line)
+
+    def _screen_tools(self, server: str, tools: list[Any], *, complete: bool) -> list[Any]:
+        try:
+            kept = self.enforcer.screen_tools(server, tools, complete=complete)
+        except Exception:  # pinning must never break the listing; calls are still decided one by one
+            log.exception("comparing tools/list with tools.lock failed", extra={"upstream": server})
+            return tools
+        return tools if kept is None else kept
+
+    def _screened_listing(self, upstream: Any, msg: dict[str, Any], line: bytes, *, from_start: bool) -> bytes:
+        """One upstream's tools/list answer, compared with tools.lock; re-encoded only when a tool is taken out."""
+        result = msg.get("result")
+        tools = result.get("tools") if isinstance(result, dict) else None
+        if not isinstance(tools, list):
+            return line
+        complete = from_start and not result.get("nextCursor")
+        kept = self._screen_tools(upstream.name, tools, complete=complete)
+        if kept is tools:
+            return line
+        return orjson.dumps(dict(msg, result=dict(result, tools=kept)))
 
     def _record_call_result(self, pending: _Pending, msg: dict[str, Any], *, facts: dict[str, Any]) -> None:
         """The call's outcome as the upstream gave it; `facts`: the kinds and counts of secrets kept from the

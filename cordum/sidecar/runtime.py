@@ -52,6 +52,7 @@ class Services:
     approvals: ApprovalClient | None = None
     heartbeat: Heartbeat | None = None
     bundle_client: Any = None
+    drift_reporter: Any = None  # pinning.DriftReporter
     tasks: list[asyncio.Task] = field(default_factory=list)
     offline: bool = True
 
@@ -64,6 +65,9 @@ class Services:
         if self.uploader is not None and drain_seconds > 0:
             with contextlib.suppress(Exception):
                 await self.uploader.drain(deadline=time.monotonic() + drain_seconds)
+            if self.drift_reporter is not None and self.drift_reporter.queue:  # drifts found just before exit
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.drift_reporter.flush_once(), timeout=2.0)
             if self.heartbeat is not None:  # a last beat: the fleet view sees the final spool depth
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self.heartbeat.beat(), timeout=2.0)
@@ -136,6 +140,10 @@ async def build_services(cfg: SidecarConfig, *, local_bundle: str | None = None,
                                    progress_interval_seconds=a.progress_interval_seconds,
                                    max_wait_seconds=a.max_wait_seconds)
     svc.heartbeat = Heartbeat(svc.http, svc.heartbeat_body, interval=cfg.heartbeat_interval_seconds)
+    from cordum.sidecar.pinning import DriftReporter
+
+    svc.drift_reporter = DriftReporter(svc.http, sidecar_id=sidecar_id, max_backoff=up.max_backoff_seconds)
+    enforcer.on_drift = svc.drift_reporter.submit
 
     from cordum.sidecar.bundles import BundleClient, BundleStore, KeyStore
 
@@ -175,6 +183,7 @@ async def build_services(cfg: SidecarConfig, *, local_bundle: str | None = None,
         svc.tasks.append(asyncio.create_task(svc.bundle_client.run_forever(), name="bundles"))
         svc.tasks.append(asyncio.create_task(svc.uploader.run(), name="uploader"))
         svc.tasks.append(asyncio.create_task(svc.heartbeat.run(), name="heartbeat"))
+        svc.tasks.append(asyncio.create_task(svc.drift_reporter.run(), name="tool-drifts"))
     return svc
 
 

@@ -110,6 +110,8 @@ class ControlPlane:
         self.posted: list[str] = []          # every record id ever posted (duplicates included)
         self.stored: dict[str, dict] = {}    # idempotent store by record id
         self.heartbeats: list[dict] = []
+        self.drifts: list[dict] = []  # tool drift reports (POST /api/v1/tool-drifts)
+        self.drifts_changed = threading.Condition(self.lock)
         self.decisions_status = 202
         self.ack_only: set[str] | None = None  # acknowledge only these ids (None: all)
         self.bundle: dict | None = None
@@ -170,6 +172,11 @@ class ControlPlane:
         with self.approval_changed:
             assert self.approval_changed.wait_for(lambda: self.cancelled, timeout=timeout), "no cancel arrived"
             return self.cancelled[0]
+
+    def wait_for_drifts(self, count: int = 1, timeout: float = 20.0) -> list[dict]:
+        with self.drifts_changed:
+            assert self.drifts_changed.wait_for(lambda: len(self.drifts) >= count, timeout=timeout), "no drift report"
+            return list(self.drifts)
 
     def wait_for_approval_request(self, timeout: float = 20.0) -> dict:
         with self.approval_changed:
@@ -241,6 +248,11 @@ class ControlPlane:
                             accepted.append(rid)
                     cp.records_event.set()
                     return self._json(202, {"accepted": accepted})
+                if url.path == "/api/v1/tool-drifts":
+                    with cp.drifts_changed:
+                        cp.drifts.extend(dict(d, sidecar_id=body.get("sidecar_id")) for d in body["drifts"])
+                        cp.drifts_changed.notify_all()
+                    return self._json(202, {"accepted": len(body["drifts"])})
                 if url.path == "/api/v1/heartbeat":
                     with cp.lock:
                         cp.heartbeats.append(body)
