@@ -9,7 +9,7 @@ from typing import Any
 from cordum.policy.loader import MAX_POLICY_BYTES
 from cordum.sidecar.bundles import content_sha256
 
-__all__ = ["MAX_POLICY_BYTES", "ParsedPolicy", "diff", "parse_oversized", "parse_policy"]
+__all__ = ["MAX_POLICY_BYTES", "ParsedPolicy", "diff", "lock_path", "parse_oversized", "parse_policy"]
 
 
 @dataclass
@@ -40,14 +40,23 @@ def parse_oversized(*, size: int, filename: str) -> ParsedPolicy:
     return ParsedPolicy(None, [{"file": filename, "line": 1, "col": 1, "message": message}])
 
 
-def parse_policy(text: str | None, *, filename: str, version: str = "") -> ParsedPolicy:
-    """Validate policy text; on success return its canonical dict (Policy.to_dict())."""
+def lock_path(policy_path: str) -> str:
+    """Where a repository keeps its tools.lock: next to its policy file."""
+    from cordum.policy.loader import lock_path_for
+
+    return lock_path_for(policy_path)
+
+
+def parse_policy(text: str | None, *, filename: str, version: str = "", lock_text: str | None = None) -> ParsedPolicy:
+    """Validate policy text (with the repository's tools.lock text, when it has one); on success return its
+    canonical dict (Policy.to_dict(), which carries the lock)."""
     from cordum.policy import load_policy_text
+    from cordum.policy.loader import with_lock_text
 
     if text is None:
         return ParsedPolicy(None, [{"file": filename, "line": 1, "col": 1,
                                     "message": f"{filename} does not exist in this commit"}])
-    result = load_policy_text(text, filename=filename)
+    result = with_lock_text(load_policy_text(text, filename=filename), lock_text, lock_filename=lock_path(filename))
     errors = [_issue(e, filename) for e in result.errors]
     warnings = [_issue(w, filename) for w in result.warnings]
     if errors or result.policy is None:

@@ -172,3 +172,37 @@ def blob_text(commit: git.Commit, path: str, *, max_bytes: int | None = None) ->
         raise BlobTooLarge(blob.size)
     data = blob.data_stream.read()
     return data.decode("utf-8", errors="replace")
+
+
+def branch_create_with_file(repository, repo: git.Repo, *, base: str, branch: str, path: str, text: str,
+                            message: str, author: tuple[str, str]) -> str:
+    """Commit `text` as `path` on top of commit `base` in the bare cache and push it to the remote as a new
+    branch (never to an existing one, never merged). Returns the new commit's sha."""
+    name, email = author
+    fd, index_file = tempfile.mkstemp(prefix="cordum-index-")
+    os.close(fd)
+    os.unlink(index_file)  # git wants to create the index itself
+    fd, blob_file = tempfile.mkstemp(prefix="cordum-blob-")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(text.encode("utf-8"))
+    identity = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email,
+                "GIT_COMMITTER_NAME": "Cordum", "GIT_COMMITTER_EMAIL": "cordum@localhost"}
+    env = {**os.environ, "GIT_INDEX_FILE": index_file, **identity}
+    try:
+        repo.git.read_tree(base, env=env)
+        blob = repo.git.hash_object("-w", "--no-filters", blob_file, env=env)
+        repo.git.update_index("--add", "--cacheinfo", f"100644,{blob},{path}", env=env)
+        tree = repo.git.write_tree(env=env)
+        sha = repo.git.commit_tree(tree, "-p", base, "-m", message, env=env)
+    finally:
+        for leftover in (index_file, blob_file):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
+    with _git_env(repository) as git_env:
+        try:
+            repo.git.push("origin", f"{sha}:refs/heads/{branch}", env={**os.environ, **git_env})
+        except git.GitCommandError as exc:
+            stderr = _scrub((exc.stderr or str(exc)).strip(), repository)
+            raise GitFetchError(f"git push of branch {branch} to {repository.url} failed: {stderr}") from None
+    return sha
+

@@ -3,11 +3,11 @@
 from django.db import models
 from django.utils import timezone
 
-from cordum.accounts.models import Organization
+from cordum.accounts.models import Agent, Organization
 from cordum.common import crypto
-from cordum.policies.choices import KeyStatus, SyncStatus
+from cordum.policies.choices import DriftKind, DriftStatus, KeyStatus, SyncStatus
 
-__all__ = ["PolicyRepository", "PolicyVersion", "SigningKey", "PolicyBundle"]
+__all__ = ["PolicyRepository", "PolicyVersion", "SigningKey", "PolicyBundle", "ToolDrift"]
 
 
 class PolicyRepository(models.Model):
@@ -162,3 +162,38 @@ class PolicyBundle(models.Model):
 
     def __str__(self):
         return f"#{self.sequence} {self.manifest.get('version', '')}"
+
+
+class ToolDrift(models.Model):
+    """A sidecar saw an MCP tool differ from the tools.lock in its bundle: one row per agent, server, tool and change
+    (the same change seen again counts up `times_seen`). `locked`/`seen`: {"description", "input_schema"} as pinned
+    and as listed, for the diff a reviewer reads before updating the lock."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="tool_drifts")
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="tool_drifts")
+    sidecar_id = models.CharField(max_length=128, blank=True, default="")
+    server = models.CharField(max_length=200)
+    tool = models.CharField(max_length=200)
+    kind = models.CharField(max_length=20, choices=DriftKind.choices)
+    action = models.CharField(max_length=20)  # the policy's on_tool_drift when it was seen
+    locked_digest = models.CharField(max_length=71, blank=True, default="")
+    seen_digest = models.CharField(max_length=71, blank=True, default="")
+    locked = models.JSONField(null=True, blank=True)
+    seen = models.JSONField(null=True, blank=True)
+    policy_version = models.CharField(max_length=200, blank=True, default="")
+    status = models.CharField(max_length=20, choices=DriftStatus.choices, default=DriftStatus.OPEN)
+    lock_branch = models.CharField(max_length=200, blank=True, default="")  # the branch proposing the new lock
+    times_seen = models.PositiveIntegerField(default=1)
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-last_seen_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["agent", "server", "tool", "kind", "locked_digest", "seen_digest"],
+                                    name="tool_drift_unique_change_per_agent"),
+        ]
+        indexes = [models.Index(fields=["organization", "status", "last_seen_at"])]
+
+    def __str__(self):
+        return f"{self.server}/{self.tool} {self.kind}"

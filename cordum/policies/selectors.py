@@ -5,9 +5,9 @@ from django.db.models import QuerySet
 
 from cordum.common.errors import CordumError, NotFound
 from cordum.policies import engine
-from cordum.policies.choices import KeyStatus
+from cordum.policies.choices import DriftStatus, KeyStatus
 from cordum.policies.filters import PolicyVersionFilterForm
-from cordum.policies.models import PolicyBundle, PolicyRepository, PolicyVersion, SigningKey
+from cordum.policies.models import PolicyBundle, PolicyRepository, PolicyVersion, SigningKey, ToolDrift
 
 
 def repository_list(*, organization) -> QuerySet[PolicyRepository]:
@@ -132,3 +132,47 @@ def signing_key_list(*, organization, active_only: bool = False) -> QuerySet[Sig
 
 def policy_bundle_list(*, organization) -> QuerySet[PolicyBundle]:
     return PolicyBundle.objects.filter(organization=organization).select_related("version", "repository")
+
+
+# --- tool pinning -------------------------------------------------------------------------------------------------
+def tool_drift_list(*, organization, status: str = "") -> QuerySet[ToolDrift]:
+    """Drifts sidecars reported for the organisation's agents, newest first; `status`: open or proposed."""
+    qs = ToolDrift.objects.filter(organization=organization).select_related("agent")
+    if status:
+        if status not in DriftStatus.values:
+            raise CordumError(f"Unknown drift status {status!r}: use {' or '.join(DriftStatus.values)}.",
+                              {"field": "status"})
+        qs = qs.filter(status=status)
+    return qs.order_by("-last_seen_at", "-id")
+
+
+def tool_drift_get(*, organization, pk) -> ToolDrift:
+    drift = tool_drift_list(organization=organization).filter(pk=pk).first()
+    if drift is None:
+        raise NotFound("No such tool drift in this organisation.")
+    return drift
+
+
+_DIFF_CSS = (("+++", "d-file"), ("---", "d-file"), ("@@", "d-hunk"), ("+", "d-add"), ("-", "d-del"))
+
+
+def tool_drift_diff(*, drift) -> dict[str, list[tuple[str, str]]]:
+    """Unified diffs, pinned -> listed, of the tool's description and of its input schema (pretty JSON), as
+    [(css class, line)] for a coloured view (escaping stays with the template)."""
+    import difflib
+    import json
+
+    def lines(side, key):
+        if side is None:
+            return []
+        value = side.get(key)
+        text = value if key == "description" else json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+        return (text or "").splitlines()
+
+    out = {}
+    for key, label in (("description", "description"), ("input_schema", "input schema")):
+        diff = difflib.unified_diff(lines(drift.locked, key), lines(drift.seen, key),
+                                    fromfile=f"tools.lock: {label}", tofile=f"listed: {label}", lineterm="", n=3)
+        out[key] = [(next((css for prefix, css in _DIFF_CSS if line.startswith(prefix)), "d-ctx"), line)
+                    for line in diff]
+    return out

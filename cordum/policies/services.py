@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
-from django.db.models import Max, Q
+from django.db.models import F, Max, Q
 from django.utils import timezone
 
 from cordum.accounts.choices import AuditAction
@@ -15,8 +15,8 @@ from cordum.accounts.services import audit_log_record, snapshot
 from cordum.common import crypto, notify
 from cordum.common.errors import Conflict, CordumError
 from cordum.policies import engine, gitrepo
-from cordum.policies.choices import KeyStatus, SyncStatus
-from cordum.policies.models import PolicyBundle, PolicyRepository, PolicyVersion, SigningKey
+from cordum.policies.choices import DriftStatus, KeyStatus, SyncStatus
+from cordum.policies.models import PolicyBundle, PolicyRepository, PolicyVersion, SigningKey, ToolDrift
 from cordum.sidecar import bundles as bundle_format
 
 log = logging.getLogger(__name__)
@@ -198,6 +198,7 @@ def _sync_once(repository: PolicyRepository, result: SyncResult, on_progress=Non
     tags = gitrepo.tags_by_commit(repo)
     known_heads = dict(repository.branch_heads or {})
     path = repository.policy_path
+    paths = [path, engine.lock_path(path)]  # a commit that changes only tools.lock is a new version too
     existing = {v.commit_sha: v for v in PolicyVersion.objects.filter(repository=repository)}
 
     # 1. Which commits touching the policy are new, and on which branches they now are.
@@ -217,7 +218,7 @@ def _sync_once(repository: PolicyRepository, result: SyncResult, on_progress=Non
                     rev = f"{since}..{head}"
             except Exception:  # noqa: S110 - the old head is gone (force push): walk the branch again
                 pass
-        for commit in repo.iter_commits(rev, paths=path):
+        for commit in repo.iter_commits(rev, paths=paths):
             found.setdefault(commit.hexsha, commit)
             branches_of.setdefault(commit.hexsha, set()).add(branch)
 
@@ -232,7 +233,8 @@ def _sync_once(repository: PolicyRepository, result: SyncResult, on_progress=Non
         version = _human_version(tag=tag, branch=branches[0], sha=sha)
         try:
             text = gitrepo.blob_text(commit, path, max_bytes=engine.MAX_POLICY_BYTES)
-            parsed = engine.parse_policy(text, filename=path, version=version)
+            lock_text = gitrepo.blob_text(commit, paths[1], max_bytes=engine.MAX_POLICY_BYTES)
+            parsed = engine.parse_policy(text, filename=path, version=version, lock_text=lock_text)
         except gitrepo.BlobTooLarge as exc:  # never read, never stored: recorded invalid like any bad policy
             text, parsed = "", engine.parse_oversized(size=exc.size, filename=path)
         to_create.append(PolicyVersion(
@@ -278,7 +280,7 @@ def _sync_once(repository: PolicyRepository, result: SyncResult, on_progress=Non
     if live_head:
         valid = set(PolicyVersion.objects.filter(repository=repository, is_valid=True).values_list("commit_sha",
                                                                                                     flat=True))
-        newest_valid = next((c.hexsha for c in repo.iter_commits(live_head, paths=path) if c.hexsha in valid), None)
+        newest_valid = next((c.hexsha for c in repo.iter_commits(live_head, paths=paths) if c.hexsha in valid), None)
         if newest_valid:
             result.live_version = _make_live(repository, newest_valid, repo=repo, result=result)
     else:
@@ -413,3 +415,102 @@ def bundle_publish(*, version: PolicyVersion, rollback: bool = False) -> PolicyB
     transaction.on_commit(lambda: notify.publish(bundle_channel(org_id), str(sequence)))
     log.info("published bundle #%s %s for %s", sequence, version.version, organization.slug)
     return published
+
+
+# --- tool pinning: drift reports from sidecars, lock updates proposed as branches ---------------------------------
+def tool_drift_record(*, agent, sidecar_id: str, drifts: list[dict]) -> int:
+    """Store the drifts a sidecar reports (validated by the API: each side's digest matches its text). The same
+    change seen again by the same agent updates its row (times seen, last seen, the policy's action)."""
+    now = timezone.now()
+    for drift in drifts:
+        locked, seen = drift.get("locked"), drift.get("seen")
+        key = {"agent": agent, "server": drift["server"], "tool": drift["tool"], "kind": drift["kind"],
+               "locked_digest": (locked or {}).get("digest", ""), "seen_digest": (seen or {}).get("digest", "")}
+        fields = {"sidecar_id": sidecar_id, "action": drift["action"],
+                  "policy_version": drift.get("policy_version") or "", "last_seen_at": now}
+        with transaction.atomic():
+            row, created = ToolDrift.objects.get_or_create(
+                **key, defaults={"organization_id": agent.organization_id, "locked": _drift_side(locked),
+                                 "seen": _drift_side(seen), "first_seen_at": now, **fields})
+        if not created:
+            ToolDrift.objects.filter(pk=row.pk).update(times_seen=F("times_seen") + 1, **fields)
+    return len(drifts)
+
+
+def _drift_side(side: dict | None) -> dict | None:
+    return None if side is None else {"description": side.get("description") or "",
+                                      "input_schema": side.get("input_schema") or {}}
+
+
+@dataclass
+class LockProposal:
+    branch: str
+    commit: str
+    drifts: int
+
+
+def _policy_drift(row: ToolDrift):
+    """A stored drift as the policy engine's ToolDrift (digests recomputed from the stored text)."""
+    from cordum.policy.model import LockedTool
+    from cordum.policy.toollock import ToolDrift as Drift
+    from cordum.policy.toollock import tool_digest
+
+    def tool(side: dict | None) -> LockedTool | None:
+        if side is None:
+            return None
+        description, schema = side.get("description") or "", side.get("input_schema") or {}
+        return LockedTool(name=row.tool, digest=tool_digest(row.tool, description, schema), description=description,
+                          input_schema=schema)
+
+    return Drift(row.server, row.tool, row.kind, tool(row.locked), tool(row.seen))
+
+
+def _live_lock(repository: PolicyRepository, repo, head: str):
+    """The tools.lock on the live branch's head (None when the repository has none yet)."""
+    from cordum.policy.loader import load_lock_text
+
+    path = engine.lock_path(repository.policy_path)
+    text = gitrepo.blob_text(repo.commit(head), path, max_bytes=engine.MAX_POLICY_BYTES)
+    if text is None:
+        return None
+    lock, errors = load_lock_text(text, path)
+    if errors:
+        raise CordumError(f"{path} on {repository.branch} is invalid, so it cannot be updated: {errors[0]}")
+    return lock
+
+
+def tool_lock_update_propose(*, organization: Organization, actor, drifts: list[ToolDrift]) -> LockProposal:
+    """Accept drifts into tools.lock on a new branch of the policy repository (never merged here): it is synced,
+    validated, diffed and simulated like any policy change, and merged by people through their own review."""
+    from cordum.policy.toollock import lock_update, render_lock
+
+    repository = PolicyRepository.objects.filter(organization=organization).first()
+    if repository is None:
+        raise CordumError(f"{organization.slug} has no policy repository to update the lock in.")
+    if not drifts:
+        raise CordumError("Choose at least one drift to accept into the lock.", {"field": "drifts"})
+    repo = gitrepo.fetch(repository)
+    head = gitrepo.branch_heads(repo).get(repository.branch)
+    if head is None:
+        raise CordumError(f"The live branch {repository.branch!r} does not exist in the repository.")
+    current = _live_lock(repository, repo, head)
+    updated = lock_update(current, [_policy_drift(d) for d in drifts])
+    if updated == current:
+        raise Conflict(f"tools.lock on {repository.branch} already pins these tools as they are listed now.")
+    now = timezone.now()
+    branch = f"cordum/update-tools-lock-{now:%Y%m%d-%H%M%S}"
+    lines = "\n".join(f"- {d.server}/{d.tool}: {d.kind} (seen by {d.agent.name})" for d in drifts)
+    message = f"Update tools.lock: accept {len(drifts)} tool drift(s)\n\n{lines}\n\nProposed from Cordum by " \
+              f"{getattr(actor, 'email', '') or 'system'}; review and merge like any policy change."
+    author = (getattr(actor, "get_full_name", lambda: "")() or getattr(actor, "email", "") or "Cordum",
+              getattr(actor, "email", "") or "cordum@localhost")
+    sha = gitrepo.branch_create_with_file(repository, repo, base=head, branch=branch,
+                                          path=engine.lock_path(repository.policy_path), text=render_lock(updated),
+                                          message=message, author=author)
+    with transaction.atomic():
+        ToolDrift.objects.filter(pk__in=[d.pk for d in drifts]).update(status=DriftStatus.PROPOSED, lock_branch=branch)
+        audit_log_record(organization=organization, actor=actor, action=AuditAction.ACTION, obj=repository,
+                         after={"action": "propose tools.lock update", "branch": branch, "commit": sha,
+                                "drifts": [d.pk for d in drifts]})
+        repository_sync_request(repository=repository)
+    return LockProposal(branch=branch, commit=sha, drifts=len(drifts))

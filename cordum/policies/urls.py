@@ -14,6 +14,8 @@ urlpatterns = [
     path("repositories/<int:pk>/status/", views.RepositoryStatusView.as_view(), name="repository_status"),
     path("versions/<int:pk>/", views.VersionDetailView.as_view(), name="version_detail"),
     path("keys/", views.KeyListView.as_view(), name="key_list"),
+    path("tool-drifts/", views.ToolDriftListView.as_view(), name="tool_drift_list"),
+    path("tool-drifts/update-lock/", views.ToolLockUpdateView.as_view(), name="tool_lock_update"),
     path("keys/new/", views.KeyCreateView.as_view(), name="key_create"),
     path("keys/<int:pk>/retire/", views.KeyRetireView.as_view(), name="key_retire"),
 ]

@@ -239,3 +239,47 @@ class KeyRetireView(RoleRequiredMixin, View):
         else:
             messages.success(request, f"Signing key {key.key_id} retired.")
         return redirect("policies:key_list")
+
+
+# --- tool pinning -------------------------------------------------------------------------------------------------
+@method_decorator(require_GET, name="dispatch")
+class ToolDriftListView(RoleRequiredMixin, TemplateView):
+    """MCP tools sidecars saw differ from tools.lock, with the diff of each, and "update the lock"."""
+
+    required_perm = Perm.VIEW_POLICIES
+    template_name = "policies/tool_drift_list.html"
+
+    def get_context_data(self, **kwargs):
+        status = self.request.GET.get("status", "open")
+        try:
+            drifts = list(selectors.tool_drift_list(organization=self.organization, status=status)[:200])
+        except CordumError as exc:  # a hand-edited query string: say so and list the open ones
+            messages.error(self.request, exc.message)
+            status, drifts = "open", list(selectors.tool_drift_list(organization=self.organization, status="open")[:200])
+        for drift in drifts:
+            drift.diff = selectors.tool_drift_diff(drift=drift)
+        return super().get_context_data(drifts=drifts, status=status,
+                                        can_manage=self.membership.has_perm(Perm.MANAGE_ORG), **kwargs)
+
+
+@method_decorator(require_POST, name="dispatch")
+class ToolLockUpdateView(RoleRequiredMixin, View):
+    """Accept the chosen drifts into tools.lock on a new branch of the policy repository (never merged here)."""
+
+    required_perm = Perm.MANAGE_ORG
+
+    def post(self, request):
+        ids = [i for i in request.POST.getlist("drift") if i.isdigit()]
+        drifts = list(selectors.tool_drift_list(organization=self.organization).filter(pk__in=ids))
+        try:
+            proposal = services.tool_lock_update_propose(organization=self.organization, actor=request.user,
+                                                         drifts=drifts)
+        except CordumError as exc:
+            messages.error(request, exc.message)
+        except Exception as exc:  # git fetch/push failures: say what git said
+            messages.error(request, f"Could not create the branch: {exc}")
+        else:
+            messages.success(request, f"Branch {proposal.branch} ({proposal.commit[:7]}) proposes the updated "
+                                      f"tools.lock for {proposal.drifts} tool(s); review and merge it like any "
+                                      "policy change.")
+        return redirect("policies:tool_drift_list")

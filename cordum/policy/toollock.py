@@ -170,10 +170,15 @@ class _LockDumper(yaml.SafeDumper):
     pass
 
 
+_ODD_BREAKS = ("\r", "\x85", "\u2028", "\u2029")  # line breaks YAML folds or normalises unless escaped
+
+
 def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
     # Multi-line descriptions as literal blocks, so a drift reads as a plain line diff in review. The emitter
-    # falls back to a quoted style by itself where a block cannot hold the exact text.
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+    # falls back to a quoted style by itself where a block cannot hold the exact text; text with line breaks
+    # other than \n is double-quoted, where every such break is escaped and reads back exactly.
+    style = '"' if any(b in value for b in _ODD_BREAKS) else ("|" if "\n" in value else None)
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
 _LockDumper.add_representer(str, _str_representer)

@@ -78,3 +78,55 @@ class PolicyBundleSerializer(serializers.ModelSerializer):
     class Meta:
         model = PolicyBundle
         fields = ["id", "sequence", "version", "repository", "rollback", "etag", "manifest", "created_at"]
+
+
+# --- tool pinning -----------------------------------------------------------------------------------------------
+DRIFT_TEXT_MAX = 20_000  # characters of one tool description
+DRIFT_SCHEMA_MAX = 65_536  # bytes of one input schema as canonical JSON
+
+
+class DriftSideSerializer(serializers.Serializer):
+    """A tool as pinned or as listed: its digest must be the digest of the text that comes with it."""
+
+    digest = serializers.RegexField(r"^sha256:[0-9a-f]{64}$")
+    description = serializers.CharField(max_length=DRIFT_TEXT_MAX, allow_blank=True, trim_whitespace=False,
+                                        required=False, default="")
+    input_schema = serializers.DictField(required=False, default=dict)
+
+
+class ToolDriftReportSerializer(serializers.Serializer):
+    server = serializers.CharField(max_length=200)
+    tool = serializers.CharField(max_length=200)
+    kind = serializers.ChoiceField(choices=["new", "changed", "removed"])
+    action = serializers.ChoiceField(choices=["deny", "require_approval", "allow"])
+    locked = DriftSideSerializer(allow_null=True, required=False, default=None)
+    seen = DriftSideSerializer(allow_null=True, required=False, default=None)
+    policy_version = serializers.CharField(max_length=200, allow_blank=True, allow_null=True, required=False)
+    observed_at = serializers.DateTimeField(required=False)
+
+    def validate(self, attrs):
+        from cordum.policy.evidence import canonical_json
+        from cordum.policy.toollock import tool_digest
+
+        needs = {"new": ("seen",), "changed": ("locked", "seen"), "removed": ("locked",)}[attrs["kind"]]
+        for side in needs:
+            if attrs.get(side) is None:
+                raise serializers.ValidationError({side: f"a {attrs['kind']} tool needs '{side}'."})
+        for side in ("locked", "seen"):
+            value = attrs.get(side)
+            if value is None:
+                continue
+            if len(canonical_json(value["input_schema"])) > DRIFT_SCHEMA_MAX:
+                raise serializers.ValidationError({side: f"input_schema is over {DRIFT_SCHEMA_MAX} bytes."})
+            if tool_digest(attrs["tool"], value["description"], value["input_schema"]) != value["digest"]:
+                raise serializers.ValidationError({side: "digest does not match the description and input schema."})
+        return attrs
+
+
+class ToolDriftBatchSerializer(serializers.Serializer):
+    sidecar_id = serializers.CharField(max_length=128, allow_blank=True, required=False, default="")
+    drifts = ToolDriftReportSerializer(many=True, allow_empty=False, max_length=100)
+
+
+class ToolDriftBatchResponseSerializer(serializers.Serializer):
+    accepted = serializers.IntegerField()

@@ -3,11 +3,11 @@
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.permissions import BasePermission
+from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from cordum.accounts.access import HasOrgPermission
+from cordum.accounts.access import HasOrgPermission, IsAgent
 from cordum.accounts.authentication import AgentPrincipal
 from cordum.accounts.permissions import Perm
 from cordum.policies import selectors, services
@@ -157,3 +157,18 @@ class TrustedKeysApi(APIView):
 
         return Response({"keys": [entry(k) for k in keys if k.status == KeyStatus.ACTIVE],
                          "retired": [entry(k) for k in keys if k.status != KeyStatus.ACTIVE]})
+
+
+class ToolDriftApi(APIView):
+    """A sidecar reports MCP tools that differ from the tools.lock in its bundle (new, changed, removed)."""
+
+    permission_classes = [IsAuthenticated, IsAgent]
+
+    @extend_schema(request=s.ToolDriftBatchSerializer, responses={202: s.ToolDriftBatchResponseSerializer})
+    def post(self, request):
+        serializer = s.ToolDriftBatchSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        count = services.tool_drift_record(agent=request.user.agent, sidecar_id=data["sidecar_id"],
+                                           drifts=data["drifts"])
+        return Response({"accepted": count}, status=status.HTTP_202_ACCEPTED)
