@@ -31,12 +31,15 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .evidence import canonical_json
-from .model import LockedTool, ToolsLock
+from .model import DECISION_RANK, LockedTool, ToolsLock
 
 __all__ = [
     "LOCK_FILENAME",
     "DriftKind",
     "ToolDrift",
+    "DRIFT_RULE",
+    "ToolPins",
+    "apply_drift",
     "compare_listing",
     "listed_tool",
     "lock_from_listings",
@@ -141,6 +144,97 @@ def compare_listing(server: str, locked: dict[str, LockedTool], listed: list[Loc
         drifts.extend(ToolDrift(server, name, DriftKind.REMOVED, pinned, None)
                       for name, pinned in locked.items() if name not in names)
     return drifts
+
+
+DRIFT_RULE = "on_tool_drift"  # the rule id a drift decision names (the setting that made it)
+
+
+def apply_drift(drift: ToolDrift, *, on_tool_drift: str, decision: str, rule: str | None, reason: str,
+                approval: dict[str, Any], default_approval: dict[str, Any]):
+    """(decision, rule, reason, approval) for a call to a drifted tool: the stricter of what `on_tool_drift` says
+    and the policy's own decision stands (allow: the policy's decision, the drift only recorded)."""
+    if on_tool_drift == "allow" or DECISION_RANK[on_tool_drift] <= DECISION_RANK[decision]:
+        return decision, rule, reason, approval
+    if on_tool_drift == "require_approval":
+        approval = dict(default_approval)
+    return on_tool_drift, DRIFT_RULE, f"{drift.describe()}; on_tool_drift: {on_tool_drift}", approval
+
+
+class ToolPins:
+    """What each upstream listed, compared with the lock in force."""
+
+    def __init__(self) -> None:
+        self._lock: ToolsLock | None = None
+        self._pinned: dict[str, dict[str, LockedTool]] = {}  # server -> pinned tools (servers the lock names)
+        self._seen: dict[str, dict[str, LockedTool]] = {}  # server -> tools as last listed
+        self._complete: dict[str, bool] = {}  # server -> the last listing was the whole list
+        self._drift: dict[tuple[str, str], ToolDrift] = {}
+        self._reported: set[tuple] = set()
+
+    @property
+    def active(self) -> bool:
+        return bool(self._pinned)
+
+    def set_lock(self, lock: ToolsLock | None) -> list[ToolDrift]:
+        """Put a (new) lock in force; returns the drifts not reported before, found in what was already listed."""
+        if lock == self._lock:  # a tool's digest covers its schema, so equal locks pin the same tools
+            return []
+        self._lock = lock
+        self._pinned = {name: {t.name: t for t in tools} for name, tools in (lock.servers if lock else ())}
+        self._drift = {}
+        fresh: list[ToolDrift] = []
+        for server, tools in self._seen.items():
+            fresh.extend(self._compare(server, list(tools.values()), complete=self._complete.get(server, False)))
+        return fresh
+
+    def observe(self, server: str, tools: list[Any], *, complete: bool) -> list[ToolDrift]:
+        """Record one listing (a page, unless `complete`); returns the drifts not reported before."""
+        listed = [t for t in (listed_tool(x) for x in tools) if t is not None]
+        if complete:
+            self._seen[server] = {t.name: t for t in listed}
+        else:
+            self._seen.setdefault(server, {}).update((t.name, t) for t in listed)
+        self._complete[server] = complete
+        if server not in self._pinned:
+            return []
+        if complete:
+            for key in [k for k in self._drift if k[0] == server]:
+                del self._drift[key]
+        return self._compare(server, listed, complete=complete)
+
+    def _compare(self, server: str, listed: list[LockedTool], *, complete: bool) -> list[ToolDrift]:
+        pinned = self._pinned.get(server)
+        if pinned is None:
+            return []
+        fresh = []
+        for drift in compare_listing(server, pinned, listed, complete=complete):
+            self._drift[(server, drift.tool)] = drift
+            key = (server, drift.tool, drift.kind, drift.locked.digest if drift.locked else None,
+                   drift.seen.digest if drift.seen else None)
+            if key not in self._reported:
+                self._reported.add(key)
+                fresh.append(drift)
+        return fresh
+
+    def drift(self, server: str, tool: str) -> ToolDrift | None:
+        """The drift of a called tool, or None. A tool of a pinned server that the lock does not name is new even
+        if the server never listed it (the agent cannot bypass pinning by calling a name it guessed)."""
+        pinned = self._pinned.get(server)
+        if pinned is None:
+            return None
+        found = self._drift.get((server, tool))
+        if found is not None:
+            return found
+        if tool not in pinned:
+            return ToolDrift(server, tool, DriftKind.NEW, None, self._seen.get(server, {}).get(tool))
+        return None
+
+    def hidden(self, server: str, tools: list[Any]) -> list[Any] | None:
+        """`tools` without the new and changed ones (on_tool_drift: deny), or None when nothing is taken out."""
+        if server not in self._pinned:
+            return None
+        keep = [t for t in tools if not (isinstance(t, dict) and self.drift(server, str(t.get("name"))) is not None)]
+        return keep if len(keep) != len(tools) else None
 
 
 # -- writing -------------------------------------------------------------------------------------------

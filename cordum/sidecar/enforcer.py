@@ -28,11 +28,12 @@ from cordum.policy import (
     redact_arguments,
     redact_target,
 )
-from cordum.policy.model import DECISION_RANK, ResultSettings
+from cordum.policy.model import ResultSettings
 from cordum.policy.paths import strictest
 from cordum.policy.secrets import default_scanner, screen_result
+from cordum.policy.toollock import ToolPins, apply_drift
 from cordum.sidecar.ids import utc_now_rfc3339, uuid7_str
-from cordum.sidecar.pinning import ToolPins, drift_report
+from cordum.sidecar.pinning import drift_report
 from cordum.sidecar.spool import Spool, outcome_record
 
 log = logging.getLogger("cordum.sidecar.enforcer")
@@ -205,17 +206,6 @@ class Enforcer:
             return None
         return self.pins.hidden(server, tools)
 
-    def _apply_drift(self, drift, decision: str, rule: str | None, reason: str, approval: dict[str, Any]):
-        """(decision, rule, reason, approval) for a call to a drifted tool, as on_tool_drift says; the stricter of
-        that and the policy's own decision stands."""
-        action = self._on_tool_drift()
-        if action == "allow" or DECISION_RANK[action] <= DECISION_RANK[decision]:
-            return decision, rule, reason, approval
-        text = f"{drift.describe()}; on_tool_drift: {action}"
-        if action == "require_approval":
-            approval = dict(self.primary.compiled.default_approval)
-        return action, "on_tool_drift", text, approval
-
     # -- deciding -------------------------------------------------------------------------------
 
     def decide(self, *, server: str, tool: str, arguments: dict[str, Any] | None, session_id: str,
@@ -262,7 +252,9 @@ class Enforcer:
                 target = redact_target(primary.compiled, target, arguments)
                 drift = self.pins.drift(server, tool) if self.pins.active else None
                 if drift is not None:  # a tool that differs from tools.lock (one dict lookup when pinned)
-                    decision, rule, reason, approval = self._apply_drift(drift, decision, rule, reason, approval)
+                    decision, rule, reason, approval = apply_drift(
+                        drift, on_tool_drift=self._on_tool_drift(), decision=decision, rule=rule, reason=reason,
+                        approval=approval, default_approval=primary.compiled.default_approval)
                     extra = {**(extra or {}), "facts": {**((extra or {}).get("facts") or {}),
                                                         "tool_drift": drift.fact()}}
             except Exception as exc:  # an engine failure must never let a call through

@@ -1,6 +1,6 @@
 """Tool pinning in the sidecar: every `tools/list` answer of an upstream is compared with the lock in the bundle.
 
-`ToolPins` keeps, per upstream, the tools it last listed (each digested once, when listed) and the drifts from
+`ToolPins` (cordum.policy.toollock, shared with `cordum policy test`) keeps, per upstream, the tools it last listed (each digested once, when listed) and the drifts from
 the lock in force; the relay asks it to screen each listing, the enforcer asks it (one dict lookup) whether a
 called tool drifted. `DriftReporter` sends each new drift to the control plane (POST /api/v1/tool-drifts),
 retrying with backoff until it is acknowledged; a failed report never affects enforcement.
@@ -15,91 +15,14 @@ from typing import Any
 
 import httpx
 
-from cordum.policy.model import LockedTool, ToolsLock
-from cordum.policy.toollock import DriftKind, ToolDrift, compare_listing, listed_tool
+from cordum.policy.model import LockedTool
+from cordum.policy.toollock import ToolDrift
 from cordum.sidecar.ids import utc_now_rfc3339
 
 log = logging.getLogger("cordum.sidecar.pinning")
 
 DRIFTS_PATH = "/api/v1/tool-drifts"
 MAX_QUEUED = 1000  # drift reports waiting for the control plane; the oldest go first past this
-
-
-class ToolPins:
-    """What each upstream listed, compared with the lock in force."""
-
-    def __init__(self) -> None:
-        self._lock: ToolsLock | None = None
-        self._pinned: dict[str, dict[str, LockedTool]] = {}  # server -> pinned tools (servers the lock names)
-        self._seen: dict[str, dict[str, LockedTool]] = {}  # server -> tools as last listed
-        self._complete: dict[str, bool] = {}  # server -> the last listing was the whole list
-        self._drift: dict[tuple[str, str], ToolDrift] = {}
-        self._reported: set[tuple] = set()
-
-    @property
-    def active(self) -> bool:
-        return bool(self._pinned)
-
-    def set_lock(self, lock: ToolsLock | None) -> list[ToolDrift]:
-        """Put a (new) lock in force; returns the drifts not reported before, found in what was already listed."""
-        if lock == self._lock:  # a tool's digest covers its schema, so equal locks pin the same tools
-            return []
-        self._lock = lock
-        self._pinned = {name: {t.name: t for t in tools} for name, tools in (lock.servers if lock else ())}
-        self._drift = {}
-        fresh: list[ToolDrift] = []
-        for server, tools in self._seen.items():
-            fresh.extend(self._compare(server, list(tools.values()), complete=self._complete.get(server, False)))
-        return fresh
-
-    def observe(self, server: str, tools: list[Any], *, complete: bool) -> list[ToolDrift]:
-        """Record one listing (a page, unless `complete`); returns the drifts not reported before."""
-        listed = [t for t in (listed_tool(x) for x in tools) if t is not None]
-        if complete:
-            self._seen[server] = {t.name: t for t in listed}
-        else:
-            self._seen.setdefault(server, {}).update((t.name, t) for t in listed)
-        self._complete[server] = complete
-        if server not in self._pinned:
-            return []
-        if complete:
-            for key in [k for k in self._drift if k[0] == server]:
-                del self._drift[key]
-        return self._compare(server, listed, complete=complete)
-
-    def _compare(self, server: str, listed: list[LockedTool], *, complete: bool) -> list[ToolDrift]:
-        pinned = self._pinned.get(server)
-        if pinned is None:
-            return []
-        fresh = []
-        for drift in compare_listing(server, pinned, listed, complete=complete):
-            self._drift[(server, drift.tool)] = drift
-            key = (server, drift.tool, drift.kind, drift.locked.digest if drift.locked else None,
-                   drift.seen.digest if drift.seen else None)
-            if key not in self._reported:
-                self._reported.add(key)
-                fresh.append(drift)
-        return fresh
-
-    def drift(self, server: str, tool: str) -> ToolDrift | None:
-        """The drift of a called tool, or None. A tool of a pinned server that the lock does not name is new even
-        if the server never listed it (the agent cannot bypass pinning by calling a name it guessed)."""
-        pinned = self._pinned.get(server)
-        if pinned is None:
-            return None
-        found = self._drift.get((server, tool))
-        if found is not None:
-            return found
-        if tool not in pinned:
-            return ToolDrift(server, tool, DriftKind.NEW, None, self._seen.get(server, {}).get(tool))
-        return None
-
-    def hidden(self, server: str, tools: list[Any]) -> list[Any] | None:
-        """`tools` without the new and changed ones (on_tool_drift: deny), or None when nothing is taken out."""
-        if server not in self._pinned:
-            return None
-        keep = [t for t in tools if not (isinstance(t, dict) and self.drift(server, str(t.get("name"))) is not None)]
-        return keep if len(keep) != len(tools) else None
 
 
 def drift_report(drift: ToolDrift, *, action: str, policy_version: str | None) -> dict[str, Any]:

@@ -120,3 +120,28 @@ def test_accepting_drifts_pins_what_was_listed_and_unpins_what_was_removed():
     assert sorted(updated.server("docs")) == ["new_tool", "search"]
     assert updated.server("docs")["search"].description == "v2"
     assert updated.server("git") == lock.server("git")  # other servers untouched
+
+
+def test_a_policy_test_case_can_check_a_listing_against_the_repositorys_lock(tmp_path):
+    from cordum.policy.testing import run_repo_tests
+
+    repo = _repo(tmp_path, "version: v1\ndefaults: {decision: allow}\non_tool_drift: require_approval\n")
+    (repo / "tests").mkdir()
+    (repo / "tests" / "pins.yaml").write_text(
+        "cases:\n"
+        "  - name: a changed search is listed but held\n"
+        "    listing: {server: docs, tools: [{name: search, description: changed, inputSchema: {type: object}}]}\n"
+        "    call: {server: docs, tool: search}\n"
+        "    expect: {drift: {search: changed}, listed: [search], decision: require_approval, rule: on_tool_drift}\n"
+        "  - name: a wrong expectation fails and says what it got\n"
+        "    listing: {server: docs, tools: []}\n"
+        "    expect: {drift: {}}\n"
+        "  - name: a malformed listing is an error at its line\n"
+        "    listing: {server: docs}\n"
+        "    expect: {drift: {}}\n")
+    report = run_repo_tests(str(repo))
+    assert [(r.name, r.passed) for r in report.results] == [("a changed search is listed but held", True),
+                                                             ("a wrong expectation fails and says what it got", False)]
+    assert report.results[1].problems == ["drift: expected {}, got {'search': 'removed'}"]
+    [error] = report.errors
+    assert error.line == 9 and "'listing' must be {server: NAME, tools:" in error.message
