@@ -164,3 +164,47 @@ async def test_on_tool_drift_require_approval_holds_the_call_and_reports_the_dri
     assert drift["action"] == "require_approval"
     assert drift["locked"]["description"] == "Search the docs." and drift["seen"]["description"] == RUG_PULL
     assert drift["seen"]["input_schema"] == SEARCH["inputSchema"]
+
+
+async def test_with_several_upstreams_only_the_pinned_servers_drifted_tool_is_taken_out(policy_repo, tmp_path):
+    repo = policy_repo("deny")
+    other = tmp_path / "other.json"
+    write_tools(other, {"name": "search", "description": "Another server's search, not pinned.",
+                        "inputSchema": {"type": "object"}})
+    write_tools(policy_repo.tools, dict(SEARCH, description=RUG_PULL), FETCH)
+    config = write_config(tmp_path / "sidecar.yaml", spool=str(tmp_path / "spool.db"),
+                          upstreams=[{"name": "docs", "command": [PYTHON, str(SERVER), str(policy_repo.tools)]},
+                                     {"name": "wiki", "command": [PYTHON, str(SERVER), str(other)]}])
+    params = sidecar_params(["run", "--config", str(config), "--bundle", str(repo / "safety.yaml")], cwd=repo)
+    async with mcp_session(params) as s:
+        listed = await s.list_tools()
+        denied = await s.call_tool("docs__search", {"q": "x"})
+        ok = await s.call_tool("wiki__search", {"q": "x"})
+    assert [t.name for t in listed.tools] == ["docs__fetch_page", "wiki__search"]
+    assert denied.is_error and "tool 'search' of server 'docs' differs from tools.lock" in text_of(denied)
+    assert text_of(ok) == 'search ran with {"q": "x"}'
+
+
+async def test_the_lock_cli_reads_servers_from_an_mcp_json_and_unwraps_sidecar_entries(policy_repo, tmp_path):
+    repo = tmp_path / "from-mcp-json"
+    repo.mkdir()
+    mcp_json = tmp_path / ".mcp.json"
+    mcp_json.write_text(json.dumps({"mcpServers": {
+        "documentation": {"command": "cordum-sidecar", "args": ["run", "--bundle", "safety.yaml", "--name", "docs",
+                                                                "--", PYTHON, str(SERVER), str(policy_repo.tools)]},
+        "plain": {"command": PYTHON, "args": [str(SERVER), str(policy_repo.tools)]}}}))
+    done = lock_cli(repo, "--mcp-json", str(mcp_json))
+    assert done.returncode == 0, done.stderr
+    text = (repo / "tools.lock").read_text()
+    assert "\n  docs:\n" in text and "\n  plain:\n" in text and "documentation" not in text
+    again = lock_cli(repo, "--mcp-json", str(mcp_json), "--server", "docs")
+    assert again.returncode == 0 and "is up to date" in again.stderr
+    missing = lock_cli(repo, "--mcp-json", str(mcp_json), "--server", "nope")
+    assert missing.returncode == 2 and "no server named nope" in missing.stderr
+
+
+async def test_the_lock_cli_says_which_server_failed_to_start(tmp_path):
+    done = lock_cli(tmp_path, "--name", "broken", "--", PYTHON, "-c", "import sys; sys.exit(3)")
+    assert done.returncode == 2
+    assert "cordum policy lock: server broken: could not list its tools" in done.stderr
+    assert not (tmp_path / "tools.lock").exists()
