@@ -44,13 +44,15 @@ class PolicyDiff:
     tools_reordered: bool = False
     decisions: list[dict] = field(default_factory=list)  # calls whose decision or deciding rule moves
     calls_checked: int = 0
+    on_tool_drift: list[dict] = field(default_factory=list)
+    pins: list[dict] = field(default_factory=list)  # tools.lock: {"server", "tool", "change", "what"}
 
     @property
     def empty(self) -> bool:
         return not (
             self.rules_added or self.rules_removed or self.rules_changed or self.rules_reordered or self.defaults
             or self.limits or self.evidence or self.tools_added or self.tools_removed or self.tools_reordered
-            or self.decisions
+            or self.decisions or self.on_tool_drift or self.pins
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -66,7 +68,16 @@ class PolicyDiff:
             "evidence": self.evidence,
             "tools": {"added": self.tools_added, "removed": self.tools_removed, "reordered": self.tools_reordered},
             "decisions": {"checked": self.calls_checked, "moved": self.decisions},
+            "pinning": {"on_tool_drift": self.on_tool_drift, "tools": self.pins},
         }
+
+    def _pinning_lines(self) -> list[str]:
+        lines = [f"~ on_tool_drift: {c['before']!r} -> {c['after']!r}" for c in self.on_tool_drift]
+        for p in self.pins:
+            mark = {"pinned": "+", "unpinned": "-"}.get(p["change"], "~")
+            what = f": {' and '.join(p['what'])} changed" if p["what"] else ""
+            lines.append(f"{mark} tools.lock {p['server']}/{p['tool']}{what}")
+        return lines
 
     def to_text(self) -> str:
         lines: list[str] = []
@@ -89,6 +100,7 @@ class PolicyDiff:
             lines.append(f"- tool map {'/'.join(t['server'])} {'/'.join(t['tool'])} -> {t['topic']}")
         if self.tools_reordered:
             lines.append("~ tool map order changed (the first matching entry maps a call)")
+        lines.extend(self._pinning_lines())
         if not lines:
             lines.append("no policy changes")
         if self.calls_checked:
@@ -102,6 +114,21 @@ class PolicyDiff:
                     + f": {b['decision']} ({b['rule'] or 'default'}) -> {a['decision']} ({a['rule'] or 'default'})"
                 )
         return "\n".join(lines) + "\n"
+
+
+def _pin_changes(old: Policy, new: Policy) -> list[dict]:
+    """Tools pinned, unpinned or re-pinned (with what changed) between two tools.lock files."""
+    from .toollock import compare_listing
+
+    old_servers = dict(old.tools_lock.servers) if old.tools_lock else {}
+    new_servers = dict(new.tools_lock.servers) if new.tools_lock else {}
+    changes = []
+    for server in list(old_servers) + [s for s in new_servers if s not in old_servers]:
+        pinned = {t.name: t for t in old_servers.get(server, ())}
+        for d in compare_listing(server, pinned, list(new_servers.get(server, ())), complete=True):
+            change = {"new": "pinned", "removed": "unpinned"}.get(d.kind, "repinned")
+            changes.append({"server": server, "tool": d.tool, "change": change, "what": d.parts()})
+    return changes
 
 
 def diff_policies(old: Policy, new: Policy, calls: Iterable[Call] | None = None) -> PolicyDiff:
@@ -155,4 +182,6 @@ def diff_policies(old: Policy, new: Policy, calls: Iterable[Call] | None = None)
         tools_reordered=common_t_old != common_t_new,
         decisions=moved,
         calls_checked=checked,
+        on_tool_drift=_field_changes({"on_tool_drift": old.on_tool_drift}, {"on_tool_drift": new.on_tool_drift}),
+        pins=_pin_changes(old, new),
     )
