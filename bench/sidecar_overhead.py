@@ -7,7 +7,9 @@ client's own cost is the same on every path and small):
   - plain relay: a 25-line asyncio + orjson newline-JSON relay with no policy and no evidence (what any
     stdio proxy costs on this machine: two extra pipe hops and a parse);
   - cordum-sidecar: the real sidecar, including the policy decision, the SQLite spool write (WAL, committed
-    before forwarding) and the outcome update.
+    before forwarding) and the outcome update;
+  - cordum-sidecar, pinned: the same with a tools.lock pinning the server's tools (listed once, so every call
+    also looks its tool up in the drift table); tools/list itself is timed with and without the lock.
 Prints p50/p99 per path, what each adds over direct, and the sidecar process's RSS.
 
     .venv/bin/python bench/sidecar_overhead.py [--calls 3000]
@@ -102,6 +104,17 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _pinned_policy(tmp: Path, tools: list[dict]) -> Path:
+    """The benchmark's policy plus a tools.lock pinning exactly what the server lists (so nothing drifts)."""
+    from cordum.policy.toollock import lock_from_listings, render_lock
+
+    repo = tmp / "pinned"
+    repo.mkdir()
+    (repo / "safety.yaml").write_text(POLICY.read_text())
+    (repo / "tools.lock").write_text(render_lock(lock_from_listings({"filesystem": tools})))
+    return repo / "safety.yaml"
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))]
@@ -120,22 +133,35 @@ async def main(calls: int, warmup: int) -> None:
         sidecar = RawClient([sys.executable, "-m", "cordum.sidecar", "run", "--bundle", str(POLICY), "--spool",
                              str(Path(tmp) / "spool.db"), "--", str(FS), str(proj)], cwd=str(proj), env=env)
         relay = RawClient([sys.executable, "-c", PLAIN_RELAY, str(FS), str(proj)], cwd=str(proj))
-        for c in (direct, relay, sidecar):
+        await direct.start()
+        pinned_policy = _pinned_policy(Path(tmp), (await direct.request("tools/list", {}))["result"]["tools"])
+        pinned = RawClient([sys.executable, "-m", "cordum.sidecar", "run", "--bundle", str(pinned_policy), "--spool",
+                            str(Path(tmp) / "spool-pinned.db"), "--", str(FS), str(proj)], cwd=str(proj), env=env)
+        paths = (("direct", direct), ("relay", relay), ("sidecar", sidecar), ("pinned", pinned))
+        for c in (relay, sidecar, pinned):
             await c.start()
         args = {"name": "read_text_file", "arguments": {"path": str(target)}}
+        lists: dict[str, list[float]] = {"sidecar": [], "pinned": []}
+        for _ in range(max(20, warmup // 10)):  # tools/list: the lock compared once per listing
+            for key, c in (("sidecar", sidecar), ("pinned", pinned)):
+                t0 = time.perf_counter()
+                listed = await c.request("tools/list", {})
+                lists[key].append((time.perf_counter() - t0) * 1000)
+        assert len(listed["result"]["tools"]) > 1, "pinning hid tools: the lock does not match the server"
         for _ in range(warmup):
-            for c in (direct, relay, sidecar):
+            for _key, c in paths:
                 await c.request("tools/call", args)
-        times: dict[str, list[float]] = {"direct": [], "relay": [], "sidecar": []}
+        times: dict[str, list[float]] = {key: [] for key, _ in paths}
         results = {}
         for _ in range(calls):
-            for key, c in (("direct", direct), ("relay", relay), ("sidecar", sidecar)):
+            for key, c in paths:
                 t0 = time.perf_counter()
                 results[key] = await c.request("tools/call", args)
                 times[key].append((time.perf_counter() - t0) * 1000)
         assert results["direct"]["result"] == results["sidecar"]["result"], "the sidecar changed the result"
+        assert results["direct"]["result"] == results["pinned"]["result"], "the pinned sidecar changed the result"
         rss = rss_mb(sidecar.proc.pid)
-        for c in (direct, relay, sidecar):
+        for _key, c in paths:
             await c.close()
         from cordum.sidecar.spool import Spool
 
@@ -145,7 +171,7 @@ async def main(calls: int, warmup: int) -> None:
     print(f"sidecar overhead: server-filesystem read_text_file, {calls} calls per path, interleaved, same run")
     print(f"  {'path':<34}{'p50 ms':>9}{'p99 ms':>9}{'+p50 ms':>10}{'+p99 ms':>10}")
     for key, label in (("direct", "direct (baseline)"), ("relay", "plain orjson relay (no policy)"),
-                       ("sidecar", "through cordum-sidecar")):
+                       ("sidecar", "through cordum-sidecar"), ("pinned", "cordum-sidecar with tools.lock")):
         p50, p99 = statistics.median(times[key]), pct(times[key], 0.99)
         print(f"  {label:<34}{p50:>9.3f}{p99:>9.3f}{p50 - d50:>10.3f}{p99 - d99:>10.3f}")
     s50 = statistics.median(times["sidecar"])
@@ -161,6 +187,14 @@ async def main(calls: int, warmup: int) -> None:
            baseline="direct p50", baseline_value=d50)
     record(benchmark="sidecar_overhead", figure="sidecar memory (RSS)", value=rss, unit="MB", target="<= 60 MB",
            met=rss <= 60)
+    n50 = statistics.median(times["pinned"])
+    l50, lp50 = statistics.median(lists["sidecar"]), statistics.median(lists["pinned"])
+    print(f"  tool pinning adds {n50 - s50:.3f} ms p50 per call; tools/list p50 {l50:.3f} ms without the lock, "
+          f"{lp50:.3f} ms with it ({lp50 - l50:+.3f} ms: each tool digested once per listing)")
+    record(benchmark="sidecar_overhead", figure="added per tools/call with tools.lock, p50 (stdio)", value=n50 - d50,
+           unit="ms", baseline="direct p50", baseline_value=d50, target="<= 0.2 ms", met=n50 - d50 <= 0.2)
+    record(benchmark="sidecar_overhead", figure="tools/list with tools.lock, p50", value=lp50, unit="ms",
+           baseline="tools/list without a lock, p50", baseline_value=l50)
     print(f"  sidecar RSS: {rss:.1f} MB (target <= 60 MB); evidence records spooled: {spooled}; "
           f"load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
 

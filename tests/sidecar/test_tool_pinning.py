@@ -14,7 +14,17 @@ import pytest
 from cordum.sidecar.bundles import BundleStore, generate_keypair, key_id_for
 from cordum.sidecar.spool import Spool
 
-from .conftest import DATA, PYTHON, REPO, mcp_session, sidecar_env, sidecar_params, text_of, write_config
+from .conftest import (
+    DATA,
+    PYTHON,
+    REPO,
+    fs_direct_params,
+    mcp_session,
+    sidecar_env,
+    sidecar_params,
+    text_of,
+    write_config,
+)
 from .test_proxy import _signed_bundle
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -208,3 +218,23 @@ async def test_the_lock_cli_says_which_server_failed_to_start(tmp_path):
     assert done.returncode == 2
     assert "cordum policy lock: server broken: could not list its tools" in done.stderr
     assert not (tmp_path / "tools.lock").exists()
+
+
+async def test_a_lock_written_from_the_real_filesystem_server_matches_what_the_sidecar_sees_on_the_wire(
+        fs_server_bin, project, tmp_path):
+    repo = tmp_path / "fs-policies"
+    repo.mkdir()
+    (repo / "safety.yaml").write_text("version: v1\ndefaults: {decision: allow}\non_tool_drift: deny\n")
+    done = lock_cli(repo, "--", fs_server_bin, str(project))
+    assert done.returncode == 0, done.stderr
+    assert "\n  filesystem:\n" in (repo / "tools.lock").read_text()  # named as the sidecar names it
+    async with mcp_session(fs_direct_params(fs_server_bin, project, cwd=project)) as s:
+        direct = await s.list_tools()
+    params = sidecar_params(["run", "--bundle", str(repo / "safety.yaml"), "--spool", str(tmp_path / "spool.db"),
+                             "--", fs_server_bin, str(project)], cwd=project)
+    async with mcp_session(params) as s:
+        proxied = await s.list_tools()
+        result = await s.call_tool("list_allowed_directories", {})
+    assert [t.name for t in proxied.tools] == [t.name for t in direct.tools]  # nothing drifted, nothing hidden
+    assert not result.is_error
+    assert "facts" not in Spool(tmp_path / "spool.db").records()[0]
