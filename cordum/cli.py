@@ -62,7 +62,10 @@ def _cmd_lint(args: argparse.Namespace) -> int:
         print(f"{w.file}:{w.line}:{w.col}: warning: {w.message}")
     if result.ok:
         p = result.policy
-        print(f"OK: {len(p.rules)} rules, {len(p.tools)} tool map entries, default {p.defaults.decision}", file=sys.stderr)
+        pinned = sum(len(tools) for _, tools in p.tools_lock.servers) if p.tools_lock else 0
+        pins = f", {pinned} tools pinned in tools.lock (on_tool_drift: {p.on_tool_drift})" if p.tools_lock else ""
+        print(f"OK: {len(p.rules)} rules, {len(p.tools)} tool map entries, default {p.defaults.decision}{pins}",
+              file=sys.stderr)
         return 0
     print(f"{len(result.errors)} error(s)", file=sys.stderr)
     return 1
