@@ -208,8 +208,12 @@ def _facts_validate(facts, index: int) -> str:
         elif key == "withheld":
             if type(value) is not bool:
                 raise _invalid(f"{where}.withheld", "must be true or false.")
+        elif key == "reaches":
+            if type(value) is not dict or not all(
+                    type(k) is str and len(k) <= 100 and type(p) is str and len(p) <= 1024 for k, p in value.items()):
+                raise _invalid(f"{where}.reaches", "must map each path argument to the file it reached.")
         else:
-            raise _invalid(f"{where}.{key}"[:200], "is not a known fact (known: masked, withheld).")
+            raise _invalid(f"{where}.{key}"[:200], "is not a known fact (known: masked, withheld, reaches).")
     text = _dumps_sorted(facts).decode()
     if len(text) > _FACTS_MAX_BYTES:
         raise _invalid(where, f"must be at most {_FACTS_MAX_BYTES} bytes of JSON.")
