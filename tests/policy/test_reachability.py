@@ -7,8 +7,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cordum.policy import load_policy_text
-from cordum.policy import reachability
+from cordum.policy import load_policy_text, reachability
 from cordum.policy.model import ArgCondition, Match, Rule
 
 
