@@ -29,7 +29,7 @@ from cordum.policy import (
     redact_target,
 )
 from cordum.policy.model import ResultSettings
-from cordum.policy.paths import strictest
+from cordum.policy.paths import reached_paths, strictest
 from cordum.policy.secrets import default_scanner, screen_result
 from cordum.policy.toollock import ToolPins, apply_drift
 from cordum.sidecar.ids import utc_now_rfc3339, uuid7_str
@@ -206,6 +206,17 @@ class Enforcer:
             return None
         return self.pins.hidden(server, tools)
 
+    def _pinned(self, server: str, tool: str, facts: dict[str, Any], decision: str, rule: str | None, reason: str,
+                approval: dict[str, Any]):
+        """(decision, rule, reason, approval) once tool pinning had its say: a tool that differs from tools.lock is
+        decided as on_tool_drift says (one dict lookup when the server is pinned), and `facts` records the drift."""
+        drift = self.pins.drift(server, tool) if self.pins.active else None
+        if drift is None:
+            return decision, rule, reason, approval
+        facts["tool_drift"] = drift.fact()
+        return apply_drift(drift, on_tool_drift=self._on_tool_drift(), decision=decision, rule=rule, reason=reason,
+                           approval=approval, default_approval=self.primary.compiled.default_approval)
+
     # -- deciding -------------------------------------------------------------------------------
 
     def decide(self, *, server: str, tool: str, arguments: dict[str, Any] | None, session_id: str,
@@ -222,6 +233,8 @@ class Enforcer:
         primary = self.primary
         shadow_out: list[dict[str, Any]] = []
         unmapped = False
+        reaches: dict[str, str] = {}
+        facts: dict[str, Any] = {}  # what the evidence says beyond the decision (never a value)
         if primary is None:
             detail = self.no_policy_detail() if self.no_policy_detail else None
             decision, rule, reason, version = "deny", None, (
@@ -233,7 +246,8 @@ class Enforcer:
         else:
             try:
                 # judged by the path the call names and by the file it really reaches, whichever is stricter
-                d = strictest(evaluate(primary.compiled, call), call, lambda c: evaluate(primary.compiled, c))
+                reaches = reached_paths(call)
+                d = strictest(evaluate(primary.compiled, call), call, lambda c: evaluate(primary.compiled, c), reaches)
                 if primary.limits is not None and d.decision != "deny":
                     limited = primary.limits.check(session_id, d, time.time())
                     if limited is not None:
@@ -250,13 +264,7 @@ class Enforcer:
                     shadow_out.append({"rule": s.get("rule"), "decision": s.get("decision"), "policy_version": version})
                 redacted = redact_arguments(primary.compiled, call)
                 target = redact_target(primary.compiled, target, arguments)
-                drift = self.pins.drift(server, tool) if self.pins.active else None
-                if drift is not None:  # a tool that differs from tools.lock (one dict lookup when pinned)
-                    decision, rule, reason, approval = apply_drift(
-                        drift, on_tool_drift=self._on_tool_drift(), decision=decision, rule=rule, reason=reason,
-                        approval=approval, default_approval=primary.compiled.default_approval)
-                    extra = {**(extra or {}), "facts": {**((extra or {}).get("facts") or {}),
-                                                        "tool_drift": drift.fact()}}
+                decision, rule, reason, approval = self._pinned(server, tool, facts, decision, rule, reason, approval)
             except Exception as exc:  # an engine failure must never let a call through
                 log.exception("policy evaluation failed; denying")
                 self.counters.errors += 1
@@ -301,6 +309,10 @@ class Enforcer:
             "sidecar_id": self.sidecar_id,
             "root": call.root,  # what "{root}" and relative paths meant for this decision (replayed by simulation)
         }
+        if reaches:  # the simulator replays this, having no file system of the agent's
+            facts["reaches"] = reaches
+        if facts:
+            record["facts"] = facts
         if extra:
             record.update(extra)
         verdict = Verdict(decision=decision, rule=rule, reason=reason, policy_version=version, record=record,
@@ -344,7 +356,7 @@ class Enforcer:
             if reviewer is not None:
                 updated["reviewer"] = reviewer
             if facts:
-                updated["facts"] = {**(verdict.record.get("facts") or {}), **facts}
+                updated["facts"] = {**(updated.get("facts") or {}), **facts}
             verdict.record = updated
             # folded into the decision record if it is still waiting in the spool (the usual case: the outcome
             # record below is then never built), else its own record
