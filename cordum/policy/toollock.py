@@ -24,6 +24,7 @@ names that a complete listing lacks is `removed`. Servers the lock does not name
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +68,12 @@ class DriftKind:
 
 def tool_digest(name: str, description: str | None, input_schema: Any) -> str:
     body = {"name": name, "description": description or "", "inputSchema": input_schema or {}}
-    return _DIGEST_PREFIX + hashlib.sha256(canonical_json(body)).hexdigest()
+    try:
+        data = canonical_json(body)
+    except TypeError:  # what orjson cannot encode (an integer past 64 bits): the standard library's sorted form
+        data = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8",
+                                                                                                 "surrogatepass")
+    return _DIGEST_PREFIX + hashlib.sha256(data).hexdigest()
 
 
 def listed_tool(tool: dict[str, Any]) -> LockedTool | None:
@@ -99,7 +105,7 @@ class ToolDrift:
         out = []
         if self.locked.description != self.seen.description:
             out.append("description")
-        if canonical_json(self.locked.input_schema or {}) != canonical_json(self.seen.input_schema or {}):
+        if (self.locked.input_schema or {}) != (self.seen.input_schema or {}):
             out.append("input schema")
         return out
 

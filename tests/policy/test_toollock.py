@@ -145,3 +145,11 @@ def test_a_policy_test_case_can_check_a_listing_against_the_repositorys_lock(tmp
     assert report.results[1].problems == ["drift: expected {}, got {'search': 'removed'}"]
     [error] = report.errors
     assert error.line == 9 and "'listing' must be {server: NAME, tools:" in error.message
+
+
+def test_a_schema_with_an_integer_past_64_bits_still_gets_a_digest_that_reads_back():
+    schema = {"type": "integer", "maximum": 2**70}
+    lock = lock_from_listings({"docs": [{"name": "big", "inputSchema": schema}]})
+    again, errors = load_lock_text(render_lock(lock))
+    assert errors == [] and again == lock
+    assert listed_tool({"name": "big", "inputSchema": schema}).digest == again.server("docs")["big"].digest

@@ -116,9 +116,15 @@ class ToolDriftReportSerializer(serializers.Serializer):
             value = attrs.get(side)
             if value is None:
                 continue
-            if len(canonical_json(value["input_schema"])) > DRIFT_SCHEMA_MAX:
+            try:
+                size = len(canonical_json(value["input_schema"]))
+                digest = tool_digest(attrs["tool"], value["description"], value["input_schema"])
+            except (TypeError, ValueError):
+                raise serializers.ValidationError({side: "input_schema is not JSON the digest can be taken of."}) \
+                    from None
+            if size > DRIFT_SCHEMA_MAX:
                 raise serializers.ValidationError({side: f"input_schema is over {DRIFT_SCHEMA_MAX} bytes."})
-            if tool_digest(attrs["tool"], value["description"], value["input_schema"]) != value["digest"]:
+            if digest != value["digest"]:
                 raise serializers.ValidationError({side: "digest does not match the description and input schema."})
         return attrs
 
