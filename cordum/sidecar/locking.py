@@ -4,7 +4,12 @@ Where the servers come from, by the same names the sidecar gives them (the lock 
 - `--config sidecar.yaml`: its `upstreams:` (stdio commands and streamable-HTTP URLs);
 - `--mcp-json .mcp.json`: its `mcpServers`; an entry that launches the sidecar (`cordum-sidecar run ... --name N
   -- CMD` or `--url URL`) is unwrapped to the server behind it, named N;
-- `-- COMMAND ARGS` (with `--name`, default guessed like `cordum-sidecar run` does).
+- `-- COMMAND ARGS` (with `--name`, default guessed like `cordum-sidecar run` does);
+- `--url URL` (with `--name` and `--header K:V`): a streamable-HTTP server.
+
+Lock from the servers themselves, not through an enforcing sidecar: under `on_tool_drift: deny` a sidecar hides
+the very tools that drifted, so a lock written through it would unpin them. Drifts a running sidecar saw are
+accepted from the control plane instead (Policies > Tool drift > Update the lock).
 
 Servers that are not listed this time keep their entries in an existing lock. `--check` writes nothing and exits 1
 when the live tools differ from the lock (a CI or cron check for rug pulls before any agent meets them).
@@ -130,11 +135,17 @@ def _upstreams(args: argparse.Namespace) -> list[UpstreamConfig]:
         command = command[1:]
     if command:
         return [UpstreamConfig(name=args.name or guess_server_name(command), command=command)]
+    if args.url:
+        from urllib.parse import urlparse
+
+        headers = dict(h.split(":", 1) for h in args.header or [] if ":" in h)
+        name = args.name or (urlparse(args.url).hostname or "remote").split(".")[0]
+        return [UpstreamConfig(name=name, url=args.url, headers={k.strip(): v.strip() for k, v in headers.items()})]
     if args.config:
         return list(load_config(args.config).upstreams)
     if args.mcp_json:
         return upstreams_from_mcp_json(args.mcp_json)
-    raise LockError("give --config sidecar.yaml, --mcp-json .mcp.json or -- COMMAND ARGS")
+    raise LockError("give --config sidecar.yaml, --mcp-json .mcp.json, --url URL or -- COMMAND ARGS")
 
 
 def _read_lock(path: Path) -> ToolsLock | None:
@@ -200,7 +211,10 @@ def add_lock_parser(psub: argparse._SubParsersAction) -> None:
     source = lock.add_mutually_exclusive_group()
     source.add_argument("--config", help="sidecar.yaml: lock its upstreams")
     source.add_argument("--mcp-json", help=".mcp.json: lock its mcpServers (sidecar-wrapped entries are unwrapped)")
-    lock.add_argument("--name", help="server name for -- COMMAND (default: guessed as cordum-sidecar run does)")
+    source.add_argument("--url", help="lock one streamable-HTTP MCP server")
+    lock.add_argument("--header", action="append", default=[], help="K:V header for --url (repeatable)")
+    lock.add_argument("--name", help="server name for -- COMMAND or --url (default: guessed as cordum-sidecar run "
+                                     "does)")
     lock.add_argument("--server", action="append", help="lock only this server (repeatable)")
     lock.add_argument("--output", help="where to write (default: REPO/tools.lock)")
     lock.add_argument("--check", action="store_true", help="write nothing; exit 1 when the live tools differ")

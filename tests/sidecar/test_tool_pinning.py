@@ -238,3 +238,18 @@ async def test_a_lock_written_from_the_real_filesystem_server_matches_what_the_s
     assert [t.name for t in proxied.tools] == [t.name for t in direct.tools]  # nothing drifted, nothing hidden
     assert not result.is_error
     assert "facts" not in Spool(tmp_path / "spool.db").records()[0]
+
+
+async def test_the_lock_cli_pins_a_streamable_http_server(tmp_path):
+    from .test_http import free_port, start_and_wait, stop
+
+    port = free_port()
+    server = start_and_wait([PYTHON, str(DATA / "http_mcp_server.py"), str(port)], cwd=tmp_path,
+                            ready="Uvicorn running")
+    try:
+        done = lock_cli(tmp_path, "--name", "notes", "--url", f"http://127.0.0.1:{port}/mcp")
+    finally:
+        stop(server)
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "tools.lock").read_text()
+    assert "\n  notes:\n" in text and "name: read_note" in text and "Return a note's text." in text
