@@ -164,3 +164,38 @@ def test_the_drift_page_is_for_policy_readers_and_updating_the_lock_for_admins(c
     page = client.get("/policies/tool-drifts/")
     assert page.status_code == 200 and b"Update the lock" not in page.content
     assert client.post("/policies/tool-drifts/update-lock/", {"drift": ["1"]}).status_code == 403
+
+
+@pytest.mark.django_db
+def test_people_list_drifts_by_role_and_the_lock_update_api_refuses_unknown_drifts(client):
+    from cordum.accounts import services as account_services
+
+    org = OrganizationFactory(slug="acme-drift-list")
+    agent, _issued = agent_with_token(organization=org, name="claude-code-list")
+    from cordum.policy.toollock import tool_digest
+
+    services.tool_drift_record(agent=agent, sidecar_id="sc", drifts=[{
+        "server": "docs", "tool": "search", "kind": "new", "action": "deny", "policy_version": "main@1234567",
+        "seen": {"digest": tool_digest("search", "x", {}), "description": "x", "input_schema": {}}}])
+
+    def bearer(role):
+        user = MembershipFactory(organization=org, role=role).user
+        _token, plaintext = account_services.user_token_create(user=user, name=role)
+        return {"HTTP_AUTHORIZATION": f"Bearer {plaintext}"}
+
+    reviewer, member, admin = bearer(Role.REVIEWER), bearer(Role.MEMBER), bearer(Role.ADMIN)
+    listed = client.get("/api/v1/tool-drifts?status=open", **reviewer)
+    assert listed.status_code == 200
+    [row] = listed.json()
+    assert (row["agent"], row["server"], row["tool"], row["kind"], row["status"]) == (
+        "claude-code-list", "docs", "search", "new", "open")
+    assert client.get("/api/v1/tool-drifts", **member).status_code == 403
+    assert client.get("/api/v1/tool-drifts?status=maybe", **reviewer).status_code == 400
+    body = {"drifts": [row["id"]]}
+    assert client.post("/api/v1/tool-drifts/update-lock", body, content_type="application/json",
+                       **reviewer).status_code == 403
+    unknown = client.post("/api/v1/tool-drifts/update-lock", {"drifts": [row["id"] + 1000]},
+                          content_type="application/json", **admin)
+    assert unknown.status_code == 404 and str(row["id"] + 1000) in unknown.json()["message"]
+    no_repo = client.post("/api/v1/tool-drifts/update-lock", body, content_type="application/json", **admin)
+    assert no_repo.status_code == 400 and "has no policy repository" in no_repo.json()["message"]

@@ -136,3 +136,25 @@ class ToolDriftBatchSerializer(serializers.Serializer):
 
 class ToolDriftBatchResponseSerializer(serializers.Serializer):
     accepted = serializers.IntegerField()
+
+
+class ToolDriftSerializer(serializers.ModelSerializer):
+    agent = serializers.CharField(source="agent.name")
+
+    class Meta:
+        from cordum.policies.models import ToolDrift
+
+        model = ToolDrift
+        fields = ["id", "agent", "sidecar_id", "server", "tool", "kind", "action", "locked_digest", "seen_digest",
+                  "locked", "seen", "policy_version", "status", "lock_branch", "times_seen", "first_seen_at",
+                  "last_seen_at"]
+
+
+class ToolLockUpdateSerializer(serializers.Serializer):
+    drifts = serializers.ListField(child=serializers.IntegerField(min_value=1), allow_empty=False, max_length=500)
+
+
+class LockProposalSerializer(serializers.Serializer):
+    branch = serializers.CharField()
+    commit = serializers.CharField()
+    drifts = serializers.IntegerField()

@@ -12,5 +12,6 @@ router.register("bundles", views.PolicyBundleViewSet, basename="policy-bundle")
 urlpatterns = [
     path("keys", views.TrustedKeysApi.as_view(), name="trusted-keys"),
     path("tool-drifts", views.ToolDriftApi.as_view(), name="tool-drifts"),
+    path("tool-drifts/update-lock", views.ToolLockUpdateApi.as_view(), name="tool-lock-update"),
     *router.urls,
 ]

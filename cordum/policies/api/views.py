@@ -10,7 +10,8 @@ from rest_framework.views import APIView
 from cordum.accounts.access import HasOrgPermission, IsAgent
 from cordum.accounts.authentication import AgentPrincipal
 from cordum.accounts.permissions import Perm
-from cordum.policies import selectors, services
+from cordum.common.errors import CordumError, NotFound
+from cordum.policies import gitrepo, selectors, services
 from cordum.policies.api import serializers as s
 from cordum.policies.choices import KeyStatus
 from cordum.policies.models import PolicyRepository, PolicyVersion, SigningKey
@@ -160,9 +161,22 @@ class TrustedKeysApi(APIView):
 
 
 class ToolDriftApi(APIView):
-    """A sidecar reports MCP tools that differ from the tools.lock in its bundle (new, changed, removed)."""
+    """POST: a sidecar reports MCP tools that differ from the tools.lock in its bundle (new, changed, removed).
+    GET: people who read policies list what was reported (`?status=open|proposed`)."""
 
-    permission_classes = [IsAuthenticated, IsAgent]
+    required_perm = READ
+
+    def get_permissions(self):
+        if self.request.method == "POST":
+            return [IsAuthenticated(), IsAgent()]
+        return [HasOrgPermission()]
+
+    @extend_schema(parameters=[OpenApiParameter("status", str, enum=["open", "proposed"])],
+                   responses=s.ToolDriftSerializer(many=True))
+    def get(self, request):
+        drifts = selectors.tool_drift_list(organization=self.organization,
+                                           status=request.query_params.get("status", ""))[:500]
+        return Response(s.ToolDriftSerializer(drifts, many=True).data)
 
     @extend_schema(request=s.ToolDriftBatchSerializer, responses={202: s.ToolDriftBatchResponseSerializer})
     def post(self, request):
@@ -172,3 +186,27 @@ class ToolDriftApi(APIView):
         count = services.tool_drift_record(agent=request.user.agent, sidecar_id=data["sidecar_id"],
                                            drifts=data["drifts"])
         return Response({"accepted": count}, status=status.HTTP_202_ACCEPTED)
+
+
+class ToolLockUpdateApi(APIView):
+    """Accept drifts into tools.lock on a new branch of the policy repository (pushed and synced, never merged)."""
+
+    permission_classes = [HasOrgPermission]
+    required_perm = WRITE
+
+    @extend_schema(request=s.ToolLockUpdateSerializer, responses={201: s.LockProposalSerializer})
+    def post(self, request):
+        serializer = s.ToolLockUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        ids = serializer.validated_data["drifts"]
+        drifts = list(selectors.tool_drift_list(organization=self.organization).filter(pk__in=ids))
+        missing = sorted(set(ids) - {d.pk for d in drifts})
+        if missing:
+            raise NotFound(f"No tool drift {', '.join(map(str, missing))} in this organisation.", {"field": "drifts"})
+        try:
+            proposal = services.tool_lock_update_propose(organization=self.organization, actor=request.user,
+                                                         drifts=drifts)
+        except gitrepo.GitFetchError as exc:
+            raise CordumError(str(exc), status_code=502) from None
+        return Response({"branch": proposal.branch, "commit": proposal.commit, "drifts": proposal.drifts},
+                        status=status.HTTP_201_CREATED)
