@@ -176,6 +176,7 @@ class ToolPins:
         self._complete: dict[str, bool] = {}  # server -> the last listing was the whole list
         self._drift: dict[tuple[str, str], ToolDrift] = {}
         self._reported: set[tuple] = set()
+        self.generation = 0  # counts the locks put in force (what an agent was shown may be out of date)
 
     @property
     def active(self) -> bool:
@@ -186,6 +187,7 @@ class ToolPins:
         if lock == self._lock:  # a tool's digest covers its schema, so equal locks pin the same tools
             return []
         self._lock = lock
+        self.generation += 1
         self._pinned = {name: {t.name: t for t in tools} for name, tools in (lock.servers if lock else ())}
         self._drift = {}
         fresh: list[ToolDrift] = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,7 @@ class Enforcer:
         self.counters = Counters()
         self.pins = ToolPins()
         self.on_drift = None  # called with new drift reports (list of dicts), e.g. DriftReporter.submit
+        self.relays: weakref.WeakSet = weakref.WeakSet()  # agent sessions, told when a new lock changes their tools
 
     # -- the policy in force --------------------------------------------------------------------
 
@@ -172,7 +174,11 @@ class Enforcer:
             elif loaded.limits is not None:
                 loaded.limits.carry_over(old.limits)  # a new version: running sessions keep their counts
         self.primary = loaded
+        generation = self.pins.generation
         self._report_drifts(self.pins.set_lock(loaded.compiled.policy.tools_lock if loaded is not None else None))
+        if self.pins.generation != generation:  # another lock: what each agent was shown may have changed
+            for relay in list(self.relays):
+                relay.tools_changed()
         if reason:
             self.no_policy_reason = reason
         log.info("policy in force", extra={"policy_version": loaded.version if loaded else None,

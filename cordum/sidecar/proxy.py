@@ -122,6 +122,8 @@ class Relay:
         self._seq = 0
         self._denied_tasks: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}  # task id -> (task, result)
         self._listings: dict[Any, bool] = {}  # single upstream: tools/list request id -> asked from the start
+        self._listed = False  # the agent has been shown a tools/list answer
+        enforcer.relays.add(self)
 
     # -- agent -> upstream ----------------------------------------------------------------------
 
@@ -471,7 +473,13 @@ class Relay:
             return
         self.send_agent(line)
 
+    def tools_changed(self) -> None:
+        """A new tools.lock is in force: tell an agent that has listed tools to list them again."""
+        if self._listed:
+            self.send_agent(b'{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}')
+
     def _screen_tools(self, server: str, tools: list[Any], *, complete: bool) -> list[Any]:
+        self._listed = True
         try:
             kept = self.enforcer.screen_tools(server, tools, complete=complete)
         except Exception:  # pinning must never break the listing; calls are still decided one by one

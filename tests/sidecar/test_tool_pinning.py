@@ -253,3 +253,55 @@ async def test_the_lock_cli_pins_a_streamable_http_server(tmp_path):
     assert done.returncode == 0, done.stderr
     text = (tmp_path / "tools.lock").read_text()
     assert "\n  notes:\n" in text and "name: read_note" in text and "Return a note's text." in text
+
+
+async def test_a_new_bundle_that_pins_the_changed_tool_tells_the_agent_to_list_again_and_lets_it_through(
+        policy_repo, tmp_path, control_plane):
+    """The drift was accepted (the lock-update branch merged): the sidecar gets the new bundle, sends
+    notifications/tools/list_changed, and the tool is back, unmarked."""
+    import os
+
+    from mcp import ClientSession
+    from mcp.client.stdio import stdio_client
+
+    from cordum.policy.toollock import lock_from_listings, render_lock
+
+    repo = policy_repo("deny")
+    private, public = generate_keypair()
+    key_id = key_id_for(public)
+    control_plane.bundle = _signed_bundle(private, key_id, policy_path=repo / "safety.yaml")
+    config = write_config(
+        tmp_path / "sidecar.yaml", control_plane=control_plane.url, agent="claude-code-test",
+        spool=str(tmp_path / "spool.db"), bundle_store=str(tmp_path / "bundle.json"), trusted_keys={key_id: public},
+        upload={"interval_seconds": 0.2},
+        upstreams=[{"name": "docs", "command": [PYTHON, str(SERVER), str(policy_repo.tools)]}])
+    rug = dict(SEARCH, description=RUG_PULL)
+    write_tools(policy_repo.tools, rug, FETCH)
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    (merged / "safety.yaml").write_text((repo / "safety.yaml").read_text())
+    (merged / "tools.lock").write_text(render_lock(lock_from_listings({"docs": [rug, FETCH]})))
+    changed = anyio.Event()
+
+    async def on_message(message) -> None:
+        if getattr(getattr(message, "root", message), "method", None) == "notifications/tools/list_changed":
+            changed.set()
+
+    params = sidecar_params(["run", "--config", str(config)], cwd=repo, env={"CORDUM_AGENT_TOKEN": "cdm_agent_test"})
+    with open(os.devnull, "w") as errlog:
+        async with stdio_client(params, errlog=errlog) as (read, write), \
+                ClientSession(read, write, message_handler=on_message) as s:
+            await s.initialize()
+            before = await s.list_tools()
+            control_plane.publish(_signed_bundle(private, key_id, sequence=2, policy_path=merged / "safety.yaml"))
+            with anyio.fail_after(30):
+                await changed.wait()
+            after = await s.list_tools()
+            result = await s.call_tool("search", {"q": "x"})
+    assert [t.name for t in before.tools] == ["fetch_page"]
+    assert [t.name for t in after.tools] == ["search", "fetch_page"]
+    assert not result.is_error
+    # the call's evidence, wherever it is by now (still spooled, or uploaded)
+    [record] = {r["decision_id"]: r for r in [*control_plane.stored.values(), *Spool(tmp_path / "spool.db").records()]
+                if r.get("record_type") == "decision"}.values()
+    assert record["tool"] == "search" and record["decision"] == "allow" and "tool_drift" not in record.get("facts", {})
