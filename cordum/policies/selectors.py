@@ -157,22 +157,10 @@ _DIFF_CSS = (("+++", "d-file"), ("---", "d-file"), ("@@", "d-hunk"), ("+", "d-ad
 
 
 def tool_drift_diff(*, drift) -> dict[str, list[tuple[str, str]]]:
-    """Unified diffs, pinned -> listed, of the tool's description and of its input schema (pretty JSON), as
-    [(css class, line)] for a coloured view (escaping stays with the template)."""
-    import difflib
-    import json
+    """Unified diffs, pinned -> listed, of the tool's description and of its input schema (the engine's one
+    drift diff), as [(css class, line)] for a coloured view (escaping stays with the template)."""
+    from cordum.policy.toollock import drift_diff
 
-    def lines(side, key):
-        if side is None:
-            return []
-        value = side.get(key)
-        text = value if key == "description" else json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
-        return (text or "").splitlines()
-
-    out = {}
-    for key, label in (("description", "description"), ("input_schema", "input schema")):
-        diff = difflib.unified_diff(lines(drift.locked, key), lines(drift.seen, key),
-                                    fromfile=f"tools.lock: {label}", tofile=f"listed: {label}", lineterm="", n=3)
-        out[key] = [(next((css for prefix, css in _DIFF_CSS if line.startswith(prefix)), "d-ctx"), line)
-                    for line in diff]
-    return out
+    return {key: [(next((css for prefix, css in _DIFF_CSS if line.startswith(prefix)), "d-ctx"), line)
+                  for line in lines]
+            for key, lines in drift_diff(drift.tool, drift.locked, drift.seen).items()}

@@ -23,6 +23,7 @@ names that a complete listing lacks is `removed`. Servers the lock does not name
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ __all__ = [
     "ToolPins",
     "apply_drift",
     "compare_listing",
+    "drift_diff",
     "listed_tool",
     "lock_from_listings",
     "lock_update",
@@ -119,6 +121,11 @@ class ToolDrift:
         return (f"{where} differs from tools.lock: its {what} changed "
                 f"(pinned {_short(self.locked)}, listed {_short(self.seen)})")
 
+    def diff_text(self) -> str:
+        """The description and schema diffs as one unified diff (what a reviewer is shown when a call is held)."""
+        parts = drift_diff(self.tool, _side(self.locked), _side(self.seen))
+        return "\n".join([*parts["description"], *parts["input_schema"]])
+
     def fact(self) -> dict[str, Any]:
         """The evidence fact: kind and digests, never the text."""
         out: dict[str, Any] = {"kind": self.kind}
@@ -127,6 +134,27 @@ class ToolDrift:
         if self.seen is not None:
             out["seen"] = self.seen.digest
         return out
+
+
+def drift_diff(tool: str, locked: dict[str, Any] | None, seen: dict[str, Any] | None) -> dict[str, list[str]]:
+    """Unified diffs, pinned -> listed, of a tool's description and of its input schema (sorted, indented JSON).
+    `locked`/`seen`: {"description", "input_schema"} or None (a new or removed tool)."""
+
+    def lines(side: dict[str, Any] | None, key: str) -> list[str]:
+        if side is None:
+            return []
+        value = side.get(key)
+        if key == "description":
+            return (value or "").splitlines()
+        return json.dumps(value or {}, indent=2, sort_keys=True, ensure_ascii=False).splitlines()
+
+    return {key: list(difflib.unified_diff(lines(locked, key), lines(seen, key), lineterm="", n=3,
+                                           fromfile=f"tools.lock: {tool} ({label})", tofile=f"listed: {tool} ({label})"))
+            for key, label in (("description", "description"), ("input_schema", "input schema"))}
+
+
+def _side(tool: LockedTool | None) -> dict[str, Any] | None:
+    return None if tool is None else {"description": tool.description, "input_schema": tool.input_schema}
 
 
 def _short(tool: LockedTool | None) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from cordum.policy.toollock import DRIFT_RULE
 from cordum.sidecar import __version__
 from cordum.sidecar.approvals import (
     ALLOWED_ON_TIMEOUT,
@@ -304,6 +305,9 @@ class Relay:
 
                 payload = approval_request_payload(verdict.record, approval, tool=tool,
                                                    arguments=params.get("arguments") or {}, root=self.enforcer.root)
+                drift = self.enforcer.pins.drift(upstream.name, tool) if verdict.rule == DRIFT_RULE else None
+                if drift is not None:  # held because the tool drifted: the reviewer sees what changed
+                    payload["diff"] = self.enforcer.mask(drift.diff_text())
                 timeout = policy_timeout_seconds(approval)
                 waited = self.approvals.wait_seconds(timeout)
                 result = await self.approvals.request_and_wait(payload, timeout_seconds=timeout,

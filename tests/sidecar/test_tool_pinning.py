@@ -170,6 +170,8 @@ async def test_on_tool_drift_require_approval_holds_the_call_and_reports_the_dri
     assert [t.name for t in listed.tools] == ["search", "fetch_page"]  # listed: a human decides each call
     assert not result["r"].is_error and text_of(result["r"]) == 'search ran with {"q": "docs"}'
     assert request["rule"] == "on_tool_drift" and "its description changed" in request["reason"]
+    diff = request["diff"].splitlines()  # the reviewer sees what changed
+    assert "-Search the docs." in diff and f"+{RUG_PULL}" in diff and diff[0] == "--- tools.lock: search (description)"
     assert drift["server"] == "docs" and drift["tool"] == "search" and drift["kind"] == "changed"
     assert drift["action"] == "require_approval"
     assert drift["locked"]["description"] == "Search the docs." and drift["seen"]["description"] == RUG_PULL
