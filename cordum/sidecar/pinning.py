@@ -9,6 +9,7 @@ retrying with backoff until it is acknowledged; a failed report never affects en
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from typing import Any
@@ -23,6 +24,7 @@ log = logging.getLogger("cordum.sidecar.pinning")
 
 DRIFTS_PATH = "/api/v1/tool-drifts"
 MAX_QUEUED = 1000  # drift reports waiting for the control plane; the oldest go first past this
+BATCH_BYTES = 1_000_000
 
 
 def drift_report(drift: ToolDrift, *, action: str, policy_version: str | None) -> dict[str, Any]:
@@ -60,7 +62,12 @@ class DriftReporter:
         """Post what is queued; True when acknowledged (or nothing was queued)."""
         if not self.queue:
             return True
-        batch = list(self.queue[:100])
+        batch, size = [], 0
+        for report in self.queue[:100]:  # one request stays well under the control plane's 2.5 MB body limit
+            size += len(json.dumps(report))
+            if batch and size > BATCH_BYTES:
+                break
+            batch.append(report)
         try:
             resp = await self.client.post(DRIFTS_PATH, json={"sidecar_id": self.sidecar_id, "drifts": batch},
                                           timeout=10.0)

@@ -81,8 +81,8 @@ class PolicyBundleSerializer(serializers.ModelSerializer):
 
 
 # --- tool pinning -----------------------------------------------------------------------------------------------
-DRIFT_TEXT_MAX = 20_000  # characters of one tool description
-DRIFT_SCHEMA_MAX = 65_536  # bytes of one input schema as canonical JSON
+DRIFT_TEXT_MAX = 100_000  # characters of one tool description
+DRIFT_SCHEMA_MAX = 131_072  # bytes of one input schema as canonical JSON
 
 
 class DriftSideSerializer(serializers.Serializer):
