@@ -111,6 +111,7 @@ class ControlPlane:
         self.stored: dict[str, dict] = {}    # idempotent store by record id
         self.heartbeats: list[dict] = []
         self.drifts: list[dict] = []  # tool drift reports (POST /api/v1/tool-drifts)
+        self.drifts_status = 202
         self.drifts_changed = threading.Condition(self.lock)
         self.decisions_status = 202
         self.ack_only: set[str] | None = None  # acknowledge only these ids (None: all)
@@ -249,6 +250,8 @@ class ControlPlane:
                     cp.records_event.set()
                     return self._json(202, {"accepted": accepted})
                 if url.path == "/api/v1/tool-drifts":
+                    if cp.drifts_status != 202:
+                        return self._json(cp.drifts_status, {"message": "control plane trouble"})
                     with cp.drifts_changed:
                         cp.drifts.extend(dict(d, sidecar_id=body.get("sidecar_id")) for d in body["drifts"])
                         cp.drifts_changed.notify_all()

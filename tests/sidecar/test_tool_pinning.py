@@ -307,3 +307,25 @@ async def test_a_new_bundle_that_pins_the_changed_tool_tells_the_agent_to_list_a
     [record] = {r["decision_id"]: r for r in [*control_plane.stored.values(), *Spool(tmp_path / "spool.db").records()]
                 if r.get("record_type") == "decision"}.values()
     assert record["tool"] == "search" and record["decision"] == "allow" and "tool_drift" not in record.get("facts", {})
+
+
+async def test_drift_reports_wait_in_the_queue_while_the_control_plane_fails_and_go_once_it_answers(control_plane):
+    import httpx
+
+    from cordum.policy.toollock import ToolPins, lock_from_listings
+    from cordum.sidecar.pinning import DriftReporter, drift_report
+
+    pins = ToolPins()
+    pins.set_lock(lock_from_listings({"docs": [SEARCH]}))
+    [drift] = pins.observe("docs", [dict(SEARCH, description=RUG_PULL)], complete=True)
+    assert pins.observe("docs", [dict(SEARCH, description=RUG_PULL)], complete=True) == []  # reported once
+    async with httpx.AsyncClient(base_url=control_plane.url) as client:
+        reporter = DriftReporter(client, sidecar_id="sc-1")
+        reporter.submit([drift_report(drift, action="deny", policy_version="v1")])
+        control_plane.drifts_status = 503
+        assert await reporter.flush_once() is False and len(reporter.queue) == 1
+        control_plane.drifts_status = 202
+        assert await reporter.flush_once() is True and reporter.queue == [] and reporter.sent == 1
+    [sent] = control_plane.drifts
+    assert (sent["sidecar_id"], sent["tool"], sent["kind"], sent["seen"]["description"]) == (
+        "sc-1", "search", "changed", RUG_PULL)
