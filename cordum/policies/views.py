@@ -259,6 +259,7 @@ class ToolDriftListView(RoleRequiredMixin, TemplateView):
         for drift in drifts:
             drift.diff = selectors.tool_drift_diff(drift=drift)
         return super().get_context_data(drifts=drifts, status=status,
+                                        repo=selectors.repository_list(organization=self.organization).first(),
                                         can_manage=self.membership.has_perm(Perm.MANAGE_ORG), **kwargs)
 
 

@@ -125,6 +125,8 @@ def test_a_drifted_tool_is_denied_the_control_plane_shows_the_diff_and_update_th
     assert version.is_valid and not version.is_live and version.branches == [drift.lock_branch]
     search = next(t for t in version.policy["tools_lock"]["servers"]["docs"] if t["name"] == "search")
     assert search["description"] == RUG_PULL
+    proposed_page = client.get("/policies/tool-drifts/?status=proposed").content.decode()
+    assert f"?branch={drift.lock_branch}\"" in proposed_page  # links to the branch's versions
     review = client.get(f"/policies/versions/{version.pk}/").content.decode()
     assert "~ tools.lock docs/search: description changed" in review  # its diff to the live version
 
