@@ -173,10 +173,10 @@ class Enforcer:
                 loaded.limits = old.limits  # same version re-announced: the same tracker
             elif loaded.limits is not None:
                 loaded.limits.carry_over(old.limits)  # a new version: running sessions keep their counts
+        shown = (self.pins.generation, self._on_tool_drift())
         self.primary = loaded
-        generation = self.pins.generation
         self._report_drifts(self.pins.set_lock(loaded.compiled.policy.tools_lock if loaded is not None else None))
-        if self.pins.generation != generation:  # another lock: what each agent was shown may have changed
+        if (self.pins.generation, self._on_tool_drift()) != shown:  # what each agent was shown may have changed
             for relay in list(self.relays):
                 relay.tools_changed()
         if reason:
