@@ -189,7 +189,7 @@ class VersionDetailView(RoleRequiredMixin, TemplateView):
         except CordumError as exc:
             raise Http404(exc.message) from None
         review = selectors.policy_version_review(version=version)
-        error_lines = {e.get("line") for e in version.errors}
+        error_lines = {e.get("line") for e in version.errors if e.get("file") == version.repository.policy_path}
         source_lines = [{"no": i, "text": line, "error": i in error_lines}
                         for i, line in enumerate(version.source_text.splitlines(), start=1)]
         return super().get_context_data(

@@ -201,3 +201,22 @@ def test_people_list_drifts_by_role_and_the_lock_update_api_refuses_unknown_drif
     assert unknown.status_code == 404 and str(row["id"] + 1000) in unknown.json()["message"]
     no_repo = client.post("/api/v1/tool-drifts/update-lock", body, content_type="application/json", **admin)
     assert no_repo.status_code == 400 and "has no policy repository" in no_repo.json()["message"]
+
+
+@pytest.mark.django_db
+def test_a_commit_that_only_breaks_tools_lock_is_a_new_invalid_version_naming_the_lock(repository, workspace,
+                                                                                     admin, client):
+    services.sync_repository(repository=repository)
+    live = PolicyVersion.objects.get(repository=repository, is_live=True)
+    workspace.commit("version: 1\nservers:\n  docs:\n    - {name: search, digest: sha256:00}\n",
+                     "Pin docs by hand", path="tools.lock")
+    services.sync_repository(repository=repository)
+    broken = PolicyVersion.objects.filter(repository=repository).exclude(pk=live.pk).get()
+    assert not broken.is_valid
+    assert broken.errors[0]["file"] == "tools.lock" and (broken.errors[0]["line"], broken.errors[0]["col"]) == (4, 30)
+    assert "digest of tool 'search' does not match" in broken.errors[0]["message"]
+    assert PolicyVersion.objects.get(repository=repository, is_live=True) == live  # never distributed
+    client.force_login(admin)
+    page = client.get(f"/policies/versions/{broken.pk}/").content.decode()
+    assert "tools.lock:4:30: digest of tool" in page
+    assert "background:#5a1e1e" not in page  # the policy's own line 4 is not marked: the error is in the lock
