@@ -220,3 +220,21 @@ def test_a_commit_that_only_breaks_tools_lock_is_a_new_invalid_version_naming_th
     page = client.get(f"/policies/versions/{broken.pk}/").content.decode()
     assert "tools.lock:4:30: digest of tool" in page
     assert "background:#5a1e1e" not in page  # the policy's own line 4 is not marked: the error is in the lock
+
+
+@pytest.mark.django_db
+def test_the_demo_pins_a_docs_server_and_shows_one_drift_once(tmp_path, settings):
+    from cordum.accounts import demo as accounts_demo
+    from cordum.policies import demo
+
+    settings.CORDUM_GIT_CACHE_DIR = tmp_path / "git-cache"
+    settings.CORDUM_LOCAL_REPOSITORY_ROOTS = [str(tmp_path)]
+    ctx: dict = {"state_dir": tmp_path}
+    accounts_demo.load(ctx)
+    demo.load(ctx)
+    demo.load(ctx)  # a second run changes nothing
+    live = ctx["live_policy_version"]
+    assert [t["name"] for t in live.policy["tools_lock"]["servers"]["docs"]] == ["read_page", "search_docs"]
+    [drift] = ToolDrift.objects.filter(organization=ctx["organization"])
+    assert (drift.server, drift.tool, drift.kind, drift.times_seen) == ("docs", "search_docs", "changed", 1)
+    assert "~/.aws/credentials" in drift.seen["description"]
