@@ -42,7 +42,7 @@ def _pages(ctx) -> list[tuple[str, str]]:
     return [("admin", "/"), ("audrey", "/evidence/"), ("alice", "/approvals/"), ("mo", "/evidence/"),
             ("author", f"/policies/repositories/{repo.pk}/"), ("author", f"/simulations/{simulation.pk}/"),
             ("author", "/rollouts/"), ("author", f"/rollouts/plans/{repo.pk}/"), ("admin", f"/approvals/{approval.pk}/"),
-            ("admin", "/members/")]
+            ("admin", "/members/"), ("admin", "/policies/tool-drifts/")]
 
 
 def _login(page, live_server, username):
