@@ -252,6 +252,11 @@ class ToolPins:
                 fresh.append(drift)
         return fresh
 
+    def listing_digest(self, server: str) -> str:
+        """One digest over what `server` last listed (tells a new listing from a repeated one)."""
+        tools = self._seen.get(server) or {}
+        return hashlib.sha256("\n".join(sorted(t.digest for t in tools.values())).encode()).hexdigest()
+
     def drift(self, server: str, tool: str) -> ToolDrift | None:
         """The drift of a called tool, or None. A tool of a pinned server that the lock does not name is new even
         if the server never listed it (the agent cannot bypass pinning by calling a name it guessed)."""

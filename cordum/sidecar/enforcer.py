@@ -7,6 +7,7 @@ policy every call is denied with a reason that says so (fail closed).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -34,7 +35,7 @@ from cordum.policy.paths import reached_paths, strictest
 from cordum.policy.secrets import default_scanner, screen_result
 from cordum.policy.toollock import ToolPins, apply_drift
 from cordum.sidecar.ids import utc_now_rfc3339, uuid7_str
-from cordum.sidecar.pinning import drift_report
+from cordum.sidecar.pinning import LISTING_META_PREFIX, drift_report
 from cordum.sidecar.spool import Spool, outcome_record
 
 log = logging.getLogger("cordum.sidecar.enforcer")
@@ -163,6 +164,7 @@ class Enforcer:
         self.pins = ToolPins()
         self.on_drift = None  # called with new drift reports (list of dicts), e.g. DriftReporter.submit
         self.relays: weakref.WeakSet = weakref.WeakSet()  # agent sessions, told when a new lock changes their tools
+        self._listings_kept: dict[str, str] = {}  # server -> digest of the listing last kept in the spool
 
     # -- the policy in force --------------------------------------------------------------------
 
@@ -208,9 +210,24 @@ class Enforcer:
         report new drifts; returns the list to send instead (drifted tools taken out, under on_tool_drift: deny)
         or None to send it unchanged."""
         self._report_drifts(self.pins.observe(server, tools, complete=complete))
+        if complete:
+            self._remember_listing(server, tools)
         if self._on_tool_drift() != "deny":
             return None
         return self.pins.hidden(server, tools)
+
+    def _remember_listing(self, server: str, tools: list[Any]) -> None:
+        """Keep what the server really listed (before any tool is hidden) in the spool, once per new listing:
+        `cordum policy lock --from-sidecar` pins from it."""
+        digest = self.pins.listing_digest(server)
+        if self._listings_kept.get(server) == digest:
+            return
+        self._listings_kept[server] = digest
+        body = {"server": server, "listed_at": utc_now_rfc3339(), "tools": tools}
+        try:
+            self.spool.set_meta(f"{LISTING_META_PREFIX}{server}", json.dumps(body, ensure_ascii=False))
+        except Exception:  # a full disk must not break the listing; the lock can still be written from the server
+            log.exception("could not keep the tools/list answer in the spool", extra={"upstream": server})
 
     def _pinned(self, server: str, tool: str, facts: dict[str, Any], decision: str, rule: str | None, reason: str,
                 approval: dict[str, Any]):

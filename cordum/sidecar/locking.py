@@ -5,11 +5,12 @@ Where the servers come from, by the same names the sidecar gives them (the lock 
 - `--mcp-json .mcp.json`: its `mcpServers`; an entry that launches the sidecar (`cordum-sidecar run ... --name N
   -- CMD` or `--url URL`) is unwrapped to the server behind it, named N;
 - `-- COMMAND ARGS` (with `--name`, default guessed like `cordum-sidecar run` does);
-- `--url URL` (with `--name` and `--header K:V`): a streamable-HTTP server.
+- `--url URL` (with `--name` and `--header K:V`): a streamable-HTTP server;
+- `--from-sidecar sidecar.yaml|spool.db`: what a running (or stopped) sidecar last saw each upstream list, kept in
+  its spool before any tool was hidden, so nothing is started and the lock pins what the agent's servers offer.
 
-Lock from the servers themselves, not through an enforcing sidecar: under `on_tool_drift: deny` a sidecar hides
-the very tools that drifted, so a lock written through it would unpin them. Drifts a running sidecar saw are
-accepted from the control plane instead (Policies > Tool drift > Update the lock).
+Not through a sidecar's MCP interface: under `on_tool_drift: deny` it hides the very tools that drifted, so a lock
+written from its tools/list would unpin them (`--from-sidecar` reads the unfiltered listings instead).
 
 Servers that are not listed this time keep their entries in an existing lock. `--check` writes nothing and exits 1
 when the live tools differ from the lock (a CI or cron check for rug pulls before any agent meets them).
@@ -148,6 +149,36 @@ def _upstreams(args: argparse.Namespace) -> list[UpstreamConfig]:
     raise LockError("give --config sidecar.yaml, --mcp-json .mcp.json, --url URL or -- COMMAND ARGS")
 
 
+def listings_from_sidecar(source: str) -> dict[str, list[dict[str, Any]]]:
+    """The last complete tools/list of each upstream a sidecar fronts, from its spool (read-only)."""
+    import sqlite3
+
+    from cordum.sidecar.pinning import LISTING_META_PREFIX
+
+    path = Path(source).expanduser()
+    if path.suffix not in (".db", ".sqlite", ".sqlite3"):
+        path = load_config(path).spool_path
+    if not path.is_file():
+        raise LockError(f"no sidecar spool at {path}")
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT key, value FROM meta WHERE key LIKE ?", (f"{LISTING_META_PREFIX}%",)).fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise LockError(f"cannot read the sidecar spool {path}: {exc}") from exc
+    listings = {}
+    for key, value in sorted(rows):
+        try:
+            listings[key.removeprefix(LISTING_META_PREFIX)] = json.loads(value)["tools"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LockError(f"{path}: unreadable listing under {key}: {exc}") from exc
+    if not listings:
+        raise LockError(f"the sidecar spool {path} holds no tools/list answer yet (let an agent list its tools)")
+    return listings
+
+
 def _read_lock(path: Path) -> ToolsLock | None:
     try:
         text = path.read_text(encoding="utf-8")
@@ -159,22 +190,34 @@ def _read_lock(path: Path) -> ToolsLock | None:
     return lock
 
 
-async def _lock(args: argparse.Namespace) -> int:
-    upstreams = _upstreams(args)
-    if args.server:
-        upstreams = [u for u in upstreams if u.name in set(args.server)]
-        missing = set(args.server) - {u.name for u in upstreams}
-        if missing:
-            raise LockError(f"no server named {', '.join(sorted(missing))} in the given source")
-    if not upstreams:
+async def _listings(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
+    """Server name -> the tools it lists, from the source the arguments name (`--server` keeps only those)."""
+    if args.from_sidecar:
+        found = listings_from_sidecar(args.from_sidecar)
+        names = list(found)
+    else:
+        upstreams = {u.name: u for u in _upstreams(args)}
+        names = list(upstreams)
+    wanted = [n for n in names if not args.server or n in set(args.server)]
+    missing = set(args.server or ()) - set(names)
+    if missing:
+        raise LockError(f"no server named {', '.join(sorted(missing))} in the given source")
+    if not wanted:
         raise LockError("no MCP server to list")
+    if args.from_sidecar:
+        return {n: found[n] for n in wanted}
+    return {n: await list_tools(upstreams[n]) for n in wanted}
+
+
+async def _lock(args: argparse.Namespace) -> int:
+    listings = await _listings(args)
     path = Path(args.output) if args.output else Path(args.repo) / LOCK_FILENAME
     old = _read_lock(path)
     drifts = []
-    for upstream in upstreams:
-        listed = [t for t in (listed_tool(x) for x in await list_tools(upstream)) if t is not None]
-        pinned = (old.server(upstream.name) if old else None) or {}
-        drifts.extend(compare_listing(upstream.name, pinned, listed, complete=True))
+    for server, tools in listings.items():
+        listed = [t for t in (listed_tool(x) for x in tools) if t is not None]
+        pinned = (old.server(server) if old else None) or {}
+        drifts.extend(compare_listing(server, pinned, listed, complete=True))
     for drift in drifts:
         print(f"{'drift' if args.check else 'pinned'}: {drift.describe()}", file=sys.stderr)
     if args.check:
@@ -212,6 +255,8 @@ def add_lock_parser(psub: argparse._SubParsersAction) -> None:
     source.add_argument("--config", help="sidecar.yaml: lock its upstreams")
     source.add_argument("--mcp-json", help=".mcp.json: lock its mcpServers (sidecar-wrapped entries are unwrapped)")
     source.add_argument("--url", help="lock one streamable-HTTP MCP server")
+    source.add_argument("--from-sidecar", metavar="CONFIG_OR_SPOOL",
+                        help="lock what a sidecar last saw its upstreams list (sidecar.yaml or its spool.db)")
     lock.add_argument("--header", action="append", default=[], help="K:V header for --url (repeatable)")
     lock.add_argument("--name", help="server name for -- COMMAND or --url (default: guessed as cordum-sidecar run "
                                      "does)")

@@ -23,6 +23,7 @@ from cordum.sidecar.ids import utc_now_rfc3339
 log = logging.getLogger("cordum.sidecar.pinning")
 
 DRIFTS_PATH = "/api/v1/tool-drifts"
+LISTING_META_PREFIX = "tools_listed:"  # spool meta key (+ server name): the server's last complete tools/list
 MAX_QUEUED = 1000  # drift reports waiting for the control plane; the oldest go first past this
 BATCH_BYTES = 1_000_000
 
