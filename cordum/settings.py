@@ -262,7 +262,10 @@ CORDUM_PUBLIC_URL = os.environ.get("CORDUM_PUBLIC_URL", "http://127.0.0.1:8000")
 # address, that pair is locked out for AXES_COOLOFF_TIME; an admin unlocks it (Django admin, Access attempts, or
 # `manage.py axes_reset_username USERNAME`).
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
-AXES_FAILURE_LIMIT = int(os.environ.get("CORDUM_LOGIN_FAILURE_LIMIT", "5"))
+CORDUM_LOGIN_FAILURE_LIMIT = int(os.environ.get("CORDUM_LOGIN_FAILURE_LIMIT", "5"))
+# Invalid bearer tokens (agent or user) from one address before that address is refused for AXES_COOLOFF_TIME.
+CORDUM_TOKEN_FAILURE_LIMIT = int(os.environ.get("CORDUM_TOKEN_FAILURE_LIMIT", "50"))
+AXES_FAILURE_LIMIT = "cordum.accounts.authentication.failure_limit"
 AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("CORDUM_LOGIN_LOCKOUT_MINUTES", "15")))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
