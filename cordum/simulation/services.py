@@ -112,6 +112,8 @@ def simulation_create(
     baseline: str = Baseline.RECORDED,
     fail_if_newly_denied_over: int | None = None,
     enqueue: bool = True,
+    cache_key: str = "",
+    evidence_watermark: int | None = None,
 ) -> Simulation:
     """Validate the candidate (refused with its file:line:col errors when invalid), save, enqueue the run."""
     given = [x for x in (candidate_version_id, candidate_commit, policy_yaml) if x not in (None, "")]
@@ -156,6 +158,8 @@ def simulation_create(
         agent=agent or "",
         environment=environment or "",
         fail_if_newly_denied_over=fail_if_newly_denied_over,
+        cache_key=cache_key,
+        evidence_watermark=evidence_watermark,
     )
     if enqueue:
         from cordum.simulation.tasks import simulation_run_task
@@ -187,12 +191,16 @@ def simulation_channel(pk: int) -> str:
 
 
 def _publish(pk: int) -> None:
+    _publish_channel(simulation_channel(pk))
+
+
+def _publish_channel(channel: str) -> None:
     from cordum.common.notify import publish
 
     try:
-        publish(simulation_channel(pk))
+        publish(channel)
     except Exception:  # a missing wake-up only delays a long-poll; never fail the run for it
-        logger.warning("could not publish progress of simulation %s", pk, exc_info=True)
+        logger.warning("could not publish on %s", channel, exc_info=True)
 
 
 def _reference_for(simulation: Simulation):
@@ -356,3 +364,100 @@ def simulation_run(*, simulation: Simulation) -> Simulation:
     _publish(simulation.pk)
     simulation.refresh_from_db()
     return simulation
+
+
+# --- policy changes: every branch and pull/merge request head, simulated once per content -----------------
+CHANGE_WINDOW_DAYS = 7
+
+
+def change_cache_key(*, organization_id: int, candidate_sha256: str, baseline_sha256: str, days: int,
+                     watermark: int) -> str:
+    """What a change simulation's result depends on: the candidate's and the baseline's content, the window's
+    length, how far the evidence went when it ran, and its scope (every team's calls)."""
+    import hashlib
+    import json
+
+    material = {"org": organization_id, "candidate": candidate_sha256, "baseline": baseline_sha256 or "recorded",
+                "days": days, "watermark": watermark, "scope": "all-teams"}
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def _change_simulation(*, organization, version: PolicyVersion, live: PolicyVersion | None,
+                       watermark: int) -> Simulation:
+    """The simulation of `version` for this cache key: the existing one (a re-push of the same content costs
+    nothing; a failed run is queued again), else a new one enqueued after commit."""
+    from django.db import IntegrityError
+
+    from cordum.simulation.tasks import simulation_run_task
+
+    key = change_cache_key(organization_id=organization.pk, candidate_sha256=version.content_sha256,
+                           baseline_sha256=live.content_sha256 if live else "", days=CHANGE_WINDOW_DAYS,
+                           watermark=watermark)
+    existing = Simulation.objects.filter(organization=organization, cache_key=key).first()
+    if existing is None:
+        try:
+            with transaction.atomic():
+                return simulation_create(
+                    organization=organization, user=None, candidate_version_id=version.pk, days=CHANGE_WINDOW_DAYS,
+                    baseline=Baseline.LIVE if live is not None else Baseline.RECORDED, cache_key=key,
+                    evidence_watermark=watermark,
+                )
+        except IntegrityError:  # another refresh created it a moment ago
+            existing = Simulation.objects.get(organization=organization, cache_key=key)
+    if existing.status == SimulationStatus.FAILED:
+        Simulation.objects.filter(pk=existing.pk).update(status=SimulationStatus.QUEUED, error="", progress=0.0)
+        pk = existing.pk
+        transaction.on_commit(lambda: simulation_run_task.delay(pk))
+        existing.refresh_from_db()
+    return existing
+
+
+def _still_answers(simulation: Simulation | None, *, version: PolicyVersion, live: PolicyVersion | None) -> bool:
+    """A head's simulation stands while its policy content and the live one are unchanged (a poll, or a push
+    that left safety.yaml alone, runs nothing new even after more evidence arrived)."""
+    if simulation is None or simulation.status == SimulationStatus.FAILED or not simulation.cache_key:
+        return False
+    candidate, baseline = simulation.candidate_version, simulation.baseline_version
+    return (candidate is not None and candidate.content_sha256 == version.content_sha256
+            and (baseline.content_sha256 if baseline else "") == (live.content_sha256 if live else ""))
+
+
+def policy_changes_refresh(*, repository) -> list:
+    """After a sync: one PolicyChange per branch and pull/merge request head (the live branch aside), each valid
+    head whose policy differs from the live one simulated over the last CHANGE_WINDOW_DAYS days of recorded
+    calls (cached; see change_cache_key). Heads that no longer exist are forgotten."""
+    from cordum.policies import selectors as policy_selectors
+    from cordum.simulation.models import PolicyChange
+
+    organization = repository.organization
+    live = policy_selectors.live_version(repository=repository)
+    gates_text, gates_commit = policy_selectors.repository_gates_text(repository=repository)
+    watermark = selectors.evidence_watermark(organization_id=organization.pk)
+    previous = {c.ref: c.simulation for c in PolicyChange.objects.filter(repository=repository).select_related(
+        "simulation__candidate_version", "simulation__baseline_version")}
+    changes = []
+    heads = policy_selectors.repository_change_heads(repository=repository)
+    for row in heads:
+        version = row["version"]
+        simulation = None
+        if version is not None and version.is_valid and (live is None or version.content_sha256 != live.content_sha256):
+            simulation = previous.get(row["ref"])
+            if not _still_answers(simulation, version=version, live=live):
+                simulation = _change_simulation(organization=organization, version=version, live=live,
+                                                watermark=watermark)
+        change, _ = PolicyChange.objects.update_or_create(
+            repository=repository, ref=row["ref"],
+            defaults={"head_sha": row["head"], "version": version, "simulation": simulation,
+                      "gates_text": gates_text, "gates_commit": gates_commit, "updated_at": timezone.now()},
+        )
+        changes.append(change)
+    PolicyChange.objects.filter(repository=repository).exclude(ref__in=[row["ref"] for row in heads]).delete()
+    repository_id = repository.pk
+    transaction.on_commit(lambda: _publish_channel(change_channel(repository_id)))
+    return changes
+
+
+def change_channel(repository_id: int) -> str:
+    """notify channel published when a repository's changes were refreshed (each simulation then publishes on
+    its own simulation_channel as it advances)."""
+    return f"policy-changes:{repository_id}"

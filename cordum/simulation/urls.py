@@ -9,4 +9,5 @@ urlpatterns = [
     path("new/", views.SimulationCreateView.as_view(), name="create"),
     path("compare/", views.SimulationCompareView.as_view(), name="compare"),
     path("<int:pk>/", views.SimulationDetailView.as_view(), name="detail"),
+    path("changes/<int:repo_pk>/<path:ref>", views.PolicyChangeView.as_view(), name="change"),
 ]
