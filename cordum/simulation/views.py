@@ -135,3 +135,26 @@ class PolicyChangeView(RoleRequiredMixin, View):
         context["settings_changes"] = [(label, summary.get(label) or []) for label in ("defaults", "limits",
                                                                                          "evidence")]
         return render(request, "simulation/change_detail.html", context)
+
+
+@method_decorator([require_GET, vary_on_headers("HX-Request")], name="dispatch")
+class PolicyChangeStateView(RoleRequiredMixin, View):
+    """The simulation and gates state of one head, for the repository page's branch list (loaded with htmx,
+    polling itself while the simulation runs)."""
+
+    required_perm = Perm.VIEW_POLICIES
+
+    def get(self, request, repo_pk, ref):
+        from django.http import Http404
+
+        from cordum.policies import selectors as policy_selectors
+
+        try:
+            repository = policy_selectors.repository_get(organization=self.organization, pk=repo_pk)
+        except CordumError as exc:
+            raise Http404(exc.message) from None
+        change = selectors.policy_change_get(repository=repository, ref=ref)
+        return render(request, "simulation/partials/_change_state.html", {
+            "repo": repository, "change": change, "simulation": change.simulation if change else None,
+            "gates": selectors.policy_change_gates(change=change) if change is not None else None,
+        })

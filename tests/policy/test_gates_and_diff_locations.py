@@ -124,3 +124,33 @@ def test_a_percentage_gate_fails_just_past_its_share_and_a_protected_topic_fails
     assert not verdicts["protected_topics"]["passed"]
     assert "job.mcp-bridge.git.push" in verdicts["protected_topics"]["detail"]
     assert "read.file" not in verdicts["protected_topics"]["detail"]
+
+
+def test_policy_lint_of_a_repository_validates_its_gates_file_too(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from .conftest import ROOT, TEMPLATE
+
+    def lint(path):
+        return subprocess.run([sys.executable, "-m", "cordum", "policy", "lint", str(path)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+
+    assert (TEMPLATE / "cordum.yaml").is_file()
+    ok = lint(TEMPLATE)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    repo = tmp_path / "repo"
+    shutil.copytree(TEMPLATE, repo)
+    (repo / "cordum.yaml").write_text("version: v1\ngates:\n  max_newly_denied: lots\n")
+    bad = lint(repo)
+    assert bad.returncode == 1
+    assert f"{repo / 'cordum.yaml'}:3:21: gates.max_newly_denied: expected a number" in bad.stdout
+
+
+def test_the_template_gates_are_valid_and_state_each_kind_of_gate():
+    from .conftest import TEMPLATE
+
+    gates = load_gates_text((TEMPLATE / "cordum.yaml").read_text()).gates
+    assert gates.max_newly_denied is not None and gates.max_newly_denied.percent
+    assert gates.max_new_approvals_per_day == 20 and gates.protected_topics

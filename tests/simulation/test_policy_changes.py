@@ -215,3 +215,19 @@ def test_a_deleted_branch_is_forgotten(git_workspace, git_repository, recorded):
     git_workspace.clone.git.push("origin", "--delete", "deny-env")
     _sync_and_refresh(git_repository)
     assert not PolicyChange.objects.filter(repository=git_repository, ref="deny-env").exists()
+
+
+@pytest.mark.django_db
+def test_the_branch_list_state_says_how_many_calls_change_and_which_gates_fail(client, git_workspace,
+                                                                               git_repository, recorded):
+    git_workspace.commit(GATES, "Gates", path="cordum.yaml")
+    git_workspace.commit(CANDIDATE_POLICY, "Deny .env reads", branch="deny-env")
+    git_workspace.commit(INVALID_POLICY, "oops", branch="broken")
+    _sync_and_refresh(git_repository)
+    client.force_login(MembershipFactory(organization=git_repository.organization, role=Role.REVIEWER).user)
+    state = client.get(f"/simulations/change-state/{git_repository.pk}/deny-env").content.decode()
+    assert "5 calls change" in state and "gates fail · max_newly_denied" in state
+    assert "invalid: not simulated" in client.get(
+        f"/simulations/change-state/{git_repository.pk}/broken").content.decode()
+    page = client.get(f"/policies/repositories/{git_repository.pk}/").content.decode()
+    assert f'hx-get="/simulations/change-state/{git_repository.pk}/deny-env"' in page
