@@ -97,6 +97,11 @@ class PolicyChange(models.Model):
     gates_text = models.TextField(null=True, blank=True)
     gates_commit = models.CharField(max_length=40, blank=True, default="")
     updated_at = models.DateTimeField(default=timezone.now)
+    # Posting back to the forge: what was last posted ("<head sha>:<state>:<simulation id>", so the same result
+    # is not posted twice) and the id of the one summary comment on the pull request, updated in place.
+    forge_posted = models.CharField(max_length=120, blank=True, default="")
+    forge_comment_id = models.BigIntegerField(null=True, blank=True)
+    forge_error = models.TextField(blank=True, default="")
 
     class Meta:
         ordering = ["ref"]

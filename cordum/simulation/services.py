@@ -452,6 +452,8 @@ def policy_changes_refresh(*, repository) -> list:
         )
         changes.append(change)
     PolicyChange.objects.filter(repository=repository).exclude(ref__in=[row["ref"] for row in heads]).delete()
+    if repository.forge_repository:
+        policy_changes_post_enqueue(change_ids=[c.pk for c in changes])
     repository_id = repository.pk
     transaction.on_commit(lambda: _publish_channel(change_channel(repository_id)))
     return changes
@@ -461,3 +463,132 @@ def change_channel(repository_id: int) -> str:
     """notify channel published when a repository's changes were refreshed (each simulation then publishes on
     its own simulation_channel as it advances)."""
     return f"policy-changes:{repository_id}"
+
+
+# --- posting a change's result back to the forge ---------------------------------------------------------
+def _pull_request_number(ref: str) -> int | None:
+    import re
+
+    match = re.fullmatch(r"pull/(\d+)/head", ref)
+    return int(match.group(1)) if match else None
+
+
+def change_url(change) -> str:
+    from django.conf import settings
+    from django.urls import reverse
+
+    path = reverse("simulation:change", kwargs={"repo_pk": change.repository_id, "ref": change.ref})
+    return settings.CORDUM_PUBLIC_URL.rstrip("/") + path
+
+
+def _gates_line(gates: dict) -> str:
+    if gates["errors"]:
+        return "gates unreadable (fail)"
+    if gates["passed"] is None:
+        return "no gates"
+    failed = [v["gate"] for v in gates["verdicts"] if not v["passed"]]
+    return "gates pass" if not failed else "gates fail: " + ", ".join(failed)
+
+
+def policy_change_outcome(*, change) -> dict | None:
+    """What to post for a change: {"state": pending|success|failure|error, "description", "body"}; None when its
+    head has no policy version yet. Figures only (no example calls): a pull request's readers are not scoped."""
+    version, simulation = change.version, change.simulation
+    if version is None:
+        return None
+    if not version.is_valid:
+        first = (version.errors or [{}])[0]
+        where = f"{first.get('file', '')}:{first.get('line', 1)}:{first.get('col', 1)}"
+        description = f"invalid policy: {where}: {first.get('message', '')}"
+        return {"state": "failure", "description": description,
+                "body": f"### Cordum: `{change.ref}` — invalid policy\n\n" + "\n".join(
+                    f"- `{e.get('file')}:{e.get('line')}:{e.get('col')}`: {e.get('message')}" for e in version.errors)}
+    if simulation is None:
+        return {"state": "success", "description": "same policy as the live version", "body": ""}
+    if not simulation.is_finished:
+        return {"state": "pending", "description": f"simulating over the last {simulation.days} days "
+                                                    f"({simulation.percent}%)", "body": ""}
+    if simulation.status == SimulationStatus.FAILED:
+        return {"state": "error", "description": f"simulation failed: {simulation.error}"[:140], "body": ""}
+    return _completed_outcome(change=change, simulation=simulation)
+
+
+def _completed_outcome(*, change, simulation) -> dict:
+    summary, load = simulation.report["summary"], simulation.report["approval_load"]
+    gates = selectors.policy_change_gates(change=change)
+    state = "failure" if gates["passed"] is False else "success"
+    description = (f"{summary['changed_calls']} of {summary['total_calls']} calls change "
+                   f"({summary['newly_denied']} newly denied, {summary['newly_require_approval']} newly need "
+                   f"approval); {_gates_line(gates)}")
+    verdict = {True: "✅ gates pass", False: "❌ gates fail", None: "no gates"}[gates["passed"]]
+    lines = [
+        f"### Cordum: policy change `{change.ref}` — {verdict}", "",
+        f"Head `{change.head_sha[:7]}` against the live version "
+        f"`{simulation.baseline_version.version if simulation.baseline_version else 'recorded decisions'}`: "
+        f"{summary['total_calls']} recorded calls of the last {simulation.days} days replayed.", "",
+        "| | calls |", "|---|---:|",
+        f"| change decision | {summary['changed_calls']} |",
+        f"| newly denied | {summary['newly_denied']} |",
+        f"| newly need approval | {summary['newly_require_approval']} |",
+        f"| newly allowed | {summary['newly_allowed']} |", "",
+        f"Approvals per day: {load['avg_per_day_before']} → {load['avg_per_day_after']}.",
+    ]
+    dead = simulation.report["rules"]["dead"]
+    if dead:
+        lines.append("Rules that never match a recorded call: " + ", ".join(f"`{r}`" for r in dead) + ".")
+    if gates["verdicts"] or gates["errors"]:
+        lines += ["", f"Gates ({gates['source']}):", "", "| gate | limit | result | |", "|---|---|---|---|"]
+        lines += [f"| `{v['gate']}` | {v['limit']} | {v['detail']} | {'pass' if v['passed'] else '**fail**'} |"
+                  for v in gates["verdicts"]]
+        lines += [f"| unreadable | | `{e['file']}:{e['line']}:{e['col']}`: {e['message']} | **fail** |"
+                  for e in gates["errors"]]
+    lines += ["", f"[Diff, simulation and example calls in Cordum]({change_url(change)})"]
+    return {"state": state, "description": description, "body": "\n".join(lines)}
+
+
+def policy_change_post(*, change) -> str:
+    """Post a change's result to its forge: the commit status of its head and, for a pull request, the one summary
+    comment (created once, then updated in place). The same result is never posted twice. Returns what was done;
+    raises forge.ForgeError (recorded on the change) when the forge refuses or cannot be reached."""
+    from cordum.simulation.forge import ForgeError, GitHubForge
+    from cordum.simulation.models import PolicyChange
+
+    forge = GitHubForge.for_repository(change.repository)
+    if forge is None:
+        return "not configured"
+    try:
+        with transaction.atomic():  # one poster per change at a time: two workers never write two comments
+            locked = PolicyChange.objects.select_for_update().get(pk=change.pk)
+            change.forge_posted, change.forge_comment_id = locked.forge_posted, locked.forge_comment_id
+            return _post(change=change, forge=forge)
+    except ForgeError as exc:
+        PolicyChange.objects.filter(pk=change.pk).update(forge_error=str(exc))
+        raise
+
+
+def _post(*, change, forge) -> str:
+    from cordum.simulation.models import PolicyChange
+
+    outcome = policy_change_outcome(change=change)
+    if outcome is None:
+        return "nothing to post"
+    posted = f"{change.head_sha}:{outcome['state']}:{change.simulation_id or ''}"
+    if change.forge_posted == posted:
+        return "unchanged"
+    forge.set_status(sha=change.head_sha, state=outcome["state"], description=outcome["description"],
+                     target_url=change_url(change))
+    comment_id = change.forge_comment_id
+    number = _pull_request_number(change.ref)
+    if number is not None and outcome["body"]:
+        comment_id = forge.upsert_comment(issue_number=number, body=outcome["body"], comment_id=comment_id)
+    PolicyChange.objects.filter(pk=change.pk).update(forge_posted=posted, forge_comment_id=comment_id,
+                                                     forge_error="")
+    return outcome["state"]
+
+
+def policy_changes_post_enqueue(*, change_ids: list[int]) -> None:
+    """Post these changes' results after the current transaction commits (each a task that retries)."""
+    from cordum.simulation.tasks import policy_change_post_task
+
+    for pk in change_ids:
+        transaction.on_commit(lambda pk=pk: policy_change_post_task.delay(pk))
