@@ -213,9 +213,10 @@ def _reference_for(simulation: Simulation):
 
 
 class _Progress:
-    def __init__(self, simulation: Simulation, total: int) -> None:
+    def __init__(self, simulation: Simulation, total: int, on_progress=None) -> None:
         self.pk, self.total, self.done = simulation.pk, total, 0
         self._last_rows, self._last_time = 0, time.monotonic()
+        self.on_progress = on_progress  # (done, message, total=) as cordum.common.progress.TerminalProgress takes
 
     def advance(self, rows: int) -> None:
         self.done += rows
@@ -229,6 +230,8 @@ class _Progress:
         fraction = min(self.done / self.total, 1.0) if self.total else 1.0
         Simulation.objects.filter(pk=self.pk).update(progress=fraction, rows_processed=self.done)
         _publish(self.pk)
+        if self.on_progress is not None:
+            self.on_progress(self.done, "replaying", total=self.total)
 
 
 def _batches(rows, size: int):
@@ -325,8 +328,9 @@ def simulation_replay(*, simulation: Simulation, candidate: Any, baseline: Any =
     return report
 
 
-def simulation_run(*, simulation: Simulation) -> Simulation:
-    """Run a queued simulation to completion (or failure). Safe to call twice: a finished one is left as is."""
+def simulation_run(*, simulation: Simulation, on_progress=None) -> Simulation:
+    """Run a queued simulation to completion (or failure). Safe to call twice: a finished one is left as is.
+    `on_progress(done, message, total=)` is told as calls are replayed (`manage.py simulate_changes` prints it)."""
     claimed = Simulation.objects.filter(
         pk=simulation.pk, status__in=[SimulationStatus.QUEUED, SimulationStatus.RUNNING]
     ).update(status=SimulationStatus.RUNNING, started_at=timezone.now(), progress=0.0, rows_processed=0)
@@ -339,7 +343,9 @@ def simulation_run(*, simulation: Simulation) -> Simulation:
         reference = _reference_for(simulation)
         total = selectors.evidence_window_count(window=selectors.Window.of(simulation))
         Simulation.objects.filter(pk=simulation.pk).update(rows_total=total)
-        progress = _Progress(simulation, total)
+        progress = _Progress(simulation, total, on_progress)
+        if on_progress is not None:
+            on_progress(0, "replaying", total=total)
         report = simulation_replay(simulation=simulation, candidate=candidate, baseline=baseline,
                                    reference=reference, progress=progress)
         report["window"] = {"start": simulation.window_start.isoformat(), "end": simulation.window_end.isoformat(),

@@ -231,3 +231,27 @@ def test_the_branch_list_state_says_how_many_calls_change_and_which_gates_fail(c
         f"/simulations/change-state/{git_repository.pk}/broken").content.decode()
     page = client.get(f"/policies/repositories/{git_repository.pk}/").content.decode()
     assert f'hx-get="/simulations/change-state/{git_repository.pk}/deny-env"' in page
+
+
+@pytest.mark.django_db
+def test_simulate_changes_runs_each_head_with_progress_and_exits_1_when_a_gate_fails(git_workspace, git_repository,
+                                                                                     recorded):
+    import io
+
+    from django.core.management import CommandError, call_command
+
+    git_workspace.commit(GATES, "Gates", path="cordum.yaml")
+    git_workspace.commit(CANDIDATE_POLICY, "Deny .env reads", branch="deny-env")
+    policy_services.sync_repository(repository=git_repository)
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(CommandError, match="1 change\\(s\\) fail: .*deny-env"):
+        call_command("simulate_changes", stdout=out, stderr=err)
+    slug = git_repository.organization.slug
+    assert f"simulate {slug}/policies deny-env: 100% (15/15 calls) completed" in err.getvalue()
+    assert ("deny-env: 5 of 15 calls change (5 newly denied, 0 newly need approval); gates fail: max_newly_denied "
+            "(max_newly_denied: 5 calls newly denied (33.33% of 15); at most 10% allowed)") in out.getvalue()
+    # Run again: the result is cached, nothing is replayed, the verdict is the same.
+    err2 = io.StringIO()
+    with pytest.raises(CommandError):
+        call_command("simulate_changes", stdout=io.StringIO(), stderr=err2)
+    assert "simulate " not in err2.getvalue() and Simulation.objects.count() == 1
