@@ -145,18 +145,24 @@ def _read_blob(repo, sha: str, path: str, max_bytes: int) -> str | None:
         return f"# {path} is {exc.size} bytes, over the limit of {max_bytes}: not read\n"
 
 
-def repository_change_heads(*, repository: PolicyRepository) -> list[dict]:
+def repository_change_heads(*, repository: PolicyRepository, known: dict | None = None) -> list[dict]:
     """Every branch and pull/merge request head except the live branch: {"ref", "head", "version"}, where
     version is the PolicyVersion of the newest commit on that head that touched the policy file (None before
-    it is synced)."""
+    it is synced). `known`: ref -> (head sha, version) from the last time; a head that has not moved since is
+    not walked again (a poll of a repository with many pull requests stays cheap)."""
     repo = gitrepo.open_cache(repository)
     heads = {ref: sha for ref, sha in (repository.branch_heads or {}).items() if ref != repository.branch}
     if repo is None or not heads:
         return []
-    shas = {ref: gitrepo.newest_commit_touching(repo, sha, repository.policy_path) for ref, sha in heads.items()}
+    known = known or {}
+    reused = {ref: known[ref][1] for ref, sha in heads.items()
+              if ref in known and known[ref][0] == sha and known[ref][1] is not None}
+    shas = {ref: gitrepo.newest_commit_touching(repo, sha, repository.policy_path)
+            for ref, sha in heads.items() if ref not in reused}
     versions = {v.commit_sha: v for v in PolicyVersion.objects.filter(repository=repository,
                                                                         commit_sha__in=set(shas.values()))}
-    return [{"ref": ref, "head": heads[ref], "version": versions.get(shas[ref])} for ref in sorted(heads)]
+    return [{"ref": ref, "head": heads[ref], "version": reused.get(ref) or versions.get(shas.get(ref))}
+            for ref in sorted(heads)]
 
 
 def repository_gates_text(*, repository: PolicyRepository) -> tuple[str | None, str]:

@@ -439,15 +439,16 @@ def policy_changes_refresh(*, repository) -> list:
     live = policy_selectors.live_version(repository=repository)
     gates_text, gates_commit = policy_selectors.repository_gates_text(repository=repository)
     watermark = selectors.evidence_watermark(organization_id=organization.pk)
-    previous = {c.ref: c.simulation for c in PolicyChange.objects.filter(repository=repository).select_related(
-        "simulation__candidate_version", "simulation__baseline_version")}
-    changes = []
-    heads = policy_selectors.repository_change_heads(repository=repository)
+    before = {c.ref: c for c in PolicyChange.objects.filter(repository=repository).select_related(
+        "version", "simulation__candidate_version", "simulation__baseline_version")}
+    changes, to_post = [], []
+    heads = policy_selectors.repository_change_heads(
+        repository=repository, known={ref: (c.head_sha, c.version) for ref, c in before.items()})
     for row in heads:
-        version = row["version"]
+        version, previous = row["version"], before.get(row["ref"])
         simulation = None
         if version is not None and version.is_valid and (live is None or version.content_sha256 != live.content_sha256):
-            simulation = previous.get(row["ref"])
+            simulation = previous.simulation if previous is not None else None
             if not _still_answers(simulation, version=version, live=live):
                 simulation = _change_simulation(organization=organization, version=version, live=live,
                                                 watermark=watermark)
@@ -457,9 +458,13 @@ def policy_changes_refresh(*, repository) -> list:
                       "gates_text": gates_text, "gates_commit": gates_commit, "updated_at": timezone.now()},
         )
         changes.append(change)
+        if previous is None or previous.forge_error or not previous.forge_posted or (
+                previous.head_sha, previous.simulation_id, previous.gates_commit) != (
+                change.head_sha, change.simulation_id, change.gates_commit):
+            to_post.append(change.pk)
     PolicyChange.objects.filter(repository=repository).exclude(ref__in=[row["ref"] for row in heads]).delete()
-    if repository.forge_repository:
-        policy_changes_post_enqueue(change_ids=[c.pk for c in changes])
+    if repository.forge_repository and to_post:
+        policy_changes_post_enqueue(change_ids=to_post)
     repository_id = repository.pk
     transaction.on_commit(lambda: _publish_channel(change_channel(repository_id)))
     return changes

@@ -131,3 +131,21 @@ def test_a_signed_webhook_for_a_fork_pull_request_ends_in_a_commit_status_throug
             assert github.changed.wait_for(lambda: 9 in github.comments, 30)
         assert "❌ gates fail" in next(iter(github.comments[9].values()))
         assert github.invalid == []
+
+
+@pytest.mark.django_db
+def test_a_poll_that_finds_nothing_new_sends_nothing_to_github(celery_eager, django_capture_on_commit_callbacks,
+                                                               git_workspace, git_repository, recorded):
+    with GitHubServer() as github:
+        _configure(git_repository, github)
+        head = _push_pull_request(git_workspace, CANDIDATE_POLICY, "Deny .env reads")
+        with django_capture_on_commit_callbacks(execute=True):
+            policy_services.sync_repository(repository=git_repository)
+            git_repository.refresh_from_db()
+            services.policy_changes_refresh(repository=git_repository)
+        assert [s["state"] for s in github.statuses[head]] == ["success"]  # simulated inline (eager), then posted
+        sent = len(github.requests)
+        with django_capture_on_commit_callbacks(execute=True):
+            services.policy_changes_refresh(repository=git_repository)
+        assert len(github.requests) == sent
+        assert github.invalid == []
