@@ -121,12 +121,13 @@ def evidence_watermark(*, organization_id: int) -> int:
     return ChainHead.objects.filter(organization_id=organization_id).values_list("seq", flat=True).first() or 0
 
 
-def evidence_args(*, organization_id: int, ids: list[int]) -> dict[int, str]:
-    """id -> args (canonical JSON text) for a batch of evidence records."""
+def evidence_args(*, organization_id: int, ids: list[int]) -> dict[int, tuple[str, str]]:
+    """id -> (args, facts) (canonical JSON text) for a batch of evidence records."""
     if not ids:
         return {}
-    rows = EvidenceRecord.objects.filter(organization_id=organization_id, id__in=ids).values_list("id", "args")
-    return dict(rows)
+    rows = EvidenceRecord.objects.filter(organization_id=organization_id, id__in=ids).values_list(
+        "id", "args", "facts")
+    return {pk: (args, facts) for pk, args, facts in rows}
 
 
 def evidence_decision_ids(*, organization_id: int, seqs: set[int]) -> dict[int, str]:
