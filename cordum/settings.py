@@ -150,6 +150,9 @@ CELERY_BEAT_SCHEDULE["policies-poll-repositories"] = {
     "task": "cordum.policies.tasks.repositories_poll_task",
     "schedule": timedelta(seconds=POLICY_POLL_INTERVAL),
 }
+# Tasks (by name, each given the repository id) enqueued after every completed sync: the policies app hands on
+# to the apps above it without importing them. The change simulation of every branch and pull request head:
+CORDUM_AFTER_SYNC_TASKS = ["cordum.simulation.tasks.policy_changes_refresh_task"]
 # Re-enqueue evidence batches whose message was lost (a Redis outage or restart): every N seconds, batches
 # staged at least N seconds ago.
 CORDUM_INGEST_SWEEP_SECONDS = int(os.environ.get("CORDUM_INGEST_SWEEP_SECONDS", "30"))
