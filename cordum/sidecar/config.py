@@ -14,6 +14,7 @@ upstreams:
   - {name: git, command: [python, -m, mcp_server_git, --repository, .]}
   - {name: fs, command: [npx, -y, "@modelcontextprotocol/server-filesystem", .], env: {DEBUG: "0"}}
   - {name: remote, url: https://tools.example.com/mcp, headers: {X-Team: payments}}
+  - {name: legacy, url: https://old.example.com/sse, transport: sse}   # the older HTTP+SSE transport
 trusted_keys: {k_2026_01: "<base64 raw Ed25519 public key>"}
 approvals: {poll_wait_seconds: 25, progress_interval_seconds: 5, max_wait_seconds: 900}
 hook: {approval_wait_seconds: 50, on_approval_timeout: policy, server: claude-code}
@@ -54,6 +55,10 @@ class UpstreamConfig:
     env: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    transport: str = "http"  # for url upstreams: "http" (streamable HTTP) or "sse" (the older HTTP+SSE transport)
+
+
+URL_TRANSPORTS = ("http", "sse")
 
 
 @dataclass(frozen=True)
@@ -158,7 +163,7 @@ class SidecarConfig:
 def _upstream(i: int, raw: Any) -> UpstreamConfig:
     where = f"upstreams[{i}]"
     _expect(isinstance(raw, dict), f"{where}: expected a mapping with name and command or url")
-    unknown = set(raw) - {"name", "command", "url", "env", "cwd", "headers"}
+    unknown = set(raw) - {"name", "command", "url", "env", "cwd", "headers", "transport"}
     _expect(not unknown, f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     name = raw.get("name")
     _expect(isinstance(name, str) and bool(_NAME_RE.match(name or "")),
@@ -178,10 +183,12 @@ def _upstream(i: int, raw: Any) -> UpstreamConfig:
     headers = raw.get("headers") or {}
     _expect(isinstance(headers, dict), f"{where}.headers: a mapping of strings")
     cwd = raw.get("cwd")
+    transport = raw.get("transport", "http")
+    _expect(transport in URL_TRANSPORTS, f"{where}.transport: one of {', '.join(URL_TRANSPORTS)}")
     return UpstreamConfig(
         name=name, command=list(command) if command else None, url=url,
         env={str(k): str(v) for k, v in env.items()}, cwd=os.path.expanduser(cwd) if cwd else None,
-        headers={str(k): str(v) for k, v in headers.items()},
+        headers={str(k): str(v) for k, v in headers.items()}, transport=transport,
     )
 
 

@@ -215,6 +215,9 @@ async def decide_hook_event(cfg: SidecarConfig, event: Any, *, agent_format: str
     try:
         verdict = decide_counted(svc, call)
         if verdict.unmapped:
+            # The terminal's answer never comes back to a hook: the hand-off is the outcome on record, and if the
+            # person lets the call run its PostToolUse appends `executed`.
+            svc.enforcer.record_outcome(verdict, "unknown", comment=ASKED_UNMAPPED, in_decision=False)
             result = answer("ask", f"Cordum: {verdict.reason}")
         elif verdict.decision == "allow":
             result = answer("allow", f"Allowed by Cordum policy rule {verdict.rule or 'defaults.decision'}: "
@@ -289,6 +292,7 @@ def record_post_tool_outcome(cfg: SidecarConfig, call: HookCall) -> str | None:
 
 
 ASKED_AT_TERMINAL = "no reviewer decided in time; handed to the person at the terminal (hook on_approval_timeout)"
+ASKED_UNMAPPED = "unmapped tool: handed to the person at the terminal, whose answer a hook does not see"
 
 
 def hook_fallback(setting: str, approval: dict) -> str:

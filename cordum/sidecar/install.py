@@ -135,7 +135,7 @@ def wrap_servers(servers: dict[str, Any], *, sidecar: list[str],
             # the policy judges the server by what it runs (the filesystem server named "files" is filesystem)
             identity = server_identity(upstream) or name
             new["args"] = [*sidecar[1:], "run", *policy_args, "--name", identity, "--", *upstream]
-        elif isinstance(entry.get("url"), str) and kind in HTTP_TYPES:
+        elif isinstance(entry.get("url"), str) and (kind in HTTP_TYPES or kind == "sse"):
             kept = [k for k in KEEP_REASONS if k in entry]
             if kept:
                 out[name] = entry
@@ -145,12 +145,14 @@ def wrap_servers(servers: dict[str, Any], *, sidecar: list[str],
             headers = [a for k, v in (entry.get("headers") or {}).items() for a in ("--header", f"{k}: {v}")]
             new["type"] = "stdio"
             new["command"] = sidecar[0]
-            new["args"] = [*sidecar[1:], "run", *policy_args, "--name", name, "--url", entry["url"], *headers]
+            transport = ["--transport", "sse"] if kind == "sse" else []
+            new["args"] = [*sidecar[1:], "run", *policy_args, "--name", name, "--url", entry["url"], *transport,
+                           *headers]
         else:
             out[name] = entry
             if isinstance(entry.get("url"), str):
-                notes.append(f"{name}: left as it is because the sidecar fronts only stdio and streamable HTTP "
-                             f"servers ({kind or 'no type'} here); the hook still gates it")
+                notes.append(f"{name}: left as it is because the sidecar fronts only stdio, streamable HTTP and "
+                             f"SSE servers ({kind or 'no type'} here); the hook still gates it")
             continue
         out[name] = new
         changed.append(name)

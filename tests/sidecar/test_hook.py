@@ -297,8 +297,11 @@ def test_a_tool_the_map_does_not_know_is_asked_about_naming_the_tool(tmp_path):
     decision, reason = decision_of(json.loads(answer.stdout))
     assert decision == "ask"
     assert "unmapped tool FrobnicateRepo of claude-code: add it to the tool map" in reason
-    [record] = Spool(tmp_path / "s.db").records()
+    record, handed_off = Spool(tmp_path / "s.db").records()
     assert record["decision"] == "require_approval" and record["rule"] is None
+    # the terminal's answer never reaches a hook: the hand-off is on record, so the decision is closed
+    assert handed_off["record_type"] == "outcome" and handed_off["outcome"] == "unknown"
+    assert handed_off["decision_id"] == record["decision_id"] and "person at the terminal" in handed_off["comment"]
 
 
 def test_an_mcp_call_to_a_server_behind_the_sidecar_is_left_to_the_sidecar_and_recorded_once(tmp_path):
@@ -319,4 +322,4 @@ def test_an_mcp_call_to_a_server_behind_the_sidecar_is_left_to_the_sidecar_and_r
     assert hook("mcp__files__read_text_file")[0] == "allow"  # the sidecar in front decides (and denies .env)
     assert hook("mcp__cordum__filesystem__read_text_file")[0] == "allow"  # the HTTP sidecar the docs name cordum
     assert hook("mcp__plain__read_text_file")[0] == "ask"  # not behind a sidecar: the hook decides
-    assert [r["server"] for r in Spool(tmp_path / "s.db").records()] == ["plain"]
+    assert [r["server"] for r in Spool(tmp_path / "s.db").records() if r["record_type"] == "decision"] == ["plain"]
