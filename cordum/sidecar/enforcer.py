@@ -157,6 +157,7 @@ class Enforcer:
         self.no_policy_reason = "no valid policy bundle is loaded"
         self.no_policy_detail = None  # optional callable -> str|None (e.g. the bundle client's last error)
         self.counters = Counters()
+        self.telemetry = None  # a sidecar.telemetry.Telemetry when OTLP or Prometheus is on; None costs nothing
 
     # -- the policy in force --------------------------------------------------------------------
 
@@ -277,6 +278,8 @@ class Enforcer:
         verdict.seq = self.spool.add(record)
         if self.on_record is not None:
             self.on_record()
+        if self.telemetry is not None:
+            self.telemetry.decided(record)
         return verdict
 
     # -- tool results -----------------------------------------------------------------------------
@@ -301,6 +304,8 @@ class Enforcer:
         (secrets masked: kinds and counts)."""
         duration_ms = int((time.monotonic() - verdict.started) * 1000)
         final = outcome not in NON_FINAL_OUTCOMES
+        if self.telemetry is not None:
+            self.telemetry.outcome(verdict.record, outcome, final=final, facts=facts)
         if in_decision and outcome in DECISION_OUTCOMES and verdict.record.get("outcome") is None \
                 and verdict.seq is not None:
             updated = dict(verdict.record, outcome=outcome)
