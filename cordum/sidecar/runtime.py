@@ -80,8 +80,10 @@ class Services:
 
     def health(self) -> dict[str, Any]:
         """What telemetry reports about the sidecar itself (read from its exporter's or scraper's thread)."""
-        primary = self.enforcer.primary
-        return {"spool_backlog": self.spool.depth(), "policy_version": primary.version if primary else None}
+        primary, uploader = self.enforcer.primary, self.uploader
+        return {"spool_backlog": self.spool.depth(), "policy_version": primary.version if primary else None,
+                "last_upload_at": uploader.last_upload_at if uploader else None,
+                "upload_failing": bool(uploader.last_error) if uploader else None}
 
     def attach_telemetry(self, *, listener: bool = False) -> None:
         """Turn on OTLP and/or Prometheus as sidecar.yaml and the environment say (both off by default)."""

@@ -223,6 +223,16 @@ class _Prometheus:
                                            "0 while every call is denied for want of one.", labels=["policy_version"])
                 policy.add_metric([state.get("policy_version") or ""], 1 if state.get("policy_version") else 0)
                 yield from (waiting, backlog, policy)
+                if state.get("upload_failing") is not None:  # online sidecars only
+                    failing = GaugeMetricFamily("cordum_sidecar_upload_failing", "1 while evidence uploads to the "
+                                                "control plane fail (they are retried; nothing is lost).")
+                    failing.add_metric([], 1 if state["upload_failing"] else 0)
+                    yield failing
+                if state.get("last_upload_at"):
+                    last = GaugeMetricFamily("cordum_sidecar_last_upload_timestamp_seconds", "When the control "
+                                             "plane last acknowledged an upload (Unix time).")
+                    last.add_metric([], state["last_upload_at"])
+                    yield last
 
             def describe(self):
                 return []
@@ -270,11 +280,23 @@ class Telemetry:
                 "cordum.sidecar.spool.backlog", unit="{record}", description="Evidence records waiting for upload.",
                 callbacks=[lambda _options: [Observation(self.health().get("spool_backlog") or 0)]])
             meter.create_observable_gauge(
+                "cordum.sidecar.upload.failing", description="1 while evidence uploads fail (online sidecars).",
+                callbacks=[lambda _options: self._observe("upload_failing", int)])
+            meter.create_observable_gauge(
+                "cordum.sidecar.upload.last", unit="s", description="When the control plane last acknowledged an "
+                "upload (Unix time).", callbacks=[lambda _options: self._observe("last_upload_at", float)])
+            meter.create_observable_gauge(
                 "cordum.sidecar.policy.in_force", description="1 while a valid policy is enforced, else 0.",
                 callbacks=[lambda _options: [Observation(1 if self.health().get("policy_version") else 0)]])
 
     def set_health(self, health: Callable[[], dict[str, Any]]) -> None:
         self._health = health
+
+    def _observe(self, key: str, kind: type) -> list:
+        from opentelemetry.metrics import Observation
+
+        value = self.health().get(key)
+        return [] if value is None else [Observation(kind(value))]
 
     def health(self) -> dict[str, Any]:
         try:

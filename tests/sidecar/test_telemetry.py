@@ -135,6 +135,7 @@ async def test_decisions_reach_an_otlp_receiver_as_spans_and_metrics_and_prometh
     assert prometheus["cordum_sidecar_spool_backlog"] == 5
     assert prometheus["cordum_sidecar_approvals_waiting"] == 0
     assert [v for k, v in prometheus.items() if k.startswith("cordum_sidecar_policy_in_force{")] == [1]
+    assert "cordum_sidecar_upload_failing" not in prometheus  # offline (--bundle): nothing is uploaded
 
 
 async def test_an_http_sidecar_serves_metrics_on_its_listener_and_refuses_foreign_hosts(fs_server_bin, project,

@@ -115,6 +115,7 @@ def test_a_held_and_approved_call_is_seen_in_otlp_and_prometheus_from_sidecar_an
     assert seen_while_held["cordum_sidecar_approvals_waiting"] == 1
     assert seen_while_held['cordum_sidecar_decisions_total{decision="require_approval"}'] == 1
     assert sidecar_after["cordum_sidecar_approvals_waiting"] == 0
+    assert sidecar_after["cordum_sidecar_upload_failing"] == 0  # online: uploads to the live server succeed
     assert sidecar_after['cordum_sidecar_call_outcomes_total{outcome="approved"}'] == 1
     assert sidecar_after['cordum_sidecar_call_outcomes_total{outcome="executed"}'] == 2
     assert sidecar_after[f'cordum_sidecar_policy_in_force{{policy_version="{w["bundle"].manifest["version"]}"}}'] == 1
@@ -128,6 +129,7 @@ def test_a_held_and_approved_call_is_seen_in_otlp_and_prometheus_from_sidecar_an
     assert held["attributes"]["cordum.outcome"] == "executed"
     assert held["events"] == [("cordum.approval", {"cordum.approval.outcome": "approved"})]
     assert held["attributes"]["cordum.policy_version"] == w["bundle"].manifest["version"]
+    assert receiver.metric("cordum.sidecar.upload.failing") == 0
 
     # the control plane over OTLP: approvals opened and decided, time to decision, ingestion
     org_id = str(w["org"].pk)
