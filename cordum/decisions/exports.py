@@ -37,6 +37,8 @@ def _cell(value) -> str:
     form (and the one to re-verify hashes against)."""
     if value is None:
         return ""
+    if isinstance(value, bool):  # as in JSON (and the JSONL export): true / false
+        return "true" if value else "false"
     if isinstance(value, list | dict):
         return orjson.dumps(value).decode()
     if isinstance(value, str):
