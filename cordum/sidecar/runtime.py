@@ -79,9 +79,10 @@ class Services:
         self.spool.close()
 
     def health(self) -> dict[str, Any]:
-        """What telemetry reports about the sidecar itself (read from its exporter's or scraper's thread)."""
+        """What telemetry reports about the sidecar itself (read from its exporter's or scraper's thread); the
+        spool's depth is a query, handed over uncalled so only the backlog gauge runs it."""
         primary, uploader = self.enforcer.primary, self.uploader
-        return {"spool_backlog": self.spool.depth(), "policy_version": primary.version if primary else None,
+        return {"spool_backlog": self.spool.depth, "policy_version": primary.version if primary else None,
                 "last_upload_at": uploader.last_upload_at if uploader else None,
                 "upload_failing": bool(uploader.last_error) if uploader else None}
 

@@ -193,6 +193,23 @@ def _span_attributes(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in attrs.items() if v is not None and v != ""}
 
 
+class _LazyState(dict):
+    """A health mapping whose callable values are called when read (None if that fails)."""
+
+    def get(self, key, default=None):
+        value = super().get(key, default)
+        if callable(value):
+            try:
+                return value()
+            except Exception:
+                log.debug("telemetry: %s unavailable", key, exc_info=True)
+                return None
+        return value
+
+    def __getitem__(self, key):
+        return self.get(key)
+
+
 class _Prometheus:
     """The sidecar's own registry (never the process-global one): counters and a latency histogram updated
     on each call, and gauges read at scrape time."""
@@ -251,7 +268,7 @@ class Telemetry:
 
     def __init__(self, *, otlp: OtlpProviders | None, prometheus: bool,
                  health: Callable[[], dict[str, Any]] | None = None):
-        self._health = health or (dict)
+        self._health = health or dict
         self._lock = threading.Lock()
         self._open: dict[str, Any] = {}      # decision_id -> span, until the call's final outcome
         self._waiting: set[str] = set()      # decision ids held for approval
@@ -299,11 +316,14 @@ class Telemetry:
         return [] if value is None else [Observation(kind(value))]
 
     def health(self) -> dict[str, Any]:
+        """The sidecar's state as `set_health` reports it. A value given as a callable (the spool's depth, a
+        query) is only computed when read, once per gauge per scrape or export."""
         try:
-            return self._health()
+            state = self._health()
         except Exception:  # read at scrape/export time, from another thread: never fatal
             log.debug("telemetry: health unavailable", exc_info=True)
             return {}
+        return _LazyState(state)
 
     # -- events from the enforcer -------------------------------------------------------------------
 
