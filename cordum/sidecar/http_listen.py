@@ -201,7 +201,7 @@ async def lifespan(receive, send) -> None:
 
 
 def metrics_served(svc: Services) -> bool:
-    return svc.telemetry is not None and svc.telemetry.prometheus is not None
+    return svc.telemetry is not None and svc.telemetry.registry is not None
 
 
 async def serve_metrics(svc: Services, scope, receive, send, *, allowed_hosts: list[str]) -> None:
@@ -217,7 +217,7 @@ async def serve_metrics(svc: Services, scope, receive, send, *, allowed_hosts: l
         await JSONResponse({"message": "method not allowed: GET /metrics"}, status_code=405,
                            headers={"Allow": "GET"})(scope, receive, send)
         return
-    body, content_type = await asyncio.to_thread(svc.telemetry.prometheus.exposition)
+    body, content_type = await asyncio.to_thread(svc.telemetry.exposition)
     await Response(body, media_type=content_type)(scope, receive, send)
 
 

@@ -19,11 +19,14 @@ outcomes, decision latency, approvals waiting, results with secrets masked, spoo
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
 import threading
 import time
+from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -174,7 +177,6 @@ def _span_attributes(record: dict[str, Any]) -> dict[str, Any]:
         "cordum.decision_id": record.get("decision_id"),
         "cordum.agent": record.get("agent"),
         "cordum.team": record.get("team"),
-        "cordum.environment": record.get("environment"),
         "cordum.session_id": record.get("session_id"),
         "cordum.server": record.get("server"),
         "cordum.tool": record.get("tool"),
@@ -185,10 +187,6 @@ def _span_attributes(record: dict[str, Any]) -> dict[str, Any]:
         "cordum.rule": record.get("rule"),
         "cordum.policy_version": record.get("policy_version"),
         "cordum.risk_tags": list(record.get("risk_tags") or []),
-        # the MCP semantic conventions' names, so generic MCP dashboards pick the spans up
-        "mcp.method.name": "tools/call",
-        "gen_ai.tool.name": record.get("tool"),
-        "mcp.session.id": record.get("session_id"),
     }
     return {k: v for k, v in attrs.items() if v is not None and v != ""}
 
@@ -210,110 +208,55 @@ class _LazyState(dict):
         return self.get(key)
 
 
-class _Prometheus:
-    """The sidecar's own registry (never the process-global one): counters and a latency histogram updated
-    on each call, and gauges read at scrape time."""
+class _Buckets:
+    """A latency histogram as Prometheus exposes it: counts per upper bound (cumulative on read), sum, count."""
 
-    def __init__(self, health: Callable[[], dict[str, Any]], approvals_waiting: Callable[[], int]):
-        from prometheus_client import CollectorRegistry, Counter, Histogram
-        from prometheus_client.core import GaugeMetricFamily
+    def __init__(self, bounds: tuple[float, ...]):
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
 
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.decisions = Counter("cordum_sidecar_decisions", "Tool calls decided, by decision.", ["decision"],
-                                 registry=self.registry)
-        self.outcomes = Counter("cordum_sidecar_call_outcomes", "Tool call outcomes (executed, failed, approved, "
-                                "denied, timed_out, cancelled, ...).", ["outcome"], registry=self.registry)
-        self.masked = Counter("cordum_sidecar_results_masked", "Tool results in which secrets were masked or "
-                              "that were withheld.", registry=self.registry)
-        self.latency = Histogram("cordum_sidecar_decision_latency_seconds", "Time to decide one call (policy, "
-                                 "limits, evidence record).", buckets=LATENCY_BUCKETS_SECONDS, registry=self.registry)
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
 
-        class Health:
-            def collect(self):
-                state = health()
-                waiting = GaugeMetricFamily("cordum_sidecar_approvals_waiting", "Calls held, waiting for a reviewer.")
-                waiting.add_metric([], approvals_waiting())
-                backlog = GaugeMetricFamily("cordum_sidecar_spool_backlog",
-                                            "Evidence records in the spool waiting for upload.")
-                backlog.add_metric([], state.get("spool_backlog") or 0)
-                policy = GaugeMetricFamily("cordum_sidecar_policy_in_force", "1 while a valid policy is enforced, "
-                                           "0 while every call is denied for want of one.", labels=["policy_version"])
-                policy.add_metric([state.get("policy_version") or ""], 1 if state.get("policy_version") else 0)
-                yield from (waiting, backlog, policy)
-                if state.get("upload_failing") is not None:  # online sidecars only
-                    failing = GaugeMetricFamily("cordum_sidecar_upload_failing", "1 while evidence uploads to the "
-                                                "control plane fail (they are retried; nothing is lost).")
-                    failing.add_metric([], 1 if state["upload_failing"] else 0)
-                    yield failing
-                if state.get("last_upload_at"):
-                    last = GaugeMetricFamily("cordum_sidecar_last_upload_timestamp_seconds", "When the control "
-                                             "plane last acknowledged an upload (Unix time).")
-                    last.add_metric([], state["last_upload_at"])
-                    yield last
-
-            def describe(self):
-                return []
-
-        self.registry.register(Health())
-
-    def exposition(self) -> tuple[bytes, str]:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+    def cumulative(self) -> tuple[list[tuple[str, int]], float]:
+        counts, total, out = list(self.counts), 0, []
+        for bound, n in zip((*map(str, self.bounds), "+Inf"), counts, strict=True):
+            total += n
+            out.append((bound, total))
+        return out, self.sum
 
 
 class Telemetry:
     """Called by the enforcer on each decision and outcome. Build it with `telemetry_from_settings`, which
-    returns None when everything is off (the enforcer then skips it entirely)."""
+    returns None when everything is off (the enforcer then skips it entirely).
+
+    On the call's path it only counts (plain dict increments, a histogram bucket): the Prometheus collector and
+    OTLP's observable counters read those totals when scraped or exported, from their own threads. The SDK work
+    (spans, the OTLP latency histogram) is handed to the event loop with `call_soon`, so it runs after the call
+    was forwarded or answered, not before."""
 
     def __init__(self, *, otlp: OtlpProviders | None, prometheus: bool,
                  health: Callable[[], dict[str, Any]] | None = None):
         self._health = health or dict
         self._lock = threading.Lock()
-        self._open: dict[str, Any] = {}      # decision_id -> span, until the call's final outcome
+        self._open: dict[str, tuple[int, dict[str, Any], list]] = {}  # decision_id -> (start ns, record, events)
         self._waiting: set[str] = set()      # decision ids held for approval
+        self.decisions: Counter[str] = Counter()
+        self.outcomes: Counter[str] = Counter()
+        self.masked: Counter[bool] = Counter()  # by withheld
+        self.latency = _Buckets(LATENCY_BUCKETS_SECONDS)
         self.otlp = otlp
         self.tracer = otlp.tracer if otlp else None
-        self.prometheus = _Prometheus(self.health, lambda: len(self._waiting)) if prometheus else None
+        self.registry = self._prometheus_registry() if prometheus else None  # None: Prometheus is off
         self._metrics_server: Any = None
-        meter = otlp.meter if otlp else None
-        self._otel = meter is not None
-        if meter is not None:
-            from opentelemetry.metrics import Observation
+        self._otel_latency = self._otel_instruments(otlp.meter) if otlp and otlp.meter is not None else None
 
-            self._decisions = meter.create_counter("cordum.sidecar.decisions", unit="{call}",
-                                                   description="Tool calls decided, by decision.")
-            self._outcomes = meter.create_counter("cordum.sidecar.call.outcomes", unit="{call}",
-                                                  description="Tool call outcomes.")
-            self._masked = meter.create_counter("cordum.sidecar.results.masked", unit="{result}",
-                                                description="Tool results with secrets masked or withheld.")
-            self._latency = meter.create_histogram("cordum.sidecar.decision.duration", unit="s",
-                                                   description="Time to decide one call.",
-                                                   explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_SECONDS)
-            meter.create_observable_gauge(
-                "cordum.sidecar.approvals.waiting", unit="{call}", description="Calls held for a reviewer.",
-                callbacks=[lambda _options: [Observation(len(self._waiting))]])
-            meter.create_observable_gauge(
-                "cordum.sidecar.spool.backlog", unit="{record}", description="Evidence records waiting for upload.",
-                callbacks=[lambda _options: [Observation(self.health().get("spool_backlog") or 0)]])
-            meter.create_observable_gauge(
-                "cordum.sidecar.upload.failing", description="1 while evidence uploads fail (online sidecars).",
-                callbacks=[lambda _options: self._observe("upload_failing", int)])
-            meter.create_observable_gauge(
-                "cordum.sidecar.upload.last", unit="s", description="When the control plane last acknowledged an "
-                "upload (Unix time).", callbacks=[lambda _options: self._observe("last_upload_at", float)])
-            meter.create_observable_gauge(
-                "cordum.sidecar.policy.in_force", description="1 while a valid policy is enforced, else 0.",
-                callbacks=[lambda _options: [Observation(1 if self.health().get("policy_version") else 0)]])
+    # -- what is exported, read from the exporters' threads -------------------------------------------
 
     def set_health(self, health: Callable[[], dict[str, Any]]) -> None:
         self._health = health
-
-    def _observe(self, key: str, kind: type) -> list:
-        from opentelemetry.metrics import Observation
-
-        value = self.health().get(key)
-        return [] if value is None else [Observation(kind(value))]
 
     def health(self) -> dict[str, Any]:
         """The sidecar's state as `set_health` reports it. A value given as a callable (the spool's depth, a
@@ -325,37 +268,114 @@ class Telemetry:
             return {}
         return _LazyState(state)
 
-    # -- events from the enforcer -------------------------------------------------------------------
+    def _otel_instruments(self, meter: Any) -> Any:
+        from opentelemetry.metrics import Observation
+
+        def totals(counter: Counter, attribute: str):
+            return lambda _options: [Observation(n, {attribute: key}) for key, n in dict(counter).items()]
+
+        def state(key: str, kind: type):
+            def observe(_options):
+                value = self.health().get(key)
+                return [] if value is None else [Observation(kind(value))]
+            return observe
+
+        meter.create_observable_counter("cordum.sidecar.decisions", unit="{call}", description="Tool calls "
+                                        "decided, by decision.", callbacks=[totals(self.decisions, "cordum.decision")])
+        meter.create_observable_counter("cordum.sidecar.call.outcomes", unit="{call}", description="Tool call "
+                                        "outcomes.", callbacks=[totals(self.outcomes, "cordum.outcome")])
+        meter.create_observable_counter("cordum.sidecar.results.masked", unit="{result}", description="Tool results "
+                                        "with secrets masked or withheld.", callbacks=[totals(self.masked,
+                                                                                              "cordum.withheld")])
+        meter.create_observable_gauge("cordum.sidecar.approvals.waiting", unit="{call}", description="Calls held "
+                                      "for a reviewer.", callbacks=[lambda _o: [Observation(len(self._waiting))]])
+        meter.create_observable_gauge("cordum.sidecar.spool.backlog", unit="{record}", description="Evidence "
+                                      "records waiting for upload.", callbacks=[state("spool_backlog", int)])
+        meter.create_observable_gauge("cordum.sidecar.upload.failing", description="1 while evidence uploads fail "
+                                      "(online sidecars).", callbacks=[state("upload_failing", int)])
+        meter.create_observable_gauge("cordum.sidecar.upload.last", unit="s", description="When the control plane "
+                                      "last acknowledged an upload (Unix time).",
+                                      callbacks=[state("last_upload_at", float)])
+        meter.create_observable_gauge("cordum.sidecar.policy.in_force", description="1 while a valid policy is "
+                                      "enforced, else 0.", callbacks=[lambda _o: [Observation(
+                                          1 if self.health().get("policy_version") else 0)]])
+        return meter.create_histogram("cordum.sidecar.decision.duration", unit="s", description="Time to decide "
+                                      "one call.", explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_SECONDS)
+
+    def _prometheus_registry(self) -> Any:
+        """The sidecar's own registry (never the process-global one), collected from the totals at scrape time."""
+        from prometheus_client import CollectorRegistry
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        telemetry = self
+
+        def counter(name: str, text: str, label: str, totals: Counter) -> Any:
+            family = CounterMetricFamily(name, text, labels=[label] if label else [])
+            for key, n in sorted(dict(totals).items(), key=lambda kv: str(kv[0])):
+                family.add_metric([str(key)] if label else [], n)
+            return family
+
+        def gauge(name: str, text: str, value: float, labels: dict[str, str] | None = None) -> Any:
+            family = GaugeMetricFamily(name, text, labels=list(labels or {}))
+            family.add_metric(list((labels or {}).values()), value)
+            return family
+
+        class Collector:
+            def collect(self):
+                yield counter("cordum_sidecar_decisions", "Tool calls decided, by decision.", "decision",
+                              telemetry.decisions)
+                yield counter("cordum_sidecar_call_outcomes", "Tool call outcomes (executed, failed, approved, "
+                              "denied, timed_out, cancelled, blocked, ...).", "outcome", telemetry.outcomes)
+                yield counter("cordum_sidecar_results_masked", "Tool results in which secrets were masked or "
+                              "that were withheld.", "", Counter({"": sum(telemetry.masked.values())}))
+                latency = HistogramMetricFamily("cordum_sidecar_decision_latency_seconds", "Time to decide one call "
+                                                "(policy, limits, evidence record).")
+                buckets, total = telemetry.latency.cumulative()
+                latency.add_metric([], buckets, sum_value=total)
+                yield latency
+                state = telemetry.health()
+                yield gauge("cordum_sidecar_approvals_waiting", "Calls held, waiting for a reviewer.",
+                            len(telemetry._waiting))
+                yield gauge("cordum_sidecar_spool_backlog", "Evidence records in the spool waiting for upload.",
+                            state.get("spool_backlog") or 0)
+                version = state.get("policy_version")
+                yield gauge("cordum_sidecar_policy_in_force", "1 while a valid policy is enforced, 0 while every "
+                            "call is denied for want of one.", 1 if version else 0, {"policy_version": version or ""})
+                if state.get("upload_failing") is not None:  # online sidecars only
+                    yield gauge("cordum_sidecar_upload_failing", "1 while evidence uploads to the control plane "
+                                "fail (they are retried; nothing is lost).", 1 if state["upload_failing"] else 0)
+                if state.get("last_upload_at"):
+                    yield gauge("cordum_sidecar_last_upload_timestamp_seconds", "When the control plane last "
+                                "acknowledged an upload (Unix time).", state["last_upload_at"])
+
+            def describe(self):
+                return []
+
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(Collector())
+        return registry
+
+    def exposition(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    # -- events from the enforcer, on the call's path -------------------------------------------------
 
     @_never_raises
     def decided(self, record: dict[str, Any]) -> None:
         decision = record.get("decision") or ""
         latency = (record.get("latency_us") or 0) / 1_000_000
-        decision_id = record.get("decision_id") or ""
+        closed = record.get("outcome")  # a denied call ends here ("blocked")
+        self.decisions[decision] += 1
+        self.latency.observe(latency)
+        if closed:
+            self.outcomes[closed] += 1
         if decision == "require_approval":
             with self._lock:
-                self._waiting.add(decision_id)
-        closed = record.get("outcome")  # a denied call ends here ("blocked")
-        if self.prometheus is not None:
-            self.prometheus.decisions.labels(decision).inc()
-            self.prometheus.latency.observe(latency)
-            if closed:
-                self.prometheus.outcomes.labels(closed).inc()
-        if self._otel:
-            attrs = {"cordum.decision": decision}
-            self._decisions.add(1, attrs)
-            self._latency.record(latency, attrs)
-            if closed:
-                self._outcomes.add(1, {"cordum.outcome": closed})
-        if self.tracer is not None:
-            span = self.tracer.start_span(SPAN_NAME, attributes=_span_attributes(record),
-                                          start_time=time.time_ns() - int(latency * 1e9))
-            if closed:
-                span.set_attribute("cordum.outcome", closed)
-                span.end()
-            else:
-                with self._lock:
-                    self._open[decision_id] = span
+                self._waiting.add(record.get("decision_id") or "")
+        if self._otel_latency is not None or self.tracer is not None:
+            _soon(self._export_decision, record, decision, latency, time.time_ns() - int(latency * 1e9))
 
     @_never_raises
     def outcome(self, record: dict[str, Any], outcome: str, *, final: bool, facts: dict[str, Any] | None) -> None:
@@ -363,45 +383,67 @@ class Telemetry:
         with self._lock:
             was_waiting = decision_id in self._waiting
             self._waiting.discard(decision_id)
-            span = self._open.pop(decision_id, None) if final else self._open.get(decision_id)
-        if self.prometheus is not None:
-            self.prometheus.outcomes.labels(outcome).inc()
-            if facts:
-                self.prometheus.masked.inc()
-        if self._otel:
-            self._outcomes.add(1, {"cordum.outcome": outcome})
-            if facts:
-                self._masked.add(1, {"cordum.withheld": bool(facts.get("withheld"))})
-        if span is not None:
-            self._annotate(span, outcome, was_waiting=was_waiting, final=final, facts=facts)
-
-    @staticmethod
-    def _annotate(span: Any, outcome: str, *, was_waiting: bool, final: bool, facts: dict[str, Any] | None) -> None:
-        if was_waiting:
-            span.add_event("cordum.approval", {"cordum.approval.outcome": outcome})
+        self.outcomes[outcome] += 1
         if facts:
-            span.set_attribute("cordum.result.masked", sum((facts.get("masked") or {}).values()))
-            span.set_attribute("cordum.result.withheld", bool(facts.get("withheld")))
-        if final:
-            span.set_attribute("cordum.outcome", outcome)
-            if outcome == "failed":
-                from opentelemetry.trace import Status, StatusCode
+            self.masked[bool(facts.get("withheld"))] += 1
+        if self.tracer is not None:
+            _soon(self._export_outcome, decision_id, outcome, final, facts, was_waiting, time.time_ns())
 
-                span.set_status(Status(StatusCode.ERROR, "the upstream call failed"))
-            span.end()
+    # -- SDK work, after the call was forwarded or answered -------------------------------------------
+
+    @_never_raises
+    def _export_decision(self, record: dict[str, Any], decision: str, latency: float, start_ns: int) -> None:
+        if self._otel_latency is not None:
+            self._otel_latency.record(latency, {"cordum.decision": decision})
+        if self.tracer is None:
+            return
+        if record.get("outcome"):
+            self._emit(record, start_ns, [], record["outcome"], None, end_ns=None)
+        else:
+            with self._lock:
+                self._open[record.get("decision_id") or ""] = (start_ns, record, [])
+
+    @_never_raises
+    def _export_outcome(self, decision_id: str, outcome: str, final: bool, facts: dict[str, Any] | None,
+                        was_waiting: bool, at_ns: int) -> None:
+        with self._lock:
+            entry = self._open.pop(decision_id, None) if final else self._open.get(decision_id)
+        if entry is None:
+            return
+        start_ns, record, events = entry
+        if was_waiting:
+            events.append(("cordum.approval", {"cordum.approval.outcome": outcome}, at_ns))
+        if final:
+            self._emit(record, start_ns, events, outcome, facts, end_ns=at_ns)
+
+    def _emit(self, record: dict[str, Any], start_ns: int, events: list, outcome: str,
+              facts: dict[str, Any] | None, *, end_ns: int | None) -> None:
+        attributes = _span_attributes(record)
+        attributes["cordum.outcome"] = outcome
+        if facts:
+            attributes["cordum.result.masked"] = sum((facts.get("masked") or {}).values())
+            attributes["cordum.result.withheld"] = bool(facts.get("withheld"))
+        span = self.tracer.start_span(SPAN_NAME, attributes=attributes, start_time=start_ns)
+        for name, attrs, at in events:
+            span.add_event(name, attrs, timestamp=at)
+        if outcome == "failed":
+            from opentelemetry.trace import Status, StatusCode
+
+            span.set_status(Status(StatusCode.ERROR, "the upstream call failed"))
+        span.end(end_time=end_ns)
 
     # -- serving and stopping -----------------------------------------------------------------------
 
     def serve_metrics(self, address: str) -> bool:
         """Serve /metrics on HOST:PORT from a thread. False (with a warning) when the port is taken, e.g. by
         another sidecar started from the same config: telemetry never stops a sidecar."""
-        if self.prometheus is None:
+        if self.registry is None:
             return False
         from prometheus_client import start_http_server
 
         host, port = prometheus_address(address)
         try:
-            self._metrics_server, _thread = start_http_server(port, addr=host, registry=self.prometheus.registry)
+            self._metrics_server, _thread = start_http_server(port, addr=host, registry=self.registry)
         except OSError as exc:
             log.warning("telemetry: cannot serve /metrics", extra={"address": address, "error": str(exc)})
             return False
@@ -412,15 +454,25 @@ class Telemetry:
         with self._lock:
             left = list(self._open.values())
             self._open.clear()
-        for span in left:  # calls whose outcome never came: closed, saying so
-            span.set_attribute("cordum.outcome", "unknown")
-            span.end()
+        for start_ns, record, events in left:  # calls whose outcome never came: closed, saying so
+            self._emit(record, start_ns, events, "unknown", None, end_ns=None)
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
             self._metrics_server = None
         if self.otlp is not None:
             self.otlp.shutdown()
+
+
+def _soon(fn: Callable[..., Any], *args: Any) -> None:
+    """Run `fn` on the running event loop once the current step (forwarding or answering the call) is done;
+    at once when there is no loop."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        fn(*args)
+        return
+    loop.call_soon(fn, *args)
 
 
 def telemetry_from_settings(settings: TelemetrySettings, *, sidecar_id: str, agent: str, environment: str,

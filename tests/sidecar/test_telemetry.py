@@ -97,7 +97,7 @@ async def test_decisions_reach_an_otlp_receiver_as_spans_and_metrics_and_prometh
     assert read["cordum.agent"] == "claude-code-mo" and read["cordum.session_id"].startswith("sess_")
     assert read["cordum.rule"] == "allow-reads" and read["cordum.action"] == "read.file"
     assert read["cordum.target"] == str(project / "README.md") and read["cordum.outcome"] == "executed"
-    assert read["cordum.policy_version"].startswith("local:safety.yaml@") and read["gen_ai.tool.name"] == "read_text_file"
+    assert read["cordum.policy_version"].startswith("local:safety.yaml@") and read["cordum.tool"] == "read_text_file"
     assert spans["read_text_file:deny"]["attributes"]["cordum.rule"] == "deny-secrets"
     write = spans["write_file:deny"]["attributes"]
     assert write["cordum.outcome"] == "blocked" and write["cordum.rule"] == "deny-writes"
