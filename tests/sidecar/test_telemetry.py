@@ -194,3 +194,16 @@ def test_telemetry_is_off_unless_asked_for(monkeypatch):
 def test_a_bad_telemetry_setting_is_refused_naming_it(raw, field):
     with pytest.raises(ConfigError, match=field):
         config_from_dict({"telemetry": raw})
+
+
+def test_status_says_what_a_sidecar_started_here_would_export(tmp_path):
+    import json
+    import subprocess
+
+    config = write_config(tmp_path / "sidecar.yaml", spool=str(tmp_path / "spool.db"), telemetry={"otlp": "auto"})
+    status = [sys.executable, "-m", "cordum.sidecar", "status", "--config", str(config)]
+    quiet = json.loads(subprocess.run(status, capture_output=True, env=sidecar_env(), check=True).stdout)
+    assert quiet["telemetry"] == {"otlp": False, "otlp_endpoint": None, "prometheus": "off"}
+    env = sidecar_env(OTEL_EXPORTER_OTLP_ENDPOINT="http://collector:4318", CORDUM_SIDECAR_METRICS="127.0.0.1:9464")
+    on = json.loads(subprocess.run(status, capture_output=True, env=env, check=True).stdout)
+    assert on["telemetry"] == {"otlp": True, "otlp_endpoint": "http://collector:4318", "prometheus": "127.0.0.1:9464"}
