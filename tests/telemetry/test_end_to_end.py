@@ -7,28 +7,121 @@ from the sidecar (while the call is held, and after) and from the control plane.
 import asyncio
 import os
 import socket
+import subprocess
 import sys
 import urllib.request
 from contextlib import asynccontextmanager
+from pathlib import Path
 
+import git
 import pytest
+import yaml
+from django.db import connection
 from rest_framework.test import APIClient
 
+from cordum.accounts.choices import Role
+from cordum.approvals import services as approval_services
+from cordum.approvals.models import ApprovalRequest
 from cordum.common import telemetry
+from cordum.common.notify import wait_for
 from cordum.decisions.models import EvidenceRecord
-from tests.approvals.test_end_to_end import (  # noqa: F401  (fixtures)
-    REPO,
-    fs_server_bin,
-    in_thread,
-    wait_for_evidence,
-    wait_for_request,
-    world,
-)
+from cordum.policies import services as policy_services
+from cordum.policies.models import PolicyBundle, SigningKey
+from cordum.sidecar.bundles import BundleStore
+from tests.factories import MembershipFactory, OrganizationFactory, TeamFactory, UserFactory, agent_with_token
 from tests.telemetry.otlp_receiver import OtlpReceiver
+
+REPO = Path(__file__).resolve().parents[2]
+FS_SERVER = REPO / "node_modules" / ".bin" / "mcp-server-filesystem"
+POLICY = """version: v1
+defaults:
+  decision: deny
+  approval: {timeout: 15m, on_timeout: deny, reviewers: ["role:reviewer"], allow_self_approval: false}
+tools:
+  - {server: filesystem, tool: ["read_*", "list_*"], topic: job.mcp-bridge.read.file}
+  - {server: filesystem, tool: [write_file, edit_file], topic: job.mcp-bridge.write.file, target: "{path}", write: true}
+rules:
+  - {id: allow-code-read, match: {topics: ["job.mcp-bridge.read.*"]}, decision: allow, reason: "File reads are safe"}
+  - id: approve-file-writes
+    match: {topics: ["job.mcp-bridge.write.*"]}
+    decision: require_approval
+    reason: "File writes pause for developer review"
+"""
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 METRICS_TOKEN = "scrape-me-0123456789"
+
+
+@pytest.fixture
+def world(tmp_path, settings, live_server, celery_eager):
+    """An org whose policy repository (real git) is synced and published as a signed bundle, a reviewer, an
+    agent with a token, a project, and a sidecar.yaml pointing at the live control plane."""
+    if not FS_SERVER.exists():
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=REPO, check=True)
+    settings.CORDUM_GIT_CACHE_DIR = tmp_path / "git-cache"
+    org = OrganizationFactory(slug="acme-telemetry")
+    payments = TeamFactory(organization=org, slug="payments", name="Payments")
+    owner = MembershipFactory(organization=org, role=Role.MEMBER, user=UserFactory(username="mo"))
+    alice = MembershipFactory(organization=org, role=Role.REVIEWER, user=UserFactory(username="alice",
+                                                                                     email="alice@example.com"))
+    _agent, issued = agent_with_token(organization=org, name="claude-code-mo", team=payments, owner=owner.user)
+    repo = git.Repo.init(tmp_path / "policies", initial_branch="main")
+    with repo.config_writer() as config:
+        config.set_value("user", "name", "Pat Author")
+        config.set_value("user", "email", "pat@example.com")
+        config.set_value("commit", "gpgsign", "false")
+    (tmp_path / "policies" / "safety.yaml").write_text(POLICY)
+    repo.index.add(["safety.yaml"])
+    repo.index.commit("File writes need approval")
+    repo.create_tag("v1.0.0")
+    policy_services.signing_key_create(organization=org)
+    repository, _secret = policy_services.repository_create(organization=org, actor=None, name="policies",
+                                                            url=str(tmp_path / "policies"))
+    assert policy_services.sync_repository(repository=repository).published_bundle
+    bundle = PolicyBundle.objects.filter(organization=org).order_by("-sequence").first()
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "src" / "app.py").write_text("DEBUG = True\n")
+    BundleStore(tmp_path / "bundle.json").save(bundle.bundle)
+    config = {
+        "control_plane": live_server.url, "token_env": "CORDUM_AGENT_TOKEN", "agent": "claude-code-mo",
+        "team": "payments", "environment": "dev", "spool": str(tmp_path / "spool.db"),
+        "bundle_store": str(tmp_path / "bundle.json"),
+        "trusted_keys": {k.key_id: k.public_key for k in SigningKey.objects.filter(organization=org)},
+        "approvals": {"poll_wait_seconds": 10, "progress_interval_seconds": 1},
+        "upload": {"interval_seconds": 0.2}, "heartbeat": {"interval_seconds": 3600},
+        "upstreams": [{"name": "filesystem", "command": [str(FS_SERVER), str(project)]}],
+    }
+    (tmp_path / "sidecar.yaml").write_text(yaml.safe_dump(config))
+    return {"org": org, "alice": alice, "token": issued.plaintext, "project": project,
+            "config": tmp_path / "sidecar.yaml", "bundle": bundle, "log": tmp_path / "sidecar.log"}
+
+
+def in_thread(fn):
+    """Run DB work off the event loop, on its own connection (closed afterwards)."""
+
+    def run():
+        try:
+            return fn()
+        finally:
+            connection.close()
+
+    return asyncio.to_thread(run)
+
+
+def wait_for_request(org) -> ApprovalRequest:
+    found = wait_for(approval_services.approvals_org_channel(org.pk), 60,
+                     lambda: ApprovalRequest.objects.filter(organization=org).first())
+    assert found is not None, "the sidecar never opened an approval request"
+    return found
+
+
+def wait_for_executed(org, decision_id) -> None:
+    def check():
+        return EvidenceRecord.objects.filter(organization=org, decision_id=decision_id, outcome="executed").exists()
+
+    assert wait_for(f"evidence:{org.pk}", 60, check), "the executed outcome never reached the trail"
 
 
 def free_port() -> int:
@@ -65,9 +158,9 @@ async def sidecar_session(w, env):
 
 
 def test_a_held_and_approved_call_is_seen_in_otlp_and_prometheus_from_sidecar_and_control_plane(
-        world, live_server, settings, monkeypatch):  # noqa: F811
+        world, live_server, settings, monkeypatch):
     settings.CORDUM_METRICS_TOKEN = METRICS_TOKEN
-    w = world()
+    w = world
     metrics_port = free_port()
     sidecar_metrics = f"http://127.0.0.1:{metrics_port}/metrics"
     seen_while_held: dict[str, float] = {}
@@ -95,9 +188,7 @@ def test_a_held_and_approved_call_is_seen_in_otlp_and_prometheus_from_sidecar_an
 
                     await in_thread(approve)
                     written = await asyncio.wait_for(call, 120)
-                    await in_thread(lambda: wait_for_evidence(
-                        w["org"], request.decision_id,
-                        lambda rows: any(r.outcome == "executed" for r in rows)))
+                    await in_thread(lambda: wait_for_executed(w["org"], request.decision_id))
                     after = await asyncio.to_thread(scrape, sidecar_metrics)
                     return read, written, request, after
 
