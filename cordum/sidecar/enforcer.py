@@ -143,6 +143,8 @@ class Counters:
 class Enforcer:
     """Decides calls against the policy in force, spools one record per call, and records outcomes."""
 
+    telemetry = None  # a sidecar.telemetry.Telemetry when OTLP or Prometheus is on (runtime sets it); None costs nothing
+
     def __init__(self, *, spool: Spool, agent: str, environment: str, team: str | None, sidecar_id: str,
                  on_record=None, root: str | None = None):
         self.spool = spool
@@ -157,7 +159,6 @@ class Enforcer:
         self.no_policy_reason = "no valid policy bundle is loaded"
         self.no_policy_detail = None  # optional callable -> str|None (e.g. the bundle client's last error)
         self.counters = Counters()
-        self.telemetry = None  # a sidecar.telemetry.Telemetry when OTLP or Prometheus is on; None costs nothing
 
     # -- the policy in force --------------------------------------------------------------------
 
