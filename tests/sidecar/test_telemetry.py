@@ -207,3 +207,19 @@ def test_status_says_what_a_sidecar_started_here_would_export(tmp_path):
     env = sidecar_env(OTEL_EXPORTER_OTLP_ENDPOINT="http://collector:4318", CORDUM_SIDECAR_METRICS="127.0.0.1:9464")
     on = json.loads(subprocess.run(status, capture_output=True, env=env, check=True).stdout)
     assert on["telemetry"] == {"otlp": True, "otlp_endpoint": "http://collector:4318", "prometheus": "127.0.0.1:9464"}
+
+
+async def test_an_unreachable_collector_never_affects_enforcement(fs_server_bin, project, tmp_path):
+    policy = tmp_path / "safety.yaml"
+    policy.write_text(POLICY)
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": dead, "OTEL_BSP_SCHEDULE_DELAY": "50", "OTEL_METRIC_EXPORT_INTERVAL": "50"}
+    args = ["run", "--bundle", str(policy), "--spool", str(tmp_path / "spool.db"), "--", fs_server_bin, str(project)]
+    async with mcp_session(sidecar_params(args, cwd=project, env=env)) as session:
+        results = [await session.call_tool("read_text_file", {"path": str(project / "README.md")}) for _ in range(5)]
+        denied = await session.call_tool("read_text_file", {"path": str(project / ".env")})
+    assert [text_of(r) for r in results] == ["# hello from the project\n"] * 5
+    assert denied.is_error and "deny-secrets" in text_of(denied)
+    from cordum.sidecar.spool import Spool
+
+    assert [r["outcome"] for r in Spool(tmp_path / "spool.db").records()] == ["executed"] * 5 + ["blocked"]
