@@ -20,6 +20,7 @@ approvals: {poll_wait_seconds: 25, progress_interval_seconds: 5, max_wait_second
 hook: {approval_wait_seconds: 50, on_approval_timeout: policy, server: claude-code}
 upload: {batch_size: 500, linger_seconds: 0.05, interval_seconds: 1.0, max_backoff_seconds: 60}
 heartbeat: {interval_seconds: 15}
+telemetry: {otlp: auto, prometheus: off}   # OTLP spans/metrics and Prometheus /metrics: docs/operations/telemetry.md
 ```
 """
 
@@ -33,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from cordum.sidecar.telemetry import TelemetryConfigError, TelemetrySettings
 
 DEFAULT_SPOOL = "~/.local/state/cordum/spool.db"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -124,6 +127,7 @@ class SidecarConfig:
     hook: HookSettings = HookSettings()
     upload: UploadSettings = UploadSettings()
     heartbeat_interval_seconds: float = 15.0
+    telemetry: TelemetrySettings = TelemetrySettings()
     sidecar_id: str | None = None
     source: str | None = None  # path the config was read from
 
@@ -194,7 +198,7 @@ def _upstream(i: int, raw: Any) -> UpstreamConfig:
 
 _TOP_KEYS = {
     "control_plane", "token_env", "token_file", "agent", "team", "environment", "spool", "bundle_store", "bundle",
-    "listen", "upstreams", "trusted_keys", "approvals", "hook", "upload", "heartbeat", "sidecar_id",
+    "listen", "upstreams", "trusted_keys", "approvals", "hook", "upload", "heartbeat", "sidecar_id", "telemetry",
 }
 
 
@@ -240,6 +244,10 @@ def config_from_dict(data: dict[str, Any], *, source: str | None = None) -> Side
         upload_settings = UploadSettings(**upload)
     except TypeError as exc:
         raise ConfigError(f"upload: {exc}") from exc
+    try:
+        telemetry = TelemetrySettings.from_dict(data.get("telemetry"))
+    except TelemetryConfigError as exc:
+        raise ConfigError(str(exc)) from exc
     _expect(hook_settings.on_approval_timeout in ("policy", "ask", "deny"),
             "hook.on_approval_timeout: policy, ask or deny")
     token_file = data.get("token_file")
@@ -260,6 +268,7 @@ def config_from_dict(data: dict[str, Any], *, source: str | None = None) -> Side
         hook=hook_settings,
         upload=upload_settings,
         heartbeat_interval_seconds=float(heartbeat.get("interval_seconds", 15.0)),
+        telemetry=telemetry,
         sidecar_id=data.get("sidecar_id"),
         source=source,
     )
