@@ -34,7 +34,9 @@ SIDECAR = "cordum-sidecar"
 # Claude Code's documented managed-settings directories (CORDUM_CLAUDE_MANAGED_DIR or --managed-dir override)
 MANAGED_DIRS = {"darwin": "/Library/Application Support/ClaudeCode", "linux": "/etc/claude-code",
                 "win32": "C:\\Program Files\\ClaudeCode"}
-CURSOR_HOOK_EVENTS = ("beforeShellExecution", "beforeMCPExecution", "beforeReadFile")
+CURSOR_HOOK_EVENTS = ("beforeShellExecution", "beforeMCPExecution", "beforeReadFile")  # decide (fail closed)
+CURSOR_RECORD_EVENTS = ("afterShellExecution", "afterMCPExecution", "afterFileEdit")  # record what happened
+CURSOR_RECORD_TIMEOUT = 10
 CURSOR_HOOK_TIMEOUT = 60  # seconds, like Claude Code's PreToolUse: room for a held approval's first poll
 
 
@@ -208,16 +210,18 @@ def add_claude_hook(settings: dict[str, Any], commands: dict[str, str], *, timeo
     return changed
 
 
-def add_cursor_hooks(doc: dict[str, Any], command: str) -> bool:
+def add_cursor_hooks(doc: dict[str, Any], decide: str, record: str) -> bool:
     doc.setdefault("version", 1)
     hooks = doc.setdefault("hooks", {})
     added = False
-    for event in CURSOR_HOOK_EVENTS:
-        entries = hooks.setdefault(event, [])
-        if any(_is_cordum_hook(e.get("command")) for e in entries if isinstance(e, dict)):
-            continue
-        entries.append({"command": command, "timeout": CURSOR_HOOK_TIMEOUT})
-        added = True
+    for events, command, timeout in ((CURSOR_HOOK_EVENTS, decide, CURSOR_HOOK_TIMEOUT),
+                                     (CURSOR_RECORD_EVENTS, record, CURSOR_RECORD_TIMEOUT)):
+        for event in events:
+            entries = hooks.setdefault(event, [])
+            if any(_is_cordum_hook(e.get("command")) for e in entries if isinstance(e, dict)):
+                continue
+            entries.append({"command": command, "timeout": timeout})
+            added = True
     return added
 
 
@@ -364,7 +368,8 @@ def plan_install(args: argparse.Namespace) -> Plan:
         if not args.no_hook:
             old_hooks = _read_json(hooks_path)
             doc = copy.deepcopy(old_hooks or {})
-            add_cursor_hooks(doc, _hook_command(sidecar, policy_args, "cursor"))
+            add_cursor_hooks(doc, _hook_command(sidecar, policy_args, "cursor"),
+                             _hook_command(sidecar, policy_args, "cursor", fail_closed=False))  # after: nothing to block
             plan.add(hooks_path, old_hooks, doc)
     return plan
 

@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from cordum.policy import Call, compile_policy, evaluate, load_policy_file
 from cordum.sidecar.spool import Spool
 
 from .conftest import POLICY, PYTHON, sidecar_env, write_config
@@ -230,6 +231,34 @@ def test_cursor_file_reads_and_mcp_calls_are_governed(tmp_path):
     assert [(r["server"], r["tool"]) for r in records] == [("claude-code", "Read"),
                                                             ("filesystem", "read_text_file"), ("claude-code", "Bash")]
     assert all("content" not in r["args"] for r in records)  # the file's content never enters evidence
+
+
+def test_cursor_after_events_close_the_calls_it_let_run_and_report_edits_it_could_not_gate(tmp_path):
+    ls = cursor("beforeShellExecution", command="ls -la", cwd="/work/project")
+    read = cursor("beforeMCPExecution", tool_name="read_text_file", tool_input=json.dumps({"path": "/work/project/a.py"}),
+                  command="npx -y @modelcontextprotocol/server-filesystem .")
+    assert run_hook(ls, tmp_path, "--agent-format", "cursor") == {"permission": "allow"}
+    assert run_hook(read, tmp_path, "--agent-format", "cursor") == {"permission": "allow"}
+    assert run_hook(dict(ls, hook_event_name="afterShellExecution", output="README.md"), tmp_path,
+                    "--agent-format", "cursor") == {}
+    assert run_hook(dict(read, hook_event_name="afterMCPExecution",
+                         result_json=json.dumps({"content": [], "isError": True})), tmp_path,
+                    "--agent-format", "cursor") == {}
+    edit_args = {"file_path": "/work/project/.env", "edits": [{"old_string": "A=1", "new_string": "A=2"}]}
+    edit = cursor("afterFileEdit", **edit_args)
+    assert run_hook(edit, tmp_path, "--agent-format", "cursor") == {}
+    records = Spool(tmp_path / "spool.db").records()
+    decisions = {r["tool"]: r for r in records if r["record_type"] == "decision"}
+    outcomes = {r["decision_id"]: r["outcome"] for r in records if r["record_type"] == "outcome"}
+
+    def final(record):
+        return record.get("outcome") or outcomes.get(record["decision_id"])
+
+    assert final(decisions["Bash"]) == "executed" and final(decisions["read_text_file"]) == "failed"
+    reported = decisions["Edit"]  # what the policy says of it, in shadow mode, and that it ran
+    would = evaluate(compile_policy(load_policy_file(POLICY).policy),
+                     Call(server="claude-code", tool="Edit", arguments=edit_args, root="/work/project"))
+    assert reported["mode"] == "shadow" and reported["decision"] == would.decision and final(reported) == "executed"
 
 
 @pytest.mark.parametrize("fmt", ["claude-code", "cursor"])

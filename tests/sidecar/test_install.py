@@ -116,11 +116,14 @@ def test_cursor_install_writes_mcp_json_and_hooks_json(tmp_path, fs_server_bin):
     mcp = json.loads((cursor_dir / "mcp.json").read_text())
     assert mcp["mcpServers"]["fs"]["args"][:3] == ["-m", "cordum.sidecar", "run"]
     hooks = json.loads((cursor_dir / "hooks.json").read_text())
-    assert hooks["hooks"]["afterFileEdit"] == [{"command": "./format.sh"}]
+    mine, ours = hooks["hooks"]["afterFileEdit"]
+    assert mine == {"command": "./format.sh"}  # theirs kept, first
     for event in ("beforeShellExecution", "beforeMCPExecution", "beforeReadFile"):
         [entry] = hooks["hooks"][event]
         assert "--agent-format cursor || " in entry["command"] and "\"permission\": \"deny\"" in entry["command"]
         assert entry["timeout"] == 60
+    for entry in (hooks["hooks"]["afterShellExecution"][0], hooks["hooks"]["afterMCPExecution"][0], ours):
+        assert entry["command"].endswith("--agent-format cursor") and entry["timeout"] == 10  # records only
     assert len(list(cursor_dir.glob("*.cordum-original"))) == 2
 
 
