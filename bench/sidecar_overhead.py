@@ -9,7 +9,10 @@ client's own cost is the same on every path and small):
   - cordum-sidecar: the real sidecar, including the policy decision, the SQLite spool write (WAL, committed
     before forwarding) and the outcome update;
   - cordum-sidecar, pinned: the same with a tools.lock pinning the server's tools (listed once, so every call
-    also looks its tool up in the drift table); tools/list itself is timed with and without the lock.
+    also looks its tool up in the drift table); tools/list itself is timed with and without the lock;
+  - cordum-sidecar with telemetry on: the same, plus a span per call and metrics exported over OTLP/HTTP (to a
+    local sink that answers like a collector) and Prometheus /metrics served (telemetry is off by default, when
+    it costs one `is None` test per call).
 Prints p50/p99 per path, what each adds over direct, and the sidecar process's RSS.
 
     .venv/bin/python bench/sidecar_overhead.py [--calls 3000]
@@ -25,7 +28,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from results import record
@@ -97,6 +102,28 @@ asyncio.run(main())
 """
 
 
+class OtlpSink(BaseHTTPRequestHandler):
+    """Takes OTLP/HTTP exports and answers 200 with an empty (valid) protobuf response, as a collector would."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -133,12 +160,20 @@ async def main(calls: int, warmup: int) -> None:
         sidecar = RawClient([sys.executable, "-m", "cordum.sidecar", "run", "--bundle", str(POLICY), "--spool",
                              str(Path(tmp) / "spool.db"), "--", str(FS), str(proj)], cwd=str(proj), env=env)
         relay = RawClient([sys.executable, "-c", PLAIN_RELAY, str(FS), str(proj)], cwd=str(proj))
+        sink = ThreadingHTTPServer(("127.0.0.1", 0), OtlpSink)
+        threading.Thread(target=sink.serve_forever, daemon=True).start()
+        telemetry_env = {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.server_address[1]}",
+                         "OTEL_METRIC_EXPORT_INTERVAL": "1000", "CORDUM_SIDECAR_METRICS": f"127.0.0.1:{free_port()}"}
+        observed = RawClient([sys.executable, "-m", "cordum.sidecar", "run", "--bundle", str(POLICY), "--spool",
+                              str(Path(tmp) / "spool-telemetry.db"), "--", str(FS), str(proj)], cwd=str(proj),
+                             env=telemetry_env)
         await direct.start()
         pinned_policy = _pinned_policy(Path(tmp), (await direct.request("tools/list", {}))["result"]["tools"])
         pinned = RawClient([sys.executable, "-m", "cordum.sidecar", "run", "--bundle", str(pinned_policy), "--spool",
                             str(Path(tmp) / "spool-pinned.db"), "--", str(FS), str(proj)], cwd=str(proj), env=env)
-        paths = (("direct", direct), ("relay", relay), ("sidecar", sidecar), ("pinned", pinned))
-        for c in (relay, sidecar, pinned):
+        paths = (("direct", direct), ("relay", relay), ("sidecar", sidecar), ("telemetry", observed),
+                 ("pinned", pinned))
+        for c in (relay, sidecar, observed, pinned):
             await c.start()
         args = {"name": "read_text_file", "arguments": {"path": str(target)}}
         lists: dict[str, list[float]] = {"sidecar": [], "pinned": []}
@@ -149,7 +184,7 @@ async def main(calls: int, warmup: int) -> None:
                 lists[key].append((time.perf_counter() - t0) * 1000)
         assert len(listed["result"]["tools"]) > 1, "pinning hid tools: the lock does not match the server"
         for _ in range(warmup):
-            for _key, c in paths:
+            for _, c in paths:
                 await c.request("tools/call", args)
         times: dict[str, list[float]] = {key: [] for key, _ in paths}
         results = {}
@@ -159,10 +194,13 @@ async def main(calls: int, warmup: int) -> None:
                 results[key] = await c.request("tools/call", args)
                 times[key].append((time.perf_counter() - t0) * 1000)
         assert results["direct"]["result"] == results["sidecar"]["result"], "the sidecar changed the result"
+        assert results["direct"]["result"] == results["telemetry"]["result"], "telemetry changed the result"
         assert results["direct"]["result"] == results["pinned"]["result"], "the pinned sidecar changed the result"
         rss = rss_mb(sidecar.proc.pid)
-        for _key, c in paths:
+        rss_telemetry = rss_mb(observed.proc.pid)
+        for _, c in paths:
             await c.close()
+        sink.shutdown()
         from cordum.sidecar.spool import Spool
 
         spooled = Spool(Path(tmp) / "spool.db").depth()
@@ -171,7 +209,8 @@ async def main(calls: int, warmup: int) -> None:
     print(f"sidecar overhead: server-filesystem read_text_file, {calls} calls per path, interleaved, same run")
     print(f"  {'path':<34}{'p50 ms':>9}{'p99 ms':>9}{'+p50 ms':>10}{'+p99 ms':>10}")
     for key, label in (("direct", "direct (baseline)"), ("relay", "plain orjson relay (no policy)"),
-                       ("sidecar", "through cordum-sidecar"), ("pinned", "cordum-sidecar with tools.lock")):
+                       ("sidecar", "through cordum-sidecar"), ("telemetry", "  ... with OTLP + Prometheus on"),
+                       ("pinned", "  ... with tools.lock")):
         p50, p99 = statistics.median(times[key]), pct(times[key], 0.99)
         print(f"  {label:<34}{p50:>9.3f}{p99:>9.3f}{p50 - d50:>10.3f}{p99 - d99:>10.3f}")
     s50 = statistics.median(times["sidecar"])
@@ -187,6 +226,15 @@ async def main(calls: int, warmup: int) -> None:
            baseline="direct p50", baseline_value=d50)
     record(benchmark="sidecar_overhead", figure="sidecar memory (RSS)", value=rss, unit="MB", target="<= 60 MB",
            met=rss <= 60)
+    t50, t99 = statistics.median(times["telemetry"]), pct(times["telemetry"], 0.99)
+    print(f"  telemetry on adds {t50 - s50:.3f} ms p50 and {t99 - s99:.3f} ms p99 over the same sidecar with it off "
+          f"(a span and metrics per call, exported over OTLP/HTTP); RSS {rss_telemetry:.1f} MB")
+    record(benchmark="sidecar_overhead", figure="added by telemetry on (OTLP + Prometheus), p50", value=t50 - s50,
+           unit="ms", baseline="sidecar, telemetry off, p50", baseline_value=s50)
+    record(benchmark="sidecar_overhead", figure="added by telemetry on (OTLP + Prometheus), p99", value=t99 - s99,
+           unit="ms", baseline="sidecar, telemetry off, p99", baseline_value=s99)
+    record(benchmark="sidecar_overhead", figure="sidecar memory with telemetry on (RSS)", value=rss_telemetry,
+           unit="MB", baseline="telemetry off", baseline_value=rss)
     n50 = statistics.median(times["pinned"])
     l50, lp50 = statistics.median(lists["sidecar"]), statistics.median(lists["pinned"])
     print(f"  tool pinning adds {n50 - s50:.3f} ms p50 per call; tools/list p50 {l50:.3f} ms without the lock, "

@@ -139,6 +139,10 @@ class Counters:
     require_approval: int = 0
     errors: int = 0
 
+    def count(self, decision: str) -> None:
+        """One more call decided `decision` (allow, deny or require_approval)."""
+        setattr(self, decision, getattr(self, decision) + 1)
+
     def to_dict(self) -> dict[str, int]:
         return {"allow": self.allow, "deny": self.deny, "require_approval": self.require_approval,
                 "errors": self.errors}
@@ -146,6 +150,8 @@ class Counters:
 
 class Enforcer:
     """Decides calls against the policy in force, spools one record per call, and records outcomes."""
+
+    telemetry = None  # a sidecar.telemetry.Telemetry when OTLP or Prometheus is on (runtime sets it); None costs nothing
 
     def __init__(self, *, spool: Spool, agent: str, environment: str, team: str | None, sidecar_id: str,
                  on_record=None, root: str | None = None):
@@ -340,15 +346,12 @@ class Enforcer:
             record.update(extra)
         verdict = Verdict(decision=decision, rule=rule, reason=reason, policy_version=version, record=record,
                           approval=approval, unmapped=unmapped)
-        if decision == "allow":
-            self.counters.allow += 1
-        elif decision == "deny":
-            self.counters.deny += 1
-        else:
-            self.counters.require_approval += 1
+        self.counters.count(decision)
         verdict.seq = self.spool.add(record)
         if self.on_record is not None:
             self.on_record()
+        if self.telemetry is not None:
+            self.telemetry.decided(record)
         return verdict
 
     # -- tool results -----------------------------------------------------------------------------
@@ -373,6 +376,8 @@ class Enforcer:
         (secrets masked: kinds and counts)."""
         duration_ms = int((time.monotonic() - verdict.started) * 1000)
         final = outcome not in NON_FINAL_OUTCOMES
+        if self.telemetry is not None:
+            self.telemetry.outcome(verdict.record, outcome, final=final, facts=facts)
         if in_decision and outcome in DECISION_OUTCOMES and verdict.record.get("outcome") is None \
                 and verdict.seq is not None:
             updated = dict(verdict.record, outcome=outcome)

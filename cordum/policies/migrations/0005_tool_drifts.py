@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('accounts', '0003_single_sign_on'),
-        ('policies', '0003_signingkey_endorsements_for_rotation'),
+        ('policies', '0004_forge_posting'),
     ]
 
     operations = [
