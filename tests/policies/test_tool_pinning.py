@@ -129,6 +129,9 @@ def test_a_drifted_tool_is_denied_the_control_plane_shows_the_diff_and_update_th
     assert f"?branch={drift.lock_branch}\"" in proposed_page  # links to the branch's versions
     review = client.get(f"/policies/versions/{version.pk}/").content.decode()
     assert "~ tools.lock docs/search: description changed" in review  # its diff to the live version
+    change = client.get(f"/simulations/changes/{repository.pk}/{drift.lock_branch}")
+    assert change.status_code == 200  # the branch's change page: its version, and the line diff of tools.lock
+    assert version.version in change.content.decode() and "tools.lock" in change.content.decode()
 
 
 @pytest.mark.django_db
