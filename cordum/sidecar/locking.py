@@ -110,10 +110,13 @@ async def list_tools(upstream: UpstreamConfig, *, timeout: float = 60.0) -> list
                 client = await stack.enter_async_context(httpx2.AsyncClient(headers=upstream.headers or None))
                 read, write = await stack.enter_async_context(streamable_http_client(upstream.url, http_client=client))
             else:
-                from mcp.client.stdio import StdioServerParameters, get_default_environment, stdio_client
+                from mcp.client.stdio import StdioServerParameters, stdio_client
 
-                params = StdioServerParameters(command=upstream.command[0], args=upstream.command[1:],
-                                               env={**get_default_environment(), **upstream.env} if upstream.env else None,
+                from cordum.sidecar.transports import _PRIVATE_ENV
+
+                # the environment the sidecar gives it (a server may offer other tools in another one)
+                env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV} | upstream.env
+                params = StdioServerParameters(command=upstream.command[0], args=upstream.command[1:], env=env,
                                                cwd=upstream.cwd)
                 errlog = stack.enter_context(open(os.devnull, "w"))  # noqa: SIM115
                 read, write = await stack.enter_async_context(stdio_client(params, errlog=errlog))
