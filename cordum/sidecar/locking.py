@@ -54,10 +54,10 @@ def upstreams_from_mcp_json(path: str | os.PathLike[str]) -> list[UpstreamConfig
             continue
         if isinstance(entry.get("command"), str):
             upstream = _unwrap([entry["command"], *[str(a) for a in entry.get("args") or []]], name)
-            if upstream is not None:
+            if upstream is not None:  # started where the agent starts it: the project holding .mcp.json
                 out.append(upstream if upstream.url else UpstreamConfig(
-                    name=upstream.name, command=upstream.command, env={str(k): str(v) for k, v in
-                                                                       (entry.get("env") or {}).items()}))
+                    name=upstream.name, command=upstream.command, cwd=str(Path(path).resolve().parent),
+                    env={str(k): str(v) for k, v in (entry.get("env") or {}).items()}))
         elif isinstance(entry.get("url"), str):
             out.append(UpstreamConfig(name=name, url=entry["url"],
                                       headers={str(k): str(v) for k, v in (entry.get("headers") or {}).items()}))
