@@ -348,3 +348,31 @@ async def test_the_lock_cli_pins_what_a_sidecar_saw_even_the_tools_it_hid(policy
         assert [t.name for t in (await s.list_tools()).tools] == ["search", "fetch_page"]  # accepted: listed again
     empty = lock_cli(repo, "--from-sidecar", str(tmp_path / "nothing.db"))
     assert empty.returncode == 2 and "no sidecar spool at" in empty.stderr
+
+
+async def test_an_agent_over_streamable_http_is_pinned_the_same_way(policy_repo, tmp_path):
+    import os
+
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    from .test_http import free_port, start_and_wait, stop
+
+    repo = policy_repo("deny")
+    port = free_port()
+    config = write_config(tmp_path / "sidecar.yaml", listen=f"http://127.0.0.1:{port}/mcp",
+                          bundle=str(repo / "safety.yaml"), spool=str(tmp_path / "spool.db"),
+                          upstreams=[{"name": "docs", "command": [PYTHON, str(SERVER), str(policy_repo.tools)]}])
+    write_tools(policy_repo.tools, dict(SEARCH, description=RUG_PULL), FETCH)
+    proc = start_and_wait([PYTHON, "-m", "cordum.sidecar", "run", "--config", str(config)], cwd=repo,
+                          ready="Uvicorn running", env={**os.environ, **sidecar_env()})
+    try:
+        async with streamable_http_client(f"http://127.0.0.1:{port}/mcp") as (read, write):
+            async with ClientSession(read, write) as s:
+                await s.initialize()
+                listed = await s.list_tools()
+                denied = await s.call_tool("search", {"q": "x"})
+    finally:
+        stop(proc)
+    assert [t.name for t in listed.tools] == ["fetch_page"]
+    assert denied.is_error and "differs from tools.lock: its description changed" in text_of(denied)
