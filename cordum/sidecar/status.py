@@ -8,7 +8,7 @@ from typing import Any
 
 from cordum.sidecar import __version__
 from cordum.sidecar.config import SidecarConfig
-from cordum.sidecar.enforcer import PolicyLoadError, load_local_policy
+from cordum.sidecar.enforcer import PolicyLoadError, load_local_policy, policy_from_bundle
 from cordum.sidecar.spool import Spool
 from cordum.sidecar.telemetry import OTLP_ENDPOINT_VARS, TelemetrySettings, otlp_wanted
 
@@ -31,6 +31,24 @@ def _backlog(oldest: str | None) -> dict[str, Any]:
     except ValueError:
         return {"backlog_oldest_at": oldest, "backlog_age_seconds": None}
     return {"backlog_oldest_at": oldest, "backlog_age_seconds": max(0, round(age))}
+
+
+def pinning_status(cfg: SidecarConfig, policy: Any) -> dict[str, Any] | None:
+    """What the lock in force pins, and how what the upstreams last listed (kept in the spool) differs from it."""
+    from cordum.policy.toollock import ToolPins
+    from cordum.sidecar.locking import LockError, listings_from_sidecar
+
+    if policy.tools_lock is None:
+        return None
+    pins = ToolPins()
+    pins.set_lock(policy.tools_lock)
+    try:
+        listings = listings_from_sidecar(str(cfg.spool_path))
+    except LockError:
+        listings = {}
+    drifts = [d for server, tools in listings.items() for d in pins.observe(server, tools, complete=True)]
+    return {"on_tool_drift": policy.on_tool_drift, "pinned_servers": [name for name, _ in policy.tools_lock.servers],
+            "listed_servers": sorted(listings), "drifts": [d.describe() for d in drifts]}
 
 
 def status_report(cfg: SidecarConfig, *, local_bundle: str | None = None) -> dict[str, Any]:
@@ -58,6 +76,7 @@ def status_report(cfg: SidecarConfig, *, local_bundle: str | None = None) -> dic
         try:
             loaded = load_local_policy(bundle_file, trusted_keys=cfg.trusted_keys)
             report.update(bundle_version=loaded.version, bundle_sequence=loaded.sequence, bundle_source=bundle_file)
+            report["tool_pinning"] = pinning_status(cfg, loaded.compiled.policy)
         except PolicyLoadError as exc:
             report.update(bundle_version=None, bundle_error=str(exc))
     else:
@@ -72,6 +91,7 @@ def status_report(cfg: SidecarConfig, *, local_bundle: str | None = None) -> dic
                 manifest = stored["manifest"]
                 report.update(bundle_version=manifest.get("version"), bundle_sequence=manifest.get("sequence"),
                               bundle_source=str(cfg.bundle_store_path))
-            except BundleError as exc:
+                report["tool_pinning"] = pinning_status(cfg, policy_from_bundle(stored, source="status").compiled.policy)
+            except (BundleError, PolicyLoadError) as exc:
                 report.update(bundle_version=None, bundle_error=f"stored bundle refused: {exc}")
     return report

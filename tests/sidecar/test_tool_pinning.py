@@ -376,3 +376,20 @@ async def test_an_agent_over_streamable_http_is_pinned_the_same_way(policy_repo,
         stop(proc)
     assert [t.name for t in listed.tools] == ["fetch_page"]
     assert denied.is_error and "differs from tools.lock: its description changed" in text_of(denied)
+
+
+async def test_sidecar_status_names_the_tools_that_differ_from_the_lock(policy_repo, tmp_path):
+    repo = policy_repo("require_approval")
+    spool = tmp_path / "spool.db"
+    write_tools(policy_repo.tools, dict(SEARCH, description=RUG_PULL), FETCH)
+    async with mcp_session(offline_sidecar(repo, policy_repo.tools, spool)) as s:
+        await s.list_tools()
+    out = subprocess.run([PYTHON, "-m", "cordum.sidecar", "status", "--bundle", str(repo / "safety.yaml"),
+                          "--spool", str(spool)], capture_output=True, text=True, env=sidecar_env(), cwd=REPO,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    pinning = json.loads(out.stdout)["tool_pinning"]
+    assert pinning["on_tool_drift"] == "require_approval" and pinning["pinned_servers"] == ["docs"]
+    assert pinning["listed_servers"] == ["docs"]
+    [drift] = pinning["drifts"]
+    assert "tool 'search' of server 'docs' differs from tools.lock: its description changed" in drift
