@@ -153,14 +153,20 @@ def _upstreams(args: argparse.Namespace) -> list[UpstreamConfig]:
 
 
 def listings_from_sidecar(source: str) -> dict[str, list[dict[str, Any]]]:
-    """The last complete tools/list of each upstream a sidecar fronts, from its spool (read-only)."""
+    """The last complete tools/list of each upstream a sidecar fronts, from its spool: `source` is the sidecar's
+    sidecar.yaml (.yaml/.yml) or the spool file itself."""
+    path = Path(source).expanduser()
+    if path.suffix in (".yaml", ".yml"):
+        path = load_config(path).spool_path
+    return listings_from_spool(path)
+
+
+def listings_from_spool(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """The listings a sidecar kept in the spool at `path` (opened read-only)."""
     import sqlite3
 
     from cordum.sidecar.pinning import LISTING_META_PREFIX
 
-    path = Path(source).expanduser()
-    if path.suffix not in (".db", ".sqlite", ".sqlite3"):
-        path = load_config(path).spool_path
     if not path.is_file():
         raise LockError(f"no sidecar spool at {path}")
     try:
@@ -259,7 +265,7 @@ def add_lock_parser(psub: argparse._SubParsersAction) -> None:
     source.add_argument("--mcp-json", help=".mcp.json: lock its mcpServers (sidecar-wrapped entries are unwrapped)")
     source.add_argument("--url", help="lock one streamable-HTTP MCP server")
     source.add_argument("--from-sidecar", metavar="CONFIG_OR_SPOOL",
-                        help="lock what a sidecar last saw its upstreams list (sidecar.yaml or its spool.db)")
+                        help="lock what a sidecar last saw its upstreams list (its sidecar.yaml, or its spool file)")
     lock.add_argument("--header", action="append", default=[], help="K:V header for --url (repeatable)")
     lock.add_argument("--name", help="server name for -- COMMAND or --url (default: guessed as cordum-sidecar run "
                                      "does)")

@@ -36,14 +36,14 @@ def _backlog(oldest: str | None) -> dict[str, Any]:
 def pinning_status(cfg: SidecarConfig, policy: Any) -> dict[str, Any] | None:
     """What the lock in force pins, and how what the upstreams last listed (kept in the spool) differs from it."""
     from cordum.policy.toollock import ToolPins
-    from cordum.sidecar.locking import LockError, listings_from_sidecar
+    from cordum.sidecar.locking import LockError, listings_from_spool
 
     if policy.tools_lock is None:
         return None
     pins = ToolPins()
     pins.set_lock(policy.tools_lock)
     try:
-        listings = listings_from_sidecar(str(cfg.spool_path))
+        listings = listings_from_spool(cfg.spool_path)
     except LockError:
         listings = {}
     drifts = [d for server, tools in listings.items() for d in pins.observe(server, tools, complete=True)]
