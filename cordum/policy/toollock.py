@@ -72,10 +72,19 @@ def tool_digest(name: str, description: str | None, input_schema: Any) -> str:
     body = {"name": name, "description": description or "", "inputSchema": input_schema or {}}
     try:
         data = canonical_json(body)
-    except TypeError:  # what orjson cannot encode (an integer past 64 bits): the standard library's sorted form
-        data = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8",
-                                                                                                 "surrogatepass")
+    except TypeError:  # an integer past 64 bits: digested as the float JSON parsers (orjson) read it as
+        data = canonical_json(_big_ints_as_floats(body))
     return _DIGEST_PREFIX + hashlib.sha256(data).hexdigest()
+
+
+def _big_ints_as_floats(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _big_ints_as_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_big_ints_as_floats(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        return float(value)
+    return value
 
 
 def listed_tool(tool: dict[str, Any]) -> LockedTool | None:

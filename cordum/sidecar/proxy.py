@@ -501,7 +501,13 @@ class Relay:
         kept = self._screen_tools(upstream.name, tools, complete=complete)
         if kept is tools:
             return line
-        return orjson.dumps(dict(msg, result=dict(result, tools=kept)))
+        answer = dict(msg, result=dict(result, tools=kept))
+        try:
+            return orjson.dumps(answer)
+        except TypeError:  # what orjson cannot encode (an integer past 64 bits in a schema): the standard library
+            import json
+
+            return json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
 
     def _record_call_result(self, pending: _Pending, msg: dict[str, Any], *, facts: dict[str, Any]) -> None:
         """The call's outcome as the upstream gave it; `facts`: the kinds and counts of secrets kept from the

@@ -393,3 +393,15 @@ async def test_sidecar_status_names_the_tools_that_differ_from_the_lock(policy_r
     assert pinning["listed_servers"] == ["docs"]
     [drift] = pinning["drifts"]
     assert "tool 'search' of server 'docs' differs from tools.lock: its description changed" in drift
+
+
+async def test_a_schema_with_an_integer_past_64_bits_pins_the_same_in_the_cli_and_the_sidecar(tmp_path,
+                                                                                              policy_repo):
+    huge = {"name": "count", "description": "Count.", "inputSchema": {"type": "object", "properties": {
+        "n": {"type": "integer", "maximum": 2**70}}}}
+    write_tools(policy_repo.tools, SEARCH, FETCH, huge)
+    repo = policy_repo("deny")  # the CLI reads 2**70 as an integer, the sidecar's JSON parser as a float
+    write_tools(policy_repo.tools, dict(SEARCH, description=RUG_PULL), FETCH, huge)  # search drifts: re-encoded
+    async with mcp_session(offline_sidecar(repo, policy_repo.tools, tmp_path / "spool.db")) as s:
+        listed = await s.list_tools()
+    assert [t.name for t in listed.tools] == ["fetch_page", "count"]  # count matches its pin
