@@ -550,6 +550,8 @@ def _copy_approval(a: dict) -> dict:
     out = dict(a)
     if "reviewers" in out:
         out["reviewers"] = list(out["reviewers"])
+    if isinstance(out.get("session_approval"), dict):
+        out["session_approval"] = dict(out["session_approval"])
     return out
 
 

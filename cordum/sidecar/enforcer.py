@@ -31,6 +31,7 @@ from cordum.policy import (
 from cordum.policy.model import ResultSettings
 from cordum.policy.paths import strictest
 from cordum.policy.secrets import default_scanner, screen_result
+from cordum.sidecar.approvals import ApprovalResult, SessionGrant, SessionGrants, session_grant_from
 from cordum.sidecar.ids import utc_now_rfc3339, uuid7_str
 from cordum.sidecar.spool import Spool, outcome_record
 
@@ -157,6 +158,7 @@ class Enforcer:
         self.no_policy_reason = "no valid policy bundle is loaded"
         self.no_policy_detail = None  # optional callable -> str|None (e.g. the bundle client's last error)
         self.counters = Counters()
+        self.grants = SessionGrants()  # "approve for this session" answers, per session
 
     # -- the policy in force --------------------------------------------------------------------
 
@@ -279,6 +281,30 @@ class Enforcer:
             self.on_record()
         return verdict
 
+    # -- session answers -------------------------------------------------------------------------
+
+    def learn_grant(self, verdict: Verdict, result: ApprovalResult, session_id: str) -> SessionGrant | None:
+        """Keep a reviewer's "approve for this session" answer for `session_id` (None for any other answer)."""
+        grant = session_grant_from(result, verdict.record, verdict.approval or {})
+        if grant is not None:
+            self.grants.add(session_id, grant)
+            log.info("session approval in force", extra={"approval_id": grant.approval_id, "rule": grant.rule,
+                                                          "session_id": session_id, "max_calls": grant.max_calls})
+        return grant
+
+    def pass_by_grant(self, verdict: Verdict, session_id: str) -> SessionGrant | None:
+        """A held call that a session answer already covers: recorded approved, naming the grant (approval id and
+        reviewer) in its evidence. None when no grant of this session covers it: it must be asked about."""
+        if verdict.decision != "require_approval" or verdict.unmapped:
+            return None
+        record = verdict.record
+        grant = self.grants.use(session_id, rule=verdict.rule, server=str(record.get("server") or ""),
+                                tool=str(record.get("tool") or ""), target=str(record.get("target") or ""))
+        if grant is not None:
+            self.record_outcome(verdict, "approved", reviewer=grant.reviewer, comment=grant.comment(),
+                                facts={"grant": grant.fact()})
+        return grant
+
     # -- tool results -----------------------------------------------------------------------------
 
     def _result_settings(self) -> ResultSettings:
@@ -307,7 +333,7 @@ class Enforcer:
             if reviewer is not None:
                 updated["reviewer"] = reviewer
             if facts:
-                updated["facts"] = facts
+                updated["facts"] = {**(verdict.record.get("facts") or {}), **facts}
             verdict.record = updated
             # folded into the decision record if it is still waiting in the spool (the usual case: the outcome
             # record below is then never built), else its own record
