@@ -118,6 +118,7 @@ class Verdict:
     approval: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     unmapped: bool = False  # a tool the policy's map does not know, handed to the person at the terminal
+    grant: SessionGrant | None = None  # the session answer that lets this held call through without asking
 
     @property
     def decision_id(self) -> str:
@@ -237,6 +238,8 @@ class Enforcer:
                                        "policy_version": sd.policy_version or shadow_policy.version})
                 except Exception:
                     log.exception("shadow policy evaluation failed")
+        grant = self._use_grant(decision=decision, unmapped=unmapped, session_id=session_id, rule=rule, server=server,
+                                tool=tool, target=target)
         latency_us = (time.perf_counter_ns() - t0) // 1000
         record = {
             "record_type": "decision",
@@ -266,10 +269,12 @@ class Enforcer:
             "sidecar_id": self.sidecar_id,
             "root": call.root,  # what "{root}" and relative paths meant for this decision (replayed by simulation)
         }
+        if grant is not None:  # the evidence names the answer that lets it through, from the first record on
+            record.update(reviewer=grant.reviewer, facts={"grant": grant.fact()})
         if extra:
             record.update(extra)
         verdict = Verdict(decision=decision, rule=rule, reason=reason, policy_version=version, record=record,
-                          approval=approval, unmapped=unmapped)
+                          approval=approval, unmapped=unmapped, grant=grant)
         if decision == "allow":
             self.counters.allow += 1
         elif decision == "deny":
@@ -292,18 +297,20 @@ class Enforcer:
                                                           "session_id": session_id, "max_calls": grant.max_calls})
         return grant
 
-    def pass_by_grant(self, verdict: Verdict, session_id: str) -> SessionGrant | None:
-        """A held call that a session answer already covers: recorded approved, naming the grant (approval id and
-        reviewer) in its evidence. None when no grant of this session covers it: it must be asked about."""
-        if verdict.decision != "require_approval" or verdict.unmapped:
+    def _use_grant(self, *, decision: str, unmapped: bool, session_id: str, rule: str | None, server: str,
+                   tool: str, target: str) -> SessionGrant | None:
+        if decision != "require_approval" or unmapped:
             return None
-        record = verdict.record
-        grant = self.grants.use(session_id, rule=verdict.rule, server=str(record.get("server") or ""),
-                                tool=str(record.get("tool") or ""), target=str(record.get("target") or ""))
-        if grant is not None:
-            self.record_outcome(verdict, "approved", reviewer=grant.reviewer, comment=grant.comment(),
-                                facts={"grant": grant.fact()})
-        return grant
+        return self.grants.use(session_id, rule=rule, server=server, tool=tool, target=target)
+
+    def pass_by_grant(self, verdict: Verdict) -> bool:
+        """A held call that a session answer covers (its decision record already names the grant: approval id
+        and reviewer) is recorded approved by that answer: True, forward it. False: it must be asked about."""
+        grant = verdict.grant
+        if grant is None:
+            return False
+        self.record_outcome(verdict, "approved", reviewer=grant.reviewer, comment=grant.comment())
+        return True
 
     # -- tool results -----------------------------------------------------------------------------
 

@@ -219,7 +219,7 @@ class Relay:
         upstream, tool = resolved
         verdict = self.enforcer.decide(server=upstream.name, tool=tool, arguments=params.get("arguments"),
                                        session_id=self.session_id)
-        if verdict.decision == "allow" or self.enforcer.pass_by_grant(verdict, self.session_id) is not None:
+        if verdict.decision == "allow" or self.enforcer.pass_by_grant(verdict):
             self._send_call(upstream, tool, msg, raw, verdict)
         elif verdict.decision == "deny":
             self._refuse(msg, verdict.deny_text())
