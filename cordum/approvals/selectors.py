@@ -1,6 +1,8 @@
 """Reads for approvals: who may decide a request, the reviewer's queue, the history."""
 
-from django.db.models import Q, QuerySet, prefetch_related_objects
+from datetime import timedelta
+
+from django.db.models import Count, Q, QuerySet, prefetch_related_objects
 
 from cordum.accounts.choices import Role
 from cordum.accounts.models import Membership, Organization
@@ -218,3 +220,62 @@ def approval_history_list(*, membership: Membership, filters: dict | None = None
     if filters.get("agent"):
         qs = qs.filter(agent__name=filters["agent"])
     return qs.order_by("-decided_at", "-created_at")
+
+
+# --- context on the card ----------------------------------------------------------------------
+TIMELINE_CALLS = 8
+
+
+def approval_session_timeline(*, approval: ApprovalRequest, membership: Membership) -> list[dict]:
+    """The session's latest calls up to this one (oldest first), from the evidence this member may read: each
+    {"record", "outcomes": [(outcome, reviewer)], "this": bool}. Empty when they may read none of it."""
+    from django.core.exceptions import PermissionDenied
+
+    from cordum.decisions.choices import RecordType
+    from cordum.decisions.selectors import attach_linked_outcomes, evidence_visible
+
+    if not approval.session_id:
+        return []
+    try:
+        visible = evidence_visible(membership=membership)
+    except PermissionDenied:
+        return []
+    records = list(
+        visible.filter(session_id=approval.session_id, record_type=RecordType.DECISION, agent_id=approval.agent_id,
+                       timestamp__lte=approval.created_at + timedelta(seconds=5))
+        .only("decision_id", "timestamp", "action", "tool", "server", "target", "decision", "rule", "outcome",
+              "reviewer", "record_type", "facts")
+        .order_by("-timestamp", "-seq")[:TIMELINE_CALLS]
+    )
+    records.reverse()
+    attach_linked_outcomes(membership=membership, records=records)
+    return [{"record": r, "outcomes": [(r.outcome, r.reviewer or "")] if r.outcome else r.linked_outcomes,
+             "this": r.decision_id == approval.decision_id} for r in records]
+
+
+def target_family(target: str) -> str:
+    """The target pattern past decisions are compared on: the target's folder (`src/app.py` -> `src/*`,
+    `origin/main` -> `origin/*`), or the target itself when it has none."""
+    head, sep, _tail = (target or "").rpartition("/")
+    return f"{head}{sep}*" if sep and head else target or ""
+
+
+def approval_similar_decisions(*, approval: ApprovalRequest, membership: Membership) -> dict:
+    """Past answers on the same rule and target pattern that this member may read: how many approved and denied,
+    by whom, and when last. {"pattern", "approved", "denied", "reviewers": [email, ...], "last": request|None}."""
+    pattern = target_family(approval.target)
+    qs = approvals_visible(membership=membership).filter(
+        rule=approval.rule, tool=approval.tool, state__in=(ApprovalState.APPROVED, ApprovalState.DENIED),
+    ).exclude(pk=approval.pk)
+    qs = qs.filter(target__startswith=pattern[:-1]) if pattern.endswith("*") else qs.filter(target=pattern)
+    counts = dict(qs.order_by().values_list("state").annotate(n=Count("pk")))
+    reviewers = [email for joined in qs.order_by("-decided_at").values_list("reviewer_email", flat=True)[:50]
+                 for email in joined.split(", ") if email]  # a two-person approval names both
+    return {"pattern": pattern, "approved": counts.get(ApprovalState.APPROVED, 0),
+            "denied": counts.get(ApprovalState.DENIED, 0),
+            "reviewers": list(dict.fromkeys(reviewers))[:5], "last": qs.order_by("-decided_at").first()}
+
+
+def approval_context(*, approval: ApprovalRequest, membership: Membership) -> dict:
+    return {"timeline": approval_session_timeline(approval=approval, membership=membership),
+            "similar": approval_similar_decisions(approval=approval, membership=membership)}

@@ -59,7 +59,24 @@ class DetailView(RoleRequiredMixin, TemplateView):
             raise Http404("No such approval request.")
         approval = services.approval_refresh(approval=approval)
         item = selectors.approval_card(approval=approval, membership=self.membership)
-        return super().get_context_data(item=item, approval=approval, **kwargs)
+        context = selectors.approval_context(approval=approval, membership=self.membership)
+        return super().get_context_data(item=item, approval=approval, context=context, **kwargs)
+
+
+@method_decorator(require_GET, name="dispatch")
+class ContextView(RoleRequiredMixin, TemplateView):
+    """The card's context, loaded when the reviewer opens it in the queue: the session's recent calls and
+    similar past decisions (only what this reviewer may read)."""
+
+    required_perm = Perm.REVIEW_APPROVALS
+    template_name = "approvals/partials/_context.html"
+
+    def get_context_data(self, **kwargs):
+        approval = selectors.approval_get(membership=self.membership, pk=self.kwargs["pk"])
+        if approval is None:
+            raise Http404("No such approval request.")
+        context = selectors.approval_context(approval=approval, membership=self.membership)
+        return super().get_context_data(approval=approval, context=context, **kwargs)
 
 
 @method_decorator(require_POST, name="dispatch")

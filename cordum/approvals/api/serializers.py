@@ -131,3 +131,33 @@ class ApprovalDecideSerializer(serializers.Serializer):
                                            help_text="approve_session only: the targets the answer covers (a glob "
                                                      "that covers this call's target; default: the target itself)")
     comment = serializers.CharField(allow_blank=True, required=False, default="", max_length=2000)
+
+
+class TimelineEntrySerializer(serializers.Serializer):
+    decision_id = serializers.CharField(source="record.decision_id")
+    timestamp = serializers.DateTimeField(source="record.timestamp")
+    action = serializers.CharField(source="record.action")
+    tool = serializers.CharField(source="record.tool")
+    target = serializers.CharField(source="record.target")
+    decision = serializers.CharField(source="record.decision")
+    rule = serializers.CharField(source="record.rule")
+    outcomes = serializers.SerializerMethodField()
+    this = serializers.BooleanField()
+
+    def get_outcomes(self, entry) -> list[dict]:
+        return [{"outcome": outcome, "reviewer": reviewer or None} for outcome, reviewer in entry["outcomes"]]
+
+
+class SimilarDecisionsSerializer(serializers.Serializer):
+    pattern = serializers.CharField()
+    approved = serializers.IntegerField()
+    denied = serializers.IntegerField()
+    reviewers = serializers.ListField(child=serializers.CharField())
+    last_decided_at = serializers.DateTimeField(source="last.decided_at", default=None)
+    last_state = serializers.CharField(source="last.state", default=None)
+    last_reviewer = serializers.CharField(source="last.reviewer_email", default=None)
+
+
+class ApprovalContextSerializer(serializers.Serializer):
+    timeline = TimelineEntrySerializer(many=True)
+    similar = SimilarDecisionsSerializer()

@@ -143,3 +143,19 @@ class ApprovalRequestDecideApi(APIView):
             raise NotFound("Approval request not found.")
         approval = services.approval_decide(approval=approval, membership=self.membership, **serializer.validated_data)
         return Response(s.ApprovalRequestSerializer(approval, context={"membership": self.membership}).data)
+
+
+class ApprovalRequestContextApi(APIView):
+    """What the card shows beside the call: the session's recent calls (from the evidence the caller may read)
+    and similar past decisions (same rule, tool and target pattern)."""
+
+    permission_classes = [HasOrgPermission]
+    required_perm = Perm.REVIEW_APPROVALS
+
+    @extend_schema(responses={200: s.ApprovalContextSerializer})
+    def get(self, request, pk):
+        approval = selectors.approval_get(membership=self.membership, pk=pk)
+        if approval is None:
+            raise NotFound("Approval request not found.")
+        context = selectors.approval_context(approval=approval, membership=self.membership)
+        return Response(s.ApprovalContextSerializer(context).data)
