@@ -315,6 +315,9 @@ async def _approve(svc, verdict, call: HookCall, answer) -> dict[str, Any]:
                                 f"so {'asking you' if fallback == 'ask' else 'denied'}")
     payload = approval_request_payload(verdict.record, approval, tool=call.tool, arguments=call.arguments,
                                        root=call.root)
+    # A hook process lives for one call and keeps no session answers between calls, so the reviewer is offered
+    # "approve once" and "deny" only (a session answer would promise what this path cannot keep).
+    payload["session_approval"] = None
     wait = svc.approvals.wait_seconds(min(policy_timeout_seconds(approval), cfg.hook.approval_wait_seconds))
     result = await svc.approvals.request_and_wait(payload, timeout_seconds=wait)
     if result.approved:

@@ -121,3 +121,40 @@ def test_two_reviewers_with_self_approval_warns_that_the_owner_never_counts():
         """)
     assert result.ok
     assert [(w.line, "owner never counts" in w.message) for w in result.warnings] == [(6, True)]
+
+
+def test_a_later_matching_rule_that_asks_for_two_reviewers_is_not_lost_to_an_earlier_broader_one():
+    """Ties between require_approval rules go to the first in file order; its approval scopes still take in the
+    stricter ones of every other matching require_approval rule."""
+    result = load("""\
+        version: v1
+        defaults:
+          approval: {session_approval: {max_calls: 20, max_minutes: 60}}
+        rules:
+          - id: approve-git-push
+            match: {topics: ["job.mcp-bridge.git.git_push"]}
+            decision: require_approval
+          - id: approve-prod-push
+            match: {topics: ["job.mcp-bridge.git.git_push"], environments: [prod]}
+            decision: require_approval
+            approval: {approvals_required: 2, session_approval: {max_calls: 3}}
+          - id: no-session-for-main
+            match: {topics: ["job.mcp-bridge.git.git_push"], args: {branch: {equals: main}}}
+            decision: require_approval
+            approval: {session_approval: false}
+        """)
+    assert result.ok, result.errors
+    compiled = compile_policy(result.policy, "v1")
+
+    def decide(env, branch):
+        return evaluate(compiled, {"server": "git", "tool": "git_push", "environment": env,
+                                   "arguments": {"branch": branch}})
+
+    dev = decide("dev", "feature")
+    assert dev.rule == "approve-git-push" and "approvals_required" not in dev.approval
+    assert dev.approval["session_approval"] == {"max_calls": 20, "max_minutes": 60}
+    prod = decide("prod", "feature")
+    assert prod.rule == "approve-git-push"  # the first in file order still names the decision
+    assert prod.approval["approvals_required"] == 2
+    assert prod.approval["session_approval"] == {"max_calls": 3, "max_minutes": 60}
+    assert decide("prod", "main").approval["session_approval"] is False
