@@ -61,6 +61,7 @@ __all__ = [
     "DECISIONS",
     "Replay",
     "has_limits",
+    "record_input",
     "record_signature",
     "record_day",
     "simulate_records",
@@ -109,6 +110,19 @@ def _args_of(record: dict) -> dict:
     if isinstance(args, str):
         args = json.loads(args) if args else {}
     return args or {}
+
+
+def _reaches_of(record: dict) -> dict:
+    """What the call's path arguments really reached when it was decided (`facts.reaches`, from the sidecar)."""
+    facts = record.get("facts")
+    if isinstance(facts, str):
+        facts = json.loads(facts) if facts else {}
+    reaches = facts.get("reaches") if isinstance(facts, dict) else None
+    return reaches if isinstance(reaches, dict) else {}
+
+
+def record_input(record: dict) -> tuple[dict, dict]:
+    return _args_of(record), _reaches_of(record)
 
 
 def record_signature(record: dict) -> Signature:
@@ -207,17 +221,27 @@ class Replay:
         return {"server": server, "tool": tool, "arguments": args, "agent": agent, "team": team,
                 "environment": environment, "root": root}
 
-    def evaluations_for(self, sig: Signature, args: Any) -> tuple[_Eval, _Eval | None, _Eval | None]:
+    def _decide(self, policy: Any, call: Any, reaches: dict) -> Any:
+        """As the sidecar decided: by the path named and by the file reached (as recorded), the stricter."""
+        from cordum.policy.paths import strictest
+
+        return strictest(self._evaluate(policy, call), call, lambda c: self._evaluate(policy, c), reaches)
+
+    def evaluations_for(self, sig: Signature, args: Any, reaches: dict | None = None) -> tuple[_Eval, _Eval | None, _Eval | None]:
+        """`args`: the recorded arguments (dict or JSON text), or a callable giving (arguments, reaches)."""
         cached = self._cache.get(sig)
         if cached is None:
             if callable(args):
-                args = args()
+                args, reaches = args()
             if isinstance(args, str):
                 args = json.loads(args) if args else {}
-            call = self._call(sig, args or {})
-            cand = _Eval(self._evaluate(self.candidate, call))
-            base = _Eval(self._evaluate(self.baseline, call)) if self.baseline is not None else None
-            ref = _Eval(self._evaluate(self.reference, call)) if self.reference is not None else None
+            from cordum.policy import Call
+
+            call = Call.from_dict(self._call(sig, args or {}))
+            reaches = reaches or {}  # never the control plane's own file system
+            cand = _Eval(self._decide(self.candidate, call, reaches))
+            base = _Eval(self._decide(self.baseline, call, reaches)) if self.baseline is not None else None
+            ref = _Eval(self._decide(self.reference, call, reaches)) if self.reference is not None else None
             self.evaluations += 1 + (base is not None) + (ref is not None)
             cached = self._cache[sig] = (cand, base, ref)
         return cached
@@ -538,7 +562,7 @@ def simulate_records(
         sessions: dict[str, list] = {}  # session -> [calls, writes, first epoch, last epoch, Counter(period)]
         for r in decisions:
             sig = record_signature(r)
-            replay.evaluations_for(sig, lambda r=r: _args_of(r))
+            replay.evaluations_for(sig, lambda r=r: record_input(r))
             now = _parse_ts(r["timestamp"]).timestamp()
             s = sessions.get(r.get("session_id") or "")
             if s is None:
@@ -566,7 +590,7 @@ def simulate_records(
                     on_progress(seen)
         for r in rows:
             replay.add_call(
-                sig=record_signature(r), args=lambda r=r: _args_of(r), recorded=r.get("decision") or "",
+                sig=record_signature(r), args=lambda r=r: record_input(r), recorded=r.get("decision") or "",
                 session_id=r.get("session_id") or "", timestamp=r["timestamp"], sample=_sample_key(r),
             )
             seen += 1
@@ -586,7 +610,7 @@ def simulate_records(
             if sample > g[3]:
                 g[3] = sample
         for (sig, recorded, day), (first, count, low, high) in groups.items():
-            replay.add(sig=sig, args=lambda r=first: _args_of(r), recorded=recorded, day=day, count=count,
+            replay.add(sig=sig, args=lambda r=first: record_input(r), recorded=recorded, day=day, count=count,
                        samples=list({low, high}))
             seen += count
             if on_progress:

@@ -29,7 +29,7 @@ from cordum.policy import (
     redact_target,
 )
 from cordum.policy.model import ResultSettings
-from cordum.policy.paths import strictest
+from cordum.policy.paths import reached_paths, strictest
 from cordum.policy.secrets import default_scanner, screen_result
 from cordum.sidecar.approvals import ApprovalResult, SessionGrant, SessionGrants, session_grant_from
 from cordum.sidecar.ids import utc_now_rfc3339, uuid7_str
@@ -195,6 +195,7 @@ class Enforcer:
         primary = self.primary
         shadow_out: list[dict[str, Any]] = []
         unmapped = False
+        reaches: dict[str, str] = {}
         if primary is None:
             detail = self.no_policy_detail() if self.no_policy_detail else None
             decision, rule, reason, version = "deny", None, (
@@ -206,7 +207,8 @@ class Enforcer:
         else:
             try:
                 # judged by the path the call names and by the file it really reaches, whichever is stricter
-                d = strictest(evaluate(primary.compiled, call), call, lambda c: evaluate(primary.compiled, c))
+                reaches = reached_paths(call)
+                d = strictest(evaluate(primary.compiled, call), call, lambda c: evaluate(primary.compiled, c), reaches)
                 if primary.limits is not None and d.decision != "deny":
                     limited = primary.limits.check(session_id, d, time.time())
                     if limited is not None:
@@ -269,8 +271,10 @@ class Enforcer:
             "sidecar_id": self.sidecar_id,
             "root": call.root,  # what "{root}" and relative paths meant for this decision (replayed by simulation)
         }
+        if reaches:  # the simulator replays this, having no file system of the agent's
+            record["facts"] = {"reaches": reaches}
         if grant is not None:  # the evidence names the answer that lets it through, from the first record on
-            record.update(reviewer=grant.reviewer, facts={"grant": grant.fact()})
+            record.update(reviewer=grant.reviewer, facts={**(record.get("facts") or {}), "grant": grant.fact()})
         if extra:
             record.update(extra)
         verdict = Verdict(decision=decision, rule=rule, reason=reason, policy_version=version, record=record,
@@ -340,7 +344,7 @@ class Enforcer:
             if reviewer is not None:
                 updated["reviewer"] = reviewer
             if facts:
-                updated["facts"] = {**(verdict.record.get("facts") or {}), **facts}
+                updated["facts"] = {**(updated.get("facts") or {}), **facts}
             verdict.record = updated
             # folded into the decision record if it is still waiting in the spool (the usual case: the outcome
             # record below is then never built), else its own record

@@ -113,12 +113,13 @@ def evidence_signature_groups(*, window: Window) -> Iterator[tuple]:
             cursor.execute("RESET enable_sort")
 
 
-def evidence_args(*, organization_id: int, ids: list[int]) -> dict[int, str]:
-    """id -> args (canonical JSON text) for a batch of evidence records."""
+def evidence_args(*, organization_id: int, ids: list[int]) -> dict[int, tuple[str, str]]:
+    """id -> (args, facts) (canonical JSON text) for a batch of evidence records."""
     if not ids:
         return {}
-    rows = EvidenceRecord.objects.filter(organization_id=organization_id, id__in=ids).values_list("id", "args")
-    return dict(rows)
+    rows = EvidenceRecord.objects.filter(organization_id=organization_id, id__in=ids).values_list(
+        "id", "args", "facts")
+    return {pk: (args, facts) for pk, args, facts in rows}
 
 
 def evidence_decision_ids(*, organization_id: int, seqs: set[int]) -> dict[int, str]:

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from cordum.common.errors import CordumError
 from cordum.policies.models import PolicyVersion
+from cordum.policy.simulate import record_input
 from cordum.simulation import selectors
 from cordum.simulation.choices import Baseline, CandidateSource, SimulationStatus
 from cordum.simulation.models import Simulation
@@ -250,7 +251,8 @@ def _signature_groups(replay, window, rows=None, id_index: int = SIGNATURE_LENGT
                 missing[sig] = row[id_index]
         args = selectors.evidence_args(organization_id=window.organization_id, ids=list(missing.values()))
         for sig, record_id in missing.items():
-            replay.evaluations_for(sig, args.get(record_id) or "")
+            recorded_args, facts = args.get(record_id) or ("", "")
+            replay.evaluations_for(sig, lambda a=recorded_args, f=facts: record_input({"args": a, "facts": f}))
         yield from batch
 
 
