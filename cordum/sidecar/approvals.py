@@ -101,7 +101,7 @@ class SessionGrant:
     tool: str
     target_pattern: str
     max_calls: int | None
-    until: float | None  # time.monotonic() deadline
+    until: float | None  # deadline on the clock of the store that keeps it (SessionGrants.clock)
     used: int = 0
 
     def live(self, now: float) -> bool:
@@ -117,6 +117,17 @@ class SessionGrant:
         """What the evidence of a call let through by this grant says about it."""
         return {"approval_id": self.approval_id, "reviewer": self.reviewer or "", "scope": "session",
                 "use": self.used, **({"max_calls": self.max_calls} if self.max_calls is not None else {})}
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the spool keeps of it (everything but the use count, which it keeps itself)."""
+        return {"approval_id": self.approval_id, "reviewer": self.reviewer, "rule": self.rule, "server": self.server,
+                "tool": self.tool, "target_pattern": self.target_pattern, "max_calls": self.max_calls,
+                "until": self.until}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, used: int = 0) -> SessionGrant:
+        return cls(**{k: data.get(k) for k in ("approval_id", "reviewer", "rule", "server", "tool", "target_pattern",
+                                                "max_calls", "until")}, used=used)
 
     def comment(self) -> str:
         of = f" of {self.max_calls}" if self.max_calls is not None else ""
@@ -140,7 +151,9 @@ def session_grant_from(result: ApprovalResult, record: dict[str, Any], approval:
 
 
 class SessionGrants:
-    """The session answers in force, per session id. Another session never sees them."""
+    """The session answers in force, per session id, in this process's memory. Another session never sees them."""
+
+    clock = staticmethod(time.monotonic)
 
     def __init__(self) -> None:
         self._by_session: dict[str, list[SessionGrant]] = {}
@@ -304,3 +317,31 @@ def _msg(resp: httpx.Response) -> str:
         return str(resp.json().get("message"))
     except ValueError:
         return resp.text[:200]
+
+
+
+class SpoolSessionGrants:
+    """Session answers kept in the spool, for agent hooks: each hook call is its own process, and the processes
+    of one agent session share the spool. Deadlines are wall-clock times, since no process outlives its call."""
+
+    clock = staticmethod(time.time)
+
+    def __init__(self, spool: Any) -> None:
+        self.spool = spool
+
+    def add(self, session_id: str, grant: SessionGrant) -> None:
+        self.spool.session_grant_add(session_id, grant.approval_id, grant.to_dict())
+
+    def use(self, session_id: str, *, rule: str | None, server: str, tool: str, target: str,
+            now: float | None = None) -> SessionGrant | None:
+        now = time.time() if now is None else now
+
+        def covers(data: dict[str, Any], used: int) -> bool:
+            grant = SessionGrant.from_dict(data, used=used)
+            return grant.live(now) and grant.covers(rule=rule, server=server, tool=tool, target=target)
+
+        hit = self.spool.session_grant_use(session_id, covers)
+        if hit is None:
+            return None
+        data, used = hit
+        return SessionGrant.from_dict(data, used=used)

@@ -31,7 +31,13 @@ from cordum.policy import (
 from cordum.policy.model import ResultSettings
 from cordum.policy.paths import reached_paths, strictest
 from cordum.policy.secrets import default_scanner, screen_result
-from cordum.sidecar.approvals import ApprovalResult, SessionGrant, SessionGrants, session_grant_from
+from cordum.sidecar.approvals import (
+    ApprovalResult,
+    SessionGrant,
+    SessionGrants,
+    SpoolSessionGrants,
+    session_grant_from,
+)
 from cordum.sidecar.ids import utc_now_rfc3339, uuid7_str
 from cordum.sidecar.spool import Spool, outcome_record
 
@@ -159,7 +165,7 @@ class Enforcer:
         self.no_policy_reason = "no valid policy bundle is loaded"
         self.no_policy_detail = None  # optional callable -> str|None (e.g. the bundle client's last error)
         self.counters = Counters()
-        self.grants = SessionGrants()  # "approve for this session" answers, per session
+        self.grants: SessionGrants | SpoolSessionGrants = SessionGrants()  # "approve for this session" answers
 
     # -- the policy in force --------------------------------------------------------------------
 
@@ -294,7 +300,7 @@ class Enforcer:
 
     def learn_grant(self, verdict: Verdict, result: ApprovalResult, session_id: str) -> SessionGrant | None:
         """Keep a reviewer's "approve for this session" answer for `session_id` (None for any other answer)."""
-        grant = session_grant_from(result, verdict.record, verdict.approval or {})
+        grant = session_grant_from(result, verdict.record, verdict.approval or {}, now=self.grants.clock())
         if grant is not None:
             self.grants.add(session_id, grant)
             log.info("session approval in force", extra={"approval_id": grant.approval_id, "rule": grant.rule,

@@ -226,3 +226,56 @@ def test_one_deny_ends_a_two_person_request_after_one_approval(world):
     assert (w["project"] / "src" / "app.py").read_text() == ORIGINAL
     rows = wait_for_evidence(w["org"], request.decision_id, lambda rows: any(r.outcome == "denied" for r in rows))
     assert not any(r.outcome in ("approved", "executed") for r in rows)
+
+
+def hook(w, session: str, path, content: str) -> subprocess.Popen:
+    """One Claude Code PreToolUse event for the filesystem server's write_file, answered by `cordum-sidecar hook`
+    (a process per call, as Claude Code runs it)."""
+    event = {"session_id": session, "transcript_path": "/tmp/t.jsonl", "cwd": str(w["project"]),
+             "hook_event_name": "PreToolUse", "tool_name": "mcp__filesystem__write_file",
+             "tool_input": {"path": str(path), "content": content}, "tool_use_id": f"toolu_{path.name}"}
+    env = {"PYTHONPATH": str(REPO), "CORDUM_AGENT_TOKEN": w["token"], "PATH": os.environ.get("PATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "cordum.sidecar", "hook", "--config", str(w["config"])],
+                            cwd=w["project"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    proc.stdin.write(json.dumps(event))
+    proc.stdin.close()
+    return proc
+
+
+def hook_answer(proc: subprocess.Popen) -> tuple[str, str]:
+    out = json.loads(proc.stdout.read())["hookSpecificOutput"]
+    proc.wait(30)
+    return out["permissionDecision"], out["permissionDecisionReason"]
+
+
+def test_the_claude_code_hook_keeps_a_session_answer_across_its_one_call_processes(world):
+    w = world(approval_extra=SESSION_BOUND)
+    src = w["project"] / "src"
+    seen: set = set()
+
+    first = hook(w, "cc-1", src / "a.py", "a = 1\n")
+    request = next_request(w["org"], seen)
+    assert request.session_approval == {"max_calls": 2, "max_minutes": 30}
+    assert decide_api(w["alice"].user, request, "approve_session", target_pattern=f"{src}/*").status_code == 200
+    decision, reason = hook_answer(first)
+    assert decision == "allow" and reason.startswith("Approved for this session by alice@example.com")
+
+    decision, reason = hook_answer(hook(w, "cc-1", src / "b.py", "b = 2\n"))  # a new process, same session
+    assert decision == "allow", reason
+    assert f"approved for this session by alice@example.com (approval {request.pk}, call 1 of 2" in reason
+    assert ApprovalRequest.objects.filter(organization=w["org"]).count() == 1
+
+    other = hook(w, "cc-2", src / "b.py", "b = 3\n")  # another Claude Code session: asked again
+    held = next_request(w["org"], seen)
+    assert held.session_id == "sess_cc-2"
+    assert decide_api(w["alice"].user, held, "deny").status_code == 200
+    assert hook_answer(other)[0] == "deny"
+
+    def granted():
+        return EvidenceRecord.objects.filter(organization=w["org"], record_type="decision", session_id="sess_cc-1",
+                                             facts__contains='"grant"').first()
+
+    row = wait_for(f"evidence:{w['org'].pk}", 60, granted)
+    assert row is not None and row.target.endswith("/src/b.py")
+    assert json.loads(row.facts)["grant"]["approval_id"] == str(request.pk) and row.reviewer == "alice@example.com"

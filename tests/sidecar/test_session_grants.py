@@ -62,3 +62,26 @@ def test_no_grant_when_the_answer_was_once_or_the_local_policy_forbids_session_a
     assert session_grant_from(session_answer(), RECORD, {"session_approval": False}) is None
     assert session_grant_from(session_answer(), RECORD, {}) is None
     assert session_grant_from(ApprovalResult("denied", "a1", "alice", scope="session"), RECORD, BOUND) is None
+
+
+def test_a_session_answer_kept_in_the_spool_is_shared_by_the_hook_processes_of_that_session(tmp_path):
+    from cordum.sidecar.approvals import SpoolSessionGrants
+    from cordum.sidecar.spool import Spool
+
+    first, second = Spool(tmp_path / "spool.db"), Spool(tmp_path / "spool.db")  # two processes' connections
+    try:
+        grant = session_grant_from(session_answer(target_pattern="/repo/src/*"), RECORD, BOUND, now=1000.0)
+        SpoolSessionGrants(first).add("sess_A", grant)
+        store = SpoolSessionGrants(second)
+        assert use(store, session="sess_B") is None
+        assert use(store, target="/repo/src/x.py").fact()["use"] == 1
+        assert use(store, rule="other") is None
+        assert use(SpoolSessionGrants(first)).fact()["use"] == 2
+        assert use(store) is None  # max_calls: 2 reached, whichever process asks
+        fresh = session_grant_from(session_answer(), RECORD, BOUND, now=1000.0)
+        fresh.approval_id = "later"
+        SpoolSessionGrants(first).add("sess_A", fresh)
+        assert use(store, now=1000.0 + 11 * 60) is None  # past max_minutes
+    finally:
+        first.close()
+        second.close()
