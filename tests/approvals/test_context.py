@@ -122,3 +122,13 @@ def test_the_queue_groups_requests_by_session_and_filters_by_team_agent_and_rule
     assert shown(rule="approve-deploys") == {a2.pk}
     assert shown(team="payments", rule="approve-writes") == {a1.pk}
     assert other.name in page  # the filter offers the agents waiting
+
+
+def test_the_pending_list_api_takes_the_same_filters(setup):
+    a1 = setup["open"](rule="approve-writes")
+    setup["open"](rule="approve-deploys")
+    api = api_client(user=setup["bob"].user)
+    listed = api.get("/api/v1/approval-requests", {"rule": "approve-writes"}).json()
+    assert [item["id"] for item in listed] == [str(a1.pk)]
+    assert len(api.get("/api/v1/approval-requests", {"team": "payments"}).json()) == 2
+    assert api.get("/api/v1/approval-requests", {"agent": "nobody"}).json() == []

@@ -100,14 +100,18 @@ class ApprovalRequestListApi(APIView):
     required_perm = Perm.REVIEW_APPROVALS
 
     @extend_schema(
-        parameters=[OpenApiParameter("state", str, description="pending (default), or a decided state, or 'decided'")],
+        parameters=[OpenApiParameter("state", str, description="pending (default), or a decided state, or 'decided'"),
+                    *(OpenApiParameter(key, str, description=f"pending only: requests of this {key}")
+                      for key in selectors.QUEUE_FILTERS)],
         responses={200: s.ApprovalRequestSerializer(many=True)},
     )
     def get(self, request):
         services.approvals_expire_due(organization=self.organization)
         state = request.query_params.get("state", "pending")
         if state == "pending":
-            items = [item["approval"] for item in selectors.approval_queue_for_reviewer(membership=self.membership)]
+            filters = {key: request.query_params.get(key, "").strip() for key in selectors.QUEUE_FILTERS}
+            items = [item["approval"] for item in
+                     selectors.approval_queue_for_reviewer(membership=self.membership, filters=filters)]
         else:
             filters = {} if state == "decided" else {"state": state}
             items = selectors.approval_history_list(membership=self.membership, filters=filters)[:500]
