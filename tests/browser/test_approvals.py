@@ -102,6 +102,9 @@ def test_reviewer_approves_for_this_session_with_a_wider_target_pattern(login, l
     page.goto(f"{live_server.url}/approvals/")
     card = page.locator(f"#approval-{approval_id}")
     expect(card.locator(".session-bound")).to_contain_text("up to 10 calls, for 30 min")
+    card.locator("details.approval-context-lazy summary").click()  # the context loads when opened
+    expect(card.locator(".approval-context .similar")).to_contain_text("Similar past decisions")
+    expect(card.locator(".approval-context .similar")).to_contain_text("none yet")
     pattern = card.locator("input[name=target_pattern]")
     expect(pattern).to_have_value("src/app.py")
     pattern.fill("src/*")
