@@ -5,6 +5,7 @@ Production: CORDUM_ENV=production; refuses the development secret key and passes
 `manage.py check --deploy`.
 """
 
+import ipaddress
 import os
 import tempfile
 from datetime import timedelta
@@ -150,6 +151,9 @@ CELERY_BEAT_SCHEDULE["policies-poll-repositories"] = {
     "task": "cordum.policies.tasks.repositories_poll_task",
     "schedule": timedelta(seconds=POLICY_POLL_INTERVAL),
 }
+# Tasks (by name, each given the repository id) enqueued after every completed sync: the policies app hands on
+# to the apps above it without importing them. The change simulation of every branch and pull request head:
+CORDUM_AFTER_SYNC_TASKS = ["cordum.simulation.tasks.policy_changes_refresh_task"]
 # Re-enqueue evidence batches whose message was lost (a Redis outage or restart): every N seconds, batches
 # staged at least N seconds ago.
 CORDUM_INGEST_SWEEP_SECONDS = int(os.environ.get("CORDUM_INGEST_SWEEP_SECONDS", "30"))
@@ -258,11 +262,25 @@ CORDUM_LONG_POLL_MAX_SECONDS = int(os.environ.get("CORDUM_LONG_POLL_MAX_SECONDS"
 # Absolute base URL people reach the UI at (links in approval notifications).
 CORDUM_PUBLIC_URL = os.environ.get("CORDUM_PUBLIC_URL", "http://127.0.0.1:8000")
 
+# Telemetry (docs/operations/telemetry.md). OTLP export of approvals and ingestion: auto (on when the standard
+# OTEL_EXPORTER_OTLP_ENDPOINT is set), on or off. Prometheus GET /metrics answers only a scraper that sends
+# `Authorization: Bearer <CORDUM_METRICS_TOKEN>` or connects from CORDUM_METRICS_ALLOW_NETWORKS (CIDRs, comma
+# separated); with neither set it is off (403).
+CORDUM_OTLP = os.environ.get("CORDUM_OTLP", "auto").strip().lower()
+CORDUM_METRICS_TOKEN = os.environ.get("CORDUM_METRICS_TOKEN", "")
+CORDUM_METRICS_ALLOW_NETWORKS = [
+    str(ipaddress.ip_network(n.strip(), strict=False))  # a typo stops start-up here, naming the value
+    for n in os.environ.get("CORDUM_METRICS_ALLOW_NETWORKS", "").split(",") if n.strip()
+]
+
 # Login throttling (django-axes): after AXES_FAILURE_LIMIT failed password logins for one username from one
 # address, that pair is locked out for AXES_COOLOFF_TIME; an admin unlocks it (Django admin, Access attempts, or
 # `manage.py axes_reset_username USERNAME`).
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
-AXES_FAILURE_LIMIT = int(os.environ.get("CORDUM_LOGIN_FAILURE_LIMIT", "5"))
+CORDUM_LOGIN_FAILURE_LIMIT = int(os.environ.get("CORDUM_LOGIN_FAILURE_LIMIT", "5"))
+# Invalid bearer tokens (agent or user) from one address before that address is refused for AXES_COOLOFF_TIME.
+CORDUM_TOKEN_FAILURE_LIMIT = int(os.environ.get("CORDUM_TOKEN_FAILURE_LIMIT", "50"))
+AXES_FAILURE_LIMIT = "cordum.accounts.authentication.failure_limit"
 AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("CORDUM_LOGIN_LOCKOUT_MINUTES", "15")))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"

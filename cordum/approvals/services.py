@@ -20,6 +20,7 @@ from cordum.approvals.choices import ApprovalScope, ApprovalState, ReviewDecisio
 from cordum.approvals.evidence import evidence_outcome_append
 from cordum.approvals.models import ApprovalRequest, ApprovalVote
 from cordum.approvals.selectors import DEFAULT_REVIEWERS, approval_reviewer_refusal
+from cordum.common import telemetry
 from cordum.common.errors import Conflict, CordumError
 from cordum.common.notify import publish
 from cordum.policy.patterns import target_pattern_error
@@ -92,6 +93,7 @@ def approval_request_create(*, agent: Agent, data: dict) -> tuple[ApprovalReques
             approval.save(force_insert=True)
             transaction.on_commit(lambda: _enqueue_notify(approval.pk))
             transaction.on_commit(lambda: publish(approvals_org_channel(agent.organization_id), str(approval.pk)))
+            transaction.on_commit(lambda: telemetry.approval_opened(organization_id=agent.organization_id))
     except IntegrityError:  # a concurrent retry of the same POST won the insert
         return ApprovalRequest.objects.get(agent=agent, decision_id=data["decision_id"]), False
     logger.info("approval %s opened by %s for %s %s", approval.pk, agent.name, approval.tool, approval.target)
@@ -212,6 +214,7 @@ def _conclude(approval: ApprovalRequest, *, now) -> int | None:
         approval.refresh_from_db()
         evidence_outcome_append(approval=approval, outcome=approval.state, at=now)
         _wake(approval.pk)
+        transaction.on_commit(lambda: telemetry.approval_closed(approval=approval))
     return changed
 
 
@@ -227,6 +230,7 @@ def _expire(approval_id, *, now) -> ApprovalRequest | None:
         approval = ApprovalRequest.objects.select_related("organization", "agent").get(pk=approval_id)
         evidence_outcome_append(approval=approval, outcome=ApprovalState.EXPIRED, at=now)
         _wake(approval_id)
+        transaction.on_commit(lambda: telemetry.approval_closed(approval=approval))
     logger.info("approval %s expired", approval_id)
     return approval
 
@@ -267,6 +271,7 @@ def approval_cancel(*, approval: ApprovalRequest, agent: Agent) -> ApprovalReque
     if changed:
         evidence_outcome_append(approval=approval, outcome=ApprovalState.CANCELLED, at=now)
         _wake(approval.pk)
+        transaction.on_commit(lambda: telemetry.approval_closed(approval=approval))
     return approval
 
 

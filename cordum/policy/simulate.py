@@ -214,6 +214,7 @@ class Replay:
         self.by_rule: dict[tuple[str, str, str], dict] = {}
         self.by_agent: dict[tuple[str, str], dict] = {}
         self.changed: dict[tuple, dict] = {}
+        self.by_topic: Counter[tuple[str, str, str]] = Counter()  # (candidate topic, before, after) -> changed calls
 
     # --- evaluation (once per distinct signature) -------------------------------------------------
     def _call(self, sig: Signature, args: dict) -> dict:
@@ -392,6 +393,8 @@ class Replay:
             return
         if ref_after == after:
             self.also_in_reference += count
+        cached = self._cache.get(sig)
+        self.by_topic[(getattr(cached[0].obj, "topic", "") if cached else "") or "", before, after] += count
         limit = self.samples_per_group
         samples = list(samples)
         key = (rule, before, after)
@@ -496,6 +499,8 @@ class Replay:
             "changed_by_agent": by_agent,
             "changed_calls": changed[: self.max_changed_calls],
             "changed_calls_truncated": max(len(changed) - self.max_changed_calls, 0),
+            "changed_by_topic": [{"topic": t, "before": b, "after": a, "count": n}
+                                 for (t, b, a), n in sorted(self.by_topic.items(), key=lambda x: (-x[1], x[0]))],
             "rules": {
                 "hits": hits,
                 "dead": [h["rule"] for h in hits if h["count"] == 0],

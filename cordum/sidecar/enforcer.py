@@ -136,6 +136,18 @@ class Verdict:
         return f"Denied by Cordum policy rule {self.rule or 'defaults.decision'}: {self.reason} (policy {self.policy_version})"
 
 
+def _observed(reaches: dict[str, str] | None, grant: SessionGrant | None) -> dict[str, Any]:
+    """The decision record's `facts` (and reviewer) beyond the decision itself: the files the call's paths reach
+    (the simulator replays them, having no file system of the agent's), and the session answer that lets a held
+    call through (named from the first record on)."""
+    facts: dict[str, Any] = {}
+    if reaches:
+        facts["reaches"] = reaches
+    if grant is None:
+        return {"facts": facts} if facts else {}
+    return {"facts": {**facts, "grant": grant.fact()}, "reviewer": grant.reviewer}
+
+
 @dataclass
 class Counters:
     allow: int = 0
@@ -150,6 +162,8 @@ class Counters:
 
 class Enforcer:
     """Decides calls against the policy in force, spools one record per call, and records outcomes."""
+
+    telemetry = None  # a sidecar.telemetry.Telemetry when OTLP or Prometheus is on (runtime sets it); None costs nothing
 
     def __init__(self, *, spool: Spool, agent: str, environment: str, team: str | None, sidecar_id: str,
                  on_record=None, root: str | None = None):
@@ -277,10 +291,7 @@ class Enforcer:
             "sidecar_id": self.sidecar_id,
             "root": call.root,  # what "{root}" and relative paths meant for this decision (replayed by simulation)
         }
-        if reaches:  # the simulator replays this, having no file system of the agent's
-            record["facts"] = {"reaches": reaches}
-        if grant is not None:  # the evidence names the answer that lets it through, from the first record on
-            record.update(reviewer=grant.reviewer, facts={**(record.get("facts") or {}), "grant": grant.fact()})
+        record.update(_observed(reaches, grant))
         if extra:
             record.update(extra)
         verdict = Verdict(decision=decision, rule=rule, reason=reason, policy_version=version, record=record,
@@ -294,6 +305,8 @@ class Enforcer:
         verdict.seq = self.spool.add(record)
         if self.on_record is not None:
             self.on_record()
+        if self.telemetry is not None:
+            self.telemetry.decided(record)
         return verdict
 
     # -- session answers -------------------------------------------------------------------------
@@ -344,6 +357,8 @@ class Enforcer:
         (secrets masked: kinds and counts)."""
         duration_ms = int((time.monotonic() - verdict.started) * 1000)
         final = outcome not in NON_FINAL_OUTCOMES
+        if self.telemetry is not None:
+            self.telemetry.outcome(verdict.record, outcome, final=final, facts=facts)
         if in_decision and outcome in DECISION_OUTCOMES and verdict.record.get("outcome") is None \
                 and verdict.seq is not None:
             updated = dict(verdict.record, outcome=outcome)
