@@ -130,8 +130,8 @@ def approval_decide(
     """Answer a pending request: approve once, approve for this session, or deny.
 
     One deny ends it. An approval counts one reviewer; the request is approved once `approvals_required` distinct
-    reviewers have approved (the agent's owner never counts toward more than one). The approval then covers the
-    session only if every approver chose so. Exactly one final decision wins; later answers raise Conflict (409).
+    reviewers have approved (the agent's owner counts only where one approval suffices and the policy allows
+    self-approval). The approval then covers the session only if every approver chose so. Exactly one final decision wins; later answers raise Conflict (409).
     """
     if decision not in ReviewDecision.values:
         raise CordumError("decision must be 'approve', 'approve_session' or 'deny'.", {"field": "decision"})
