@@ -4,7 +4,9 @@ A test file holds `cases:` (or is a bare list); each case is
     - name: reading .env is denied
       call: {server: filesystem, tool: read_file, arguments: {path: .env}}
       expect: {decision: deny, rule: deny-secrets-access}      # or just `expect: deny`
-`expect` may also pin `topic`, `risk_tags`, `target`, `matched` and `shadow` (list of rule ids).
+`expect` may also pin `topic`, `risk_tags`, `target`, `matched` and `shadow` (list of rule ids), and for a held
+call the scopes of its `approval` (`approvals_required`, `session_approval`, `timeout`, `on_timeout`, `reviewers`,
+`allow_self_approval`), e.g. `approval: {approvals_required: 2, session_approval: false}`.
 `rule: null` expects the default decision (no rule matched).
 
 A case may check tool pinning (`on_tool_drift` and tools.lock): what an upstream lists is compared with the lock
@@ -31,16 +33,35 @@ from typing import Any
 import yaml
 
 from .engine import Call, compile_policy
-from .loader import LoadResult, PolicyIssue, load_policy_file, yaml_limit_issue
+from .loader import LoadResult, PolicyIssue, load_policy_file, parse_duration, yaml_limit_issue
 from .secrets import screen_result
 from .toollock import ToolPins, apply_drift, lock_from_listings
 
 __all__ = ["CaseResult", "RepoTestReport", "load_cases", "run_repo_tests"]
 
-_EXPECT_KEYS = ("decision", "rule", "topic", "risk_tags", "target", "matched", "shadow", "reason")
+
+def _approval_problems(expected: Any, approval: dict | None) -> list[str]:
+    """A case's `expect.approval` against the held call's approval settings (each key it names)."""
+    if approval is None:
+        return ["approval: expected approval settings, but the call is not held for approval"]
+    if not isinstance(expected, dict):
+        return ["approval: expected a mapping of approval settings"]
+    problems = []
+    for key, want in expected.items():
+        got = approval.get(key, _APPROVAL_UNSET.get(key))
+        if key == "timeout" and isinstance(want, str):
+            want = parse_duration(want)
+        if got != want:
+            problems.append(f"approval.{key}: expected {want!r}, got {got!r}")
+    return problems
+
+
+_EXPECT_KEYS = ("decision", "rule", "topic", "risk_tags", "target", "matched", "shadow", "reason", "approval")
+# What a held call's approval settings mean when the policy leaves them out.
+_APPROVAL_UNSET = {"approvals_required": 1, "session_approval": False}
 _CASE_KEYS = ("name", "call", "result", "expect", "description", "listing", "lock")
 _RESULT_EXPECT_KEYS = ("masked", "withheld")
-_LISTING_EXPECT_KEYS = ("drift", "listed", *_EXPECT_KEYS)
+_LISTING_EXPECT_KEYS = ("drift", "listed", "decision", "rule", "reason")  # what a listing case checks
 
 
 @dataclass
@@ -279,12 +300,9 @@ def run_repo_tests(repo: str, *, policy_path: str | None = None) -> RepoTestRepo
         report.errors.extend(errors)
         for line, case in cases:
             name = str(case.get("name") or f"case at line {line}")
-            if "listing" in case:
-                problems, observed = _run_listing_case(loaded.policy, compiled, case)
-                report.results.append(CaseResult(path, line, name, not problems, problems, observed))
-                continue
-            if "result" in case:
-                problems, observed = _run_result_case(loaded.policy, case)
+            if "listing" in case or "result" in case:  # what the sidecar shows of a tool list, or of a result
+                problems, observed = (_run_listing_case(loaded.policy, compiled, case) if "listing" in case
+                                      else _run_result_case(loaded.policy, case))
                 report.results.append(CaseResult(path, line, name, not problems, problems, observed))
                 continue
             call = Call.from_dict(case["call"])
@@ -306,6 +324,8 @@ def run_repo_tests(repo: str, *, policy_path: str | None = None) -> RepoTestRepo
                 problems.append(f"matched: expected {list(exp['matched'] or [])}, got {list(d.matched)}")
             if "shadow" in exp and [s["rule"] for s in d.shadow] != list(exp["shadow"] or []):
                 problems.append(f"shadow: expected {list(exp['shadow'] or [])}, got {[s['rule'] for s in d.shadow]}")
+            if "approval" in exp:
+                problems.extend(_approval_problems(exp["approval"], d.approval))
             covered.update(d.matched)
             covered.update(s["rule"] for s in d.shadow)
             report.results.append(CaseResult(path, line, name, not problems, problems, d.to_dict()))

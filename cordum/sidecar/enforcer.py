@@ -34,6 +34,13 @@ from cordum.policy.model import ResultSettings
 from cordum.policy.paths import reached_paths, strictest
 from cordum.policy.secrets import default_scanner, screen_result
 from cordum.policy.toollock import ToolPins, apply_drift
+from cordum.sidecar.approvals import (
+    ApprovalResult,
+    SessionGrant,
+    SessionGrants,
+    SpoolSessionGrants,
+    session_grant_from,
+)
 from cordum.sidecar.ids import utc_now_rfc3339, uuid7_str
 from cordum.sidecar.pinning import LISTING_META_PREFIX, drift_report
 from cordum.sidecar.spool import Spool, outcome_record
@@ -121,6 +128,7 @@ class Verdict:
     approval: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     unmapped: bool = False  # a tool the policy's map does not know, handed to the person at the terminal
+    grant: SessionGrant | None = None  # the session answer that lets this held call through without asking
 
     @property
     def decision_id(self) -> str:
@@ -130,6 +138,19 @@ class Verdict:
         if self.policy_version is None:
             return f"Denied by Cordum: {self.reason}"
         return f"Denied by Cordum policy rule {self.rule or 'defaults.decision'}: {self.reason} (policy {self.policy_version})"
+
+
+def _observed(reaches: dict[str, str] | None, grant: SessionGrant | None,
+              facts: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The decision record's `facts` (and reviewer) beyond the decision itself: `facts` already found (a tool that
+    drifted from tools.lock), the files the call's paths reach (the simulator replays them, having no file system
+    of the agent's), and the session answer that lets a held call through (named from the first record on)."""
+    facts = dict(facts or {})
+    if reaches:
+        facts["reaches"] = reaches
+    if grant is None:
+        return {"facts": facts} if facts else {}
+    return {"facts": {**facts, "grant": grant.fact()}, "reviewer": grant.reviewer}
 
 
 @dataclass
@@ -171,6 +192,7 @@ class Enforcer:
         self.on_drift = None  # called with new drift reports (list of dicts), e.g. DriftReporter.submit
         self.relays: weakref.WeakSet = weakref.WeakSet()  # agent sessions, told when a new lock changes their tools
         self._listings_kept: dict[str, str] = {}  # server -> digest of the listing last kept in the spool
+        self.grants: SessionGrants | SpoolSessionGrants = SessionGrants()  # "approve for this session" answers
 
     # -- the policy in force --------------------------------------------------------------------
 
@@ -309,6 +331,8 @@ class Enforcer:
                                        "policy_version": sd.policy_version or shadow_policy.version})
                 except Exception:
                     log.exception("shadow policy evaluation failed")
+        grant = self._use_grant(decision=decision, unmapped=unmapped, session_id=session_id, rule=rule, server=server,
+                                tool=tool, target=target)
         latency_us = (time.perf_counter_ns() - t0) // 1000
         record = {
             "record_type": "decision",
@@ -338,14 +362,11 @@ class Enforcer:
             "sidecar_id": self.sidecar_id,
             "root": call.root,  # what "{root}" and relative paths meant for this decision (replayed by simulation)
         }
-        if reaches:  # the simulator replays this, having no file system of the agent's
-            facts["reaches"] = reaches
-        if facts:
-            record["facts"] = facts
+        record.update(_observed(reaches, grant, facts))
         if extra:
             record.update(extra)
         verdict = Verdict(decision=decision, rule=rule, reason=reason, policy_version=version, record=record,
-                          approval=approval, unmapped=unmapped)
+                          approval=approval, unmapped=unmapped, grant=grant)
         self.counters.count(decision)
         verdict.seq = self.spool.add(record)
         if self.on_record is not None:
@@ -353,6 +374,32 @@ class Enforcer:
         if self.telemetry is not None:
             self.telemetry.decided(record)
         return verdict
+
+    # -- session answers -------------------------------------------------------------------------
+
+    def learn_grant(self, verdict: Verdict, result: ApprovalResult, session_id: str) -> SessionGrant | None:
+        """Keep a reviewer's "approve for this session" answer for `session_id` (None for any other answer)."""
+        grant = session_grant_from(result, verdict.record, verdict.approval or {}, now=self.grants.clock())
+        if grant is not None:
+            self.grants.add(session_id, grant)
+            log.info("session approval in force", extra={"approval_id": grant.approval_id, "rule": grant.rule,
+                                                          "session_id": session_id, "max_calls": grant.max_calls})
+        return grant
+
+    def _use_grant(self, *, decision: str, unmapped: bool, session_id: str, rule: str | None, server: str,
+                   tool: str, target: str) -> SessionGrant | None:
+        if decision != "require_approval" or unmapped:
+            return None
+        return self.grants.use(session_id, rule=rule, server=server, tool=tool, target=target)
+
+    def pass_by_grant(self, verdict: Verdict) -> bool:
+        """A held call that a session answer covers (its decision record already names the grant: approval id
+        and reviewer) is recorded approved by that answer: True, forward it. False: it must be asked about."""
+        grant = verdict.grant
+        if grant is None:
+            return False
+        self.record_outcome(verdict, "approved", reviewer=grant.reviewer, comment=grant.comment())
+        return True
 
     # -- tool results -----------------------------------------------------------------------------
 
