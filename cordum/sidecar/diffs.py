@@ -88,3 +88,42 @@ def write_diff(*, tool: str, arguments: dict[str, Any], root: str | None) -> str
     if len(text.encode()) > MAX_DIFF_BYTES:
         return text.encode()[:MAX_DIFF_BYTES].decode("utf-8", "ignore") + "\n[diff truncated]\n"
     return text
+
+
+# --- shell commands ------------------------------------------------------------------------------
+SHELL_TOOLS = ("Bash", "PowerShell")
+
+
+def shell_programs(command: str) -> list[str]:
+    """The programs a command line runs, split at pipes, `&&`, `||`, `;`, `&` and (sub)shell parentheses (the
+    stdlib's shell lexer; `$(…)` and backquotes open a subshell too)."""
+    import shlex
+
+    lexer = shlex.shlex(command.replace("`", " ; "), posix=True, punctuation_chars=";&|()")
+    lexer.whitespace_split = True
+    programs: list[str] = []
+    words: list[str] = []
+    try:
+        for token in lexer:
+            if token.strip(";&|()") == "":  # an operator (or a run of them)
+                if words:
+                    programs.append(shlex.join(words))
+                    words = []
+            elif token != "$":  # the `$` of `$(`
+                words.append(token)
+    except ValueError:  # unbalanced quotes: shown whole, as the shell would refuse it too
+        return [command]
+    if words:
+        programs.append(shlex.join(words))
+    return programs or [command]
+
+
+def shell_view(*, command: str, rule: str | None, decide) -> str:
+    """The command and its programs, one per line, each program `decide` holds by the same rule marked `>`:
+    the part that made the rule apply. `decide(program) -> rule id or None`."""
+    programs = shell_programs(command)
+    lines = [f"$ {mask_secrets(command)}"]
+    for i, program in enumerate(programs, 1):
+        hit = rule is not None and len(programs) > 1 and decide(program) == rule
+        lines.append(f"{'>' if hit else ' '} {i:>2}  {mask_secrets(program)}{f'   <- {rule}' if hit else ''}")
+    return "\n".join(lines) + "\n"
