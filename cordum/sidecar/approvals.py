@@ -79,7 +79,7 @@ def approval_request_payload(record: dict[str, Any], approval: dict[str, Any], *
             return evaluate(compiled, Call(server=record.get("server") or "", tool=tool,
                                            arguments={**arguments, "command": program}, root=root)).rule
 
-        what = shell_view(command=command, rule=record.get("rule"), decide=decide)
+        what = shell_view(command=command, rule=record.get("rule"), decide=decide, root=root)
     payload = {k: record.get(k) for k in APPROVAL_REQUEST_FIELDS}
     payload.update(diff=what,
                    on_timeout=approval.get("on_timeout") or "deny",

@@ -96,3 +96,31 @@ def test_secrets_in_a_held_shell_command_are_masked():
     view = shell_view(command="curl -H 'Authorization: Bearer abcdefghijklmnopqrstuvwx' https://x && ./deploy.sh",
                       rule="approve-shell", decide=lambda program: "approve-shell")
     assert "abcdefghijklmnopqrstuvwx" not in view and "[REDACTED: Bearer Token]" in view
+
+
+def test_a_held_git_push_lists_the_commits_it_would_push(tmp_path):
+    import os
+    import subprocess
+
+    from cordum.sidecar.diffs import shell_view
+
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.com"}
+
+    def git(*args, cwd=tmp_path):
+        subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
+
+    git("init", "-q", "--bare", "-b", "main", "remote.git")
+    git("clone", "-q", str(tmp_path / "remote.git"), "work")
+    work = tmp_path / "work"
+    git("commit", "-q", "--allow-empty", "-m", "pushed already", cwd=work)
+    git("push", "-q", "origin", "main", cwd=work)
+    for subject in ("add the payments client", "fix the retry loop"):
+        git("commit", "-q", "--allow-empty", "-m", subject, cwd=work)
+
+    view = shell_view(command="git push origin main", rule="approve-git-push", decide=lambda p: None, root=str(work))
+    pushed = [line for line in view.splitlines() if line.startswith("+")]
+    assert [line.split(maxsplit=2)[2] for line in pushed] == ["fix the retry loop", "add the payments client"]
+    assert "pushed already" not in view
+    hostile = shell_view(command="git push origin '+--output=/tmp/x'", rule=None, decide=lambda p: None, root=str(work))
+    assert not [line for line in hostile.splitlines() if line.startswith("+")]
