@@ -60,12 +60,18 @@ Signature = tuple[str, str, str, str, str, str, str]
 __all__ = [
     "DECISIONS",
     "Replay",
+    "has_flows",
     "has_limits",
     "record_signature",
     "record_day",
     "simulate_records",
     "read_jsonl",
 ]
+
+
+def has_flows(compiled: Any) -> bool:
+    """True when the policy has session data-flow rules (`labels`, rules with `match.after`)."""
+    return bool(getattr(compiled, "has_flows", False))
 
 
 def has_limits(compiled: Any) -> bool:
@@ -176,7 +182,13 @@ class Replay:
         self.also_in_reference = 0
         self.samples_per_group = samples_per_group
         self.max_changed_calls = max_changed_calls
-        self.needs_call_order = any(p is not None and has_limits(p) for p in (candidate, baseline, self.reference))
+        policies = (candidate, baseline, self.reference)
+        # Session data-flow: a call's decision depends on the labels earlier calls of its session set, so every
+        # session is replayed in order (no prefilter) and each signature is re-evaluated per set of labels held.
+        self.flows_replayed = any(p is not None and has_flows(p) for p in policies)
+        self.needs_call_order = self.flows_replayed or any(p is not None and has_limits(p) for p in policies)
+        self._calls: dict[Signature, dict] = {}  # with flows only: each signature's call, to re-evaluate
+        self._flow_cache: dict[tuple, _Eval] = {}
         self._trackers: dict[str, Any] = {}
         if self.needs_call_order:
             from cordum.policy import LimitsTracker
@@ -215,6 +227,8 @@ class Replay:
             if isinstance(args, str):
                 args = json.loads(args) if args else {}
             call = self._call(sig, args or {})
+            if self.flows_replayed:
+                self._calls[sig] = call
             cand = _Eval(self._evaluate(self.candidate, call))
             base = _Eval(self._evaluate(self.baseline, call)) if self.baseline is not None else None
             ref = _Eval(self._evaluate(self.reference, call)) if self.reference is not None else None
@@ -270,6 +284,8 @@ class Replay:
     def add_calls(self, rows: Iterable[tuple]) -> int:
         """The hot loop of `add_call` for many calls: rows of (session, timestamp, sample, recorded, sig)
         in (session, time) order, every signature already evaluated. Returns the number of rows."""
+        if self.flows_replayed:
+            return self._add_calls_with_flows(rows)
         cache, folds, epoch_day = self._cache, self._folds, _epoch_day
         tracker, btracker, rtracker = self._candidate_tracker, self._baseline_tracker, self._reference_tracker
         n = 0
@@ -310,13 +326,65 @@ class Replay:
                     fold[2] = sample
         return n
 
+    def _with_labels(self, which: int, policy: Any, sig: Signature, labels: set) -> _Eval:
+        """The signature's evaluation under `policy` in a session holding `labels` (cached per label set)."""
+        key = (which, sig, frozenset(labels))
+        ev = self._flow_cache.get(key)
+        if ev is None:
+            ev = self._flow_cache[key] = _Eval(self._evaluate(policy, self._calls[sig], key[2]))
+            self.evaluations += 1
+        return ev
+
+    def _add_calls_with_flows(self, rows: Iterable[tuple]) -> int:
+        """`add_calls` for policies with session data-flow rules: per session (rows of one session are
+        contiguous), each policy's labels grow with every call it does not deny, exactly as the sidecar's do
+        when it forwards a call (a held call counts as approved, the stricter reading for what follows)."""
+        policies = ((self.candidate, self._candidate_tracker), (self.baseline, self._baseline_tracker),
+                    (self.reference, self._reference_tracker))
+        current: Any = object()
+        held: list[set] = [set(), set(), set()]
+        n = 0
+        for session_id, timestamp, sample, recorded, sig in rows:
+            n += 1
+            if session_id != current:
+                current, held = session_id, [set(), set(), set()]
+            now = timestamp if isinstance(timestamp, float) else (
+                float(timestamp) if isinstance(timestamp, int) else _parse_ts(timestamp).timestamp())
+            outs: list[tuple | None] = [None, None, None]
+            for i, ev in enumerate(self._cache[sig]):
+                if ev is None:
+                    continue
+                policy, tracker = policies[i]
+                if held[i] and policy.flow_rules:
+                    ev = self._with_labels(i, policy, sig, held[i])
+                decision, rule = ev.decision, ev.rule
+                if tracker is not None:
+                    limited = tracker.check(session_id, ev.obj, now)
+                    if limited is not None:
+                        decision, rule = limited.decision, limited.rule or DEFAULT_RULE
+                if decision != "deny" and ev.obj.labels:
+                    held[i].update(ev.obj.labels)
+                outs[i] = (decision, rule, ev.matched)
+            after, rule, matched = outs[0]
+            before = outs[1][0] if outs[1] is not None else recorded
+            ref_after = outs[2][0] if outs[2] is not None else None
+            key = (sig, before, after, rule, _epoch_day(now), ref_after, matched)
+            fold = self._folds.get(key)
+            if fold is None:
+                self._folds[key] = [1, sample, sample]
+            else:
+                fold[0] += 1
+                fold[1], fold[2] = min(fold[1], sample), max(fold[2], sample)
+        return n
+
     # --- the limits prefilter: sessions no limit can touch need no per-call replay ---------------------
     def session_may_be_limited(
         self, *, calls: int, duration: float, writes: int | None = None, busiest: tuple[int, float] | None = None
     ) -> bool:
         """Whether any call of a session with these aggregates could be denied by a limit of any replayed
-        policy (each tracker's `LimitsTracker.may_limit`; conservative). Only meaningful with limits."""
-        return any(
+        policy (each tracker's `LimitsTracker.may_limit`; conservative). Only meaningful with limits. With
+        session data-flow rules every session is replayed (True)."""
+        return self.flows_replayed or any(
             t.may_limit(calls=calls, duration=duration, writes=writes, busiest=busiest)
             for t in self._trackers.values()
         )
@@ -345,10 +413,11 @@ class Replay:
 
     def _flush_folds(self) -> None:
         folds, self._folds = self._folds, {}
-        for (sig, before, after, rule, day, ref_after), (count, first, last) in folds.items():
-            cand = self._cache[sig][0]
+        for key, (count, first, last) in folds.items():
+            sig, before, after, rule, day, ref_after = key[:6]
+            matched = key[6] if len(key) > 6 else self._cache[sig][0].matched  # flows: what matched in session
             samples = () if first is None else ((first,) if first == last else (first, last))
-            self._tally(sig, before, after, rule, cand.matched, day, count, samples, ref_after)
+            self._tally(sig, before, after, rule, matched, day, count, samples, ref_after)
 
     def _tally(self, sig, before, after, rule, matched, day, count, samples, ref_after=None) -> None:
         if before not in RANK:
@@ -463,6 +532,7 @@ class Replay:
                 "tightened": tightened,
                 "loosened": changed_total - tightened,
                 "limits_replayed": self.needs_call_order,
+                "flows_replayed": self.flows_replayed,
                 "baseline": "policy" if self.baseline is not None else "recorded",
                 "candidate_version": getattr(self.candidate, "version", "") or "",
                 "baseline_version": (getattr(self.baseline, "version", "") or "") if self.baseline is not None else "",

@@ -19,9 +19,11 @@ import orjson
 from cordum.policy import (
     Call,
     LimitsTracker,
+    SessionFlows,
     args_digest,
     compile_policy,
     evaluate,
+    label_origin,
     load_policy_file,
     local_version,
     policy_from_dict,
@@ -46,6 +48,17 @@ INTERRUPTED_HELD = ("interrupted: the sidecar stopped (crash or kill) while the 
                     "never forwarded")
 
 
+def flow_facts(flow: dict | None, labels: tuple[str, ...]) -> dict[str, Any]:
+    """The evidence `facts` of session data-flow: the labels the call sets once it runs, and for a call decided
+    by a rule that waited for a label, that label and the earlier call that set it."""
+    facts: dict[str, Any] = {}
+    if labels:
+        facts["labels"] = list(labels)
+    if flow is not None:
+        facts["flow"] = {"label": flow["label"], "rule": flow["rule"], "set_by": dict(flow.get("set_by") or {})}
+    return facts
+
+
 class PolicyLoadError(Exception):
     pass
 
@@ -57,12 +70,13 @@ class LoadedPolicy:
     sequence: int | None
     source: str
     limits: Any = None  # LimitsTracker
+    flows: Any = None  # SessionFlows, when the policy has session data-flow rules (`labels`, `match.after`)
 
 
 def _compile(policy: Any, version: str, *, sequence: int | None, source: str) -> LoadedPolicy:
     compiled = compile_policy(policy, version)
     return LoadedPolicy(compiled=compiled, version=version, sequence=sequence, source=source,
-                        limits=LimitsTracker(compiled))
+                        limits=LimitsTracker(compiled), flows=SessionFlows() if compiled.has_flows else None)
 
 
 def policy_from_bundle(bundle: dict, *, source: str) -> LoadedPolicy:
@@ -117,6 +131,8 @@ class Verdict:
     approval: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     unmapped: bool = False  # a tool the policy's map does not know, handed to the person at the terminal
+    session_id: str = ""
+    sets_labels: tuple[str, ...] = ()  # session labels the call sets once it runs (`Enforcer.call_forwarded`)
 
     @property
     def decision_id(self) -> str:
@@ -167,6 +183,11 @@ class Enforcer:
                 loaded.limits = old.limits  # same version re-announced: the same tracker
             elif loaded.limits is not None:
                 loaded.limits.carry_over(old.limits)  # a new version: running sessions keep their counts
+        if loaded is not None and old is not None and old.flows is not None:
+            if old.version == loaded.version:
+                loaded.flows = old.flows
+            elif loaded.flows is not None:
+                loaded.flows.carry_over(old.flows)  # a session that read a secret still has
         self.primary = loaded
         if reason:
             self.no_policy_reason = reason
@@ -192,6 +213,8 @@ class Enforcer:
         primary = self.primary
         shadow_out: list[dict[str, Any]] = []
         unmapped = False
+        sets_labels: tuple[str, ...] = ()
+        flow = None
         if primary is None:
             detail = self.no_policy_detail() if self.no_policy_detail else None
             decision, rule, reason, version = "deny", None, (
@@ -202,8 +225,18 @@ class Enforcer:
             redacted = {"_redacted": "no policy in force"}
         else:
             try:
-                # judged by the path the call names and by the file it really reaches, whichever is stricter
-                d = strictest(evaluate(primary.compiled, call), call, lambda c: evaluate(primary.compiled, c))
+                # judged by the path the call names and by the file it really reaches, whichever is stricter;
+                # the labels it sets are those of both (a symlink to .env is a secret read too)
+                session = primary.flows.labels(session_id) if primary.flows is not None else None
+                labelled: list[str] = []
+
+                def judge(c: Call):
+                    out = evaluate(primary.compiled, c, session)
+                    labelled.extend(out.labels)
+                    return out
+
+                d = strictest(judge(call), call, judge)
+                sets_labels, flow = tuple(dict.fromkeys(labelled)), d.flow
                 if primary.limits is not None and d.decision != "deny":
                     limited = primary.limits.check(session_id, d, time.time())
                     if limited is not None:
@@ -264,10 +297,14 @@ class Enforcer:
             "sidecar_id": self.sidecar_id,
             "root": call.root,  # what "{root}" and relative paths meant for this decision (replayed by simulation)
         }
+        facts = flow_facts(flow, sets_labels if decision != "deny" else ())
+        if facts:
+            record["facts"] = facts
         if extra:
             record.update(extra)
         verdict = Verdict(decision=decision, rule=rule, reason=reason, policy_version=version, record=record,
-                          approval=approval, unmapped=unmapped)
+                          approval=approval, unmapped=unmapped, session_id=session_id,
+                          sets_labels=sets_labels if decision != "deny" else ())
         if decision == "allow":
             self.counters.allow += 1
         elif decision == "deny":
@@ -278,6 +315,17 @@ class Enforcer:
         if self.on_record is not None:
             self.on_record()
         return verdict
+
+    def call_forwarded(self, verdict: Verdict) -> list[str]:
+        """The call goes to its server now: the session labels it sets hold for the session's later calls
+        (labels are set by calls that run, never by denied ones). Returns the labels newly set."""
+        loaded = self.primary
+        if not verdict.sets_labels or loaded is None or loaded.flows is None:
+            return []
+        r = verdict.record
+        origin = label_origin(decision_id=verdict.decision_id, server=r.get("server") or "", tool=r.get("tool") or "",
+                              target=r.get("target") or "", timestamp=r.get("timestamp") or "")
+        return loaded.flows.record(verdict.session_id, verdict.sets_labels, origin)
 
     # -- tool results -----------------------------------------------------------------------------
 
@@ -307,7 +355,7 @@ class Enforcer:
             if reviewer is not None:
                 updated["reviewer"] = reviewer
             if facts:
-                updated["facts"] = facts
+                updated["facts"] = {**(verdict.record.get("facts") or {}), **facts}
             verdict.record = updated
             # folded into the decision record if it is still waiting in the spool (the usual case: the outcome
             # record below is then never built), else its own record

@@ -275,7 +275,7 @@ def simulation_replay(*, simulation: Simulation, candidate: Any, baseline: Any =
         hashed = bool(by_hash) and None not in by_hash and all(len(sigs) == 1 for sigs in by_hash.values())
         signature = {h: next(iter(sigs)) for h, sigs in by_hash.items()} if hashed else None
         replayed, expected = None, 0  # session hashes to replay call by call (None: all of them), their calls
-        if hashed and prefilter:
+        if hashed and prefilter and not replay.flows_replayed:  # flows: every session, in order
             # Pass 2: per-session aggregates; the engine says which sessions a limit could touch. Pass 3: the
             # others' calls, grouped and folded without the tracker.
             writes = sorted({sig[2] for sig in signature.values() if replay.counts_as_write(sig)})
