@@ -189,6 +189,7 @@ class Replay:
         self.needs_call_order = self.flows_replayed or any(p is not None and has_limits(p) for p in policies)
         self._calls: dict[Signature, dict] = {}  # with flows only: each signature's call, to re-evaluate
         self._flow_cache: dict[tuple, _Eval] = {}
+        self._flow_session: tuple[Any, list[set]] = (object(), [set(), set(), set()])  # session, labels per policy
         self._trackers: dict[str, Any] = {}
         if self.needs_call_order:
             from cordum.policy import LimitsTracker
@@ -341,8 +342,7 @@ class Replay:
         when it forwards a call (a held call counts as approved, the stricter reading for what follows)."""
         policies = ((self.candidate, self._candidate_tracker), (self.baseline, self._baseline_tracker),
                     (self.reference, self._reference_tracker))
-        current: Any = object()
-        held: list[set] = [set(), set(), set()]
+        current, held = self._flow_session  # carried between calls (add_call feeds one row at a time)
         n = 0
         for session_id, timestamp, sample, recorded, sig in rows:
             n += 1
@@ -375,6 +375,7 @@ class Replay:
             else:
                 fold[0] += 1
                 fold[1], fold[2] = min(fold[1], sample), max(fold[2], sample)
+        self._flow_session = (current, held)
         return n
 
     # --- the limits prefilter: sessions no limit can touch need no per-call replay ---------------------
