@@ -56,3 +56,32 @@ def test_an_agent_cannot_close_another_agents_calls(org_setup, celery_eager, dja
     with django_capture_on_commit_callbacks(execute=True):
         assert _post(org_setup, [make_outcome(decision, "executed")]).status_code == 202  # its own agent may
     assert EvidenceRecord.objects.filter(decision_id=decision["decision_id"], record_type="outcome").count() == 1
+
+
+def test_session_flow_facts_are_stored_and_exported_with_the_earlier_call_that_set_the_label(
+        org_setup, celery_eager, django_capture_on_commit_callbacks):
+    read = make_decision(outcome="executed", facts={"labels": ["secret-read"]})
+    set_by = {"decision_id": read["decision_id"], "server": "fs", "tool": "read_text_file", "target": "/p/.env",
+              "timestamp": read["timestamp"]}
+    fetch = make_decision(decision="deny", outcome="blocked", facts={
+        "flow": {"label": "secret-read", "rule": "deny-egress-after-secret-read", "set_by": set_by}})
+    with django_capture_on_commit_callbacks(execute=True):
+        assert _post(org_setup, [read, fetch]).status_code == 202
+    assert verify_chain(organization_id=org_setup["org"].pk).ok
+    auditor = APIClient()
+    auditor.force_authenticate(org_setup["auditor"].user)
+    exported = {r["decision_id"]: r["facts"] for r in auditor.get("/api/v1/evidence").json()["records"]}
+    assert exported[read["decision_id"]] == {"labels": ["secret-read"]}
+    assert exported[fetch["decision_id"]]["flow"]["set_by"]["decision_id"] == read["decision_id"]
+
+
+@pytest.mark.parametrize(("facts", "field"), [
+    ({"labels": "secret-read"}, "records[0].facts.labels"),
+    ({"labels": []}, "records[0].facts.labels"),
+    ({"flow": {"label": "x"}}, "records[0].facts.flow"),
+    ({"flow": {"label": "x", "rule": "r", "set_by": {"password": "hunter2"}}}, "records[0].facts.flow"),
+])
+def test_malformed_flow_facts_are_refused_naming_the_field(org_setup, facts, field):
+    response = _post(org_setup, [make_decision(facts=facts)])
+    assert response.status_code == 400
+    assert field in response.json()["message"]
