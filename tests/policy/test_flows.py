@@ -12,6 +12,7 @@ from cordum.policy import (
     SessionFlows,
     args_digest,
     compile_policy,
+    diff_policies,
     label_origin,
     load_policy_text,
     policy_from_dict,
@@ -308,3 +309,16 @@ def test_a_call_the_replayed_policy_denies_sets_no_label(compiled):
     records = [_record(1, "s", READ_ENV, "allow", 1), _record(2, "s", FETCH, "allow", 2)]
     report = simulate_records(deny_reads, records)
     assert report["matrix"]["allow"] == {"allow": 1, "require_approval": 0, "deny": 1}  # the read only
+
+
+# --- semantic diff ----------------------------------------------------------------------------------------
+
+
+def test_the_semantic_diff_names_label_entries_and_flow_conditions_added():
+    without = load(POLICY.split("  - id: deny-egress-after-secret-read")[0]).policy
+    d = diff_policies(without, load(POLICY).policy)
+    out = d.to_dict()
+    assert [e["label"] for e in out["labels"]["added"]] == ["secret-read"] and out["labels"]["removed"] == []
+    assert [r["match"]["after"] for r in out["rules"]["added"]] == [["secret-read"]]
+    assert "+ label secret-read set by * [credentials]" in d.to_text()
+    assert not d.empty
