@@ -118,6 +118,17 @@ def load_local_policy(path: str | os.PathLike[str], *, trusted_keys: dict[str, s
     return _compile(result.policy, version, sequence=None, source=str(p))
 
 
+def _carry_flows(old: LoadedPolicy | None, loaded: LoadedPolicy | None) -> None:
+    """A new policy version goes on with the session labels of the one it replaces (a session that read a
+    secret still has); the same version re-announced keeps the same tracker."""
+    if loaded is None or old is None or old.flows is None:
+        return
+    if old.version == loaded.version:
+        loaded.flows = old.flows
+    elif loaded.flows is not None:
+        loaded.flows.carry_over(old.flows)
+
+
 @dataclass
 class Verdict:
     """One decided call and its evidence record (kept until the outcome is known)."""
@@ -133,6 +144,7 @@ class Verdict:
     unmapped: bool = False  # a tool the policy's map does not know, handed to the person at the terminal
     session_id: str = ""
     sets_labels: tuple[str, ...] = ()  # session labels the call sets once it runs (`Enforcer.call_forwarded`)
+    shadow_sets: tuple[str, ...] = ()  # the same under the shadow version (if it would not deny the call)
 
     @property
     def decision_id(self) -> str:
@@ -183,11 +195,7 @@ class Enforcer:
                 loaded.limits = old.limits  # same version re-announced: the same tracker
             elif loaded.limits is not None:
                 loaded.limits.carry_over(old.limits)  # a new version: running sessions keep their counts
-        if loaded is not None and old is not None and old.flows is not None:
-            if old.version == loaded.version:
-                loaded.flows = old.flows
-            elif loaded.flows is not None:
-                loaded.flows.carry_over(old.flows)  # a session that read a secret still has
+        _carry_flows(old, loaded)
         self.primary = loaded
         if reason:
             self.no_policy_reason = reason
@@ -195,6 +203,7 @@ class Enforcer:
                                            "source": loaded.source if loaded else None, "reason": reason})
 
     def set_shadow(self, loaded: LoadedPolicy | None) -> None:
+        _carry_flows(self.shadow, loaded)
         self.shadow = loaded
 
     # -- deciding -------------------------------------------------------------------------------
@@ -214,6 +223,7 @@ class Enforcer:
         shadow_out: list[dict[str, Any]] = []
         unmapped = False
         sets_labels: tuple[str, ...] = ()
+        shadow_sets: tuple[str, ...] = ()
         flow = None
         if primary is None:
             detail = self.no_policy_detail() if self.no_policy_detail else None
@@ -263,7 +273,9 @@ class Enforcer:
             shadow_policy = self.shadow
             if shadow_policy is not None:
                 try:
-                    sd = evaluate(shadow_policy.compiled, call)
+                    flows = shadow_policy.flows  # the shadow version keeps its own session labels
+                    sd = evaluate(shadow_policy.compiled, call, flows.labels(session_id) if flows else None)
+                    shadow_sets = sd.labels if sd.decision != "deny" else ()
                     shadow_out.append({"rule": sd.rule, "decision": sd.decision,
                                        "policy_version": sd.policy_version or shadow_policy.version})
                 except Exception:
@@ -304,7 +316,7 @@ class Enforcer:
             record.update(extra)
         verdict = Verdict(decision=decision, rule=rule, reason=reason, policy_version=version, record=record,
                           approval=approval, unmapped=unmapped, session_id=session_id,
-                          sets_labels=sets_labels if decision != "deny" else ())
+                          sets_labels=sets_labels if decision != "deny" else (), shadow_sets=shadow_sets)
         if decision == "allow":
             self.counters.allow += 1
         elif decision == "deny":
@@ -319,12 +331,16 @@ class Enforcer:
     def call_forwarded(self, verdict: Verdict) -> list[str]:
         """The call goes to its server now: the session labels it sets hold for the session's later calls
         (labels are set by calls that run, never by denied ones). Returns the labels newly set."""
-        loaded = self.primary
-        if not verdict.sets_labels or loaded is None or loaded.flows is None:
+        loaded, shadow = self.primary, self.shadow
+        if not (verdict.sets_labels or verdict.shadow_sets):
             return []
         r = verdict.record
         origin = label_origin(decision_id=verdict.decision_id, server=r.get("server") or "", tool=r.get("tool") or "",
                               target=r.get("target") or "", timestamp=r.get("timestamp") or "")
+        if shadow is not None and shadow.flows is not None and verdict.shadow_sets:
+            shadow.flows.record(verdict.session_id, verdict.shadow_sets, origin)
+        if not verdict.sets_labels or loaded is None or loaded.flows is None:
+            return []
         return loaded.flows.record(verdict.session_id, verdict.sets_labels, origin)
 
     # -- tool results -----------------------------------------------------------------------------

@@ -195,3 +195,39 @@ def test_the_hook_keeps_a_sessions_labels_across_its_processes(tmp_path, policy)
     stored = spool.hook_sessions()
     assert list(stored["sess_s1"].counters["flow_labels"]) == ["secret-read"]
     assert "sess_s2" not in stored  # its fetch set no label: nothing to keep
+
+
+def _enforcer(tmp_path):
+    from cordum.sidecar.enforcer import Enforcer
+
+    return Enforcer(spool=Spool(tmp_path / "spool.db"), agent="claude-code-t", environment="dev", team=None,
+                    sidecar_id="sc-test", root=str(tmp_path))
+
+
+def test_a_new_policy_version_keeps_the_labels_running_sessions_hold(tmp_path, policy):
+    from cordum.sidecar.enforcer import load_local_policy
+
+    enforcer = _enforcer(tmp_path)
+    enforcer.set_policy(load_local_policy(policy, trusted_keys={}))
+    read = enforcer.decide(server="fs", tool="read_text_file", arguments={"path": "/p/.env"}, session_id="s1")
+    assert enforcer.call_forwarded(read) == ["secret-read"]
+    policy.write_text(FLOW_POLICY.replace("reason: fetching is fine", "reason: fetching is fine (v2)"))
+    enforcer.set_policy(load_local_policy(policy, trusted_keys={}))  # another version, e.g. a rollout
+    fetch = enforcer.decide(server="fetch", tool="fetch", arguments={"url": "https://example.com"}, session_id="s1")
+    assert (fetch.decision, fetch.rule) == ("deny", "deny-egress-after-secret-read")
+    assert read.decision_id in fetch.reason
+
+
+def test_a_shadow_version_with_flow_rules_keeps_its_own_labels_and_reports_what_it_would_decide(tmp_path, policy):
+    from cordum.sidecar.enforcer import load_local_policy
+
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(FLOW_POLICY.split("  - id: deny-egress-after-secret-read")[0])
+    enforcer = _enforcer(tmp_path)
+    enforcer.set_policy(load_local_policy(plain, trusted_keys={}))
+    enforcer.set_shadow(load_local_policy(policy, trusted_keys={}))
+    read = enforcer.decide(server="fs", tool="read_text_file", arguments={"path": "/p/.env"}, session_id="s1")
+    assert enforcer.call_forwarded(read) == []  # the policy in force sets no label; the shadow version does
+    fetch = enforcer.decide(server="fetch", tool="fetch", arguments={"url": "https://example.com"}, session_id="s1")
+    assert fetch.decision == "allow"
+    assert [(s["rule"], s["decision"]) for s in fetch.record["shadow"]] == [("deny-egress-after-secret-read", "deny")]
