@@ -59,6 +59,11 @@ def flow_facts(flow: dict | None, labels: tuple[str, ...]) -> dict[str, Any]:
     return facts
 
 
+def _add_flow_facts(record: dict[str, Any], flow: dict | None, labels: tuple[str, ...]) -> None:
+    if labels or flow is not None:
+        record["facts"] = flow_facts(flow, labels)
+
+
 class PolicyLoadError(Exception):
     pass
 
@@ -116,6 +121,21 @@ def load_local_policy(path: str | os.PathLike[str], *, trusted_keys: dict[str, s
         raise PolicyLoadError(f"policy {p} is invalid: {first}")
     version = local_version(p, raw)
     return _compile(result.policy, version, sequence=None, source=str(p))
+
+
+def _decide_with_flows(primary: LoadedPolicy, call: Call, session_id: str):
+    """(decision, labels the call sets once it runs): the session's labels decide rules with `match.after`; the
+    labels are those of both the path the call names and the file it reaches (a symlink to .env reads .env)."""
+    session = primary.flows.labels(session_id)
+    labelled: list[str] = []
+
+    def judge(c: Call):
+        out = evaluate(primary.compiled, c, session)
+        labelled.extend(out.labels)
+        return out
+
+    d = strictest(judge(call), call, judge)
+    return d, tuple(dict.fromkeys(labelled))
 
 
 def _carry_flows(old: LoadedPolicy | None, loaded: LoadedPolicy | None) -> None:
@@ -235,18 +255,12 @@ class Enforcer:
             redacted = {"_redacted": "no policy in force"}
         else:
             try:
-                # judged by the path the call names and by the file it really reaches, whichever is stricter;
-                # the labels it sets are those of both (a symlink to .env is a secret read too)
-                session = primary.flows.labels(session_id) if primary.flows is not None else None
-                labelled: list[str] = []
-
-                def judge(c: Call):
-                    out = evaluate(primary.compiled, c, session)
-                    labelled.extend(out.labels)
-                    return out
-
-                d = strictest(judge(call), call, judge)
-                sets_labels, flow = tuple(dict.fromkeys(labelled)), d.flow
+                # judged by the path the call names and by the file it really reaches, whichever is stricter
+                if primary.flows is None:  # no session data-flow rules: nothing more per call
+                    d = strictest(evaluate(primary.compiled, call), call, lambda c: evaluate(primary.compiled, c))
+                else:
+                    d, sets_labels = _decide_with_flows(primary, call, session_id)
+                    flow = d.flow
                 if primary.limits is not None and d.decision != "deny":
                     limited = primary.limits.check(session_id, d, time.time())
                     if limited is not None:
@@ -309,9 +323,7 @@ class Enforcer:
             "sidecar_id": self.sidecar_id,
             "root": call.root,  # what "{root}" and relative paths meant for this decision (replayed by simulation)
         }
-        facts = flow_facts(flow, sets_labels if decision != "deny" else ())
-        if facts:
-            record["facts"] = facts
+        _add_flow_facts(record, flow, sets_labels if decision != "deny" else ())
         if extra:
             record.update(extra)
         verdict = Verdict(decision=decision, rule=rule, reason=reason, policy_version=version, record=record,
