@@ -355,6 +355,12 @@ class Enforcer:
             return []
         return loaded.flows.record(verdict.session_id, verdict.sets_labels, origin)
 
+    def end_session(self, session_id: str) -> None:
+        """The agent session is over (its HTTP session closed): forget its session labels."""
+        for loaded in (self.primary, self.shadow):
+            if loaded is not None and loaded.flows is not None:
+                loaded.flows.end_session(session_id)
+
     # -- tool results -----------------------------------------------------------------------------
 
     def _result_settings(self) -> ResultSettings:

@@ -231,3 +231,40 @@ def test_a_shadow_version_with_flow_rules_keeps_its_own_labels_and_reports_what_
     fetch = enforcer.decide(server="fetch", tool="fetch", arguments={"url": "https://example.com"}, session_id="s1")
     assert fetch.decision == "allow"
     assert [(s["rule"], s["decision"]) for s in fetch.record["shadow"]] == [("deny-egress-after-secret-read", "deny")]
+
+
+async def test_one_http_sidecar_keeps_the_labels_of_its_concurrent_agent_sessions_apart(
+        fs_server_bin, project, tmp_path, policy, web):
+    """Two agents connected to one sidecar over streamable HTTP at once: the one that read .env may not fetch,
+    the other may."""
+    import os
+    import sys
+
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    from .conftest import sidecar_env, write_config
+    from .test_http import free_port, start_and_wait, stop
+
+    port = free_port()
+    config = write_config(tmp_path / "sidecar.yaml", listen=f"http://127.0.0.1:{port}/mcp", bundle=str(policy),
+                          spool=str(tmp_path / "spool.db"),
+                          upstreams=[{"name": "fs", "command": [fs_server_bin, str(project)]},
+                                     {"name": "fetch", "command": [PYTHON, str(DATA / "fetch_mcp_server.py")]}])
+    proc = start_and_wait([sys.executable, "-m", "cordum.sidecar", "run", "--config", str(config)], cwd=project,
+                          ready="Uvicorn running", env={**os.environ, **sidecar_env()})
+    url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        async with streamable_http_client(url) as (ra, wa), streamable_http_client(url) as (rb, wb):
+            async with ClientSession(ra, wa) as a, ClientSession(rb, wb) as b:
+                await a.initialize()
+                await b.initialize()
+                read = await a.call_tool("fs__read_text_file", {"path": str(project / ".env")})
+                denied = await a.call_tool("fetch__fetch", {"url": f"{web.url}/a"})
+                allowed = await b.call_tool("fetch__fetch", {"url": f"{web.url}/b"})
+    finally:
+        stop(proc)
+    assert not read.is_error
+    assert denied.is_error and "deny-egress-after-secret-read" in text_of(denied)
+    assert not allowed.is_error and text_of(allowed) == "hello from the web"
+    assert web.hits == ["/b"]
