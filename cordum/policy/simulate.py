@@ -19,6 +19,11 @@ count, write count, duration and busiest 10 minutes could have any call denied; 
 folded per group without the tracker (`Replay.add_unlimited`), exactly as feeding them call by call would,
 and only the others are replayed in order.
 
+Session data-flow rules (`labels`, rules with `match.after`) are state too: a call's labels, set when a
+replayed policy does not deny it, decide later calls of its session. Sessions with a call that may set a
+label (`Replay.may_set_labels`) are replayed in order with each policy's labels; the others are decided as
+without flow rules (and prefiltered for limits as above).
+
 "Before" is the decision actually recorded, unless a baseline policy is given: then it is that
 policy's decision for the same call (to isolate what the candidate changes from drift between
 the versions that made the recorded decisions). With recorded decisions as "before", a `reference`
@@ -364,11 +369,13 @@ class Replay:
                         decision, rule = limited.decision, limited.rule or DEFAULT_RULE
                 if decision != "deny" and ev.obj.labels:
                     held[i].update(ev.obj.labels)
-                outs[i] = (decision, rule, ev.matched)
-            after, rule, matched = outs[0]
+                outs[i] = (decision, rule, ev)
+            after, rule, ev = outs[0]
             before = outs[1][0] if outs[1] is not None else recorded
             ref_after = outs[2][0] if outs[2] is not None else None
-            key = (sig, before, after, rule, _epoch_day(now), ref_after, matched)
+            key = (sig, before, after, rule, _epoch_day(now), ref_after)
+            if ev is not self._cache[sig][0]:  # decided with labels: what matched may differ, so fold apart
+                key = (*key, ev.matched)
             fold = self._folds.get(key)
             if fold is None:
                 self._folds[key] = [1, sample, sample]
@@ -380,15 +387,25 @@ class Replay:
 
     # --- the limits prefilter: sessions no limit can touch need no per-call replay ---------------------
     def session_may_be_limited(
-        self, *, calls: int, duration: float, writes: int | None = None, busiest: tuple[int, float] | None = None
+        self, *, calls: int, duration: float, writes: int | None = None, busiest: tuple[int, float] | None = None,
+        labelling: int | None = None,
     ) -> bool:
         """Whether any call of a session with these aggregates could be denied by a limit of any replayed
-        policy (each tracker's `LimitsTracker.may_limit`; conservative). Only meaningful with limits. With
-        session data-flow rules every session is replayed (True)."""
-        return self.flows_replayed or any(
+        policy (each tracker's `LimitsTracker.may_limit`; conservative), or decided by a session data-flow rule:
+        with flow rules, `labelling` is how many of its calls may set a label (`may_set_labels`; None: unknown,
+        so True). A session no call of which sets a label is decided as without flow rules."""
+        if self.flows_replayed and (labelling is None or labelling > 0):
+            return True
+        return any(
             t.may_limit(calls=calls, duration=duration, writes=writes, busiest=busiest)
             for t in self._trackers.values()
         )
+
+    def may_set_labels(self, sig: Signature) -> bool:
+        """The (evaluated) signature may set a session label under some replayed policy: it matches a `labels`
+        entry and that policy does not deny it (flow rules only ever make a decision stricter, so a call denied
+        without labels is denied with them too)."""
+        return any(e is not None and e.obj.labels and e.decision != "deny" for e in self._cache[sig])
 
     def counts_as_write(self, sig: Signature) -> bool:
         """The (evaluated) signature may count towards max_writes for some replayed policy: a write that policy
@@ -606,22 +623,25 @@ def simulate_records(
     seen = 0
     if replay.needs_call_order:
         decisions = list(_decision_records(records, need_decision=baseline is None))
-        sessions: dict[str, list] = {}  # session -> [calls, writes, first epoch, last epoch, Counter(period)]
+        # session -> [calls, writes, first epoch, last epoch, Counter(period), calls that may set a label]
+        sessions: dict[str, list] = {}
         for r in decisions:
             sig = record_signature(r)
             replay.evaluations_for(sig, lambda r=r: _args_of(r))
             now = _parse_ts(r["timestamp"]).timestamp()
             s = sessions.get(r.get("session_id") or "")
             if s is None:
-                s = sessions[r.get("session_id") or ""] = [0, 0, now, now, Counter()]
+                s = sessions[r.get("session_id") or ""] = [0, 0, now, now, Counter(), 0]
             s[0] += 1
             s[1] += replay.counts_as_write(sig)
+            s[5] += replay.flows_replayed and replay.may_set_labels(sig)
             s[2], s[3] = min(s[2], now), max(s[3], now)
             s[4][int(now // BUSY_PERIOD)] += 1
         replayed = {
-            sid for sid, (calls, writes, first, last, periods) in sessions.items()
+            sid for sid, (calls, writes, first, last, periods, labelling) in sessions.items()
             if not prefilter or replay.session_may_be_limited(
-                calls=calls, duration=last - first, writes=writes, busiest=(max(periods.values()), BUSY_PERIOD))
+                calls=calls, duration=last - first, writes=writes, busiest=(max(periods.values()), BUSY_PERIOD),
+                labelling=labelling)
         }
         rows = sorted(
             (r for r in decisions if (r.get("session_id") or "") in replayed),

@@ -2,17 +2,21 @@
 simulator (and the sidecar) do: per session, in order, so a label one call set decides a later call of that
 session only."""
 
+import dataclasses
 import datetime as dt
 
 import pytest
 from django.utils import timezone
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cordum.decisions.services import evidence_append
 from cordum.policy import args_digest, compile_policy, load_policy_text
 from cordum.policy.simulate import simulate_records
 from cordum.simulation import services
-
-pytestmark = pytest.mark.django_db
+from tests.simulation.test_limits_prefilter import POLICY as PREFILTER_POLICY
+from tests.simulation.test_limits_prefilter import START, limits, records_of, session
+from tests.simulation.test_limits_prefilter import policy as limited
 
 FLOW_CANDIDATE = """\
 version: v1
@@ -62,6 +66,7 @@ def _records():
     } for n, (session, server, tool, args) in enumerate(CALLS, 1)]
 
 
+@pytest.mark.django_db
 def test_the_web_simulator_denies_only_the_fetches_after_a_secret_read_in_the_same_session(sim_org):
     records = _records()
     evidence_append(organization=sim_org, records=records)
@@ -78,3 +83,59 @@ def test_the_web_simulator_denies_only_the_fetches_after_a_secret_read_in_the_sa
     offline = simulate_records(compile_policy(load_policy_text(FLOW_CANDIDATE).policy, "c"), records)
     assert offline["matrix"] == report["matrix"]
     assert offline["changed_calls"][0]["samples"] == changed["samples"]
+
+
+# --- the prefilter: sessions in which no call can set a label are decided as without flow rules -------------
+
+FLOW_RULES = """\
+  - id: deny-writes-after-push
+    match: {topics: ["job.mcp-bridge.write.*"], after: [pushed]}
+    decision: deny
+    reason: No more writes in a session that pushed
+labels:
+  - label: pushed
+    match: {topics: ["job.mcp-bridge.git.push"]}
+"""
+
+
+def flow_policy(version="candidate", **limits):
+    """The prefilter law's policy plus a label set by a push and a rule that denies writes after it."""
+    base = load_policy_text(PREFILTER_POLICY.replace("{rule_limits}", "") + FLOW_RULES)
+    assert base.ok, base.errors
+    if not limits:
+        return compile_policy(base.policy, version)
+    return compile_policy(dataclasses.replace(base.policy, limits=limited(**limits).policy.limits), version)
+
+
+@settings(max_examples=100, deadline=None)
+@given(limits, st.lists(session, min_size=1, max_size=8), st.sampled_from(["recorded", "baseline", "reference"]),
+       st.booleans())
+def test_prefiltered_replay_with_flow_rules_equals_replaying_every_call(candidate_limits, sessions, before, other_flows):
+    candidate = flow_policy(**{k: v for k, v in candidate_limits.items() if v is not None})
+    other = flow_policy("live", max_calls=4) if other_flows else limited(max_calls=4, per_minute=2, version="live")
+    kwargs = {"baseline": other} if before == "baseline" else {"reference": other} if before == "reference" else {}
+    records = records_of(sessions)
+    assert simulate_records(candidate, records, **kwargs) == simulate_records(
+        candidate, records, prefilter=False, **kwargs)
+
+
+@pytest.mark.django_db
+def test_the_database_path_replays_in_order_only_the_sessions_that_may_set_a_label(sim_org):
+    pushing = (0, 10, [(2, 30, "allow"), (4, 30, "require_approval"), (3, 30, "allow")])  # write, push, write
+    quiet = [(i % 2, 60 * i, [(0, 40, "allow"), (2, 90, "allow")]) for i in range(6)]
+    shift = (timezone.now() - dt.timedelta(days=2)).replace(hour=9, minute=0, second=0, microsecond=0) - START
+    records = []
+    for r in records_of([pushing, *quiet]):
+        ts = dt.datetime.fromisoformat(r["timestamp"].replace("Z", "+00:00")) + shift
+        records.append({**{k: v for k, v in r.items() if k != "seq"}, "timestamp": ts.isoformat().replace("+00:00", "Z")})
+    evidence_append(organization=sim_org, records=records)
+    simulation = services.simulation_create(organization=sim_org, user=None, policy_yaml="version: v1", days=7,
+                                            enqueue=False)
+    candidate = flow_policy()
+    fast = services.simulation_replay(simulation=simulation, candidate=candidate)
+    full = services.simulation_replay(simulation=simulation, candidate=candidate, prefilter=False)
+    assert fast.pop("run")["calls_replayed_in_order"] == 3 < full.pop("run")["calls_replayed_in_order"] == len(records)
+    assert fast == full
+    [changed] = full["changed_calls"]
+    assert (changed["tool"], changed["after"], changed["rule"], changed["count"]) == (
+        "write_file", "deny", "deny-writes-after-push", 1)
