@@ -346,21 +346,23 @@ class _CMatch:
         self.tests = compile_conditions(m.args)
         self.after = tuple(m.after)
 
-    def fits(self, topic_l: str, tagset: frozenset, call: Call) -> bool:  # noqa: C901 - one check per match key
+    def fits_static(self, topic_l: str, tagset: frozenset, agent: str, team: str, env: str) -> bool:
+        """Everything but the argument conditions: a pure function of the engine's cache keys."""
         if self.topic_m is not None and not self.topic_m(topic_l):
             return False
         if self.tags is not None and not (self.tags & tagset):
             return False
-        if self.agent_m is not None and not self.agent_m(call.agent):
+        if self.agent_m is not None and not self.agent_m(agent):
             return False
-        if self.team_m is not None and not self.team_m(call.team):
+        if self.team_m is not None and not self.team_m(team):
             return False
-        if self.env_m is not None and not self.env_m(call.environment):
+        return self.env_m is None or bool(self.env_m(env))
+
+    def fits(self, topic_l: str, tagset: frozenset, call: Call) -> bool:
+        if not self.fits_static(topic_l, tagset, call.agent, call.team, call.environment):
             return False
-        for test in self.tests:
-            if not test(call.arguments, call.root):
-                return False
-        return True
+        args, root = call.arguments, call.root
+        return all(test(args, root) for test in self.tests)
 
 
 class _CRule(_CMatch):
@@ -459,6 +461,7 @@ class CompiledPolicy:
         self._tool_cache: dict[tuple[str, str], tuple[_CTool, ...]] = {}
         self._topic_cache: dict[str, tuple[_CRule, ...]] = {}
         self._static_cache: dict[tuple, _Static] = {}
+        self._label_cache: dict[tuple, tuple] = {}
 
     # -- tool map ----------------------------------------------------------------------------
     def _tool_candidates(self, server: str, tool: str) -> tuple[_CTool, ...]:
@@ -541,8 +544,21 @@ class CompiledPolicy:
         return self._approvals.get(rule_id, self.default_approval)
 
     def _labels_set(self, topic_l: str, tags: tuple[str, ...], call: Call) -> tuple[str, ...]:
-        tagset = frozenset(t.lower() for t in tags)
-        return tuple(dict.fromkeys(label for label, m in self.label_entries if m.fits(topic_l, tagset, call)))
+        """The labels of the `labels` entries the call matches: entries are narrowed once per (topic, tags,
+        agent, team, environment), like rules; only their argument conditions run per call."""
+        key = (topic_l, tags, call.agent, call.team, call.environment)
+        cands = self._label_cache.get(key)
+        if cands is None:
+            tagset = frozenset(t.lower() for t in tags)
+            cands = tuple((label, m.tests) for label, m in self.label_entries
+                          if m.fits_static(topic_l, tagset, *key[2:]))
+            if len(self._label_cache) >= _CACHE_MAX:
+                self._label_cache.clear()
+            self._label_cache[key] = cands
+        if not cands:
+            return ()
+        args, root = call.arguments, call.root
+        return tuple(dict.fromkeys(label for label, tests in cands if all(t(args, root) for t in tests)))
 
     def _flow_hits(self, topic_l: str, tags: tuple[str, ...], call: Call, session: Any) -> list[_CRule]:
         tagset = frozenset(t.lower() for t in tags)
