@@ -402,9 +402,11 @@ class Replay:
         )
 
     def may_set_labels(self, sig: Signature) -> bool:
-        """The (evaluated) signature may set a session label under some replayed policy: it matches a `labels`
-        entry and that policy does not deny it (flow rules only ever make a decision stricter, so a call denied
-        without labels is denied with them too)."""
+        """The (evaluated) signature could set the first session label under some replayed policy: it matches a
+        `labels` entry and that policy does not deny it while the session holds no label. A session with no
+        such call never holds a label (its first label would need one), so it is decided as without flow rules,
+        even though later calls of a labelled session may be decided differently (a flow rule that allows can
+        replace a default deny)."""
         return any(e is not None and e.obj.labels and e.decision != "deny" for e in self._cache[sig])
 
     def counts_as_write(self, sig: Signature) -> bool:

@@ -4,9 +4,12 @@ engine, the session tracker, the policy-test format and the offline simulator.""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cordum.policy import (
     SessionFlows,
@@ -17,8 +20,14 @@ from cordum.policy import (
     load_policy_text,
     policy_from_dict,
 )
-from cordum.policy.simulate import simulate_records
+from cordum.policy.model import Defaults, LabelRule, Match, Policy
+from cordum.policy.simulate import RANK, simulate_records
 from cordum.policy.testing import run_repo_tests
+from tests.policy.test_laws import TAGS as LAW_TAGS
+from tests.policy.test_laws import calls as law_calls
+from tests.policy.test_laws import decisions as law_decisions
+from tests.policy.test_laws import patterns as law_patterns
+from tests.policy.test_laws import rules as law_rules
 
 POLICY = """\
 version: v1
@@ -322,3 +331,45 @@ def test_the_semantic_diff_names_label_entries_and_flow_conditions_added():
     assert [r["match"]["after"] for r in out["rules"]["added"]] == [["secret-read"]]
     assert "+ label secret-read set by * [credentials]" in d.to_text()
     assert not d.empty
+
+
+# --- laws (hypothesis) ----------------------------------------------------------------------------------
+
+LABELS = ["secret-read", "untrusted-content", "pushed"]
+
+
+@st.composite
+def flow_policies(draw):
+    """Random rules, some waiting for labels, and label entries over the law module's topics and tags."""
+    base = draw(law_rules())
+    flows = [dataclasses.replace(r, id=f"f{i}", match=dataclasses.replace(
+        r.match, after=tuple(draw(st.lists(st.sampled_from(LABELS), min_size=1, max_size=2, unique=True)))))
+        for i, r in enumerate(draw(law_rules(prefix="f")))]
+    entries = tuple(LabelRule(label=draw(st.sampled_from(LABELS)), match=Match(
+        topics=tuple(draw(st.lists(law_patterns, max_size=1))),
+        risk_tags=tuple(draw(st.lists(st.sampled_from(LAW_TAGS), max_size=1)))))
+        for _ in range(draw(st.integers(0, 3))))
+    mixed = list(base)
+    for f in flows:
+        mixed.insert(draw(st.integers(0, len(mixed))), f)
+    return Policy(defaults=Defaults(decision=draw(law_decisions)), rules=tuple(mixed), labels=entries), tuple(base)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(flow_policies(), law_calls, st.sets(st.sampled_from(LABELS)))
+def test_flow_rules_never_act_without_labels_and_only_tighten_a_matched_decision(policies, call, labels):
+    policy, plain_rules = policies
+    with_flows = compile_policy(policy, "v")
+    plain = compile_policy(dataclasses.replace(policy, rules=plain_rules, labels=()), "v")
+    without = with_flows.evaluate(call)
+    assert (without.decision, without.rule, without.matched) == (lambda d: (d.decision, d.rule, d.matched))(
+        plain.evaluate(call))
+    held = with_flows.evaluate(call, dict.fromkeys(labels, {}))
+    if without.rule is not None:  # a matched decision only gets stricter (a rule may replace the default)
+        assert RANK[held.decision] >= RANK[without.decision]
+    if without.decision == "deny" and without.rule is not None:  # what may_set_labels relies on
+        assert held.decision == "deny"
+    if held.flow is not None:
+        assert held.flow["label"] in labels and held.rule == held.flow["rule"]
+    # a call's labels do not depend on what the session holds
+    assert held.labels == without.labels

@@ -92,9 +92,18 @@ FLOW_RULES = """\
     match: {topics: ["job.mcp-bridge.write.*"], after: [pushed]}
     decision: deny
     reason: No more writes in a session that pushed
+  # a shell command (denied by default) is allowed after a push, and then sets a label of its own
+  - id: allow-shell-after-push
+    match: {topics: ["job.mcp-bridge.shell.*"], after: [pushed]}
+    decision: allow
+  - id: deny-reads-after-shell
+    match: {topics: ["job.mcp-bridge.read.*"], after: [shelled]}
+    decision: deny
 labels:
   - label: pushed
     match: {topics: ["job.mcp-bridge.git.push"]}
+  - label: shelled
+    match: {topics: ["job.mcp-bridge.shell.*"]}
 """
 
 
@@ -122,10 +131,11 @@ def test_prefiltered_replay_with_flow_rules_equals_replaying_every_call(candidat
 @pytest.mark.django_db
 def test_the_database_path_replays_in_order_only_the_sessions_that_may_set_a_label(sim_org):
     pushing = (0, 10, [(2, 30, "allow"), (4, 30, "require_approval"), (3, 30, "allow")])  # write, push, write
+    shelling = (1, 20, [(5, 30, "deny"), (0, 30, "allow")])  # shell (default deny, so no label), read
     quiet = [(i % 2, 60 * i, [(0, 40, "allow"), (2, 90, "allow")]) for i in range(6)]
     shift = (timezone.now() - dt.timedelta(days=2)).replace(hour=9, minute=0, second=0, microsecond=0) - START
     records = []
-    for r in records_of([pushing, *quiet]):
+    for r in records_of([pushing, shelling, *quiet]):
         ts = dt.datetime.fromisoformat(r["timestamp"].replace("Z", "+00:00")) + shift
         records.append({**{k: v for k, v in r.items() if k != "seq"}, "timestamp": ts.isoformat().replace("+00:00", "Z")})
     evidence_append(organization=sim_org, records=records)
@@ -134,6 +144,8 @@ def test_the_database_path_replays_in_order_only_the_sessions_that_may_set_a_lab
     candidate = flow_policy()
     fast = services.simulation_replay(simulation=simulation, candidate=candidate)
     full = services.simulation_replay(simulation=simulation, candidate=candidate, prefilter=False)
+    # only the pushing session: the shelling one's shell call is denied while it holds no label, so it never
+    # gets one
     assert fast.pop("run")["calls_replayed_in_order"] == 3 < full.pop("run")["calls_replayed_in_order"] == len(records)
     assert fast == full
     [changed] = full["changed_calls"]
