@@ -45,26 +45,39 @@ def _add_format(p: argparse.ArgumentParser) -> None:
 
 
 # -- cordum policy lint -----------------------------------------------------------------------
+def _gates_issues(path: str) -> list:
+    """A policy repository directory's cordum.yaml (its gates), validated like safety.yaml; [] when absent."""
+    from cordum.policy.gates import GATES_FILENAME, MAX_GATES_BYTES, load_gates_text
+
+    gates = Path(path) / GATES_FILENAME
+    if not Path(path).is_dir() or not gates.is_file():
+        return []
+    raw = gates.read_bytes()[: MAX_GATES_BYTES + 1]
+    return load_gates_text(raw.decode("utf-8", errors="replace"), str(gates)).errors
+
+
 def _cmd_lint(args: argparse.Namespace) -> int:
     from cordum.policy import load_policy_file
 
     result = load_policy_file(args.path)
+    gate_errors = _gates_issues(args.path)
+    ok = result.ok and not gate_errors
     if args.format == "json":
         _print_json({
-            "ok": result.ok,
-            "errors": [e.to_dict() for e in result.errors],
+            "ok": ok,
+            "errors": [e.to_dict() for e in [*result.errors, *gate_errors]],
             "warnings": [w.to_dict() for w in result.warnings],
         })
-        return 0 if result.ok else 1
-    for e in result.errors:
+        return 0 if ok else 1
+    for e in [*result.errors, *gate_errors]:
         print(str(e))
     for w in result.warnings:
         print(f"{w.file}:{w.line}:{w.col}: warning: {w.message}")
-    if result.ok:
+    if ok:
         p = result.policy
         print(f"OK: {len(p.rules)} rules, {len(p.tools)} tool map entries, default {p.defaults.decision}", file=sys.stderr)
         return 0
-    print(f"{len(result.errors)} error(s)", file=sys.stderr)
+    print(f"{len(result.errors) + len(gate_errors)} error(s)", file=sys.stderr)
     return 1
 
 

@@ -150,6 +150,9 @@ CELERY_BEAT_SCHEDULE["policies-poll-repositories"] = {
     "task": "cordum.policies.tasks.repositories_poll_task",
     "schedule": timedelta(seconds=POLICY_POLL_INTERVAL),
 }
+# Tasks (by name, each given the repository id) enqueued after every completed sync: the policies app hands on
+# to the apps above it without importing them. The change simulation of every branch and pull request head:
+CORDUM_AFTER_SYNC_TASKS = ["cordum.simulation.tasks.policy_changes_refresh_task"]
 # Re-enqueue evidence batches whose message was lost (a Redis outage or restart): every N seconds, batches
 # staged at least N seconds ago.
 CORDUM_INGEST_SWEEP_SECONDS = int(os.environ.get("CORDUM_INGEST_SWEEP_SECONDS", "30"))
@@ -262,7 +265,10 @@ CORDUM_PUBLIC_URL = os.environ.get("CORDUM_PUBLIC_URL", "http://127.0.0.1:8000")
 # address, that pair is locked out for AXES_COOLOFF_TIME; an admin unlocks it (Django admin, Access attempts, or
 # `manage.py axes_reset_username USERNAME`).
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
-AXES_FAILURE_LIMIT = int(os.environ.get("CORDUM_LOGIN_FAILURE_LIMIT", "5"))
+CORDUM_LOGIN_FAILURE_LIMIT = int(os.environ.get("CORDUM_LOGIN_FAILURE_LIMIT", "5"))
+# Invalid bearer tokens (agent or user) from one address before that address is refused for AXES_COOLOFF_TIME.
+CORDUM_TOKEN_FAILURE_LIMIT = int(os.environ.get("CORDUM_TOKEN_FAILURE_LIMIT", "50"))
+AXES_FAILURE_LIMIT = "cordum.accounts.authentication.failure_limit"
 AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("CORDUM_LOGIN_LOCKOUT_MINUTES", "15")))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"

@@ -6,6 +6,10 @@ authenticates as an `AgentPrincipal` with `request.auth` set to the `AgentToken`
 
 from datetime import timedelta
 
+from axes.handlers.proxy import AxesProxyHandler
+from django.conf import settings
+from django.contrib.auth.signals import user_login_failed
+from django.core.cache import cache
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
@@ -34,8 +38,47 @@ class AgentPrincipal:
         return self.username
 
 
+# Invalid bearer tokens are failed logins of this pseudo-user, so django-axes counts them per address (its own
+# limit, below) and an admin unlocks an address as any other lockout (Access attempts, `axes_reset_ip`).
+TOKEN_USERNAME = "bearer-token"
+_TOKEN_FAILURES_KEY = "cordum:token-failures:{}"
+
+
+def failure_limit(request, credentials) -> int:
+    """AXES_FAILURE_LIMIT: tokens are not guessable, so a misconfigured fleet behind one address gets room to
+    fail before it is locked out with the attacker; passwords are."""
+    if (credentials or {}).get("username") == TOKEN_USERNAME:
+        return settings.CORDUM_TOKEN_FAILURE_LIMIT
+    return settings.CORDUM_LOGIN_FAILURE_LIMIT
+
+
+def _token_lockout(request) -> None:
+    """Refuse every bearer attempt from an address locked out for invalid tokens (checked only once the
+    address has failed recently: one cache read per request otherwise)."""
+    django_request = getattr(request, "_request", request)
+    AxesProxyHandler.update_request(django_request)
+    if cache.get(_TOKEN_FAILURES_KEY.format(django_request.axes_ip_address)) is None:
+        return
+    if not AxesProxyHandler.is_allowed(django_request, {"username": TOKEN_USERNAME}):
+        minutes = int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)
+        raise exceptions.Throttled(
+            wait=settings.AXES_COOLOFF_TIME.total_seconds(),
+            detail=f"Too many invalid tokens from this address: bearer tokens are refused from it for {minutes} "
+                   "minutes, or until an admin unlocks it (Access attempts).",
+        )
+
+
+def _token_failed(request, message: str):
+    django_request = getattr(request, "_request", request)
+    cache.set(_TOKEN_FAILURES_KEY.format(django_request.axes_ip_address), 1,
+              timeout=int(settings.AXES_COOLOFF_TIME.total_seconds()))
+    user_login_failed.send(sender=TokenAuthentication, credentials={"username": TOKEN_USERNAME},
+                           request=django_request)
+    return exceptions.AuthenticationFailed(message)
+
+
 def agent_for_token(raw: str):
-    """Return the active Agent for a raw token or None (shared by DRF auth and plain Django views)."""
+    """Return the active Agent for a raw token or None."""
     try:
         token = AgentToken.objects.select_related("agent", "agent__organization", "agent__team").get(
             digest=token_digest(raw), revoked_at__isnull=True
@@ -57,10 +100,11 @@ class TokenAuthentication(authentication.BaseAuthentication):
         if len(header) != 2:
             raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <token>'.")
         raw = header[1]
+        _token_lockout(request)
         if raw.startswith(AGENT_TOKEN_PREFIX + "_"):
             agent, token = agent_for_token(raw)
             if agent is None:
-                raise exceptions.AuthenticationFailed("Invalid or revoked agent token.")
+                raise _token_failed(request, "Invalid or revoked agent token.")
             now = timezone.now()
             # A fleet calls many times a second: record use at most once per LAST_USED_RESOLUTION.
             if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
@@ -73,11 +117,11 @@ class TokenAuthentication(authentication.BaseAuthentication):
             try:
                 token = UserToken.objects.select_related("user").get(digest=token_digest(raw), revoked_at__isnull=True)
             except UserToken.DoesNotExist:
-                raise exceptions.AuthenticationFailed("Invalid or revoked API token.") from None
+                raise _token_failed(request, "Invalid or revoked API token.") from None
             if not token.user.is_active:
-                raise exceptions.AuthenticationFailed("User inactive.")
+                raise _token_failed(request, "User inactive.")
             return token.user, token
-        raise exceptions.AuthenticationFailed("Unknown token type.")
+        raise _token_failed(request, "Unknown token type.")
 
     def authenticate_header(self, request):
         return self.keyword

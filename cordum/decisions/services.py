@@ -208,14 +208,19 @@ def _facts_validate(facts, index: int) -> str:
         elif key == "withheld":
             if type(value) is not bool:
                 raise _invalid(f"{where}.withheld", "must be true or false.")
+        elif key == "reaches":
+            if type(value) is not dict or not all(
+                    type(k) is str and len(k) <= 100 and type(p) is str and len(p) <= 1024 for k, p in value.items()):
+                raise _invalid(f"{where}.reaches", "must map each path argument to the file it reached.")
         elif key == "labels":
             if type(value) is not list or not value or len(value) > 64 or not all(
                     type(x) is str and 0 < len(x) <= 100 for x in value):
-                raise _invalid(f"{where}.labels", "must list the session labels the call set (strings).")
+                raise _invalid(f"{where}.labels", "must list the session labels the call sets (strings).")
         elif key == "flow":
             _flow_fact_validate(value, f"{where}.flow")
         else:
-            raise _invalid(f"{where}.{key}"[:200], "is not a known fact (known: masked, withheld, labels, flow).")
+            raise _invalid(f"{where}.{key}"[:200],
+                           "is not a known fact (known: masked, withheld, reaches, labels, flow).")
     text = _dumps_sorted(facts).decode()
     if len(text) > _FACTS_MAX_BYTES:
         raise _invalid(where, f"must be at most {_FACTS_MAX_BYTES} bytes of JSON.")
@@ -380,6 +385,31 @@ def _require_own_decisions(*, agent: Agent, ids: list[str]) -> None:
                           {"field": f"records[{outcome_of[foreign]}].decision_id"}, status_code=403)
 
 
+def _without_foreign_outcomes(organization_id: int, entries: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """`_require_own_decisions` again where it cannot race: an outcome staged while its decision was itself still
+    staged (not yet chained) by another agent passed the upload check; the writer, holding the chain head,
+    drops it. Staged records come from agent uploads only, so each carries its agent (first body column)."""
+    outcomes = {rid.split(":", 1)[0] for rid, _body, _tail in entries if ":" in rid}
+    if not outcomes:
+        return entries
+    owner = {rid: tail.split("\t", 1)[0] for rid, _body, tail in entries if rid in outcomes}
+    missing = outcomes - owner.keys()
+    if missing:
+        owner.update((d, str(a)) for d, a in EvidenceRecord.objects.filter(
+            organization_id=organization_id, record_type=RecordType.DECISION, decision_id__in=missing,
+        ).values_list("decision_id", "agent_id"))
+    kept = []
+    for entry in entries:
+        record_id, _body, tail = entry
+        decided_by = owner.get(record_id.split(":", 1)[0]) if ":" in record_id else None
+        if decided_by is not None and decided_by != tail.split("\t", 1)[0]:
+            logger.warning("evidence writer: dropped outcome %s of org %s: its decision was recorded by another "
+                           "agent", record_id, organization_id)
+            continue
+        kept.append(entry)
+    return kept
+
+
 def _enqueue(task, batch_id: int) -> None:
     """The batch is committed (durable): a broker outage must not turn the 202 into a 500. The beat sweep
     (`evidence_ingest_sweep_task`) re-enqueues batches whose message never made it."""
@@ -424,7 +454,7 @@ def _drain_once(organization_id: int, max_records: int, only: int | None = None)
         entries = []
         for _pk, payload, _count in batches:
             entries.extend(_unstage(payload))
-        written = _chain_locked(head, entries, claim=False)  # their keys were claimed when they were staged
+        written = _chain_locked(head, _without_foreign_outcomes(organization_id, entries), claim=False)  # their keys were claimed when they were staged
         IngestBatch.objects.filter(pk__in=[pk for pk, _payload, _count in batches]).delete()
         transaction.on_commit(lambda: notify.publish(f"evidence:{organization_id}"))
     return written, total

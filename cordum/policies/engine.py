@@ -6,10 +6,12 @@ Kept as a thin adapter so the app never grows a second parser or diff.
 from dataclasses import dataclass, field
 from typing import Any
 
+from cordum.policy.gates import GATES_FILENAME, MAX_GATES_BYTES
 from cordum.policy.loader import MAX_POLICY_BYTES
 from cordum.sidecar.bundles import content_sha256
 
-__all__ = ["MAX_POLICY_BYTES", "ParsedPolicy", "diff", "parse_oversized", "parse_policy"]
+__all__ = ["GATES_FILENAME", "MAX_GATES_BYTES", "MAX_POLICY_BYTES", "ParsedPolicy", "diff", "diff_located",
+           "gates_errors", "parse_oversized", "parse_policy"]
 
 
 @dataclass
@@ -75,3 +77,21 @@ def diff(old: dict | None, new: dict | None) -> dict[str, Any] | None:
     old_policy = policy_from_dict(old) if old is not None else policy_from_dict({"version": "v1", "rules": []})
     result = diff_policies(old_policy, policy_from_dict(new))
     return {"summary": result.to_dict(), "text": result.to_text()}
+
+
+def diff_located(*, old: dict | None, old_text: str, new: dict, new_text: str, filename: str) -> dict[str, Any]:
+    """The semantic diff with every entry linked to its line: {"summary": {... "at": {side, file, line}}, "text"}."""
+    from cordum.policy.diff import locate_diff
+
+    plain = diff(old, new)
+    old_dict = old if old is not None else {"version": "v1", "tools": [], "rules": []}
+    summary = locate_diff(plain["summary"], old_policy=old_dict, new_policy=new, old_text=old_text or "",
+                          new_text=new_text or "", filename=filename)
+    return {"summary": summary, "text": plain["text"]}
+
+
+def gates_errors(text: str | None, *, filename: str = GATES_FILENAME) -> list[dict]:
+    """Validation issues of a cordum.yaml (file, line, col, message); [] when valid or absent."""
+    from cordum.policy.gates import load_gates_text
+
+    return [_issue(e, filename) for e in load_gates_text(text, filename).errors]

@@ -15,6 +15,16 @@ class RepositoryForm(forms.Form):
     webhook_secret = forms.CharField(required=False, max_length=200,
                                      help_text="Generated when empty on create; leave empty on edit to keep it.")
     is_enabled = forms.BooleanField(required=False, initial=True, label="Enabled (polled and accepts webhooks)")
+    forge_repository = forms.RegexField(
+        regex=r"^$|^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", required=False, max_length=200,
+        label="Post results to GitHub repository", help_text="owner/name: a commit status per branch or pull request "
+        "head and one summary comment per pull request. Leave empty to post nothing.")
+    forge_api_url = forms.URLField(required=False, initial="https://api.github.com", max_length=300,
+                                   label="GitHub API URL", help_text="GitHub Enterprise: https://host/api/v3")
+    forge_token = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False), max_length=500,
+                                  label="GitHub token for posting",
+                                  help_text="Needs commit statuses and pull request comments (write). Stored "
+                                            "encrypted. Leave empty to keep the current value.")
 
     def __init__(self, *args, organization=None, instance: PolicyRepository | None = None, **kwargs):
         self.organization, self.instance = organization, instance

@@ -172,3 +172,83 @@ def blob_text(commit: git.Commit, path: str, *, max_bytes: int | None = None) ->
         raise BlobTooLarge(blob.size)
     data = blob.data_stream.read()
     return data.decode("utf-8", errors="replace")
+
+
+def open_cache(repository) -> git.Repo | None:
+    """The bare cache of a synced repository (read only here), or None before the first sync."""
+    path = cache_path(repository)
+    return git.Repo(path) if (path / "HEAD").exists() else None
+
+
+def newest_commit_touching(repo: git.Repo, head: str, path: str) -> str | None:
+    """The newest commit reachable from `head` that changed `path` (the one whose version a head carries)."""
+    commit = next(iter(repo.iter_commits(head, paths=path, max_count=1)), None)
+    return commit.hexsha if commit is not None else None
+
+
+# A change page shows at most this much of a diff; the rest is summarised ("… N more lines").
+MAX_DIFF_FILES = 50
+MAX_DIFF_LINES_PER_FILE = 2000
+_HUNK = re.compile(r"^@@ -(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? @@")
+
+
+def _file_path(header: str) -> str:
+    # "diff --git a/x b/x": paths with spaces are quoted by git; the b/ side names the file after the change.
+    rest = header.removeprefix("diff --git ")
+    if " b/" in rest:
+        return rest.rsplit(" b/", 1)[1].strip('"')
+    return rest
+
+
+def _parse_file(chunk: list[str]) -> dict:
+    path = _file_path(chunk[0])
+    entry = {"path": path, "status": "modified", "binary": False, "lines": [], "more_lines": 0}
+    old_no = new_no = 0
+    in_hunks = False
+    for raw in chunk[1:]:
+        if not in_hunks:
+            if raw.startswith("new file"):
+                entry["status"] = "added"
+            elif raw.startswith("deleted file"):
+                entry["status"] = "deleted"
+            elif raw.startswith("rename from "):
+                entry["status"], entry["old_path"] = "renamed", raw.removeprefix("rename from ")
+            elif raw.startswith("Binary files"):
+                entry["binary"] = True
+            if not raw.startswith("@@"):
+                continue
+            in_hunks = True
+        if len(entry["lines"]) >= MAX_DIFF_LINES_PER_FILE:
+            entry["more_lines"] += 1
+            continue
+        match = _HUNK.match(raw)
+        if match:
+            old_no, new_no = int(match.group(1)), int(match.group(2))
+            entry["lines"].append({"kind": "hunk", "text": raw, "old": None, "new": None})
+        elif raw.startswith("+"):
+            entry["lines"].append({"kind": "add", "text": raw[1:], "old": None, "new": new_no})
+            new_no += 1
+        elif raw.startswith("-"):
+            entry["lines"].append({"kind": "del", "text": raw[1:], "old": old_no, "new": None})
+            old_no += 1
+        elif raw.startswith("\\"):
+            continue  # "\ No newline at end of file"
+        else:
+            entry["lines"].append({"kind": "ctx", "text": raw[1:], "old": old_no, "new": new_no})
+            old_no, new_no = old_no + 1, new_no + 1
+    return entry
+
+
+def file_diffs(repo: git.Repo, base: str, head: str) -> dict:
+    """Every file that differs between two commits, as numbered lines for a red/green view:
+    {"files": [{"path", "status", "binary", "lines": [{"kind": add|del|ctx|hunk, "text", "old", "new"}],
+    "more_lines"}], "more_files": n}."""
+    text = repo.git.diff(base, head, "--no-color", "--no-ext-diff", "-M", "--unified=3", "--")
+    chunks: list[list[str]] = []
+    for raw in text.splitlines():
+        if raw.startswith("diff --git "):
+            chunks.append([raw])
+        elif chunks:
+            chunks[-1].append(raw)
+    files = [_parse_file(chunk) for chunk in chunks[:MAX_DIFF_FILES]]
+    return {"files": files, "more_files": max(len(chunks) - MAX_DIFF_FILES, 0)}

@@ -25,6 +25,13 @@ class PolicyRepository(models.Model):
     # Kept encrypted (not hashed): verifying an HMAC needs the secret itself.
     webhook_secret_encrypted = models.TextField(blank=True, default="")
     is_enabled = models.BooleanField(default=True, help_text="Polled by Celery beat and accepts webhooks")
+    # Where each change's result is posted back (a commit status per head, one comment per pull request):
+    # "owner/name" on GitHub; blank: not posted. The token is Fernet-encrypted like the credentials.
+    forge_repository = models.CharField(max_length=200, blank=True, default="",
+                                        help_text="GitHub owner/name to post results to; blank: not posted")
+    forge_api_url = models.CharField(max_length=300, blank=True, default="https://api.github.com",
+                                     help_text="GitHub's API (GitHub Enterprise: https://host/api/v3)")
+    forge_token_encrypted = models.TextField(blank=True, default="")
 
     sync_status = models.CharField(max_length=20, choices=SyncStatus.choices, default=SyncStatus.NEW)
     sync_progress = models.PositiveSmallIntegerField(default=0)  # 0-100, polled by the UI
@@ -65,6 +72,14 @@ class PolicyRepository(models.Model):
     @webhook_secret.setter
     def webhook_secret(self, value: str) -> None:
         self.webhook_secret_encrypted = crypto.encrypt(value) if value else ""
+
+    @property
+    def forge_token(self) -> str:
+        return crypto.decrypt(self.forge_token_encrypted).decode() if self.forge_token_encrypted else ""
+
+    @forge_token.setter
+    def forge_token(self, value: str) -> None:
+        self.forge_token_encrypted = crypto.encrypt(value) if value else ""
 
     @property
     def is_busy(self) -> bool:

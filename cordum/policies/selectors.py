@@ -4,7 +4,7 @@
 from django.db.models import QuerySet
 
 from cordum.common.errors import CordumError, NotFound
-from cordum.policies import engine
+from cordum.policies import engine, gitrepo
 from cordum.policies.choices import KeyStatus
 from cordum.policies.filters import PolicyVersionFilterForm
 from cordum.policies.models import PolicyBundle, PolicyRepository, PolicyVersion, SigningKey
@@ -132,3 +132,99 @@ def signing_key_list(*, organization, active_only: bool = False) -> QuerySet[Sig
 
 def policy_bundle_list(*, organization) -> QuerySet[PolicyBundle]:
     return PolicyBundle.objects.filter(organization=organization).select_related("version", "repository")
+
+
+# --- policy changes (a branch or pull/merge request head, judged against the live version) ----------------
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's empty tree: the base when nothing is live yet
+
+
+def _read_blob(repo, sha: str, path: str, max_bytes: int) -> str | None:
+    try:
+        return gitrepo.blob_text(repo.commit(sha), path, max_bytes=max_bytes)
+    except gitrepo.BlobTooLarge as exc:
+        return f"# {path} is {exc.size} bytes, over the limit of {max_bytes}: not read\n"
+
+
+def repository_change_heads(*, repository: PolicyRepository, known: dict | None = None) -> list[dict]:
+    """Every branch and pull/merge request head except the live branch: {"ref", "head", "version"}, where
+    version is the PolicyVersion of the newest commit on that head that touched the policy file (None before
+    it is synced). `known`: ref -> (head sha, version) from the last time; a head that has not moved since is
+    not walked again (a poll of a repository with many pull requests stays cheap)."""
+    repo = gitrepo.open_cache(repository)
+    heads = {ref: sha for ref, sha in (repository.branch_heads or {}).items() if ref != repository.branch}
+    if repo is None or not heads:
+        return []
+    known = known or {}
+    reused = {ref: known[ref][1] for ref, sha in heads.items()
+              if ref in known and known[ref][0] == sha and known[ref][1] is not None}
+    shas = {ref: gitrepo.newest_commit_touching(repo, sha, repository.policy_path)
+            for ref, sha in heads.items() if ref not in reused}
+    versions = {v.commit_sha: v for v in PolicyVersion.objects.filter(repository=repository,
+                                                                        commit_sha__in=set(shas.values()))}
+    return [{"ref": ref, "head": heads[ref], "version": reused.get(ref) or versions.get(shas.get(ref))}
+            for ref in sorted(heads)]
+
+
+def repository_gates_text(*, repository: PolicyRepository) -> tuple[str | None, str]:
+    """The gates every change is judged by: `cordum.yaml` at the head of the live branch (a pull request cannot
+    relax the gates it is judged by), and that commit. (None, "") when there is none."""
+    repo = gitrepo.open_cache(repository)
+    head = (repository.branch_heads or {}).get(repository.branch)
+    if repo is None or not head:
+        return None, ""
+    return _read_blob(repo, head, engine.GATES_FILENAME, engine.MAX_GATES_BYTES), head
+
+
+def _attach_issues(files: list[dict], issues_by_path: dict[str, list[dict]]) -> None:
+    """Put each validation issue on the new-side line it names; issues on lines the diff does not show go to
+    the file's `issues_elsewhere` (listed above its lines)."""
+    for entry in files:
+        issues = issues_by_path.get(entry["path"], [])
+        shown: set[int] = set()
+        by_line: dict[int, list[dict]] = {}
+        for issue in issues:
+            by_line.setdefault(int(issue.get("line") or 1), []).append(issue)
+        for line in entry["lines"]:
+            if line["new"] in by_line:
+                line["issues"] = by_line[line["new"]]
+                shown.add(line["new"])
+        entry["issues_elsewhere"] = [i for n, group in sorted(by_line.items()) if n not in shown for i in group]
+
+
+def policy_change_review(*, repository: PolicyRepository, ref: str) -> dict:
+    """A branch or pull/merge request head against the live version: the version at that head (validity, errors),
+    the semantic diff with file:line links, and a numbered line diff of every changed file with validation
+    issues at their lines (safety.yaml's, and cordum.yaml's when the change touches the gates)."""
+    heads = repository.branch_heads or {}
+    if ref not in heads:
+        raise NotFound(f"No branch or pull/merge request {ref!r} in {repository.name} (not synced yet?).",
+                       {"ref": ref})
+    repo = gitrepo.open_cache(repository)
+    if repo is None:
+        raise NotFound(f"{repository.name} has not been synced yet.", {"ref": ref})
+    head = heads[ref]
+    live = live_version(repository=repository)
+    sha = gitrepo.newest_commit_touching(repo, head, repository.policy_path)
+    version = PolicyVersion.objects.filter(repository=repository, commit_sha=sha).first() if sha else None
+    out = {"ref": ref, "head": head, "head_commit": None, "version": version, "live": live, "semantic": None,
+           "files": [], "more_files": 0, "gates_errors": [], "is_live_branch": ref == repository.branch}
+    commit = repo.commit(head)
+    out["head_commit"] = {"sha": head, "author": commit.author.name or "", "message": commit.message.strip(),
+                          "committed_at": commit.committed_datetime}
+    if version is not None and version.is_valid and live is not None and live.pk != version.pk:
+        out["semantic"] = engine.diff_located(old=live.policy, old_text=live.source_text, new=version.policy,
+                                              new_text=version.source_text, filename=repository.policy_path)
+    elif version is not None and version.is_valid and live is None:
+        out["semantic"] = engine.diff_located(old=None, old_text="", new=version.policy,
+                                              new_text=version.source_text, filename=repository.policy_path)
+    diffs = gitrepo.file_diffs(repo, live.commit_sha if live else EMPTY_TREE, head)
+    out["files"], out["more_files"] = diffs["files"], diffs["more_files"]
+    issues = {repository.policy_path: [*({**e, "severity": "error"} for e in version.errors),
+                                       *({**w, "severity": "warning"} for w in version.warnings)]
+              } if version is not None else {}
+    if any(f["path"] == engine.GATES_FILENAME for f in out["files"]):
+        out["gates_errors"] = [{**e, "severity": "error"} for e in engine.gates_errors(
+            _read_blob(repo, head, engine.GATES_FILENAME, engine.MAX_GATES_BYTES))]
+        issues[engine.GATES_FILENAME] = out["gates_errors"]
+    _attach_issues(out["files"], issues)
+    return out

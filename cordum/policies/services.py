@@ -35,7 +35,8 @@ def bundle_channel(organization_id: int) -> str:
 @transaction.atomic
 def repository_create(*, organization: Organization, actor, name: str, url: str, branch: str = "main",
                       policy_path: str = "safety.yaml", credentials: str = "", webhook_secret: str = "",
-                      is_enabled: bool = True) -> tuple[PolicyRepository, str]:
+                      is_enabled: bool = True, forge_repository: str = "", forge_api_url: str = "",
+                      forge_token: str = "") -> tuple[PolicyRepository, str]:
     """Create the organisation's policy repository; returns it and its webhook secret (generated when not given;
     shown once). One per organisation: its live branch's safety.yaml is the one policy every sidecar enforces."""
     existing = PolicyRepository.objects.filter(organization=organization).first()
@@ -51,9 +52,12 @@ def repository_create(*, organization: Organization, actor, name: str, url: str,
         raise CordumError(refusal, {"field": "url"})
     webhook_secret = webhook_secret or secrets.token_urlsafe(32)
     repository = PolicyRepository(organization=organization, name=name, url=url.strip(), branch=branch.strip(),
-                                  policy_path=policy_path.strip().lstrip("/"), is_enabled=is_enabled)
+                                  policy_path=policy_path.strip().lstrip("/"), is_enabled=is_enabled,
+                                  forge_repository=forge_repository.strip(),
+                                  forge_api_url=(forge_api_url or "https://api.github.com").strip())
     repository.credentials = credentials
     repository.webhook_secret = webhook_secret
+    repository.forge_token = forge_token
     repository.save()
     audit_log_record(organization=organization, actor=actor, action=AuditAction.CREATE, obj=repository,
                      after=snapshot(repository))
@@ -68,7 +72,7 @@ def repository_update(*, repository: PolicyRepository, actor, **fields) -> Polic
         refusal = gitrepo.url_refusal(fields["url"], organization_id=repository.organization_id)
         if refusal:
             raise CordumError(refusal, {"field": "url"})
-    for secret_field in ("credentials", "webhook_secret"):
+    for secret_field in ("credentials", "webhook_secret", "forge_token"):
         value = fields.pop(secret_field, None)
         if value:
             setattr(repository, secret_field, value)

@@ -32,8 +32,19 @@ def repository_sync_task(self, repository_id: int) -> dict:
             sync_message=f"Retry {self.request.retries}/{self.max_retries} after: {repository.last_error[:200]}"
         )
     result = sync_repository(repository=repository)
+    if not result.skipped:
+        after_sync_enqueue(repository_id)
     return {"skipped": result.skipped, "new": result.new_versions, "invalid": result.invalid_versions,
             "live": result.live_version, "bundle": result.published_bundle}
+
+
+def after_sync_enqueue(repository_id: int) -> None:
+    """Enqueue settings.CORDUM_AFTER_SYNC_TASKS by name (a skipped sync leaves it to the one that ran)."""
+    from celery import current_app
+    from django.conf import settings
+
+    for name in getattr(settings, "CORDUM_AFTER_SYNC_TASKS", ()):
+        current_app.signature(name, args=(repository_id,)).delay()
 
 
 @shared_task(name="cordum.policies.tasks.repositories_poll_task", acks_late=True)

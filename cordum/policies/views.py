@@ -115,7 +115,8 @@ class RepositoryUpdateView(_RepositoryMixin, FormView):
     def get_initial(self):
         repo = self.get_repository()
         return {"name": repo.name, "url": repo.url, "branch": repo.branch, "policy_path": repo.policy_path,
-                "is_enabled": repo.is_enabled}
+                "is_enabled": repo.is_enabled, "forge_repository": repo.forge_repository,
+                "forge_api_url": repo.forge_api_url}
 
     def get_context_data(self, **kwargs):
         return super().get_context_data(repo=self.get_repository(), **kwargs)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .engine import Call, compile_policy
 from .model import Policy
+from .positions import Positions
 
-__all__ = ["PolicyDiff", "diff_policies"]
+__all__ = ["PolicyDiff", "diff_policies", "locate_diff"]
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -36,6 +38,7 @@ class PolicyDiff:
     rules_removed: list[dict] = field(default_factory=list)
     rules_changed: list[dict] = field(default_factory=list)  # {"id", "changes": [{"field","before","after"}]}
     rules_reordered: bool = False
+    rules_moved: list[str] = field(default_factory=list)  # ids whose place among the kept rules changed
     defaults: list[dict] = field(default_factory=list)
     limits: list[dict] = field(default_factory=list)
     evidence: list[dict] = field(default_factory=list)
@@ -62,6 +65,7 @@ class PolicyDiff:
                 "removed": self.rules_removed,
                 "changed": self.rules_changed,
                 "reordered": self.rules_reordered,
+                "moved": self.rules_moved,
             },
             "defaults": self.defaults,
             "limits": self.limits,
@@ -91,7 +95,8 @@ class PolicyDiff:
             for c in r["changes"]:
                 lines.append(f"    {c['field']}: {c['before']!r} -> {c['after']!r}")
         if self.rules_reordered:
-            lines.append("~ rule order changed (order only breaks ties between equally strict rules)")
+            moved = f": {', '.join(self.rules_moved)} moved" if self.rules_moved else ""
+            lines.append(f"~ rule order changed{moved} (order only breaks ties between equally strict rules)")
         for label, changes in (("defaults", self.defaults), ("limits", self.limits), ("evidence", self.evidence)):
             for c in changes:
                 lines.append(f"~ {label}.{c['field']}: {c['before']!r} -> {c['after']!r}")
@@ -161,6 +166,7 @@ def diff_policies(old: Policy, new: Policy, calls: Iterable[Call] | None = None)
         rules_removed=removed,
         rules_changed=changed,
         rules_reordered=common_old != common_new,
+        rules_moved=_moved(common_old, common_new),
         defaults=_field_changes(od["defaults"], nd["defaults"]),
         limits=_field_changes(od["limits"], nd["limits"]),
         evidence=_field_changes(od["evidence"], nd["evidence"]),
@@ -172,3 +178,75 @@ def diff_policies(old: Policy, new: Policy, calls: Iterable[Call] | None = None)
         decisions=moved,
         calls_checked=checked,
     )
+
+
+def _moved(old_order: list[str], new_order: list[str]) -> list[str]:
+    """The ids outside the longest common subsequence of two orders of the same ids: the ones that moved."""
+    if old_order == new_order:
+        return []
+    kept: set[str] = set()
+    matcher = difflib.SequenceMatcher(a=old_order, b=new_order, autojunk=False)
+    for block in matcher.get_matching_blocks():
+        kept.update(new_order[block.b : block.b + block.size])
+    return [rid for rid in new_order if rid not in kept]
+
+
+def _at(side: str, line: int | None, filename: str) -> dict | None:
+    return {"side": side, "file": filename, "line": line} if line else None
+
+
+def _index_of(rules: list[dict], rule_id: str) -> int | None:
+    return next((i for i, r in enumerate(rules) if r["id"] == rule_id), None)
+
+
+def _field_path(field_name: str) -> list[str]:
+    return [part for part in field_name.split(".") if part]
+
+
+def _locate_rules(out: dict, od: dict, nd: dict, old: Positions, new: Positions, filename: str) -> None:
+    rules = out["rules"]
+    for r in rules["added"]:
+        r["at"] = _at("new", new.line(["rules", _index_of(nd["rules"], r["id"])]), filename)
+    for r in rules["removed"]:
+        r["at"] = _at("old", old.line(["rules", _index_of(od["rules"], r["id"])]), filename)
+    for r in rules["changed"]:
+        index = _index_of(nd["rules"], r["id"])
+        r["at"] = _at("new", new.line(["rules", index]), filename)
+        for change in r["changes"]:
+            side, where, i = ("old", old, _index_of(od["rules"], r["id"])) if change["after"] is None else (
+                "new", new, index)
+            change["at"] = _at(side, where.line(["rules", i, *_field_path(change["field"])]), filename)
+    rules["moved_at"] = [
+        {"id": rid, "at": _at("new", new.line(["rules", _index_of(nd["rules"], rid)]), filename)}
+        for rid in rules.get("moved", [])
+    ]
+
+
+def locate_diff(diff: dict, *, old_policy: dict, new_policy: dict, old_text: str, new_text: str,
+                filename: str = "safety.yaml") -> dict:
+    """`PolicyDiff.to_dict()` with an `at` ({"side": "old"|"new", "file", "line"}) on every entry: where the
+    rule, tool-map entry or setting is in the new text (or, once removed, in the old one).
+
+    `old_policy`/`new_policy` are the canonical dicts the diff was computed from (their rule and tool order is
+    the order in the text), `old_text`/`new_text` the policy files they were loaded from."""
+    import copy
+
+    out = copy.deepcopy(diff)
+    old, new = Positions(old_text), Positions(new_text)
+    _locate_rules(out, old_policy, new_policy, old, new, filename)
+    tools = out["tools"]
+    for t in tools["added"]:
+        tools_index = next((i for i, x in enumerate(new_policy["tools"]) if x == {k: v for k, v in t.items()
+                                                                                   if k != "at"}), None)
+        t["at"] = _at("new", new.line(["tools", tools_index]), filename)
+    for t in tools["removed"]:
+        tools_index = next((i for i, x in enumerate(old_policy["tools"]) if x == {k: v for k, v in t.items()
+                                                                                   if k != "at"}), None)
+        t["at"] = _at("old", old.line(["tools", tools_index]), filename)
+    if tools["reordered"]:
+        tools["reordered_at"] = _at("new", new.line(["tools"]), filename)
+    for section in ("defaults", "limits", "evidence"):
+        for change in out[section]:
+            side, where = ("old", old) if change["after"] is None else ("new", new)
+            change["at"] = _at(side, where.line([section, *_field_path(change["field"])]), filename)
+    return out

@@ -2,8 +2,8 @@
 
 Redaction is recursive: a key whose name matches one of `evidence.redact` (case-insensitive globs,
 e.g. "content", "*token*") has its value replaced by "[REDACTED]"; with `redact_secret_values`
-(default on), string values that look like credentials (private keys, AWS/GitHub/Slack/OpenAI-style
-tokens, bearer headers, passwords in URLs) are replaced too; strings longer than `max_value_bytes`
+(default on), string values in which the secret scanner (`secrets.py`: detect-secrets' detectors and a few
+more) finds a credential are replaced too; strings longer than `max_value_bytes`
 (UTF-8) are truncated with a marker. `args_digest` is always over the original arguments.
 """
 
@@ -16,24 +16,12 @@ from typing import Any
 import orjson
 
 from .engine import Call, CompiledPolicy
+from .secrets import default_scanner
 
 __all__ = ["REDACTED", "args_digest", "canonical_json", "mask_secrets", "redact_arguments", "redact_target", "redact_value"]
 
 REDACTED = "[REDACTED]"
 _MAX_DEPTH = 32
-
-# Linear-time stdlib patterns (no nested quantifiers) for common credential shapes.
-_SECRET_VALUE = re.compile(
-    r"-----BEGIN [A-Z ]*PRIVATE KEY-----"
-    r"|\bAKIA[0-9A-Z]{16}\b"
-    r"|\bgh[pousr]_[A-Za-z0-9]{36,}"
-    r"|\bgithub_pat_[A-Za-z0-9_]{40,}"
-    r"|\bxox[abprs]-[A-Za-z0-9-]{10,}"
-    r"|\bsk-[A-Za-z0-9_-]{20,}"
-    r"|\bglpat-[A-Za-z0-9_-]{20,}"
-    r"|(?i:\bbearer\s+[A-Za-z0-9._~+/=-]{16,})"
-    r"|[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@"
-)
 
 # `DB_PASSWORD=hunter2`, `api_key: "..."`: a literal after a credential-named key in free text (diffs, commands).
 # Code such as `token = get_token()` or `password = form["password"]` is left alone: only literals are values.
@@ -45,8 +33,9 @@ _SECRET_ASSIGNMENT = re.compile(
 
 
 def mask_secrets(text: str) -> str:
-    """Free text with credential-shaped substrings and literal values of credential-named keys replaced."""
-    text = _SECRET_VALUE.sub(REDACTED, text)
+    """Free text with each secret the scanner finds replaced by a label naming its kind (one detector for tool
+    results, approval diffs and evidence), then literal values of credential-named keys replaced."""
+    text = default_scanner().mask(text)[0]
     return _SECRET_ASSIGNMENT.sub(lambda m: m.group("key") + REDACTED, text)
 
 
@@ -83,7 +72,7 @@ def redact_value(value: Any, *, key_matches, max_bytes: int, scan: bool, depth: 
     if isinstance(value, list | tuple):
         return [redact_value(v, key_matches=key_matches, max_bytes=max_bytes, scan=scan, depth=depth + 1) for v in value]
     if isinstance(value, str):
-        if scan and _SECRET_VALUE.search(value):
+        if scan and default_scanner().has_secret(value):
             return REDACTED
         return _truncate(value, max_bytes)
     if value is None or isinstance(value, bool | int | float):

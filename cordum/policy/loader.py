@@ -40,7 +40,8 @@ from .model import (
     SessionLimits,
     ToolMapping,
 )
-from .patterns import compile_name_glob, glob_error, has_wildcard, literal_prefix, regex_error
+from .patterns import glob_error, has_wildcard, regex_error
+from .reachability import covers, unreachable_rules
 
 __all__ = [
     "MAX_POLICY_BYTES",
@@ -768,7 +769,7 @@ class _Validator:
         defined: set[str] = set()
         for entry in policy.labels:
             defined.add(entry.label)
-            blocker = next((d for d in always_denied if _covers(d.match, entry.match)), None)
+            blocker = next((d for d in always_denied if covers(d.match, entry.match)), None)
             if blocker is None:
                 settable.add(entry.label)
             else:
@@ -803,65 +804,18 @@ class _Validator:
 
     # -- validation: rules that can never decide ---------------------------------------------
     def unreachable(self, policy: Policy) -> None:
-        rules = policy.rules
-        for j, r in enumerate(rules):
-            if r.mode != "enforce":
-                continue
-            for i, d in enumerate(rules):
-                if i == j or d.mode != "enforce" or d.decision != "deny":
-                    continue
-                if r.decision == "deny" and i > j:
-                    continue
-                if _covers(d.match, r.match):
-                    why = "always wins over it" if r.decision != "deny" else "comes first, so it decides instead"
-                    # An error (ARCHITECTURE: validation): a rule that can never decide is almost always a
-                    # mistake in a reviewed change, e.g. an exception written below the deny it meant to relax.
-                    self.errors.append(
-                        PolicyIssue(
-                            self.filename, r.line or 1, r.col or 1,
-                            f"rule '{r.id}' is unreachable: deny rule '{d.id}' (line {d.line}) matches every call "
-                            f"it matches and {why}; narrow or remove one of them (a deny always wins)",
-                            "error",
-                        )
-                    )
-                    break
-
-
-def _pattern_covers(broad: str, narrow: str) -> bool:
-    """Sound (never wrong when True): every string matching `narrow` also matches `broad`."""
-    b, n = broad.lower(), narrow.lower()
-    if b == n or b.strip("*") == "" and b:
-        return True
-    if not has_wildcard(n):
-        return compile_name_glob([broad])(narrow)
-    if b.endswith("*") and not has_wildcard(b[:-1]):
-        return literal_prefix(n).startswith(b[:-1])
-    return False
-
-
-def _list_covers(broad: tuple[str, ...], narrow: tuple[str, ...]) -> bool:
-    if not broad:
-        return True
-    if not narrow:
-        return any(b.strip("*") == "" for b in broad)
-    return all(any(_pattern_covers(b, n) for b in broad) for n in narrow)
-
-
-def _covers(d: Match, r: Match) -> bool:
-    if not _list_covers(d.topics, r.topics):
-        return False
-    if d.risk_tags and (not r.risk_tags or not set(r.risk_tags) <= set(d.risk_tags)):
-        return False
-    for key in ("agents", "teams", "environments"):
-        if not _list_covers(getattr(d, key), getattr(r, key)):
-            return False
-    if d.after and (not r.after or not set(r.after) <= set(d.after)):
-        return False
-    if d.args:
-        r_args = {(c.arg, repr(c.ops)) for c in r.args}
-        if not all((c.arg, repr(c.ops)) in r_args for c in d.args):
-            return False
-    return True
+        for r, d in unreachable_rules(policy.rules):
+            why = "always wins over it" if r.decision != "deny" else "comes first, so it decides instead"
+            # An error (ARCHITECTURE: validation): a rule that can never decide is almost always a
+            # mistake in a reviewed change, e.g. an exception written below the deny it meant to relax.
+            self.errors.append(
+                PolicyIssue(
+                    self.filename, r.line or 1, r.col or 1,
+                    f"rule '{r.id}' is unreachable: deny rule '{d.id}' (line {d.line}) matches every call "
+                    f"it matches and {why}; narrow or remove one of them (a deny always wins)",
+                    "error",
+                )
+            )
 
 
 class _YamlBudget:
@@ -922,10 +876,19 @@ class _YamlBudget:
 def yaml_limit_issue(text: str, filename: str) -> PolicyIssue | None:
     """Walk the YAML events (an iterative parser, no recursion) and name the first limit exceeded."""
     budget = _YamlBudget()
-    for ev in yaml.parse(text, Loader=yaml.SafeLoader):
-        message = budget.feed(ev)
-        if message:
-            return PolicyIssue(filename, ev.start_mark.line + 1, ev.start_mark.column + 1, message)
+    try:
+        for ev in yaml.parse(text, Loader=yaml.CSafeLoader):
+            message = budget.feed(ev)
+            if message:
+                return PolicyIssue(filename, ev.start_mark.line + 1, ev.start_mark.column + 1, message)
+    except yaml.MarkedYAMLError as exc:
+        # libyaml's scanner reads ahead and stops at its own nesting bound (1000) before the parser hands us
+        # the event that crosses ours; it is the same limit to the author.
+        if "maximum nesting depth" not in str(exc.problem):
+            raise
+        mark = exc.problem_mark
+        return PolicyIssue(filename, mark.line + 1, mark.column + 1,
+                           f"YAML nested too deeply: over the limit of {MAX_YAML_DEPTH} levels")
     return None
 
 
@@ -944,7 +907,7 @@ def load_policy_text(text: str, filename: str = "safety.yaml") -> LoadResult:
         over = yaml_limit_issue(text, filename)
         if over is not None:
             return LoadResult(None, [over], [])
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=yaml.CSafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)

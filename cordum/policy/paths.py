@@ -10,7 +10,7 @@ import dataclasses
 import os
 from typing import Any
 
-from .engine import Call
+from .engine import Call, evaluate
 
 PATH_ARGUMENTS = ("path", "file_path", "notebook_path", "source", "destination")
 _RESTRICTIVENESS = {"allow": 0, "require_approval": 1, "deny": 2}
@@ -23,8 +23,8 @@ def resolve_path(value: str, root: str | None) -> str:
     return os.path.realpath(absolute)
 
 
-def resolved_call(call: Call) -> tuple[Call, dict[str, str]] | None:
-    """The call with each path argument replaced by the file it reaches, and what changed; None if nothing did."""
+def reached_paths(call: Call) -> dict[str, str]:
+    """Each path argument whose file is not the one it names (symlink, `~`, `..`) -> the file it reaches."""
     arguments: dict[str, Any] = call.arguments or {}
     changed: dict[str, str] = {}
     for name in PATH_ARGUMENTS:
@@ -34,18 +34,37 @@ def resolved_call(call: Call) -> tuple[Call, dict[str, str]] | None:
             literal = value if os.path.isabs(value) else os.path.normpath(os.path.join(call.root or "", value))
             if real != literal:
                 changed[name] = real
-    if not changed:
-        return None
-    return dataclasses.replace(call, arguments={**arguments, **changed}), changed
+    return changed
 
 
-def strictest(decision, call: Call, evaluate) -> Any:
-    """`decision` for `call`, or the decision for the files it really reaches where that is stricter."""
-    resolved = resolved_call(call)
-    if resolved is None:
+def strictest(decision, call: Call, evaluate, reaches: dict[str, str] | None = None) -> Any:
+    """`decision` for `call`, or the decision for the files it really reaches where that is stricter.
+
+    `reaches`: what `reached_paths` found when the call was made (the simulator replays the recorded answer,
+    having no file system of the agent's); None looks now."""
+    if reaches is None:
+        reaches = reached_paths(call)
+    if not reaches:
         return decision
-    other = evaluate(resolved[0])
+    arguments = call.arguments or {}
+    other = evaluate(dataclasses.replace(call, arguments={**arguments, **reaches}))
     if _RESTRICTIVENESS.get(other.decision, 2) <= _RESTRICTIVENESS.get(decision.decision, 2):
         return decision
-    reaches = ", ".join(f"{call.arguments[k]} -> {v}" for k, v in resolved[1].items())
-    return dataclasses.replace(other, reason=f"{other.reason} (the call reaches {reaches})")
+    shown = ", ".join(f"{arguments.get(k)} -> {v}" for k, v in reaches.items())
+    return dataclasses.replace(other, reason=f"{other.reason} (the call reaches {shown})")
+
+
+def decide_reaching(compiled, call: Call, reaches: dict[str, str] | None = None, session: Any = None) -> Any:
+    """The decision as the sidecar makes it (`strictest` of the path named and the file reached) for a call of a
+    session holding `session`'s labels, with the labels the call sets: those of both (a symlink to .env is a
+    secret read too)."""
+    labelled: list[str] = []
+
+    def judge(c: Call) -> Any:
+        out = evaluate(compiled, c, session)
+        labelled.extend(out.labels)
+        return out
+
+    decision = strictest(judge(call), call, judge, reaches)
+    labels = tuple(dict.fromkeys(labelled))
+    return decision if labels == decision.labels else dataclasses.replace(decision, labels=labels)

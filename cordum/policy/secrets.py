@@ -34,6 +34,14 @@ _MAX_REPEAT = re.compile(r"\{(\d+),(\d{4,})\}")  # RE2 caps counted repetition a
 # detect-secrets finds a private key by its header line; the whole block is what must not leak.
 _PRIVATE_KEY_BLOCK = ("Private Key",
                       r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\z)")
+# Credential shapes detect-secrets does not know (its GitHub detector predates fine-grained tokens, its OpenAI one
+# knows only the old key format, and it has no bearer header; its Basic Auth match starts inside the URL).
+_MORE_KINDS = [
+    ("GitHub Fine-grained Token", r"\bgithub_pat_[A-Za-z0-9_]{40,}"),
+    ("API Key (sk-)", r"\bsk-[A-Za-z0-9_-]{20,}"),
+    ("Bearer Token", r"(?i:\bbearer\s+[A-Za-z0-9._~+/=-]{16,})"),
+    ("Password in URL", r"\b[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@"),  # from the scheme, before Basic Auth's match
+]
 
 
 @dataclass(frozen=True)
@@ -77,7 +85,7 @@ class SecretScanner:
             if pattern.flags & re.IGNORECASE:
                 source = "(?i:" + source + ")"
             fast.append((kind, source))
-        fast += list(extra)
+        fast += _MORE_KINDS + list(extra)
         self._kinds = [kind for kind, _ in fast]
         self._combined = re2.compile("|".join(f"(?P<d{i}>{source})" for i, (_, source) in enumerate(fast)))
 
@@ -95,6 +103,12 @@ class SecretScanner:
                 if all(keyword in lowered for keyword in keywords):
                     found += [Finding(kind, m.start(), m.end()) for m in pattern.finditer(text) if m.end() > m.start()]
         return sorted(found, key=lambda f: (f.start, -f.end))
+
+    def has_secret(self, text: str) -> bool:
+        if self._combined.search(text) is not None:
+            return True
+        lowered = text.lower() if self._slow else ""
+        return any(all(k in lowered for k in keywords) and pattern.search(text) for _, keywords, pattern in self._slow)
 
     def mask(self, text: str, seen: set[str] | None = None) -> tuple[str, Counter]:
         """The text with each secret replaced by a label naming its kind, and how many distinct secrets of each

@@ -67,6 +67,7 @@ __all__ = [
     "Replay",
     "has_flows",
     "has_limits",
+    "record_input",
     "record_signature",
     "record_day",
     "simulate_records",
@@ -120,6 +121,19 @@ def _args_of(record: dict) -> dict:
     if isinstance(args, str):
         args = json.loads(args) if args else {}
     return args or {}
+
+
+def _reaches_of(record: dict) -> dict:
+    """What the call's path arguments really reached when it was decided (`facts.reaches`, from the sidecar)."""
+    facts = record.get("facts")
+    if isinstance(facts, str):
+        facts = json.loads(facts) if facts else {}
+    reaches = facts.get("reaches") if isinstance(facts, dict) else None
+    return reaches if isinstance(reaches, dict) else {}
+
+
+def record_input(record: dict) -> tuple[dict, dict]:
+    return _args_of(record), _reaches_of(record)
 
 
 def record_signature(record: dict) -> Signature:
@@ -218,6 +232,7 @@ class Replay:
         self.by_rule: dict[tuple[str, str, str], dict] = {}
         self.by_agent: dict[tuple[str, str], dict] = {}
         self.changed: dict[tuple, dict] = {}
+        self.by_topic: Counter[tuple[str, str, str]] = Counter()  # (candidate topic, before, after) -> changed calls
 
     # --- evaluation (once per distinct signature) -------------------------------------------------
     def _call(self, sig: Signature, args: dict) -> dict:
@@ -225,19 +240,32 @@ class Replay:
         return {"server": server, "tool": tool, "arguments": args, "agent": agent, "team": team,
                 "environment": environment, "root": root}
 
-    def evaluations_for(self, sig: Signature, args: Any) -> tuple[_Eval, _Eval | None, _Eval | None]:
+    def _decide(self, policy: Any, call: Any, reaches: dict, session: Any = None) -> Any:
+        """As the sidecar decided: by the path named and by the file reached (as recorded), the stricter; in a
+        session holding `session`'s labels, setting the labels of both."""
+        from cordum.policy.paths import decide_reaching, strictest
+
+        if policy.has_flows:
+            return decide_reaching(policy, call, reaches, session)
+        return strictest(self._evaluate(policy, call), call, lambda c: self._evaluate(policy, c), reaches)
+
+    def evaluations_for(self, sig: Signature, args: Any, reaches: dict | None = None) -> tuple[_Eval, _Eval | None, _Eval | None]:
+        """`args`: the recorded arguments (dict or JSON text), or a callable giving (arguments, reaches)."""
         cached = self._cache.get(sig)
         if cached is None:
             if callable(args):
-                args = args()
+                args, reaches = args()
             if isinstance(args, str):
                 args = json.loads(args) if args else {}
-            call = self._call(sig, args or {})
+            from cordum.policy import Call
+
+            call = Call.from_dict(self._call(sig, args or {}))
+            reaches = reaches or {}  # never the control plane's own file system
             if self.flows_replayed:
-                self._calls[sig] = call
-            cand = _Eval(self._evaluate(self.candidate, call))
-            base = _Eval(self._evaluate(self.baseline, call)) if self.baseline is not None else None
-            ref = _Eval(self._evaluate(self.reference, call)) if self.reference is not None else None
+                self._calls[sig] = (call, reaches)
+            cand = _Eval(self._decide(self.candidate, call, reaches))
+            base = _Eval(self._decide(self.baseline, call, reaches)) if self.baseline is not None else None
+            ref = _Eval(self._decide(self.reference, call, reaches)) if self.reference is not None else None
             self.evaluations += 1 + (base is not None) + (ref is not None)
             cached = self._cache[sig] = (cand, base, ref)
         return cached
@@ -337,7 +365,8 @@ class Replay:
         key = (which, sig, frozenset(labels))
         ev = self._flow_cache.get(key)
         if ev is None:
-            ev = self._flow_cache[key] = _Eval(self._evaluate(policy, self._calls[sig], key[2]))
+            call, reaches = self._calls[sig]
+            ev = self._flow_cache[key] = _Eval(self._decide(policy, call, reaches, key[2]))
             self.evaluations += 1
         return ev
 
@@ -457,6 +486,8 @@ class Replay:
             return
         if ref_after == after:
             self.also_in_reference += count
+        cached = self._cache.get(sig)
+        self.by_topic[(getattr(cached[0].obj, "topic", "") if cached else "") or "", before, after] += count
         limit = self.samples_per_group
         samples = list(samples)
         key = (rule, before, after)
@@ -562,6 +593,8 @@ class Replay:
             "changed_by_agent": by_agent,
             "changed_calls": changed[: self.max_changed_calls],
             "changed_calls_truncated": max(len(changed) - self.max_changed_calls, 0),
+            "changed_by_topic": [{"topic": t, "before": b, "after": a, "count": n}
+                                 for (t, b, a), n in sorted(self.by_topic.items(), key=lambda x: (-x[1], x[0]))],
             "rules": {
                 "hits": hits,
                 "dead": [h["rule"] for h in hits if h["count"] == 0],
@@ -629,7 +662,7 @@ def simulate_records(
         sessions: dict[str, list] = {}
         for r in decisions:
             sig = record_signature(r)
-            replay.evaluations_for(sig, lambda r=r: _args_of(r))
+            replay.evaluations_for(sig, lambda r=r: record_input(r))
             now = _parse_ts(r["timestamp"]).timestamp()
             s = sessions.get(r.get("session_id") or "")
             if s is None:
@@ -659,7 +692,7 @@ def simulate_records(
                     on_progress(seen)
         for r in rows:
             replay.add_call(
-                sig=record_signature(r), args=lambda r=r: _args_of(r), recorded=r.get("decision") or "",
+                sig=record_signature(r), args=lambda r=r: record_input(r), recorded=r.get("decision") or "",
                 session_id=r.get("session_id") or "", timestamp=r["timestamp"], sample=_sample_key(r),
             )
             seen += 1
@@ -679,7 +712,7 @@ def simulate_records(
             if sample > g[3]:
                 g[3] = sample
         for (sig, recorded, day), (first, count, low, high) in groups.items():
-            replay.add(sig=sig, args=lambda r=first: _args_of(r), recorded=recorded, day=day, count=count,
+            replay.add(sig=sig, args=lambda r=first: record_input(r), recorded=recorded, day=day, count=count,
                        samples=list({low, high}))
             seen += count
             if on_progress:

@@ -104,7 +104,7 @@ def load_cases(path: str) -> tuple[list[tuple[int, dict]], list[PolicyIssue]]:
         over = yaml_limit_issue(text, path)  # the policy's limits hold for its test files too
         if over is not None:
             return [], [over]
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=yaml.CSafeLoader)
     except yaml.MarkedYAMLError as exc:
         m = exc.problem_mark
         return [], [PolicyIssue(path, (m.line + 1) if m else 1, (m.column + 1) if m else 1, f"YAML syntax error: {exc.problem}")]

@@ -31,7 +31,7 @@ from cordum.policy import (
     redact_target,
 )
 from cordum.policy.model import ResultSettings
-from cordum.policy.paths import strictest
+from cordum.policy.paths import decide_reaching, reached_paths, strictest
 from cordum.policy.secrets import default_scanner, screen_result
 from cordum.sidecar.ids import utc_now_rfc3339, uuid7_str
 from cordum.sidecar.spool import Spool, outcome_record
@@ -61,7 +61,7 @@ def flow_facts(flow: dict | None, labels: tuple[str, ...]) -> dict[str, Any]:
 
 def _add_flow_facts(record: dict[str, Any], flow: dict | None, labels: tuple[str, ...]) -> None:
     if labels or flow is not None:
-        record["facts"] = flow_facts(flow, labels)
+        record["facts"] = {**(record.get("facts") or {}), **flow_facts(flow, labels)}
 
 
 class PolicyLoadError(Exception):
@@ -121,21 +121,6 @@ def load_local_policy(path: str | os.PathLike[str], *, trusted_keys: dict[str, s
         raise PolicyLoadError(f"policy {p} is invalid: {first}")
     version = local_version(p, raw)
     return _compile(result.policy, version, sequence=None, source=str(p))
-
-
-def _decide_with_flows(primary: LoadedPolicy, call: Call, session_id: str):
-    """(decision, labels the call sets once it runs): the session's labels decide rules with `match.after`; the
-    labels are those of both the path the call names and the file it reaches (a symlink to .env reads .env)."""
-    session = primary.flows.labels(session_id)
-    labelled: list[str] = []
-
-    def judge(c: Call):
-        out = evaluate(primary.compiled, c, session)
-        labelled.extend(out.labels)
-        return out
-
-    d = strictest(judge(call), call, judge)
-    return d, tuple(dict.fromkeys(labelled))
 
 
 def _carry_flows(old: LoadedPolicy | None, loaded: LoadedPolicy | None) -> None:
@@ -245,6 +230,7 @@ class Enforcer:
         sets_labels: tuple[str, ...] = ()
         shadow_sets: tuple[str, ...] = ()
         flow = None
+        reaches: dict[str, str] = {}
         if primary is None:
             detail = self.no_policy_detail() if self.no_policy_detail else None
             decision, rule, reason, version = "deny", None, (
@@ -256,11 +242,13 @@ class Enforcer:
         else:
             try:
                 # judged by the path the call names and by the file it really reaches, whichever is stricter
+                reaches = reached_paths(call)
                 if primary.flows is None:  # no session data-flow rules: nothing more per call
-                    d = strictest(evaluate(primary.compiled, call), call, lambda c: evaluate(primary.compiled, c))
-                else:
-                    d, sets_labels = _decide_with_flows(primary, call, session_id)
-                    flow = d.flow
+                    d = strictest(evaluate(primary.compiled, call), call, lambda c: evaluate(primary.compiled, c),
+                                  reaches)
+                else:  # the labels are those of the path named and of the file reached (a symlink to .env)
+                    d = decide_reaching(primary.compiled, call, reaches, primary.flows.labels(session_id))
+                    sets_labels, flow = d.labels, d.flow
                 if primary.limits is not None and d.decision != "deny":
                     limited = primary.limits.check(session_id, d, time.time())
                     if limited is not None:
@@ -323,6 +311,8 @@ class Enforcer:
             "sidecar_id": self.sidecar_id,
             "root": call.root,  # what "{root}" and relative paths meant for this decision (replayed by simulation)
         }
+        if reaches:  # the simulator replays this, having no file system of the agent's
+            record["facts"] = {"reaches": reaches}
         _add_flow_facts(record, flow, sets_labels if decision != "deny" else ())
         if extra:
             record.update(extra)
@@ -389,7 +379,7 @@ class Enforcer:
             if reviewer is not None:
                 updated["reviewer"] = reviewer
             if facts:
-                updated["facts"] = {**(verdict.record.get("facts") or {}), **facts}
+                updated["facts"] = {**(updated.get("facts") or {}), **facts}
             verdict.record = updated
             # folded into the decision record if it is still waiting in the spool (the usual case: the outcome
             # record below is then never built), else its own record

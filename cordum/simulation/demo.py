@@ -20,6 +20,7 @@ def load(ctx: dict) -> None:
     repository = ctx.get("policy_repository")
     if repository is None:
         return
+    _load_changes(repository, ctx.get("stdout"))
     version = proposed_version(repository)
     if version is None:
         return
@@ -38,3 +39,14 @@ def load(ctx: dict) -> None:
             out.write(f"  simulation #{simulation.pk}: {version.version} vs {baseline.label.lower()}: "
                       f"{summary['total_calls']} recorded calls, {summary['changed_calls']} would change "
                       f"({summary['newly_denied']} newly denied)")
+
+
+def _load_changes(repository, out) -> None:
+    """Each branch head as a change (its page: diff, simulation, gates), simulated inline as sync would have."""
+    for change in services.policy_changes_refresh(repository=repository):
+        simulation = change.simulation
+        if simulation is not None and not simulation.is_finished:
+            simulation = services.simulation_run(simulation=simulation)
+        if out is not None:
+            state = simulation.status if simulation is not None else "not simulated"
+            out.write(f"  change {change.ref}: {state}")

@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from cordum.simulation.choices import Baseline, CandidateSource, SimulationStatus
 
-__all__ = ["Simulation"]
+__all__ = ["PolicyChange", "Simulation"]
 
 
 class Simulation(models.Model):
@@ -49,10 +49,18 @@ class Simulation(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Automatic simulations of a policy change: sha256 of (candidate content, baseline content, window days,
+    # evidence watermark, scope). A push whose policy content was simulated against the same evidence reuses it.
+    cache_key = models.CharField(max_length=64, blank=True, default="")
+    evidence_watermark = models.BigIntegerField(null=True, blank=True)  # the org's highest evidence seq when created
 
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["organization", "created_at"], name="simulation_org_created")]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "cache_key"], condition=~models.Q(cache_key=""),
+                                    name="simulation_unique_cache_key"),
+        ]
 
     def __str__(self):
         return f"Simulation #{self.pk} of {self.candidate_label}"
@@ -73,3 +81,33 @@ class Simulation(models.Model):
         newly = self.report["summary"]["newly_denied"]
         return {"fail_if_newly_denied_over": self.fail_if_newly_denied_over, "newly_denied": newly,
                 "passed": newly <= self.fail_if_newly_denied_over}
+
+
+class PolicyChange(models.Model):
+    """A branch or pull/merge request head of a policy repository, as last synced: the policy version it carries
+    and the (cached) simulation of that version against the live one. Refreshed after every sync."""
+
+    repository = models.ForeignKey("policies.PolicyRepository", on_delete=models.CASCADE, related_name="changes")
+    ref = models.CharField(max_length=300)  # "feature/x", "pull/7/head", "merge-requests/3/head"
+    head_sha = models.CharField(max_length=40)
+    version = models.ForeignKey("policies.PolicyVersion", null=True, blank=True, on_delete=models.SET_NULL,
+                                related_name="+")
+    simulation = models.ForeignKey(Simulation, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # cordum.yaml of the live branch when the change was refreshed (the gates it is judged by) and that commit.
+    gates_text = models.TextField(null=True, blank=True)
+    gates_commit = models.CharField(max_length=40, blank=True, default="")
+    updated_at = models.DateTimeField(default=timezone.now)
+    # Posting back to the forge: what was last posted ("<head sha>:<state>:<simulation id>", so the same result
+    # is not posted twice) and the id of the one summary comment on the pull request, updated in place.
+    forge_posted = models.CharField(max_length=120, blank=True, default="")
+    forge_comment_id = models.BigIntegerField(null=True, blank=True)
+    forge_error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["ref"]
+        constraints = [
+            models.UniqueConstraint(fields=["repository", "ref"], name="policy_change_unique_ref"),
+        ]
+
+    def __str__(self):
+        return f"{self.ref}@{self.head_sha[:7]}"

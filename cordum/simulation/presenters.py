@@ -93,3 +93,31 @@ def compare_rows(left, right) -> list[dict]:
     rows.append({"label": "Dead rules", "left": ", ".join(a["rules"]["dead"]) or "—",
                  "right": ", ".join(b["rules"]["dead"]) or "—", "delta": ""})
     return rows
+
+
+def change_report_view(simulation, *, membership) -> dict | None:
+    """The report as a change page shows it: the organisation-wide figures (matrix, counts, approvals per day,
+    rules that never match: what the gates judge), and the example calls only of the teams the viewer may read
+    (the same rule as evidence: team_scope), each linked to an evidence record they may open. Rows of other
+    teams are counted, not shown."""
+    view = report_view(simulation, membership=membership)
+    if view is None:
+        return None
+    scope = membership.team_scope() if membership is not None else None
+    if scope is None:
+        view["hidden_rows"] = 0
+        return view
+    from cordum.accounts.models import Team
+
+    readable = set(Team.objects.filter(pk__in=scope).values_list("slug", flat=True))
+
+    def visible_samples(group):
+        return {**group, "sample_links": [s for s in group["sample_links"] if s["url"]]}
+
+    by_agent = [g for g in view["by_agent"] if g["team"] in readable]
+    changed = [g for g in view["changed_calls"] if g["team"] in readable]
+    view["hidden_rows"] = (len(view["by_agent"]) - len(by_agent)) + (len(view["changed_calls"]) - len(changed))
+    view["by_agent"] = [visible_samples(g) for g in by_agent]
+    view["changed_calls"] = [visible_samples(g) for g in changed]
+    view["by_rule"] = [visible_samples(g) for g in view["by_rule"]]
+    return view

@@ -113,12 +113,21 @@ def evidence_signature_groups(*, window: Window) -> Iterator[tuple]:
             cursor.execute("RESET enable_sort")
 
 
-def evidence_args(*, organization_id: int, ids: list[int]) -> dict[int, str]:
-    """id -> args (canonical JSON text) for a batch of evidence records."""
+def evidence_watermark(*, organization_id: int) -> int:
+    """How far the organisation's evidence chain goes (its highest seq; 0 when empty): part of a change
+    simulation's cache key, so new evidence means a new simulation."""
+    from cordum.decisions.models import ChainHead
+
+    return ChainHead.objects.filter(organization_id=organization_id).values_list("seq", flat=True).first() or 0
+
+
+def evidence_args(*, organization_id: int, ids: list[int]) -> dict[int, tuple[str, str]]:
+    """id -> (args, facts) (canonical JSON text) for a batch of evidence records."""
     if not ids:
         return {}
-    rows = EvidenceRecord.objects.filter(organization_id=organization_id, id__in=ids).values_list("id", "args")
-    return dict(rows)
+    rows = EvidenceRecord.objects.filter(organization_id=organization_id, id__in=ids).values_list(
+        "id", "args", "facts")
+    return {pk: (args, facts) for pk, args, facts in rows}
 
 
 def evidence_decision_ids(*, organization_id: int, seqs: set[int]) -> dict[int, str]:
@@ -319,3 +328,40 @@ def evidence_record_samples(*, organization, decision_ids: set[str], membership=
                           "call": " ".join(part for part in (action, target) if part)}
             for decision_id, pk, action, target in rows}
 
+
+
+def policy_change_get(*, repository, ref: str):
+    """The PolicyChange of a branch or request head (with its simulation), or None before the first refresh."""
+    from cordum.simulation.models import PolicyChange
+
+    return (PolicyChange.objects.filter(repository=repository, ref=ref)
+            .select_related("simulation", "simulation__baseline_version", "version").first())
+
+
+def policy_change_states(*, repository) -> dict:
+    """ref -> PolicyChange for a repository's heads (the branch list's simulation column)."""
+    from cordum.simulation.models import PolicyChange
+
+    return {c.ref: c for c in PolicyChange.objects.filter(repository=repository).select_related("simulation")
+            .defer("simulation__report", "simulation__candidate_text")}
+
+
+def policy_change_gates(*, change) -> dict:
+    """The gates a change is judged by (the live branch's cordum.yaml) and, once its simulation completed, a
+    verdict per gate: {"source", "errors", "verdicts", "passed"} (passed None: nothing to judge yet)."""
+    from cordum.policy.gates import GATES_FILENAME, evaluate_gates, load_gates_text
+
+    source = f"{GATES_FILENAME}@{change.gates_commit[:7]}" if change.gates_commit else GATES_FILENAME
+    out = {"source": source, "present": change.gates_text is not None, "errors": [], "verdicts": [],
+           "passed": None}
+    loaded = load_gates_text(change.gates_text)
+    if loaded.gates is None:
+        out["errors"] = [issue.to_dict() for issue in loaded.errors]
+        out["passed"] = False  # fail closed: gates that cannot be read pass nothing
+        return out
+    simulation = change.simulation
+    if loaded.gates.empty or simulation is None or simulation.status != "completed" or not simulation.report:
+        return out
+    out["verdicts"] = evaluate_gates(loaded.gates, simulation.report)
+    out["passed"] = all(v["passed"] for v in out["verdicts"])
+    return out

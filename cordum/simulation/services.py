@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from cordum.common.errors import CordumError
 from cordum.policies.models import PolicyVersion
+from cordum.policy.simulate import record_input
 from cordum.simulation import selectors
 from cordum.simulation.choices import Baseline, CandidateSource, SimulationStatus
 from cordum.simulation.models import Simulation
@@ -112,6 +113,8 @@ def simulation_create(
     baseline: str = Baseline.RECORDED,
     fail_if_newly_denied_over: int | None = None,
     enqueue: bool = True,
+    cache_key: str = "",
+    evidence_watermark: int | None = None,
 ) -> Simulation:
     """Validate the candidate (refused with its file:line:col errors when invalid), save, enqueue the run."""
     given = [x for x in (candidate_version_id, candidate_commit, policy_yaml) if x not in (None, "")]
@@ -156,6 +159,8 @@ def simulation_create(
         agent=agent or "",
         environment=environment or "",
         fail_if_newly_denied_over=fail_if_newly_denied_over,
+        cache_key=cache_key,
+        evidence_watermark=evidence_watermark,
     )
     if enqueue:
         from cordum.simulation.tasks import simulation_run_task
@@ -187,12 +192,16 @@ def simulation_channel(pk: int) -> str:
 
 
 def _publish(pk: int) -> None:
+    _publish_channel(simulation_channel(pk))
+
+
+def _publish_channel(channel: str) -> None:
     from cordum.common.notify import publish
 
     try:
-        publish(simulation_channel(pk))
+        publish(channel)
     except Exception:  # a missing wake-up only delays a long-poll; never fail the run for it
-        logger.warning("could not publish progress of simulation %s", pk, exc_info=True)
+        logger.warning("could not publish on %s", channel, exc_info=True)
 
 
 def _reference_for(simulation: Simulation):
@@ -205,9 +214,10 @@ def _reference_for(simulation: Simulation):
 
 
 class _Progress:
-    def __init__(self, simulation: Simulation, total: int) -> None:
+    def __init__(self, simulation: Simulation, total: int, on_progress=None) -> None:
         self.pk, self.total, self.done = simulation.pk, total, 0
         self._last_rows, self._last_time = 0, time.monotonic()
+        self.on_progress = on_progress  # (done, message, total=) as cordum.common.progress.TerminalProgress takes
 
     def advance(self, rows: int) -> None:
         self.done += rows
@@ -221,6 +231,8 @@ class _Progress:
         fraction = min(self.done / self.total, 1.0) if self.total else 1.0
         Simulation.objects.filter(pk=self.pk).update(progress=fraction, rows_processed=self.done)
         _publish(self.pk)
+        if self.on_progress is not None:
+            self.on_progress(self.done, "replaying", total=self.total)
 
 
 def _batches(rows, size: int):
@@ -250,7 +262,8 @@ def _signature_groups(replay, window, rows=None, id_index: int = SIGNATURE_LENGT
                 missing[sig] = row[id_index]
         args = selectors.evidence_args(organization_id=window.organization_id, ids=list(missing.values()))
         for sig, record_id in missing.items():
-            replay.evaluations_for(sig, args.get(record_id) or "")
+            recorded_args, facts = args.get(record_id) or ("", "")
+            replay.evaluations_for(sig, lambda a=recorded_args, f=facts: record_input({"args": a, "facts": f}))
         yield from batch
 
 
@@ -318,8 +331,9 @@ def simulation_replay(*, simulation: Simulation, candidate: Any, baseline: Any =
     return report
 
 
-def simulation_run(*, simulation: Simulation) -> Simulation:
-    """Run a queued simulation to completion (or failure). Safe to call twice: a finished one is left as is."""
+def simulation_run(*, simulation: Simulation, on_progress=None) -> Simulation:
+    """Run a queued simulation to completion (or failure). Safe to call twice: a finished one is left as is.
+    `on_progress(done, message, total=)` is told as calls are replayed (`manage.py simulate_changes` prints it)."""
     claimed = Simulation.objects.filter(
         pk=simulation.pk, status__in=[SimulationStatus.QUEUED, SimulationStatus.RUNNING]
     ).update(status=SimulationStatus.RUNNING, started_at=timezone.now(), progress=0.0, rows_processed=0)
@@ -332,7 +346,9 @@ def simulation_run(*, simulation: Simulation) -> Simulation:
         reference = _reference_for(simulation)
         total = selectors.evidence_window_count(window=selectors.Window.of(simulation))
         Simulation.objects.filter(pk=simulation.pk).update(rows_total=total)
-        progress = _Progress(simulation, total)
+        progress = _Progress(simulation, total, on_progress)
+        if on_progress is not None:
+            on_progress(0, "replaying", total=total)
         report = simulation_replay(simulation=simulation, candidate=candidate, baseline=baseline,
                                    reference=reference, progress=progress)
         report["window"] = {"start": simulation.window_start.isoformat(), "end": simulation.window_end.isoformat(),
@@ -357,3 +373,236 @@ def simulation_run(*, simulation: Simulation) -> Simulation:
     _publish(simulation.pk)
     simulation.refresh_from_db()
     return simulation
+
+
+# --- policy changes: every branch and pull/merge request head, simulated once per content -----------------
+CHANGE_WINDOW_DAYS = 7
+
+
+def change_cache_key(*, organization_id: int, candidate_sha256: str, baseline_sha256: str, days: int,
+                     watermark: int) -> str:
+    """What a change simulation's result depends on: the candidate's and the baseline's content, the window's
+    length, how far the evidence went when it ran, and its scope (every team's calls)."""
+    import hashlib
+    import json
+
+    material = {"org": organization_id, "candidate": candidate_sha256, "baseline": baseline_sha256 or "recorded",
+                "days": days, "watermark": watermark, "scope": "all-teams"}
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def _change_simulation(*, organization, version: PolicyVersion, live: PolicyVersion | None,
+                       watermark: int) -> Simulation:
+    """The simulation of `version` for this cache key: the existing one (a re-push of the same content costs
+    nothing; a failed run is queued again), else a new one enqueued after commit."""
+    from django.db import IntegrityError
+
+    from cordum.simulation.tasks import simulation_run_task
+
+    key = change_cache_key(organization_id=organization.pk, candidate_sha256=version.content_sha256,
+                           baseline_sha256=live.content_sha256 if live else "", days=CHANGE_WINDOW_DAYS,
+                           watermark=watermark)
+    existing = Simulation.objects.filter(organization=organization, cache_key=key).first()
+    if existing is None:
+        try:
+            with transaction.atomic():
+                return simulation_create(
+                    organization=organization, user=None, candidate_version_id=version.pk, days=CHANGE_WINDOW_DAYS,
+                    baseline=Baseline.LIVE if live is not None else Baseline.RECORDED, cache_key=key,
+                    evidence_watermark=watermark,
+                )
+        except IntegrityError:  # another refresh created it a moment ago
+            existing = Simulation.objects.get(organization=organization, cache_key=key)
+    if existing.status == SimulationStatus.FAILED:
+        Simulation.objects.filter(pk=existing.pk).update(status=SimulationStatus.QUEUED, error="", progress=0.0)
+        pk = existing.pk
+        transaction.on_commit(lambda: simulation_run_task.delay(pk))
+        existing.refresh_from_db()
+    return existing
+
+
+def _still_answers(simulation: Simulation | None, *, version: PolicyVersion, live: PolicyVersion | None) -> bool:
+    """A head's simulation stands while its policy content and the live one are unchanged (a poll, or a push
+    that left safety.yaml alone, runs nothing new even after more evidence arrived)."""
+    if simulation is None or simulation.status == SimulationStatus.FAILED or not simulation.cache_key:
+        return False
+    candidate, baseline = simulation.candidate_version, simulation.baseline_version
+    return (candidate is not None and candidate.content_sha256 == version.content_sha256
+            and (baseline.content_sha256 if baseline else "") == (live.content_sha256 if live else ""))
+
+
+def policy_changes_refresh(*, repository) -> list:
+    """After a sync: one PolicyChange per branch and pull/merge request head (the live branch aside), each valid
+    head whose policy differs from the live one simulated over the last CHANGE_WINDOW_DAYS days of recorded
+    calls (cached; see change_cache_key). Heads that no longer exist are forgotten."""
+    from cordum.policies import selectors as policy_selectors
+    from cordum.simulation.models import PolicyChange
+
+    organization = repository.organization
+    live = policy_selectors.live_version(repository=repository)
+    gates_text, gates_commit = policy_selectors.repository_gates_text(repository=repository)
+    watermark = selectors.evidence_watermark(organization_id=organization.pk)
+    before = {c.ref: c for c in PolicyChange.objects.filter(repository=repository).select_related(
+        "version", "simulation__candidate_version", "simulation__baseline_version")}
+    changes, to_post = [], []
+    heads = policy_selectors.repository_change_heads(
+        repository=repository, known={ref: (c.head_sha, c.version) for ref, c in before.items()})
+    for row in heads:
+        version, previous = row["version"], before.get(row["ref"])
+        simulation = None
+        if version is not None and version.is_valid and (live is None or version.content_sha256 != live.content_sha256):
+            simulation = previous.simulation if previous is not None else None
+            if not _still_answers(simulation, version=version, live=live):
+                simulation = _change_simulation(organization=organization, version=version, live=live,
+                                                watermark=watermark)
+        change, _ = PolicyChange.objects.update_or_create(
+            repository=repository, ref=row["ref"],
+            defaults={"head_sha": row["head"], "version": version, "simulation": simulation,
+                      "gates_text": gates_text, "gates_commit": gates_commit, "updated_at": timezone.now()},
+        )
+        changes.append(change)
+        if previous is None or previous.forge_error or not previous.forge_posted or (
+                previous.head_sha, previous.simulation_id, previous.gates_commit) != (
+                change.head_sha, change.simulation_id, change.gates_commit):
+            to_post.append(change.pk)
+    PolicyChange.objects.filter(repository=repository).exclude(ref__in=[row["ref"] for row in heads]).delete()
+    if repository.forge_repository and to_post:
+        policy_changes_post_enqueue(change_ids=to_post)
+    repository_id = repository.pk
+    transaction.on_commit(lambda: _publish_channel(change_channel(repository_id)))
+    return changes
+
+
+def change_channel(repository_id: int) -> str:
+    """notify channel published when a repository's changes were refreshed (each simulation then publishes on
+    its own simulation_channel as it advances)."""
+    return f"policy-changes:{repository_id}"
+
+
+# --- posting a change's result back to the forge ---------------------------------------------------------
+def _pull_request_number(ref: str) -> int | None:
+    import re
+
+    match = re.fullmatch(r"pull/(\d+)/head", ref)
+    return int(match.group(1)) if match else None
+
+
+def change_url(change) -> str:
+    from django.conf import settings
+    from django.urls import reverse
+
+    path = reverse("simulation:change", kwargs={"repo_pk": change.repository_id, "ref": change.ref})
+    return settings.CORDUM_PUBLIC_URL.rstrip("/") + path
+
+
+def _gates_line(gates: dict) -> str:
+    if gates["errors"]:
+        return "gates unreadable (fail)"
+    if gates["passed"] is None:
+        return "no gates"
+    failed = [v["gate"] for v in gates["verdicts"] if not v["passed"]]
+    return "gates pass" if not failed else "gates fail: " + ", ".join(failed)
+
+
+def policy_change_outcome(*, change) -> dict | None:
+    """What to post for a change: {"state": pending|success|failure|error, "description", "body"}; None when its
+    head has no policy version yet. Figures only (no example calls): a pull request's readers are not scoped."""
+    version, simulation = change.version, change.simulation
+    if version is None:
+        return None
+    if not version.is_valid:
+        first = (version.errors or [{}])[0]
+        where = f"{first.get('file', '')}:{first.get('line', 1)}:{first.get('col', 1)}"
+        description = f"invalid policy: {where}: {first.get('message', '')}"
+        return {"state": "failure", "description": description,
+                "body": f"### Cordum: `{change.ref}` — invalid policy\n\n" + "\n".join(
+                    f"- `{e.get('file')}:{e.get('line')}:{e.get('col')}`: {e.get('message')}" for e in version.errors)}
+    if simulation is None:
+        return {"state": "success", "description": "same policy as the live version", "body": ""}
+    if not simulation.is_finished:
+        return {"state": "pending", "description": f"simulating over the last {simulation.days} days "
+                                                    f"({simulation.percent}%)", "body": ""}
+    if simulation.status == SimulationStatus.FAILED:
+        return {"state": "error", "description": f"simulation failed: {simulation.error}"[:140], "body": ""}
+    return _completed_outcome(change=change, simulation=simulation)
+
+
+def _completed_outcome(*, change, simulation) -> dict:
+    summary, load = simulation.report["summary"], simulation.report["approval_load"]
+    gates = selectors.policy_change_gates(change=change)
+    state = "failure" if gates["passed"] is False else "success"
+    description = (f"{summary['changed_calls']} of {summary['total_calls']} calls change "
+                   f"({summary['newly_denied']} newly denied, {summary['newly_require_approval']} newly need "
+                   f"approval); {_gates_line(gates)}")
+    verdict = {True: "✅ gates pass", False: "❌ gates fail", None: "no gates"}[gates["passed"]]
+    lines = [
+        f"### Cordum: policy change `{change.ref}` — {verdict}", "",
+        f"Head `{change.head_sha[:7]}` against the live version "
+        f"`{simulation.baseline_version.version if simulation.baseline_version else 'recorded decisions'}`: "
+        f"{summary['total_calls']} recorded calls of the last {simulation.days} days replayed.", "",
+        "| | calls |", "|---|---:|",
+        f"| change decision | {summary['changed_calls']} |",
+        f"| newly denied | {summary['newly_denied']} |",
+        f"| newly need approval | {summary['newly_require_approval']} |",
+        f"| newly allowed | {summary['newly_allowed']} |", "",
+        f"Approvals per day: {load['avg_per_day_before']} → {load['avg_per_day_after']}.",
+    ]
+    dead = simulation.report["rules"]["dead"]
+    if dead:
+        lines.append("Rules that never match a recorded call: " + ", ".join(f"`{r}`" for r in dead) + ".")
+    if gates["verdicts"] or gates["errors"]:
+        lines += ["", f"Gates ({gates['source']}):", "", "| gate | limit | result | |", "|---|---|---|---|"]
+        lines += [f"| `{v['gate']}` | {v['limit']} | {v['detail']} | {'pass' if v['passed'] else '**fail**'} |"
+                  for v in gates["verdicts"]]
+        lines += [f"| unreadable | | `{e['file']}:{e['line']}:{e['col']}`: {e['message']} | **fail** |"
+                  for e in gates["errors"]]
+    lines += ["", f"[Diff, simulation and example calls in Cordum]({change_url(change)})"]
+    return {"state": state, "description": description, "body": "\n".join(lines)}
+
+
+def policy_change_post(*, change) -> str:
+    """Post a change's result to its forge: the commit status of its head and, for a pull request, the one summary
+    comment (created once, then updated in place). The same result is never posted twice. Returns what was done;
+    raises forge.ForgeError (recorded on the change) when the forge refuses or cannot be reached."""
+    from cordum.simulation.forge import ForgeError, GitHubForge
+    from cordum.simulation.models import PolicyChange
+
+    forge = GitHubForge.for_repository(change.repository)
+    if forge is None:
+        return "not configured"
+    try:
+        with transaction.atomic():  # one poster per change at a time: two workers never write two comments
+            locked = PolicyChange.objects.select_for_update().get(pk=change.pk)
+            change.forge_posted, change.forge_comment_id = locked.forge_posted, locked.forge_comment_id
+            return _post(change=change, forge=forge)
+    except ForgeError as exc:
+        PolicyChange.objects.filter(pk=change.pk).update(forge_error=str(exc))
+        raise
+
+
+def _post(*, change, forge) -> str:
+    from cordum.simulation.models import PolicyChange
+
+    outcome = policy_change_outcome(change=change)
+    if outcome is None:
+        return "nothing to post"
+    posted = f"{change.head_sha}:{outcome['state']}:{change.simulation_id or ''}"
+    if change.forge_posted == posted:
+        return "unchanged"
+    forge.set_status(sha=change.head_sha, state=outcome["state"], description=outcome["description"],
+                     target_url=change_url(change))
+    comment_id = change.forge_comment_id
+    number = _pull_request_number(change.ref)
+    if number is not None and outcome["body"]:
+        comment_id = forge.upsert_comment(issue_number=number, body=outcome["body"], comment_id=comment_id)
+    PolicyChange.objects.filter(pk=change.pk).update(forge_posted=posted, forge_comment_id=comment_id,
+                                                     forge_error="")
+    return outcome["state"]
+
+
+def policy_changes_post_enqueue(*, change_ids: list[int]) -> None:
+    """Post these changes' results after the current transaction commits (each a task that retries)."""
+    from cordum.simulation.tasks import policy_change_post_task
+
+    for pk in change_ids:
+        transaction.on_commit(lambda pk=pk: policy_change_post_task.delay(pk))

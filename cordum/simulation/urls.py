@@ -9,4 +9,6 @@ urlpatterns = [
     path("new/", views.SimulationCreateView.as_view(), name="create"),
     path("compare/", views.SimulationCompareView.as_view(), name="compare"),
     path("<int:pk>/", views.SimulationDetailView.as_view(), name="detail"),
+    path("changes/<int:repo_pk>/<path:ref>", views.PolicyChangeView.as_view(), name="change"),
+    path("change-state/<int:repo_pk>/<path:ref>", views.PolicyChangeStateView.as_view(), name="change_state"),
 ]

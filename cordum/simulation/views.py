@@ -98,3 +98,63 @@ class SimulationCompareView(RoleRequiredMixin, View):
         if not value or not str(value).isdigit():
             return None
         return selectors.simulation_get(organization=self.organization, pk=int(value), membership=self.membership)
+
+
+@method_decorator([require_GET, vary_on_headers("HX-Request")], name="dispatch")
+class PolicyChangeView(RoleRequiredMixin, View):
+    """A branch or pull/merge request head: semantic and line diff against the live version, its automatic
+    simulation (polled with htmx while it runs) and the gates' verdicts. Readers of policies may open it; the
+    example calls shown are only those of the teams the reader may read."""
+
+    required_perm = Perm.VIEW_POLICIES
+
+    def get(self, request, repo_pk, ref):
+        from django.http import Http404
+
+        from cordum.policies import selectors as policy_selectors
+
+        try:
+            repository = policy_selectors.repository_get(organization=self.organization, pk=repo_pk)
+            review = None if request.htmx else policy_selectors.policy_change_review(repository=repository, ref=ref)
+        except CordumError as exc:
+            if exc.status_code == 404:
+                raise Http404(exc.message) from None
+            raise
+        change = selectors.policy_change_get(repository=repository, ref=ref)
+        simulation = change.simulation if change is not None else None
+        context = {
+            "repo": repository, "review": review, "change": change, "simulation": simulation,
+            "view": presenters.change_report_view(simulation, membership=self.membership) if simulation else None,
+            "gates": selectors.policy_change_gates(change=change) if change is not None else None,
+            "can_open_simulation": simulation is not None and self.membership.has_perm(Perm.VIEW_SIMULATION)
+            and selectors.simulation_visible_to(simulation, self.membership),
+        }
+        if request.htmx:
+            return render(request, "simulation/partials/_change_result.html", context)
+        summary = (review.get("semantic") or {}).get("summary") or {}
+        context["settings_changes"] = [(label, summary.get(label) or []) for label in ("defaults", "limits",
+                                                                                         "evidence")]
+        return render(request, "simulation/change_detail.html", context)
+
+
+@method_decorator([require_GET, vary_on_headers("HX-Request")], name="dispatch")
+class PolicyChangeStateView(RoleRequiredMixin, View):
+    """The simulation and gates state of one head, for the repository page's branch list (loaded with htmx,
+    polling itself while the simulation runs)."""
+
+    required_perm = Perm.VIEW_POLICIES
+
+    def get(self, request, repo_pk, ref):
+        from django.http import Http404
+
+        from cordum.policies import selectors as policy_selectors
+
+        try:
+            repository = policy_selectors.repository_get(organization=self.organization, pk=repo_pk)
+        except CordumError as exc:
+            raise Http404(exc.message) from None
+        change = selectors.policy_change_get(repository=repository, ref=ref)
+        return render(request, "simulation/partials/_change_state.html", {
+            "repo": repository, "change": change, "simulation": change.simulation if change else None,
+            "gates": selectors.policy_change_gates(change=change) if change is not None else None,
+        })

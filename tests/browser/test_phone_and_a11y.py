@@ -32,6 +32,7 @@ def demo(celery_eager, tmp_path, settings):
 
 def _pages(ctx) -> list[tuple[str, str]]:
     from cordum.approvals.models import ApprovalRequest
+    from cordum.policies.demo import PROPOSED_BRANCH
     from cordum.policies.models import PolicyRepository
     from cordum.simulation.models import Simulation
 
@@ -42,7 +43,7 @@ def _pages(ctx) -> list[tuple[str, str]]:
     return [("admin", "/"), ("audrey", "/evidence/"), ("alice", "/approvals/"), ("mo", "/evidence/"),
             ("author", f"/policies/repositories/{repo.pk}/"), ("author", f"/simulations/{simulation.pk}/"),
             ("author", "/rollouts/"), ("author", f"/rollouts/plans/{repo.pk}/"), ("admin", f"/approvals/{approval.pk}/"),
-            ("admin", "/members/")]
+            ("admin", "/members/"), ("author", f"/simulations/changes/{repo.pk}/{PROPOSED_BRANCH}")]
 
 
 def _login(page, live_server, username):

@@ -58,6 +58,25 @@ def test_an_agent_cannot_close_another_agents_calls(org_setup, celery_eager, dja
     assert EvidenceRecord.objects.filter(decision_id=decision["decision_id"], record_type="outcome").count() == 1
 
 
+def test_an_outcome_sent_while_another_agents_decision_is_still_staged_is_never_chained(org_setup):
+    """The upload check sees only chained decisions; the writer (holding the chain head) catches the rest."""
+    from cordum.decisions.services import evidence_ingest_pending
+
+    decision = make_decision()
+    assert _post(org_setup, [decision]).status_code == 202  # staged, not yet written (no commit hooks run)
+    forged = agent_client(org_setup["web_token"]).post(
+        "/api/v1/decisions", {"records": [make_outcome(decision, "executed")]}, format="json")
+    assert forged.status_code == 202  # nothing chained yet to check it against
+    own = make_outcome(make_decision(), "executed")
+    assert agent_client(org_setup["web_token"]).post("/api/v1/decisions", {"records": [own]},
+                                                     format="json").status_code == 202
+    evidence_ingest_pending(organization_id=org_setup["org"].pk)
+    assert EvidenceRecord.objects.filter(decision_id=decision["decision_id"], record_type="decision").count() == 1
+    assert not EvidenceRecord.objects.filter(decision_id=decision["decision_id"], record_type="outcome").exists()
+    assert EvidenceRecord.objects.filter(decision_id=own["decision_id"], record_type="outcome").count() == 1
+    assert verify_chain(organization_id=org_setup["org"].pk).ok
+
+
 def test_session_flow_facts_are_stored_and_exported_with_the_earlier_call_that_set_the_label(
         org_setup, celery_eager, django_capture_on_commit_callbacks):
     read = make_decision(outcome="executed", facts={"labels": ["secret-read"]})

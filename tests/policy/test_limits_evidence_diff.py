@@ -111,7 +111,7 @@ def test_a_target_rendered_from_arguments_never_carries_what_the_arguments_redac
     assert token in decision.target  # rules match on the real target...
     stored = redact_target(template, decision.target, push.arguments)
     assert token not in stored and "bob" not in stored  # ...evidence keeps its shape without the credential
-    assert stored.startswith("git push [REDACTED]") and stored.endswith("github.com/acme/x.git main")
+    assert stored.startswith("git push [REDACTED: Password in URL]") and stored.endswith("github.com/acme/x.git main")
     curl = {"command": "curl -H 'Authorization: Bearer sk-" + "x" * 30 + "' https://api.example.com"}
     assert "sk-" not in redact_target(template, evaluate(template, Call("claude-code", "Bash", curl)).target, curl)
     # a value redacted by its key's name is hidden wherever the target shows it

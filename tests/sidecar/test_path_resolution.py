@@ -7,9 +7,11 @@ import subprocess
 
 import pytest
 
+from cordum.policy import compile_policy, load_policy_file
+from cordum.policy.simulate import simulate_records
 from cordum.sidecar.spool import Spool
 
-from .conftest import PYTHON, mcp_session, sidecar_env, text_of
+from .conftest import POLICY, PYTHON, mcp_session, sidecar_env, text_of
 from .test_hook import TEMPLATE, claude, decision_of
 from .test_proxy import fs_sidecar
 
@@ -25,8 +27,13 @@ async def test_a_symlink_to_env_is_read_as_env_through_the_sidecar(fs_server_bin
     assert result.is_error and "deny-secrets-access" in text_of(result) and "SECRET=1" not in text_of(result)
     assert "innocent.txt -> " in text_of(result) and ".env" in text_of(result)
     assert not plain.is_error
-    assert [r["rule"] for r in Spool(spool_path, recover=False).records()] == ["deny-secrets-access",
-                                                                               "allow-code-read"]
+    records = Spool(spool_path, recover=False).records()
+    assert [r["rule"] for r in records] == ["deny-secrets-access", "allow-code-read"]
+    # what the path reached is evidence, and the simulator (no file system of the agent's) replays by it
+    assert records[0]["facts"]["reaches"] == {"path": str((project / ".env").resolve())}
+    assert "facts" not in records[1] or "reaches" not in records[1]["facts"]
+    report = simulate_records(compile_policy(load_policy_file(POLICY).policy), records)
+    assert report["matrix"]["deny"]["deny"] == 1 and report["matrix"]["allow"]["allow"] == 1
 
 
 @pytest.mark.parametrize("path", ["~/.bashrc", "../outside/notes.md"])

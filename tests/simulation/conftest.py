@@ -69,3 +69,27 @@ def member_client(client, sim_org):
 @pytest.fixture
 def author(member_client):
     return member_client(Role.POLICY_AUTHOR)
+
+
+# --- policy changes: a real git repository whose live branch holds BASE_POLICY ------------------------------
+@pytest.fixture
+def git_workspace(tmp_path, settings):
+    from tests.policies.conftest import Workspace
+
+    settings.CORDUM_GIT_CACHE_DIR = tmp_path / "git-cache"
+    workspace = Workspace(tmp_path)
+    workspace.commit(BASE_POLICY, "Baseline policy")
+    return workspace
+
+
+@pytest.fixture
+def git_repository(sim_org, git_workspace):
+    """The organisation's policy repository, synced once: BASE_POLICY is live."""
+    from cordum.policies import services as policy_services
+
+    policy_services.signing_key_create(organization=sim_org)
+    repository, _secret = policy_services.repository_create(
+        organization=sim_org, actor=None, name="policies", url=str(git_workspace.remote_path),
+        webhook_secret="s3cret-hook")
+    policy_services.sync_repository(repository=repository)
+    return repository

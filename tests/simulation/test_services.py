@@ -1,8 +1,13 @@
 """simulation_create / simulation_run against the real evidence table in PostgreSQL."""
 
+import datetime as dt
+
 import pytest
+from django.utils import timezone
 
 from cordum.common.errors import CordumError
+from cordum.decisions.services import evidence_append
+from cordum.policy import args_digest
 from cordum.simulation import services
 from cordum.simulation.choices import Baseline, SimulationStatus
 from cordum.simulation.models import Simulation
@@ -116,3 +121,19 @@ def test_the_ci_gate_fails_when_more_calls_are_newly_denied_than_allowed(sim_org
     lenient = run(sim_org, candidate_version_id=versions["candidate"].pk, fail_if_newly_denied_over=5)
     assert strict.gate == {"fail_if_newly_denied_over": 4, "newly_denied": 5, "passed": False}
     assert lenient.gate["passed"] is True
+
+
+def test_a_recorded_call_is_replayed_against_the_file_it_reached_not_only_the_path_it_named(sim_org, versions):
+    """The sidecar records where a path really led (a symlink `notes.txt -> .env`); the control plane has no file
+    system of the agent's, so the simulator judges the call by that record, as the sidecar did."""
+    when = (timezone.now() - dt.timedelta(days=2)).isoformat().replace("+00:00", "Z")
+    call = {"record_type": "decision", "decision_id": "0193a000-0000-7000-8000-000000000999",
+            "agent": "claude-code-mo", "team": "payments", "environment": "dev", "session_id": "sess_link",
+            "server": "filesystem", "tool": "read_file", "decision": "allow", "rule": "allow-reads",
+            "mode": "enforce", "timestamp": when, "root": "/home/mo/app"}
+    linked = dict(call, args={"path": "docs/notes.txt"}, args_digest=args_digest({"path": "docs/notes.txt"}),
+                  facts={"reaches": {"path": "/home/mo/app/.env"}})
+    evidence_append(organization=sim_org, records=[linked])
+    report = run(sim_org, candidate_version_id=versions["candidate"].pk).report
+    assert [(c["tool"], c["before"], c["after"], c["rule"]) for c in report["changed_calls"]] == [
+        ("read_file", "allow", "deny", "deny-env-reads")]
