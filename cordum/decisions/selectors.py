@@ -144,6 +144,23 @@ def evidence_linked(*, membership: Membership, record: EvidenceRecord) -> list[E
     )
 
 
+def evidence_flow(*, membership: Membership, record: EvidenceRecord) -> dict | None:
+    """For a decision a session data-flow rule decided (`facts.flow`): the label, the rule, the earlier call that
+    set the label (as recorded) and its decision record when this membership may read it (else None)."""
+    try:
+        flow = orjson.loads(record.facts).get("flow") if record.facts else None
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    if not isinstance(flow, dict):
+        return None
+    set_by = flow.get("set_by") or {}
+    earlier = None
+    if set_by.get("decision_id"):
+        earlier = evidence_visible(membership=membership).filter(
+            decision_id=set_by["decision_id"], record_type="decision").only("id", "seq").first()
+    return {"label": flow.get("label"), "rule": flow.get("rule"), "set_by": set_by, "record": earlier}
+
+
 def chain_neighbours(*, record: EvidenceRecord) -> dict:
     """Chain position of a record: its seq, the head's seq, and the ids of the previous/next links."""
     from cordum.decisions.models import ChainHead

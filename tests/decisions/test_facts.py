@@ -93,6 +93,18 @@ def test_session_flow_facts_are_stored_and_exported_with_the_earlier_call_that_s
     assert exported[read["decision_id"]] == {"labels": ["secret-read"]}
     assert exported[fetch["decision_id"]]["flow"]["set_by"]["decision_id"] == read["decision_id"]
 
+    # the evidence page of the denial explains it with a link to the read that set the label
+    from django.test import Client
+
+    ui = Client()
+    ui.force_login(org_setup["auditor"].user)
+    read_row = EvidenceRecord.objects.get(decision_id=read["decision_id"], record_type="decision")
+    fetch_row = EvidenceRecord.objects.get(decision_id=fetch["decision_id"], record_type="decision")
+    html = ui.get(f"/evidence/records/{fetch_row.pk}/").content.decode()
+    assert "Decided by a session data-flow rule" in html and "deny-egress-after-secret-read" in html
+    assert f'href="/evidence/records/{read_row.pk}/"' in html and "fs.read_text_file" in html
+    assert "session data-flow rule" not in ui.get(f"/evidence/records/{read_row.pk}/").content.decode()
+
 
 @pytest.mark.parametrize(("facts", "field"), [
     ({"labels": "secret-read"}, "records[0].facts.labels"),
