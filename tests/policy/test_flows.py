@@ -373,3 +373,17 @@ def test_flow_rules_never_act_without_labels_and_only_tighten_a_matched_decision
         assert held.flow["label"] in labels and held.rule == held.flow["rule"]
     # a call's labels do not depend on what the session holds
     assert held.labels == without.labels
+
+
+def test_a_flow_deny_makes_a_flow_rule_waiting_for_the_same_label_unreachable_but_not_a_plain_rule():
+    text = POLICY.replace("labels:\n", """\
+  - id: approve-egress-after-secret-read
+    match: {risk_tags: [egress], after: [secret-read]}
+    decision: require_approval
+labels:
+""")
+    result = load(text)
+    assert [e.message.split(":")[0] for e in result.errors] == [
+        "rule 'approve-egress-after-secret-read' is unreachable"]
+    # allow-fetch (no `after`) stays reachable: without the label the flow deny does not match
+    assert not any("allow-fetch" in e.message for e in result.errors)
