@@ -104,6 +104,8 @@ def test_session_flow_facts_are_stored_and_exported_with_the_earlier_call_that_s
     assert "Decided by a session data-flow rule" in html and "deny-egress-after-secret-read" in html
     assert f'href="/evidence/records/{read_row.pk}/"' in html and "fs.read_text_file" in html
     assert "session data-flow rule" not in ui.get(f"/evidence/records/{read_row.pk}/").content.decode()
+    session = ui.get(f"/evidence/sessions/{read['session_id']}/").content.decode()
+    assert "sets secret-read" in session
 
 
 @pytest.mark.parametrize(("facts", "field"), [
