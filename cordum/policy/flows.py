@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 import time
 
-__all__ = ["ORIGIN_KEYS", "SessionFlows", "label_origin"]
+__all__ = ["ORIGIN_KEYS", "SessionFlows", "flow_facts", "label_origin"]
 
 ORIGIN_KEYS = ("decision_id", "server", "tool", "target", "timestamp")
 
@@ -26,6 +26,17 @@ def label_origin(*, decision_id: str, server: str, tool: str, target: str, times
     """The origin of a label, as decisions and evidence name it."""
     return {"decision_id": decision_id, "server": server, "tool": tool, "target": target[:256],
             "timestamp": timestamp}
+
+
+def flow_facts(flow: dict | None, labels: tuple[str, ...] | list[str]) -> dict:
+    """The evidence `facts` of session data-flow: the labels a call sets once it runs, and for a call decided by
+    a rule that waited for a label (`Decision.flow`), that label, the rule and the earlier call that set it."""
+    facts: dict = {}
+    if labels:
+        facts["labels"] = list(labels)
+    if flow is not None:
+        facts["flow"] = {"label": flow["label"], "rule": flow["rule"], "set_by": dict(flow.get("set_by") or {})}
+    return facts
 
 
 class SessionFlows:

@@ -30,6 +30,7 @@ from cordum.policy import (
     redact_arguments,
     redact_target,
 )
+from cordum.policy.flows import flow_facts
 from cordum.policy.model import ResultSettings
 from cordum.policy.paths import decide_reaching, reached_paths, strictest
 from cordum.policy.secrets import default_scanner, screen_result
@@ -46,17 +47,6 @@ INTERRUPTED_FORWARDED = ("interrupted: the sidecar stopped (crash or kill) after
                          "recording its result; whether it ran, and how, is unknown")
 INTERRUPTED_HELD = ("interrupted: the sidecar stopped (crash or kill) while the call waited for approval; it was "
                     "never forwarded")
-
-
-def flow_facts(flow: dict | None, labels: tuple[str, ...]) -> dict[str, Any]:
-    """The evidence `facts` of session data-flow: the labels the call sets once it runs, and for a call decided
-    by a rule that waited for a label, that label and the earlier call that set it."""
-    facts: dict[str, Any] = {}
-    if labels:
-        facts["labels"] = list(labels)
-    if flow is not None:
-        facts["flow"] = {"label": flow["label"], "rule": flow["rule"], "set_by": dict(flow.get("set_by") or {})}
-    return facts
 
 
 def _add_flow_facts(record: dict[str, Any], flow: dict | None, labels: tuple[str, ...]) -> None:
@@ -313,7 +303,9 @@ class Enforcer:
         }
         if reaches:  # the simulator replays this, having no file system of the agent's
             record["facts"] = {"reaches": reaches}
-        _add_flow_facts(record, flow, sets_labels if decision != "deny" else ())
+        # `flow` only when its rule decided (a limit may have denied the call instead)
+        _add_flow_facts(record, flow if flow and flow["rule"] == rule else None,
+                        sets_labels if decision != "deny" else ())
         if extra:
             record.update(extra)
         verdict = Verdict(decision=decision, rule=rule, reason=reason, policy_version=version, record=record,
