@@ -7,7 +7,10 @@ client's own cost is the same on every path and small):
   - plain relay: a 25-line asyncio + orjson newline-JSON relay with no policy and no evidence (what any
     stdio proxy costs on this machine: two extra pipe hops and a parse);
   - cordum-sidecar: the real sidecar, including the policy decision, the SQLite spool write (WAL, committed
-    before forwarding) and the outcome update.
+    before forwarding) and the outcome update;
+  - cordum-sidecar with telemetry on: the same, plus a span per call and metrics exported over OTLP/HTTP (to a
+    local sink that answers like a collector) and Prometheus /metrics served (telemetry is off by default, when
+    it costs one `is None` test per call).
 Prints p50/p99 per path, what each adds over direct, and the sidecar process's RSS.
 
     .venv/bin/python bench/sidecar_overhead.py [--calls 3000]
@@ -23,7 +26,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from results import record
@@ -95,6 +100,28 @@ asyncio.run(main())
 """
 
 
+class OtlpSink(BaseHTTPRequestHandler):
+    """Takes OTLP/HTTP exports and answers 200 with an empty (valid) protobuf response, as a collector would."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -120,23 +147,34 @@ async def main(calls: int, warmup: int) -> None:
         sidecar = RawClient([sys.executable, "-m", "cordum.sidecar", "run", "--bundle", str(POLICY), "--spool",
                              str(Path(tmp) / "spool.db"), "--", str(FS), str(proj)], cwd=str(proj), env=env)
         relay = RawClient([sys.executable, "-c", PLAIN_RELAY, str(FS), str(proj)], cwd=str(proj))
-        for c in (direct, relay, sidecar):
+        sink = ThreadingHTTPServer(("127.0.0.1", 0), OtlpSink)
+        threading.Thread(target=sink.serve_forever, daemon=True).start()
+        telemetry_env = {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.server_address[1]}",
+                         "OTEL_METRIC_EXPORT_INTERVAL": "1000", "CORDUM_SIDECAR_METRICS": f"127.0.0.1:{free_port()}"}
+        observed = RawClient([sys.executable, "-m", "cordum.sidecar", "run", "--bundle", str(POLICY), "--spool",
+                              str(Path(tmp) / "spool-telemetry.db"), "--", str(FS), str(proj)], cwd=str(proj),
+                             env=telemetry_env)
+        paths = (("direct", direct), ("relay", relay), ("sidecar", sidecar), ("telemetry", observed))
+        for _, c in paths:
             await c.start()
         args = {"name": "read_text_file", "arguments": {"path": str(target)}}
         for _ in range(warmup):
-            for c in (direct, relay, sidecar):
+            for _, c in paths:
                 await c.request("tools/call", args)
-        times: dict[str, list[float]] = {"direct": [], "relay": [], "sidecar": []}
+        times: dict[str, list[float]] = {key: [] for key, _ in paths}
         results = {}
         for _ in range(calls):
-            for key, c in (("direct", direct), ("relay", relay), ("sidecar", sidecar)):
+            for key, c in paths:
                 t0 = time.perf_counter()
                 results[key] = await c.request("tools/call", args)
                 times[key].append((time.perf_counter() - t0) * 1000)
         assert results["direct"]["result"] == results["sidecar"]["result"], "the sidecar changed the result"
+        assert results["direct"]["result"] == results["telemetry"]["result"], "telemetry changed the result"
         rss = rss_mb(sidecar.proc.pid)
-        for c in (direct, relay, sidecar):
+        rss_telemetry = rss_mb(observed.proc.pid)
+        for _, c in paths:
             await c.close()
+        sink.shutdown()
         from cordum.sidecar.spool import Spool
 
         spooled = Spool(Path(tmp) / "spool.db").depth()
@@ -145,7 +183,7 @@ async def main(calls: int, warmup: int) -> None:
     print(f"sidecar overhead: server-filesystem read_text_file, {calls} calls per path, interleaved, same run")
     print(f"  {'path':<34}{'p50 ms':>9}{'p99 ms':>9}{'+p50 ms':>10}{'+p99 ms':>10}")
     for key, label in (("direct", "direct (baseline)"), ("relay", "plain orjson relay (no policy)"),
-                       ("sidecar", "through cordum-sidecar")):
+                       ("sidecar", "through cordum-sidecar"), ("telemetry", "  ... with OTLP + Prometheus on")):
         p50, p99 = statistics.median(times[key]), pct(times[key], 0.99)
         print(f"  {label:<34}{p50:>9.3f}{p99:>9.3f}{p50 - d50:>10.3f}{p99 - d99:>10.3f}")
     s50 = statistics.median(times["sidecar"])
@@ -161,6 +199,15 @@ async def main(calls: int, warmup: int) -> None:
            baseline="direct p50", baseline_value=d50)
     record(benchmark="sidecar_overhead", figure="sidecar memory (RSS)", value=rss, unit="MB", target="<= 60 MB",
            met=rss <= 60)
+    t50, t99 = statistics.median(times["telemetry"]), pct(times["telemetry"], 0.99)
+    print(f"  telemetry on adds {t50 - s50:.3f} ms p50 and {t99 - s99:.3f} ms p99 over the same sidecar with it off "
+          f"(a span and metrics per call, exported over OTLP/HTTP); RSS {rss_telemetry:.1f} MB")
+    record(benchmark="sidecar_overhead", figure="added by telemetry on (OTLP + Prometheus), p50", value=t50 - s50,
+           unit="ms", baseline="sidecar, telemetry off, p50", baseline_value=s50)
+    record(benchmark="sidecar_overhead", figure="added by telemetry on (OTLP + Prometheus), p99", value=t99 - s99,
+           unit="ms", baseline="sidecar, telemetry off, p99", baseline_value=s99)
+    record(benchmark="sidecar_overhead", figure="sidecar memory with telemetry on (RSS)", value=rss_telemetry,
+           unit="MB", baseline="telemetry off", baseline_value=rss)
     print(f"  sidecar RSS: {rss:.1f} MB (target <= 60 MB); evidence records spooled: {spooled}; "
           f"load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
 

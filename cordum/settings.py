@@ -5,6 +5,7 @@ Production: CORDUM_ENV=production; refuses the development secret key and passes
 `manage.py check --deploy`.
 """
 
+import ipaddress
 import os
 import tempfile
 from datetime import timedelta
@@ -260,6 +261,17 @@ CORDUM_LOCAL_REPOSITORY_ROOTS = [
 CORDUM_LONG_POLL_MAX_SECONDS = int(os.environ.get("CORDUM_LONG_POLL_MAX_SECONDS", "60"))
 # Absolute base URL people reach the UI at (links in approval notifications).
 CORDUM_PUBLIC_URL = os.environ.get("CORDUM_PUBLIC_URL", "http://127.0.0.1:8000")
+
+# Telemetry (docs/operations/telemetry.md). OTLP export of approvals and ingestion: auto (on when the standard
+# OTEL_EXPORTER_OTLP_ENDPOINT is set), on or off. Prometheus GET /metrics answers only a scraper that sends
+# `Authorization: Bearer <CORDUM_METRICS_TOKEN>` or connects from CORDUM_METRICS_ALLOW_NETWORKS (CIDRs, comma
+# separated); with neither set it is off (403).
+CORDUM_OTLP = os.environ.get("CORDUM_OTLP", "auto").strip().lower()
+CORDUM_METRICS_TOKEN = os.environ.get("CORDUM_METRICS_TOKEN", "")
+CORDUM_METRICS_ALLOW_NETWORKS = [
+    str(ipaddress.ip_network(n.strip(), strict=False))  # a typo stops start-up here, naming the value
+    for n in os.environ.get("CORDUM_METRICS_ALLOW_NETWORKS", "").split(",") if n.strip()
+]
 
 # Login throttling (django-axes): after AXES_FAILURE_LIMIT failed password logins for one username from one
 # address, that pair is locked out for AXES_COOLOFF_TIME; an admin unlocks it (Django admin, Access attempts, or

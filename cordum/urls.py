@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from cordum.accounts.forms import CordumLoginForm
 from cordum.common import dist
 from cordum.common.health import healthz
+from cordum.common.metrics import metrics_view
 from cordum.policies.webhooks import git_webhook
 
 api_v1 = [
@@ -19,6 +20,7 @@ api_v1 = [
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
     path("dist/simple/", dist.simple_root, name="dist_simple"),
     path("dist/simple/<str:project>/", dist.simple_project, name="dist_project"),
     path("dist/files/<str:filename>", dist.dist_file, name="dist_file"),

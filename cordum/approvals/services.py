@@ -20,6 +20,7 @@ from cordum.approvals.choices import ApprovalState, ReviewDecision
 from cordum.approvals.evidence import evidence_outcome_append
 from cordum.approvals.models import ApprovalRequest
 from cordum.approvals.selectors import DEFAULT_REVIEWERS, approval_reviewer_refusal
+from cordum.common import telemetry
 from cordum.common.errors import Conflict, CordumError
 from cordum.common.notify import publish
 
@@ -89,6 +90,7 @@ def approval_request_create(*, agent: Agent, data: dict) -> tuple[ApprovalReques
             approval.save(force_insert=True)
             transaction.on_commit(lambda: _enqueue_notify(approval.pk))
             transaction.on_commit(lambda: publish(approvals_org_channel(agent.organization_id), str(approval.pk)))
+            transaction.on_commit(lambda: telemetry.approval_opened(organization_id=agent.organization_id))
     except IntegrityError:  # a concurrent retry of the same POST won the insert
         return ApprovalRequest.objects.get(agent=agent, decision_id=data["decision_id"]), False
     logger.info("approval %s opened by %s for %s %s", approval.pk, agent.name, approval.tool, approval.target)
@@ -140,6 +142,7 @@ def approval_decide(
             approval.refresh_from_db()
             evidence_outcome_append(approval=approval, outcome=new_state, at=now)
             _wake(approval.pk)
+            transaction.on_commit(lambda: telemetry.approval_closed(approval=approval))
     if not changed:
         current = ApprovalRequest.objects.select_related("agent").get(pk=approval.pk)
         if current.state == ApprovalState.PENDING:  # pending but past its deadline: expire it now
@@ -164,6 +167,7 @@ def _expire(approval_id, *, now) -> ApprovalRequest | None:
         approval = ApprovalRequest.objects.select_related("organization", "agent").get(pk=approval_id)
         evidence_outcome_append(approval=approval, outcome=ApprovalState.EXPIRED, at=now)
         _wake(approval_id)
+        transaction.on_commit(lambda: telemetry.approval_closed(approval=approval))
     logger.info("approval %s expired", approval_id)
     return approval
 
@@ -204,6 +208,7 @@ def approval_cancel(*, approval: ApprovalRequest, agent: Agent) -> ApprovalReque
     if changed:
         evidence_outcome_append(approval=approval, outcome=ApprovalState.CANCELLED, at=now)
         _wake(approval.pk)
+        transaction.on_commit(lambda: telemetry.approval_closed(approval=approval))
     return approval
 
 

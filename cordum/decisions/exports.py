@@ -16,7 +16,7 @@ from cordum.common import notify
 from cordum.decisions.choices import ExportFormat, ExportStatus
 from cordum.decisions.filters import apply_filters, parse_filters
 from cordum.decisions.models import EvidenceRecord, ExportJob
-from cordum.decisions.selectors import EXPORT_FIELDS, evidence_as_dict
+from cordum.decisions.selectors import SIEM_EXPORT_FIELDS, evidence_export_dict
 
 CHUNK = 2000
 STREAM_LIMIT = 100_000  # larger ranges go through an ExportJob with progress
@@ -37,6 +37,8 @@ def _cell(value) -> str:
     form (and the one to re-verify hashes against)."""
     if value is None:
         return ""
+    if isinstance(value, bool):  # as in JSON (and the JSONL export): true / false
+        return "true" if value else "false"
     if isinstance(value, list | dict):
         return orjson.dumps(value).decode()
     if isinstance(value, str):
@@ -50,10 +52,10 @@ def export_lines(qs: QuerySet[EvidenceRecord], fmt: str, progress=None) -> Itera
     if fmt == ExportFormat.CSV:
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(EXPORT_FIELDS)
+        writer.writerow(SIEM_EXPORT_FIELDS)
         for record in export_queryset(qs).iterator(chunk_size=CHUNK):
-            data = evidence_as_dict(record)
-            writer.writerow([_cell(data[f]) for f in EXPORT_FIELDS])
+            data = evidence_export_dict(record)
+            writer.writerow([_cell(data[f]) for f in SIEM_EXPORT_FIELDS])
             done += 1
             if done % CHUNK == 0:
                 yield buffer.getvalue().encode()
@@ -65,7 +67,7 @@ def export_lines(qs: QuerySet[EvidenceRecord], fmt: str, progress=None) -> Itera
     else:
         lines = []
         for record in export_queryset(qs).iterator(chunk_size=CHUNK):
-            lines.append(orjson.dumps(evidence_as_dict(record)))
+            lines.append(orjson.dumps(evidence_export_dict(record)))
             done += 1
             if len(lines) == CHUNK:
                 yield b"\n".join(lines) + b"\n"

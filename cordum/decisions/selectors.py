@@ -25,6 +25,14 @@ EXPORT_FIELDS = (
     "decision", "rule", "reason", "policy_version", "mode", "shadow", "outcome", "reviewer", "comment", "error",
     "root", "latency_us", "duration_ms", "args_digest", "args", "facts", "prev_hash", "hash",
 )
+# What the sidecar observed, lifted out of `facts` into fields of their own in the SIEM feed and the JSONL/CSV
+# exports, so a SIEM can alert on them without parsing a nested object (and a CSV gets a column each): the
+# kinds and counts of secrets masked in the result, whether the result was withheld, the session labels the call
+# set, and for a call decided by a session data-flow rule, the label it waited for, that rule, and the earlier
+# call (decision id) that set the label. `facts` stays as recorded (it is what the chain hashes).
+SIEM_FACT_FIELDS = ("masked", "withheld", "labels", "flow_label", "flow_rule", "flow_set_by")
+SIEM_EXPORT_FIELDS = (*EXPORT_FIELDS[:EXPORT_FIELDS.index("facts") + 1], *SIEM_FACT_FIELDS,
+                      *EXPORT_FIELDS[EXPORT_FIELDS.index("facts") + 1:])
 
 
 def team_scope(membership: Membership) -> list[int] | None:
@@ -108,7 +116,7 @@ def evidence_siem_page(*, membership: Membership, filters, cursor: str | None, l
     rows = list(qs.filter(seq__gt=after)[:limit])
     last = rows[-1].seq if rows else after
     return {
-        "records": [evidence_as_dict(r) for r in rows],
+        "records": [evidence_export_dict(r) for r in rows],
         "next_cursor": _encode({"seq": last}),
         "has_more": len(rows) == limit,
     }
@@ -251,6 +259,24 @@ def evidence_as_dict(r: EvidenceRecord) -> dict:
         "args": orjson.loads(r.args) if r.args else None, "facts": orjson.loads(r.facts) if r.facts else {},
         "prev_hash": r.prev_hash, "hash": r.hash,
     }
+
+
+def siem_facts(facts: dict) -> dict:
+    """The SIEM_FACT_FIELDS of a record from its `facts` (empty values when the fact is absent)."""
+    flow = facts.get("flow") if isinstance(facts.get("flow"), dict) else {}
+    set_by = flow.get("set_by") if isinstance(flow.get("set_by"), dict) else {}
+    return {
+        "masked": facts.get("masked") or {}, "withheld": bool(facts.get("withheld")),
+        "labels": list(facts.get("labels") or []), "flow_label": flow.get("label"), "flow_rule": flow.get("rule"),
+        "flow_set_by": set_by.get("decision_id"),
+    }
+
+
+def evidence_export_dict(r: EvidenceRecord) -> dict:
+    """A record as the SIEM feed and the exports give it: every stored field, then the facts as fields."""
+    data = evidence_as_dict(r)
+    facts = siem_facts(data["facts"])
+    return {k: facts[k] if k in facts else data[k] for k in SIEM_EXPORT_FIELDS}
 
 
 def evidence_quarantine_list(*, organization_id: int):

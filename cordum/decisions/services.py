@@ -25,7 +25,7 @@ from django.db import DataError, IntegrityError, ProgrammingError, connection, t
 from django.utils import timezone
 
 from cordum.accounts.models import Agent, Organization
-from cordum.common import notify
+from cordum.common import notify, telemetry
 from cordum.common.errors import CordumError
 from cordum.decisions import storage, upload
 from cordum.decisions.choices import DecisionValue, Mode, Outcome, RecordType
@@ -368,6 +368,8 @@ def _enqueue_staged(*, agent: Agent, ids: list[str], lines: list[str]) -> list[s
             batch_id = storage.stage_insert(organization_id=agent.organization_id, agent_id=agent.pk,
                                             payload="\n".join(staged).encode(), record_count=len(staged))
             transaction.on_commit(lambda: _enqueue(evidence_ingest_task, batch_id))
+        transaction.on_commit(lambda: telemetry.evidence_received(organization_id=agent.organization_id,
+                                                                  records=len(ids), new=len(staged)))
     return ids
 
 
@@ -457,6 +459,7 @@ def _drain_once(organization_id: int, max_records: int, only: int | None = None)
         written = _chain_locked(head, _without_foreign_outcomes(organization_id, entries), claim=False)  # their keys were claimed when they were staged
         IngestBatch.objects.filter(pk__in=[pk for pk, _payload, _count in batches]).delete()
         transaction.on_commit(lambda: notify.publish(f"evidence:{organization_id}"))
+        transaction.on_commit(lambda: telemetry.evidence_chained(organization_id=organization_id, records=written))
     return written, total
 
 
@@ -470,6 +473,7 @@ def _drain_singly(organization_id: int) -> tuple[int, int]:
         except (DataError, IntegrityError, ProgrammingError) as exc:
             logger.error("evidence writer: quarantining batch %s of org %s: %s", pk, organization_id, exc)
             _quarantine(pk, str(exc)[:2000] or type(exc).__name__)
+            telemetry.evidence_quarantined(organization_id=organization_id)
     return written, 0
 
 
@@ -632,7 +636,8 @@ def evidence_append(*, organization: Organization, records: list[dict], agent: A
                 row["session_id"] = row["session_id"] or source["session_id"]
     entries = _unstage("\n".join(stage_records(ids, rows)).encode())
     head = _lock_head(organization.pk)
-    _chain_locked(head, entries, claim=True)
+    written = _chain_locked(head, entries, claim=True)
+    transaction.on_commit(lambda: telemetry.evidence_chained(organization_id=organization.pk, records=written))
     return ids
 
 

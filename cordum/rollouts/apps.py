@@ -17,4 +17,8 @@ class RolloutsConfig(AppConfig):
     verbose_name = "Rollouts and fleet"
 
     def ready(self):
+        from cordum.common import metrics
         from cordum.rollouts import signals  # noqa: F401  (hooks into bundle publishing)
+        from cordum.rollouts.metrics import collect
+
+        metrics.register(collect)  # fleet health on GET /metrics

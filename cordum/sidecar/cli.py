@@ -22,6 +22,7 @@ import sys
 from cordum.sidecar import __version__
 from cordum.sidecar.config import (
     DEFAULT_SPOOL,
+    URL_TRANSPORTS,
     ConfigError,
     SidecarConfig,
     UpstreamConfig,
@@ -50,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--name", help="server name of the upstream given after -- (default: guessed from it)")
     run.add_argument("--url", help="front a streamable-HTTP MCP server instead of a command")
     run.add_argument("--header", action="append", default=[], help="K:V header for --url (repeatable)")
+    run.add_argument("--transport", choices=URL_TRANSPORTS, default="http",
+                     help="--url speaks streamable HTTP (http, default) or the older HTTP+SSE transport (sse)")
     run.add_argument("upstream", nargs=argparse.REMAINDER, help="-- UPSTREAM_COMMAND ARGS...")
 
     hook = sub.add_parser("hook", help="answer a Claude Code PreToolUse or Cursor hook event (stdin -> stdout)")
@@ -122,7 +125,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         headers = dict(h.split(":", 1) for h in args.header if ":" in h)
         name = args.name or (urlparse(args.url).hostname or "remote").split(".")[0]
         cfg = dataclasses.replace(cfg, upstreams=(UpstreamConfig(
-            name=name, url=args.url, headers={k.strip(): v.strip() for k, v in headers.items()}),))
+            name=name, url=args.url, headers={k.strip(): v.strip() for k, v in headers.items()},
+            transport=args.transport),))
     if not cfg.upstreams:
         print("cordum-sidecar run: no upstream MCP server (give `-- COMMAND ARGS...` or upstreams: in --config)",
               file=sys.stderr)

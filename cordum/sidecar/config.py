@@ -14,11 +14,13 @@ upstreams:
   - {name: git, command: [python, -m, mcp_server_git, --repository, .]}
   - {name: fs, command: [npx, -y, "@modelcontextprotocol/server-filesystem", .], env: {DEBUG: "0"}}
   - {name: remote, url: https://tools.example.com/mcp, headers: {X-Team: payments}}
+  - {name: legacy, url: https://old.example.com/sse, transport: sse}   # the older HTTP+SSE transport
 trusted_keys: {k_2026_01: "<base64 raw Ed25519 public key>"}
 approvals: {poll_wait_seconds: 25, progress_interval_seconds: 5, max_wait_seconds: 900}
 hook: {approval_wait_seconds: 50, on_approval_timeout: policy, server: claude-code}
 upload: {batch_size: 500, linger_seconds: 0.05, interval_seconds: 1.0, max_backoff_seconds: 60}
 heartbeat: {interval_seconds: 15}
+telemetry: {otlp: auto, prometheus: off}   # OTLP spans/metrics and Prometheus /metrics: docs/operations/telemetry.md
 ```
 """
 
@@ -32,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from cordum.sidecar.telemetry import TelemetryConfigError, TelemetrySettings
 
 DEFAULT_SPOOL = "~/.local/state/cordum/spool.db"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -54,6 +58,10 @@ class UpstreamConfig:
     env: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    transport: str = "http"  # for url upstreams: "http" (streamable HTTP) or "sse" (the older HTTP+SSE transport)
+
+
+URL_TRANSPORTS = ("http", "sse")
 
 
 @dataclass(frozen=True)
@@ -119,6 +127,7 @@ class SidecarConfig:
     hook: HookSettings = HookSettings()
     upload: UploadSettings = UploadSettings()
     heartbeat_interval_seconds: float = 15.0
+    telemetry: TelemetrySettings = TelemetrySettings()
     sidecar_id: str | None = None
     source: str | None = None  # path the config was read from
 
@@ -158,7 +167,7 @@ class SidecarConfig:
 def _upstream(i: int, raw: Any) -> UpstreamConfig:
     where = f"upstreams[{i}]"
     _expect(isinstance(raw, dict), f"{where}: expected a mapping with name and command or url")
-    unknown = set(raw) - {"name", "command", "url", "env", "cwd", "headers"}
+    unknown = set(raw) - {"name", "command", "url", "env", "cwd", "headers", "transport"}
     _expect(not unknown, f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     name = raw.get("name")
     _expect(isinstance(name, str) and bool(_NAME_RE.match(name or "")),
@@ -178,16 +187,18 @@ def _upstream(i: int, raw: Any) -> UpstreamConfig:
     headers = raw.get("headers") or {}
     _expect(isinstance(headers, dict), f"{where}.headers: a mapping of strings")
     cwd = raw.get("cwd")
+    transport = raw.get("transport", "http")
+    _expect(transport in URL_TRANSPORTS, f"{where}.transport: one of {', '.join(URL_TRANSPORTS)}")
     return UpstreamConfig(
         name=name, command=list(command) if command else None, url=url,
         env={str(k): str(v) for k, v in env.items()}, cwd=os.path.expanduser(cwd) if cwd else None,
-        headers={str(k): str(v) for k, v in headers.items()},
+        headers={str(k): str(v) for k, v in headers.items()}, transport=transport,
     )
 
 
 _TOP_KEYS = {
     "control_plane", "token_env", "token_file", "agent", "team", "environment", "spool", "bundle_store", "bundle",
-    "listen", "upstreams", "trusted_keys", "approvals", "hook", "upload", "heartbeat", "sidecar_id",
+    "listen", "upstreams", "trusted_keys", "approvals", "hook", "upload", "heartbeat", "sidecar_id", "telemetry",
 }
 
 
@@ -233,6 +244,10 @@ def config_from_dict(data: dict[str, Any], *, source: str | None = None) -> Side
         upload_settings = UploadSettings(**upload)
     except TypeError as exc:
         raise ConfigError(f"upload: {exc}") from exc
+    try:
+        telemetry = TelemetrySettings.from_dict(data.get("telemetry"))
+    except TelemetryConfigError as exc:
+        raise ConfigError(str(exc)) from exc
     _expect(hook_settings.on_approval_timeout in ("policy", "ask", "deny"),
             "hook.on_approval_timeout: policy, ask or deny")
     token_file = data.get("token_file")
@@ -253,6 +268,7 @@ def config_from_dict(data: dict[str, Any], *, source: str | None = None) -> Side
         hook=hook_settings,
         upload=upload_settings,
         heartbeat_interval_seconds=float(heartbeat.get("interval_seconds", 15.0)),
+        telemetry=telemetry,
         sidecar_id=data.get("sidecar_id"),
         source=source,
     )

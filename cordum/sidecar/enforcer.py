@@ -166,6 +166,8 @@ class Counters:
 class Enforcer:
     """Decides calls against the policy in force, spools one record per call, and records outcomes."""
 
+    telemetry = None  # a sidecar.telemetry.Telemetry when OTLP or Prometheus is on (runtime sets it); None costs nothing
+
     def __init__(self, *, spool: Spool, agent: str, environment: str, team: str | None, sidecar_id: str,
                  on_record=None, root: str | None = None):
         self.spool = spool
@@ -320,6 +322,8 @@ class Enforcer:
         verdict.seq = self.spool.add(record)
         if self.on_record is not None:
             self.on_record()
+        if self.telemetry is not None:
+            self.telemetry.decided(record)
         return verdict
 
     def call_forwarded(self, verdict: Verdict) -> list[str]:
@@ -365,6 +369,8 @@ class Enforcer:
         (secrets masked: kinds and counts)."""
         duration_ms = int((time.monotonic() - verdict.started) * 1000)
         final = outcome not in NON_FINAL_OUTCOMES
+        if self.telemetry is not None:
+            self.telemetry.outcome(verdict.record, outcome, final=final, facts=facts)
         if in_decision and outcome in DECISION_OUTCOMES and verdict.record.get("outcome") is None \
                 and verdict.seq is not None:
             updated = dict(verdict.record, outcome=outcome)

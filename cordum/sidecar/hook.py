@@ -80,7 +80,9 @@ class HookCall:
         return f"{self.session_id}|{self.server}|{self.tool}|{args_digest(self.arguments)}"
 
 
-POST_TOOL_EVENTS = ("PostToolUse", "PostToolUseFailure")
+POST_TOOL_EVENTS = ("PostToolUse", "PostToolUseFailure", "afterShellExecution", "afterMCPExecution")
+# Cursor lets no hook gate a file edit; afterFileEdit reports one that happened, recorded as a shadow decision.
+CURSOR_EDIT_EVENT = "afterFileEdit"
 
 
 def _session(value: Any) -> str:
@@ -110,33 +112,54 @@ def parse_claude_event(event: dict[str, Any], *, builtin_server: str) -> HookCal
                     tool_use_id=str(tool_use_id) if tool_use_id else None, response=response)
 
 
-def parse_cursor_event(event: dict[str, Any], *, builtin_server: str) -> HookCall | None:
+def _cursor_call_id(event: dict[str, Any], tool: str, subject: Any) -> str:
+    """Pairs a Cursor before-event with its after-event: Cursor gives no call id, but both carry the turn's
+    generation_id and the same command or MCP tool and input."""
+    from cordum.policy import args_digest
+
+    return f"{event.get('generation_id') or ''}|{tool}|{args_digest({'subject': subject})}"
+
+
+def _cursor_mcp_input(event: dict[str, Any]) -> dict[str, Any]:
+    args = event.get("tool_input") or {}
+    if isinstance(args, str):
+        args = orjson.loads(args) if args.strip() else {}
+    if not isinstance(args, dict):
+        raise ValueError("tool_input must be an object")
+    return args
+
+
+def parse_cursor_event(event: dict[str, Any], *, builtin_server: str) -> HookCall | None:  # noqa: C901 - one branch per Cursor event
     name = event.get("hook_event_name")
     roots = event.get("workspace_roots") or []
     root = roots[0] if roots and isinstance(roots[0], str) else None
     session = _session(event.get("conversation_id"))
-    if name == "beforeShellExecution":
+    if name in ("beforeShellExecution", "afterShellExecution"):
         command = event.get("command")
         if not isinstance(command, str):
-            raise ValueError("beforeShellExecution event without command")
+            raise ValueError(f"{name} event without command")
         args = {"command": command}
         if event.get("cwd"):
             args["cwd"] = event["cwd"]
-        return HookCall(name, builtin_server, "Bash", args, session, event.get("cwd") or root)
+        return HookCall(name, builtin_server, "Bash", args, session, event.get("cwd") or root,
+                        tool_use_id=_cursor_call_id(event, "Bash", command),
+                        response={"output": event.get("output")} if name == "afterShellExecution" else None)
+    if name == CURSOR_EDIT_EVENT:
+        path = event.get("file_path")
+        if not isinstance(path, str):
+            raise ValueError("afterFileEdit event without file_path")
+        edits = event.get("edits") if isinstance(event.get("edits"), list) else []
+        return HookCall(name, builtin_server, "Edit", {"file_path": path, "edits": edits}, session, root)
     if name == "beforeReadFile":
         path = event.get("file_path")
         if not isinstance(path, str):
             raise ValueError("beforeReadFile event without file_path")
         return HookCall(name, builtin_server, "Read", {"file_path": path}, session, root)
-    if name == "beforeMCPExecution":
+    if name in ("beforeMCPExecution", "afterMCPExecution"):
         tool = event.get("tool_name")
         if not isinstance(tool, str) or not tool:
-            raise ValueError("beforeMCPExecution event without tool_name")
-        args = event.get("tool_input") or {}
-        if isinstance(args, str):
-            args = orjson.loads(args) if args.strip() else {}
-        if not isinstance(args, dict):
-            raise ValueError("tool_input must be an object")
+            raise ValueError(f"{name} event without tool_name")
+        args = _cursor_mcp_input(event)
         server = event.get("server") or event.get("server_name") or cursor_server_key(event, roots)
         if not server and event.get("command"):
             server = guess_server_name(str(event["command"]).split())
@@ -144,7 +167,14 @@ def parse_cursor_event(event: dict[str, Any], *, builtin_server: str) -> HookCal
             from urllib.parse import urlparse
 
             server = urlparse(str(event["url"])).hostname or "remote"
-        return HookCall(name, str(server or "mcp"), tool, args, session, root)
+        response = event.get("result_json") if name == "afterMCPExecution" else None
+        if isinstance(response, str):
+            try:
+                response = orjson.loads(response)
+            except orjson.JSONDecodeError:
+                response = {"text": response}
+        return HookCall(name, str(server or "mcp"), tool, args, session, root,
+                        tool_use_id=_cursor_call_id(event, tool, args), response=response)
     return None
 
 
@@ -211,6 +241,9 @@ async def decide_hook_event(cfg: SidecarConfig, event: Any, *, agent_format: str
     if call.event in POST_TOOL_EVENTS:
         record_post_tool_outcome(cfg, call)
         return {}
+    if call.event == CURSOR_EDIT_EVENT:
+        await record_cursor_edit(cfg, call, local_bundle=local_bundle)
+        return {}
 
     sidecar = _sidecar_in_front(cfg, call)
     if sidecar:  # one gate per call: the sidecar decides, holds and records it
@@ -219,6 +252,9 @@ async def decide_hook_event(cfg: SidecarConfig, event: Any, *, agent_format: str
     try:
         verdict = decide_counted(svc, call)
         if verdict.unmapped:
+            # The terminal's answer never comes back to a hook: the hand-off is the outcome on record, and if the
+            # person lets the call run its PostToolUse appends `executed`.
+            svc.enforcer.record_outcome(verdict, "unknown", comment=ASKED_UNMAPPED, in_decision=False)
             result = answer("ask", f"Cordum: {verdict.reason}")
         elif verdict.decision == "allow":
             result = answer("allow", f"Allowed by Cordum policy rule {verdict.rule or 'defaults.decision'}: "
@@ -227,8 +263,9 @@ async def decide_hook_event(cfg: SidecarConfig, event: Any, *, agent_format: str
             result = answer("deny", verdict.deny_text())
         else:
             result = await _approve(svc, verdict, call, answer)
-        if not fmt_cursor and _permission(result) in ("allow", "ask"):
-            svc.spool.hook_call_open(call.key, verdict.decision_id)  # its PostToolUse records the outcome
+        reported = not fmt_cursor or call.event in ("beforeShellExecution", "beforeMCPExecution")
+        if reported and _permission(result) in ("allow", "ask"):
+            svc.spool.hook_call_open(call.key, verdict.decision_id)  # its post-tool event records the outcome
         if svc.uploader is not None:  # best effort: a running sidecar sharing the spool uploads the rest
             await svc.uploader.drain(deadline=time.monotonic() + 1.5)
         return result
@@ -306,7 +343,25 @@ def record_post_tool_outcome(cfg: SidecarConfig, call: HookCall) -> str | None:
         spool.close()
 
 
+async def record_cursor_edit(cfg: SidecarConfig, call: HookCall, *, local_bundle: str | None) -> None:
+    """An edit Cursor already made (no Cursor hook can stop one): the policy's decision on it is recorded in
+    shadow mode with outcome `executed`, so the evidence shows what the policy would have said."""
+    from cordum.sidecar.runtime import build_services
+
+    svc = await build_services(cfg, local_bundle=local_bundle, background=False, root=call.root)
+    try:
+        verdict = svc.enforcer.decide(server=call.server, tool=call.tool, arguments=call.arguments,
+                                      session_id=call.session_id, root=call.root,
+                                      extra={"mode": "shadow", "outcome": None})  # it ran: not `blocked`
+        svc.enforcer.record_outcome(verdict, "executed", comment="reported by Cursor after the edit (not gated)")
+        if svc.uploader is not None:
+            await svc.uploader.drain(deadline=time.monotonic() + 1.5)
+    finally:
+        await svc.close(drain_seconds=0)
+
+
 ASKED_AT_TERMINAL = "no reviewer decided in time; handed to the person at the terminal (hook on_approval_timeout)"
+ASKED_UNMAPPED = "unmapped tool: handed to the person at the terminal, whose answer a hook does not see"
 
 
 def hook_fallback(setting: str, approval: dict) -> str:

@@ -191,6 +191,37 @@ def invalid_body(body: bytes) -> tuple[int, int, str, Any] | None:
     return None
 
 
+async def lifespan(receive, send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def metrics_served(svc: Services) -> bool:
+    return svc.telemetry is not None and svc.telemetry.registry is not None
+
+
+async def serve_metrics(svc: Services, scope, receive, send, *, allowed_hosts: list[str]) -> None:
+    """GET /metrics in the Prometheus text format, on the MCP listener (`telemetry.prometheus: on`). The same
+    Host check as the MCP endpoint, so a web page cannot read it through DNS rebinding."""
+    from starlette.responses import JSONResponse, Response
+
+    headers = {k.decode().lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+    if headers.get("host") not in allowed_hosts:
+        await JSONResponse({"message": "Host not allowed"}, status_code=421)(scope, receive, send)
+        return
+    if scope["method"] not in ("GET", "HEAD"):
+        await JSONResponse({"message": "method not allowed: GET /metrics"}, status_code=405,
+                           headers={"Allow": "GET"})(scope, receive, send)
+        return
+    body, content_type = await asyncio.to_thread(svc.telemetry.exposition)
+    await Response(body, media_type=content_type)(scope, receive, send)
+
+
 async def run_http(cfg: SidecarConfig, *, local_bundle: str | None = None) -> int:  # noqa: C901 - the HTTP listener's whole lifecycle (app, sessions, shutdown) in one place
     import uvicorn
     from mcp.server.transport_security import TransportSecuritySettings
@@ -203,17 +234,16 @@ async def run_http(cfg: SidecarConfig, *, local_bundle: str | None = None) -> in
                                          allowed_origins=[f"http://{host}:{port}", f"http://127.0.0.1:{port}",
                                                           f"http://localhost:{port}"])
     svc = await build_services(cfg, local_bundle=local_bundle)
+    svc.attach_telemetry(listener=True)
     sessions: dict[str, HttpSession] = {}
 
     async def app(scope, receive, send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await lifespan(receive, send)
+            return
+        if scope["type"] == "http" and scope["path"] == "/metrics" and metrics_served(svc):
+            await serve_metrics(svc, scope, receive, send, allowed_hosts=security.allowed_hosts)
+            return
         if scope["type"] != "http" or scope["path"].rstrip("/") != path.rstrip("/"):
             await JSONResponse({"message": "not found"}, status_code=404)(scope, receive, send)
             return

@@ -34,7 +34,9 @@ SIDECAR = "cordum-sidecar"
 # Claude Code's documented managed-settings directories (CORDUM_CLAUDE_MANAGED_DIR or --managed-dir override)
 MANAGED_DIRS = {"darwin": "/Library/Application Support/ClaudeCode", "linux": "/etc/claude-code",
                 "win32": "C:\\Program Files\\ClaudeCode"}
-CURSOR_HOOK_EVENTS = ("beforeShellExecution", "beforeMCPExecution", "beforeReadFile")
+CURSOR_HOOK_EVENTS = ("beforeShellExecution", "beforeMCPExecution", "beforeReadFile")  # decide (fail closed)
+CURSOR_RECORD_EVENTS = ("afterShellExecution", "afterMCPExecution", "afterFileEdit")  # record what happened
+CURSOR_RECORD_TIMEOUT = 10
 CURSOR_HOOK_TIMEOUT = 60  # seconds, like Claude Code's PreToolUse: room for a held approval's first poll
 
 
@@ -135,7 +137,7 @@ def wrap_servers(servers: dict[str, Any], *, sidecar: list[str],
             # the policy judges the server by what it runs (the filesystem server named "files" is filesystem)
             identity = server_identity(upstream) or name
             new["args"] = [*sidecar[1:], "run", *policy_args, "--name", identity, "--", *upstream]
-        elif isinstance(entry.get("url"), str) and kind in HTTP_TYPES:
+        elif isinstance(entry.get("url"), str) and (kind in HTTP_TYPES or kind == "sse"):
             kept = [k for k in KEEP_REASONS if k in entry]
             if kept:
                 out[name] = entry
@@ -145,12 +147,14 @@ def wrap_servers(servers: dict[str, Any], *, sidecar: list[str],
             headers = [a for k, v in (entry.get("headers") or {}).items() for a in ("--header", f"{k}: {v}")]
             new["type"] = "stdio"
             new["command"] = sidecar[0]
-            new["args"] = [*sidecar[1:], "run", *policy_args, "--name", name, "--url", entry["url"], *headers]
+            transport = ["--transport", "sse"] if kind == "sse" else []
+            new["args"] = [*sidecar[1:], "run", *policy_args, "--name", name, "--url", entry["url"], *transport,
+                           *headers]
         else:
             out[name] = entry
             if isinstance(entry.get("url"), str):
-                notes.append(f"{name}: left as it is because the sidecar fronts only stdio and streamable HTTP "
-                             f"servers ({kind or 'no type'} here); the hook still gates it")
+                notes.append(f"{name}: left as it is because the sidecar fronts only stdio, streamable HTTP and "
+                             f"SSE servers ({kind or 'no type'} here); the hook still gates it")
             continue
         out[name] = new
         changed.append(name)
@@ -206,16 +210,18 @@ def add_claude_hook(settings: dict[str, Any], commands: dict[str, str], *, timeo
     return changed
 
 
-def add_cursor_hooks(doc: dict[str, Any], command: str) -> bool:
+def add_cursor_hooks(doc: dict[str, Any], decide: str, record: str) -> bool:
     doc.setdefault("version", 1)
     hooks = doc.setdefault("hooks", {})
     added = False
-    for event in CURSOR_HOOK_EVENTS:
-        entries = hooks.setdefault(event, [])
-        if any(_is_cordum_hook(e.get("command")) for e in entries if isinstance(e, dict)):
-            continue
-        entries.append({"command": command, "timeout": CURSOR_HOOK_TIMEOUT})
-        added = True
+    for events, command, timeout in ((CURSOR_HOOK_EVENTS, decide, CURSOR_HOOK_TIMEOUT),
+                                     (CURSOR_RECORD_EVENTS, record, CURSOR_RECORD_TIMEOUT)):
+        for event in events:
+            entries = hooks.setdefault(event, [])
+            if any(_is_cordum_hook(e.get("command")) for e in entries if isinstance(e, dict)):
+                continue
+            entries.append({"command": command, "timeout": timeout})
+            added = True
     return added
 
 
@@ -362,7 +368,8 @@ def plan_install(args: argparse.Namespace) -> Plan:
         if not args.no_hook:
             old_hooks = _read_json(hooks_path)
             doc = copy.deepcopy(old_hooks or {})
-            add_cursor_hooks(doc, _hook_command(sidecar, policy_args, "cursor"))
+            add_cursor_hooks(doc, _hook_command(sidecar, policy_args, "cursor"),
+                             _hook_command(sidecar, policy_args, "cursor", fail_closed=False))  # after: nothing to block
             plan.add(hooks_path, old_hooks, doc)
     return plan
 

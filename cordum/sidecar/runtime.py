@@ -22,6 +22,7 @@ from cordum.sidecar.heartbeat import Heartbeat
 from cordum.sidecar.ids import uuid7
 from cordum.sidecar.proxy import Relay, jsonrpc_error
 from cordum.sidecar.spool import Spool
+from cordum.sidecar.telemetry import Telemetry, telemetry_from_settings
 from cordum.sidecar.transports import StdioAgentSide, make_upstream
 from cordum.sidecar.uploader import Uploader
 
@@ -54,6 +55,7 @@ class Services:
     bundle_client: Any = None
     tasks: list[asyncio.Task] = field(default_factory=list)
     offline: bool = True
+    telemetry: Telemetry | None = None
 
     async def close(self, *, drain_seconds: float = 3.0) -> None:
         for task in self.tasks:
@@ -72,7 +74,26 @@ class Services:
                 await self.bundle_client.aclose()
         if self.http is not None:
             await self.http.aclose()
+        if self.telemetry is not None:  # before the spool closes: the last export reads its backlog
+            await asyncio.to_thread(self.telemetry.shutdown)
         self.spool.close()
+
+    def health(self) -> dict[str, Any]:
+        """What telemetry reports about the sidecar itself (read from its exporter's or scraper's thread); the
+        spool's depth is a query, handed over uncalled so only the backlog gauge runs it."""
+        primary, uploader = self.enforcer.primary, self.uploader
+        return {"spool_backlog": self.spool.depth, "policy_version": primary.version if primary else None,
+                "last_upload_at": uploader.last_upload_at if uploader else None,
+                "upload_failing": bool(uploader.last_error) if uploader else None}
+
+    def attach_telemetry(self, *, listener: bool = False) -> None:
+        """Turn on OTLP and/or Prometheus as sidecar.yaml and the environment say (both off by default)."""
+        self.telemetry = telemetry_from_settings(self.cfg.telemetry, sidecar_id=self.enforcer.sidecar_id,
+                                                 agent=self.cfg.agent, environment=self.cfg.environment,
+                                                 version=__version__, listener=listener)
+        if self.telemetry is not None:
+            self.telemetry.set_health(self.health)
+            self.enforcer.telemetry = self.telemetry
 
     def heartbeat_body(self) -> dict[str, Any]:
         primary, shadow = self.enforcer.primary, self.enforcer.shadow
@@ -192,6 +213,7 @@ async def read_agent_line(reader: asyncio.StreamReader, agent: StdioAgentSide) -
 async def run_stdio(cfg: SidecarConfig, *, local_bundle: str | None = None) -> int:
     """Serve one agent on stdin/stdout in front of the configured upstreams until the agent hangs up."""
     svc = await build_services(cfg, local_bundle=local_bundle)
+    svc.attach_telemetry()
     upstreams = [make_upstream(u) for u in cfg.upstreams]
     agent = StdioAgentSide()
     relay = Relay(upstreams=upstreams, enforcer=svc.enforcer, send_agent=agent.send, session_id=new_session_id(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,6 +10,16 @@ from cordum.sidecar import __version__
 from cordum.sidecar.config import SidecarConfig
 from cordum.sidecar.enforcer import PolicyLoadError, load_local_policy
 from cordum.sidecar.spool import Spool
+from cordum.sidecar.telemetry import OTLP_ENDPOINT_VARS, TelemetrySettings, otlp_wanted
+
+
+def telemetry_status(settings: TelemetrySettings) -> dict[str, Any]:
+    """What a sidecar started here would export: sidecar.yaml's `telemetry:` with this environment applied."""
+    settings = settings.with_environment()
+    wanted = otlp_wanted(settings.otlp)
+    endpoint = next((os.environ[v] for v in OTLP_ENDPOINT_VARS if os.environ.get(v)), None)
+    return {"otlp": wanted, "otlp_endpoint": (endpoint or "http://localhost:4318") if wanted else None,
+            "prometheus": settings.prometheus}
 
 
 def _backlog(oldest: str | None) -> dict[str, Any]:
@@ -38,6 +49,7 @@ def status_report(cfg: SidecarConfig, *, local_bundle: str | None = None) -> dic
             "last_upload_at": spool.get_meta("last_upload_at"),
             **_backlog(spool.oldest_waiting_at()),
             "upstreams": [u.name for u in cfg.upstreams],
+            "telemetry": telemetry_status(cfg.telemetry),
         }
     finally:
         spool.close()

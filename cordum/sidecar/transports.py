@@ -1,7 +1,7 @@
 """Byte-level message transports: each moves whole JSON-RPC messages (one JSON document each).
 
 - `StdioUpstream`: spawns the real MCP server and exchanges newline-delimited JSON over its pipes.
-- `HttpUpstream`: an MCP client over streamable HTTP, using the mcp SDK's transport.
+- `HttpUpstream`: an MCP client over streamable HTTP or HTTP+SSE, using the mcp SDK's transports.
 - `StdioAgentSide`: the sidecar's own stdin/stdout, where the agent (Claude Code, Cursor) talks to it.
 
 Messages are bytes on the stdio paths (no re-serialisation: a message the sidecar does not intercept goes out
@@ -108,7 +108,7 @@ class StdioUpstream:
 
 
 class HttpUpstream:
-    """An upstream MCP server over streamable HTTP (mcp SDK transport)."""
+    """An upstream MCP server over streamable HTTP or the older HTTP+SSE transport (the mcp SDK's clients)."""
 
     kind = "http"
 
@@ -132,13 +132,18 @@ class HttpUpstream:
         import anyio
         import httpx2
         import mcp_types
+        from mcp.client.sse import sse_client
         from mcp.client.streamable_http import streamable_http_client
         from mcp.shared.message import SessionMessage
 
         try:
             client = httpx2.AsyncClient(headers=self.cfg.headers or None,
                                         timeout=httpx2.Timeout(30.0, read=300.0))
-            async with client, streamable_http_client(self.cfg.url, http_client=client) as (read, write):
+            if self.cfg.transport == "sse":
+                connection = sse_client(self.cfg.url, headers=self.cfg.headers or None, timeout=30.0)
+            else:
+                connection = streamable_http_client(self.cfg.url, http_client=client)
+            async with client, connection as (read, write):
                 self._ready.set()
 
                 async def pump_out() -> None:

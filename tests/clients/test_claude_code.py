@@ -25,6 +25,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "policies_repo_template" / "safety.yaml"
+NOTES_SERVER = REPO / "tests" / "sidecar" / "data" / "http_mcp_server.py"
 
 
 def _git(repo: Path, *args: str) -> None:
@@ -35,8 +36,9 @@ def _git(repo: Path, *args: str) -> None:
 
 @pytest.fixture
 def workspace(tmp_path):
-    """A project that already uses Claude Code with MCP servers (filesystem and git over stdio, and a Cordum
-    sidecar over streamable HTTP named `cordum`), and a HOME in which the project is trusted."""
+    """A project that already uses Claude Code with MCP servers (filesystem and git over stdio, a notes server
+    over SSE, another over streamable HTTP whose headers come from a headersHelper, and a Cordum sidecar over
+    streamable HTTP named `cordum`), and a HOME in which the project is trusted."""
     if not CLAUDE.exists() or not FS_SERVER.exists():
         pytest.fail("node_modules is missing @anthropic-ai/claude-code or the filesystem server: run `make node`")
     home, project = tmp_path / "home", tmp_path / "project"
@@ -56,10 +58,19 @@ def workspace(tmp_path):
             spool=str(tmp_path / "http-spool.db"), agent="claude-code-http",
             upstreams=[{"name": "filesystem", "command": [str(FS_SERVER), str(project)]}]))],
         cwd=project, ready="Uvicorn running", env={**os.environ, **sidecar_env()})
+    sse_port, api_port = free_port(), free_port()
+    notes = [start_and_wait([sys.executable, str(NOTES_SERVER), str(sse_port), "sse"], cwd=tmp_path,
+                            ready="Uvicorn running"),
+             start_and_wait([sys.executable, str(NOTES_SERVER), str(api_port)], cwd=tmp_path, ready="Uvicorn running")]
+    helper = tmp_path / "get-headers.sh"  # leaves a mark, so the test knows Claude Code ran it
+    helper.write_text(f"#!/bin/sh\ntouch {tmp_path / 'helper-ran'}\necho '{{\"X-Team\": \"payments\"}}'\n")
+    helper.chmod(0o755)
     servers = {
         "files": {"command": str(FS_SERVER), "args": [str(project)], "env": {"NODE_ENV": "production"}},
         "git": {"command": sys.executable, "args": ["-m", "mcp_server_git", "--repository", str(project)]},
         "cordum": {"type": "http", "url": f"http://127.0.0.1:{port}/mcp"},
+        "events": {"type": "sse", "url": f"http://127.0.0.1:{sse_port}/sse"},
+        "api": {"type": "http", "url": f"http://127.0.0.1:{api_port}/mcp", "headersHelper": str(helper)},
     }
     (project / ".mcp.json").write_text(json.dumps({"mcpServers": servers}, indent=2) + "\n")
     (home / ".claude.json").write_text(json.dumps({"projects": {str(project): {
@@ -67,7 +78,8 @@ def workspace(tmp_path):
     try:
         yield {"home": home, "project": project, "tmp": tmp_path}
     finally:
-        stop(http_sidecar)
+        for process in (http_sidecar, *notes):
+            stop(process)
 
 
 def install(project: Path) -> None:
@@ -85,7 +97,8 @@ def test_claude_code_works_through_cordum_benign_calls_run_risky_ones_are_refuse
         [T("ToolSearch", {"query": "select:mcp__cordum__read_text_file,mcp__files__read_text_file,"
                                    "mcp__files__write_file,mcp__git__git_status,mcp__files__list_directory,"
                                    "mcp__git__git_log,mcp__git__git_diff_unstaged,mcp__cordum__list_directory,"
-                                   "mcp__cordum__write_file", "max_results": 10})],
+                                   "mcp__cordum__write_file,mcp__events__read_note,mcp__api__read_note",
+                         "max_results": 12})],
         [T("Bash", {"command": "ls -la", "description": "list files"})],
         [T("Bash", {"command": "python3 --version", "description": "python version"})],
         [T("Bash", {"command": "git status --short", "description": "status"})],
@@ -128,6 +141,10 @@ def test_claude_code_works_through_cordum_benign_calls_run_risky_ones_are_refuse
         # asked about: nobody at this terminal in headless mode, so it never runs
         [T("Bash", {"command": "touch made-by-agent.txt", "description": "touch"})],
         [T("Bash", {"command": "mkdir build-by-agent", "description": "mkdir"})],
+        # servers the template does not map: the SSE one (fronted by a sidecar, which cannot ask) is refused,
+        # the headersHelper one (left to the hook) is asked about; both name what to add to the tool map
+        [T("mcp__events__read_note", {"name": "shopping"})],
+        [T("mcp__api__read_note", {"name": "shopping"})],
         "All done.",
     ]
     model = ScriptedModel(script)
@@ -137,7 +154,7 @@ def test_claude_code_works_through_cordum_benign_calls_run_risky_ones_are_refuse
     finally:
         model.close()
 
-    for name in ("files", "git", "cordum"):
+    for name in ("files", "git", "cordum", "events", "api"):
         assert f"{name}:" in listing and "Connected" in listing.split(f"{name}:", 1)[1].splitlines()[0], listing
     assert events[-1].get("subtype") == "success"
     results = model.tool_results()
@@ -145,7 +162,7 @@ def test_claude_code_works_through_cordum_benign_calls_run_risky_ones_are_refuse
     answer = {call.id: results[call.id] for call in calls}
 
     assert len(calls) >= 40
-    benign, refused, asked = calls[:21], calls[21:39], calls[39:]
+    benign, refused, asked, unmapped = calls[:21], calls[21:39], calls[39:41], calls[41:]
     for call in benign:
         assert not answer[call.id]["is_error"], (call.name, answer[call.id]["content"][:600])
     assert "# payments service" in answer[benign[4].id]["content"]
@@ -161,6 +178,10 @@ def test_claude_code_works_through_cordum_benign_calls_run_risky_ones_are_refuse
         assert "sk_live_not_for_models" not in answer[call.id]["content"]
     for call in asked:
         assert answer[call.id]["is_error"] and "approve-shell" in answer[call.id]["content"], answer[call.id]
+    for call in unmapped:
+        content = answer[call.id]["content"]
+        assert answer[call.id]["is_error"] and "unmapped tool read_note" in content and "milk" not in content, content
+    assert (workspace["tmp"] / "helper-ran").exists()
     for made in ("new.txt", "evil.txt", "evil3.txt", "src/other.py", "src/evil2.py", "made-by-agent.txt",
                  "build-by-agent"):
         assert not (project / made).exists(), made
@@ -172,12 +193,13 @@ def test_claude_code_works_through_cordum_benign_calls_run_risky_ones_are_refuse
     decisions = [r for r in local + http if r["record_type"] == "decision"]
     assert len(decisions) == len(calls)
     assert sorted(r["server"] for r in decisions if r["server"] != "claude-code") == [
-        *["filesystem"] * 10, "git", "git", "git"]
+        "api", "events", *["filesystem"] * 10, "git", "git", "git"]
     outcomes = {r["decision_id"]: r["outcome"] for r in local + http if r["record_type"] == "outcome"}
     for record in decisions:
         final = record.get("outcome") or outcomes.get(record["decision_id"])
-        expected = {"allow": {"executed"}, "deny": {"blocked"}, "require_approval": {"denied", "timed_out"}}
-        assert final in expected[record["decision"]], record
+        expected = {"allow": {"executed"}, "deny": {"blocked"},
+                    "require_approval": {"denied", "timed_out"} if record["server"] != "api" else {"unknown"}}
+        assert final in expected[record["decision"]], {k: record.get(k) for k in ("server", "tool", "decision", "rule")}
 
     # What the client exposes, the template's tool map knows (and the list the CLI assumes is the client's own).
     builtin = [tool for tool in init_tools(events) if not tool.startswith("mcp__")]

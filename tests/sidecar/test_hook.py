@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from cordum.policy import Call, compile_policy, evaluate, load_policy_file
 from cordum.sidecar.spool import Spool
 
 from .conftest import POLICY, PYTHON, sidecar_env, write_config
@@ -232,6 +233,34 @@ def test_cursor_file_reads_and_mcp_calls_are_governed(tmp_path):
     assert all("content" not in r["args"] for r in records)  # the file's content never enters evidence
 
 
+def test_cursor_after_events_close_the_calls_it_let_run_and_report_edits_it_could_not_gate(tmp_path):
+    ls = cursor("beforeShellExecution", command="ls -la", cwd="/work/project")
+    read = cursor("beforeMCPExecution", tool_name="read_text_file", tool_input=json.dumps({"path": "/work/project/a.py"}),
+                  command="npx -y @modelcontextprotocol/server-filesystem .")
+    assert run_hook(ls, tmp_path, "--agent-format", "cursor") == {"permission": "allow"}
+    assert run_hook(read, tmp_path, "--agent-format", "cursor") == {"permission": "allow"}
+    assert run_hook(dict(ls, hook_event_name="afterShellExecution", output="README.md"), tmp_path,
+                    "--agent-format", "cursor") == {}
+    assert run_hook(dict(read, hook_event_name="afterMCPExecution",
+                         result_json=json.dumps({"content": [], "isError": True})), tmp_path,
+                    "--agent-format", "cursor") == {}
+    edit_args = {"file_path": "/work/project/.env", "edits": [{"old_string": "A=1", "new_string": "A=2"}]}
+    edit = cursor("afterFileEdit", **edit_args)
+    assert run_hook(edit, tmp_path, "--agent-format", "cursor") == {}
+    records = Spool(tmp_path / "spool.db").records()
+    decisions = {r["tool"]: r for r in records if r["record_type"] == "decision"}
+    outcomes = {r["decision_id"]: r["outcome"] for r in records if r["record_type"] == "outcome"}
+
+    def final(record):
+        return record.get("outcome") or outcomes.get(record["decision_id"])
+
+    assert final(decisions["Bash"]) == "executed" and final(decisions["read_text_file"]) == "failed"
+    reported = decisions["Edit"]  # what the policy says of it, in shadow mode, and that it ran
+    would = evaluate(compile_policy(load_policy_file(POLICY).policy),
+                     Call(server="claude-code", tool="Edit", arguments=edit_args, root="/work/project"))
+    assert reported["mode"] == "shadow" and reported["decision"] == would.decision and final(reported) == "executed"
+
+
 @pytest.mark.parametrize("fmt", ["claude-code", "cursor"])
 def test_no_policy_means_deny(tmp_path, fmt):
     config = write_config(tmp_path / "sidecar.yaml", spool=str(tmp_path / "spool.db"))
@@ -297,8 +326,11 @@ def test_a_tool_the_map_does_not_know_is_asked_about_naming_the_tool(tmp_path):
     decision, reason = decision_of(json.loads(answer.stdout))
     assert decision == "ask"
     assert "unmapped tool FrobnicateRepo of claude-code: add it to the tool map" in reason
-    [record] = Spool(tmp_path / "s.db").records()
+    record, handed_off = Spool(tmp_path / "s.db").records()
     assert record["decision"] == "require_approval" and record["rule"] is None
+    # the terminal's answer never reaches a hook: the hand-off is on record, so the decision is closed
+    assert handed_off["record_type"] == "outcome" and handed_off["outcome"] == "unknown"
+    assert handed_off["decision_id"] == record["decision_id"] and "person at the terminal" in handed_off["comment"]
 
 
 def test_an_mcp_call_to_a_server_behind_the_sidecar_is_left_to_the_sidecar_and_recorded_once(tmp_path):
@@ -319,4 +351,4 @@ def test_an_mcp_call_to_a_server_behind_the_sidecar_is_left_to_the_sidecar_and_r
     assert hook("mcp__files__read_text_file")[0] == "allow"  # the sidecar in front decides (and denies .env)
     assert hook("mcp__cordum__filesystem__read_text_file")[0] == "allow"  # the HTTP sidecar the docs name cordum
     assert hook("mcp__plain__read_text_file")[0] == "ask"  # not behind a sidecar: the hook decides
-    assert [r["server"] for r in Spool(tmp_path / "s.db").records()] == ["plain"]
+    assert [r["server"] for r in Spool(tmp_path / "s.db").records() if r["record_type"] == "decision"] == ["plain"]

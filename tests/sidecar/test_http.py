@@ -80,17 +80,18 @@ async def test_an_agent_over_streamable_http_gets_the_same_tools_and_decisions(f
     assert [r["decision"] for r in Spool(tmp_path / "spool.db").records()] == ["allow", "deny"]
 
 
-async def test_an_http_upstream_is_fronted_over_stdio(tmp_path):
+@pytest.mark.parametrize(("transport", "path"), [("http", "/mcp"), ("sse", "/sse")])
+async def test_a_url_upstream_is_fronted_over_stdio(tmp_path, transport, path):
     port = free_port()
-    server = start_and_wait([sys.executable, str(DATA / "http_mcp_server.py"), str(port)], cwd=tmp_path,
-                            ready="Uvicorn running")
+    server = start_and_wait([sys.executable, str(DATA / "http_mcp_server.py"), str(port), *(["sse"] if transport == "sse" else [])],
+                            cwd=tmp_path, ready="Uvicorn running")
     policy = tmp_path / "notes.yaml"
     policy.write_text(
         "version: v1\ndefaults: {decision: deny}\n"
         "tools:\n  - {server: notes, tool: read_note, topic: job.mcp-bridge.read.note}\n"
         "rules:\n  - {id: allow-reads, match: {topics: ['job.mcp-bridge.read.*']}, decision: allow, reason: ok}\n")
     args = ["run", "--bundle", str(policy), "--spool", str(tmp_path / "spool.db"), "--name", "notes",
-            "--url", f"http://127.0.0.1:{port}/mcp"]
+            "--url", f"http://127.0.0.1:{port}{path}", "--transport", transport]
     try:
         async with mcp_session(sidecar_params(args, cwd=tmp_path)) as s:
             names = {t.name for t in (await s.list_tools()).tools}

@@ -116,11 +116,14 @@ def test_cursor_install_writes_mcp_json_and_hooks_json(tmp_path, fs_server_bin):
     mcp = json.loads((cursor_dir / "mcp.json").read_text())
     assert mcp["mcpServers"]["fs"]["args"][:3] == ["-m", "cordum.sidecar", "run"]
     hooks = json.loads((cursor_dir / "hooks.json").read_text())
-    assert hooks["hooks"]["afterFileEdit"] == [{"command": "./format.sh"}]
+    mine, ours = hooks["hooks"]["afterFileEdit"]
+    assert mine == {"command": "./format.sh"}  # theirs kept, first
     for event in ("beforeShellExecution", "beforeMCPExecution", "beforeReadFile"):
         [entry] = hooks["hooks"][event]
         assert "--agent-format cursor || " in entry["command"] and "\"permission\": \"deny\"" in entry["command"]
         assert entry["timeout"] == 60
+    for entry in (hooks["hooks"]["afterShellExecution"][0], hooks["hooks"]["afterMCPExecution"][0], ours):
+        assert entry["command"].endswith("--agent-format cursor") and entry["timeout"] == 10  # records only
     assert len(list(cursor_dir.glob("*.cordum-original"))) == 2
 
 
@@ -174,7 +177,7 @@ def test_install_keeps_file_modes(three_server_project):
     assert (three_server_project / ".claude" / "settings.json").stat().st_mode & 0o777 == 0o640
 
 
-def test_servers_keep_their_names_and_keys_and_unfrontable_ones_are_left_alone(three_server_project, capsys):
+def test_servers_keep_their_names_and_keys_sse_is_fronted_and_unfrontable_ones_are_left_alone(three_server_project, capsys):
     before = json.loads((three_server_project / ".mcp.json").read_text())["mcpServers"]
     assert install("claude-code", "--project", str(three_server_project), "--bundle", str(POLICY)) == 0
     servers = json.loads((three_server_project / ".mcp.json").read_text())["mcpServers"]
@@ -182,9 +185,13 @@ def test_servers_keep_their_names_and_keys_and_unfrontable_ones_are_left_alone(t
     fs = servers["filesystem"]
     assert fs["env"] == {"A": "1"} and fs["cwd"] == "sub" and fs["x-custom"] == [1, 2]
     assert "--name" in fs["args"] and fs["args"][fs["args"].index("--name") + 1] == "filesystem"
-    assert servers["events"] == before["events"] and servers["api"] == before["api"]
+    events = servers["events"]  # SSE is fronted like streamable HTTP, its headers passed on
+    assert events["type"] == "stdio" and events["args"][-6:] == [
+        "--url", "http://127.0.0.1:9/sse", "--transport", "sse", "--header", "X-K: v"]
+    assert servers["api"] == before["api"]
     out = capsys.readouterr().out
-    assert "events: left as it is" in out and "api: left as it is because its headers come from a headersHelper" in out
+    assert "events: left as it is" not in out
+    assert "api: left as it is because its headers come from a headersHelper" in out
 
 
 def test_managed_install_goes_where_the_env_says_and_uninstall_removes_it(claude_project, tmp_path, monkeypatch):

@@ -1,5 +1,5 @@
-"""A real MCP server over streamable HTTP, built with the official mcp SDK (MCPServer), for the tests of the
-sidecar's HTTP upstream transport. Usage: python http_mcp_server.py PORT"""
+"""A real MCP server over streamable HTTP (or the older HTTP+SSE transport), built with the official mcp SDK
+(MCPServer), for the tests of the sidecar's URL upstreams. Usage: python http_mcp_server.py PORT [sse]"""
 
 import sys
 
@@ -21,4 +21,7 @@ def delete_note(name: str) -> str:
 
 
 if __name__ == "__main__":
-    server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[1]), streamable_http_path="/mcp")
+    if sys.argv[2:] == ["sse"]:
+        server.run("sse", host="127.0.0.1", port=int(sys.argv[1]), sse_path="/sse")
+    else:
+        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[1]), streamable_http_path="/mcp")
