@@ -264,16 +264,8 @@ class Enforcer:
                 reason = f"policy evaluation failed ({type(exc).__name__}); denied (fail closed)"
                 topic, risk_tags, target, action, approval = f"job.mcp-bridge.{server}.{tool}", [], "", f"{server}.{tool}", {}
                 redacted = {"_redacted": "evaluation failed"}
-            shadow_policy = self.shadow
-            if shadow_policy is not None:
-                try:
-                    flows = shadow_policy.flows  # the shadow version keeps its own session labels
-                    sd = evaluate(shadow_policy.compiled, call, flows.labels(session_id) if flows else None)
-                    shadow_sets = sd.labels if sd.decision != "deny" else ()
-                    shadow_out.append({"rule": sd.rule, "decision": sd.decision,
-                                       "policy_version": sd.policy_version or shadow_policy.version})
-                except Exception:
-                    log.exception("shadow policy evaluation failed")
+            if self.shadow is not None:
+                shadow_sets = self._decide_shadow(self.shadow, call, session_id, shadow_out)
         latency_us = (time.perf_counter_ns() - t0) // 1000
         record = {
             "record_type": "decision",
@@ -325,6 +317,19 @@ class Enforcer:
         if self.telemetry is not None:
             self.telemetry.decided(record)
         return verdict
+
+    @staticmethod
+    def _decide_shadow(shadow: LoadedPolicy, call: Call, session_id: str, shadow_out: list) -> tuple[str, ...]:
+        """What the shadow version would decide (appended to `shadow_out`); the labels it would set."""
+        try:
+            flows = shadow.flows  # the shadow version keeps its own session labels
+            sd = evaluate(shadow.compiled, call, flows.labels(session_id) if flows else None)
+        except Exception:
+            log.exception("shadow policy evaluation failed")
+            return ()
+        shadow_out.append({"rule": sd.rule, "decision": sd.decision,
+                           "policy_version": sd.policy_version or shadow.version})
+        return sd.labels if sd.decision != "deny" else ()
 
     def call_forwarded(self, verdict: Verdict) -> list[str]:
         """The call goes to its server now: the session labels it sets hold for the session's later calls
