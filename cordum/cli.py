@@ -75,7 +75,9 @@ def _cmd_lint(args: argparse.Namespace) -> int:
         print(f"{w.file}:{w.line}:{w.col}: warning: {w.message}")
     if ok:
         p = result.policy
-        print(f"OK: {len(p.rules)} rules, {len(p.tools)} tool map entries, default {p.defaults.decision}", file=sys.stderr)
+        labels = f", {len({e.label for e in p.labels})} session labels" if p.labels else ""
+        print(f"OK: {len(p.rules)} rules, {len(p.tools)} tool map entries{labels}, default {p.defaults.decision}",
+              file=sys.stderr)
         return 0
     print(f"{len(result.errors) + len(gate_errors)} error(s)", file=sys.stderr)
     return 1
