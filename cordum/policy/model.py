@@ -334,7 +334,16 @@ def _approval_from_dict(d: dict[str, Any], *, partial: bool) -> Approval:
     )
 
 
+MATCH_KEYS = frozenset({"topics", "risk_tags", "agents", "teams", "environments", "args", "after"})
+
+
 def _match_from_dict(m: dict[str, Any]) -> Match:
+    # A condition this engine does not know would be dropped, widening the rule (an `allow` would match calls
+    # it was meant not to): refuse instead, so a sidecar too old for a bundle fails closed and says why.
+    unknown = sorted(set(m) - MATCH_KEYS)
+    if unknown:
+        raise ValueError(f"a rule's match uses {', '.join(unknown)}, which this version of Cordum does not know; "
+                         "upgrade the sidecar")
     return Match(
         topics=tuple(m.get("topics") or ()),
         risk_tags=tuple(m.get("risk_tags") or ()),

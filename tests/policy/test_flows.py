@@ -387,3 +387,10 @@ labels:
         "rule 'approve-egress-after-secret-read' is unreachable"]
     # allow-fetch (no `after`) stays reachable: without the label the flow deny does not match
     assert not any("allow-fetch" in e.message for e in result.errors)
+
+
+def test_a_bundle_whose_match_uses_a_condition_this_engine_does_not_know_is_refused_not_widened():
+    data = load(POLICY).policy.to_dict()
+    data["rules"][1]["match"]["when_moon"] = ["full"]
+    with pytest.raises(ValueError, match="when_moon, which this version of Cordum does not know"):
+        policy_from_dict(data)
