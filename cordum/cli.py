@@ -305,6 +305,10 @@ def _add_policy(sub: argparse._SubParsersAction) -> None:
     _add_format(d)
     d.set_defaults(func=_cmd_diff)
 
+    from cordum.simulation.remote import add_check_parser
+
+    add_check_parser(psub)
+
 
 def _add_init_repo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("init-repo", help="create a policy repository from the template")

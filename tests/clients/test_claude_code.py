@@ -25,6 +25,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "policies_repo_template" / "safety.yaml"
+BENIGN_TOOLS = {"Bash", "Read", "ToolSearch", "CronList", "ListAgents", "ListMcpResourcesTool"}
 NOTES_SERVER = REPO / "tests" / "sidecar" / "data" / "http_mcp_server.py"
 
 
@@ -80,6 +81,20 @@ def workspace(tmp_path):
     finally:
         for process in (http_sidecar, *notes):
             stop(process)
+
+
+def transcript_results(events: list[dict]) -> dict[str, dict]:
+    """Tool results as the client printed them (some, e.g. a refused Monitor, never go back to the model)."""
+    out = {}
+    for event in events:
+        content = (event.get("message") or {}).get("content") if event.get("type") == "user" else None
+        for block in content if isinstance(content, list) else []:
+            if isinstance(block, dict) and block.get("type") == "tool_result":
+                text = block.get("content")
+                if isinstance(text, list):
+                    text = "".join(part.get("text", "") for part in text if isinstance(part, dict))
+                out[block["tool_use_id"]] = {"content": text or "", "is_error": bool(block.get("is_error"))}
+    return out
 
 
 def install(project: Path) -> None:
@@ -145,6 +160,19 @@ def test_claude_code_works_through_cordum_benign_calls_run_risky_ones_are_refuse
         # the headersHelper one (left to the hook) is asked about; both name what to add to the tool map
         [T("mcp__events__read_note", {"name": "shopping"})],
         [T("mcp__api__read_note", {"name": "shopping"})],
+        # the rest of the built-in tools: the hook lets the planning and web ones run (whatever the tool itself
+        # then makes of them here, offline and headless). Not run: WebFetch, WebSearch, Task and Workflow ask the
+        # model again themselves, Monitor answers in the background; NotebookEdit, CronDelete, TaskStop and Skill
+        # refuse unknown notebooks, jobs, tasks and skills before any hook runs: a scripted session cannot follow
+        # those; their decisions are policy tests
+        # (policies_repo_template/tests/claude_code.yaml).
+        [T("ToolSearch", {"query": "select:CronCreate,SendMessage,EnterWorktree,ExitWorktree", "max_results": 12})],
+        [T("CronCreate", {"cron": "0 9 * * 1", "prompt": "check the build", "recurring": False})],
+        [T("ScheduleWakeup", {"delaySeconds": 60, "reason": "wait for CI", "noop": True})],
+        [T("ReportFindings", {"findings": []})],
+        [T("SendMessage", {"to": "nobody", "message": "hello"})],
+        [T("EnterWorktree", {"name": "cordum-check"})],
+        [T("ExitWorktree", {"action": "remove", "discard_changes": True})],
         "All done.",
     ]
     model = ScriptedModel(script)
@@ -157,12 +185,15 @@ def test_claude_code_works_through_cordum_benign_calls_run_risky_ones_are_refuse
     for name in ("files", "git", "cordum", "events", "api"):
         assert f"{name}:" in listing and "Connected" in listing.split(f"{name}:", 1)[1].splitlines()[0], listing
     assert events[-1].get("subtype") == "success"
-    results = model.tool_results()
+    results = {**transcript_results(events), **model.tool_results()}
     calls = [call for turn in script if not isinstance(turn, str) for call in turn]
+    missing = [(call.id, call.name) for call in calls if call.id not in results]
+    assert not missing, (missing, events[-3:])
     answer = {call.id: results[call.id] for call in calls}
 
     assert len(calls) >= 40
-    benign, refused, asked, unmapped = calls[:21], calls[21:39], calls[39:41], calls[41:]
+    benign, refused, asked, unmapped = calls[:21], calls[21:39], calls[39:41], calls[41:43]
+    let_run = calls[43:]
     for call in benign:
         assert not answer[call.id]["is_error"], (call.name, answer[call.id]["content"][:600])
     assert "# payments service" in answer[benign[4].id]["content"]
@@ -182,6 +213,8 @@ def test_claude_code_works_through_cordum_benign_calls_run_risky_ones_are_refuse
         content = answer[call.id]["content"]
         assert answer[call.id]["is_error"] and "unmapped tool read_note" in content and "milk" not in content, content
     assert (workspace["tmp"] / "helper-ran").exists()
+    for call in let_run:  # Cordum let them through; what the tool made of them is the tool's
+        assert "Cordum" not in answer[call.id]["content"], (call.name, answer[call.id]["content"][:300])
     for made in ("new.txt", "evil.txt", "evil3.txt", "src/other.py", "src/evil2.py", "made-by-agent.txt",
                  "build-by-agent"):
         assert not (project / made).exists(), made
@@ -197,7 +230,9 @@ def test_claude_code_works_through_cordum_benign_calls_run_risky_ones_are_refuse
     outcomes = {r["decision_id"]: r["outcome"] for r in local + http if r["record_type"] == "outcome"}
     for record in decisions:
         final = record.get("outcome") or outcomes.get(record["decision_id"])
-        expected = {"allow": {"executed"}, "deny": {"blocked"},
+        strict = record["server"] != "claude-code" or record["tool"] in BENIGN_TOOLS
+        expected = {"allow": {"executed"} if strict else {"executed", "failed"},
+                    "deny": {"blocked"},
                     "require_approval": {"denied", "timed_out"} if record["server"] != "api" else {"unknown"}}
         assert final in expected[record["decision"]], {k: record.get(k) for k in ("server", "tool", "decision", "rule")}
 
