@@ -202,11 +202,11 @@ class Replay:
         self.samples_per_group = samples_per_group
         self.max_changed_calls = max_changed_calls
         policies = (candidate, baseline, self.reference)
-        # Session data-flow: a call's decision depends on the labels earlier calls of its session set, so every
-        # session is replayed in order (no prefilter) and each signature is re-evaluated per set of labels held.
+        # Session data-flow: a call's decision depends on the labels earlier calls of its session set, so sessions
+        # that may hold a label are replayed in order and a signature is re-evaluated per set of labels held.
         self.flows_replayed = any(p is not None and has_flows(p) for p in policies)
         self.needs_call_order = self.flows_replayed or any(p is not None and has_limits(p) for p in policies)
-        self._calls: dict[Signature, dict] = {}  # with flows only: each signature's call, to re-evaluate
+        self._calls: dict[Signature, tuple] = {}  # with flows only: each signature's (call, reaches), to re-evaluate
         self._flow_cache: dict[tuple, _Eval] = {}
         self._flow_session: tuple[Any, list[set]] = (object(), [set(), set(), set()])  # session, labels per policy
         self._trackers: dict[str, Any] = {}
