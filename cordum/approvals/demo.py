@@ -14,6 +14,8 @@ from cordum.approvals.models import ApprovalRequest
 from cordum.policy import args_digest
 
 NAMESPACE = uuid.UUID("a7d4c1e2-5b3f-4e8a-9c6d-1f2e3a4b5c6d")
+# The template's defaults.approval offers "approve for this session" within this bound (every demo rule inherits it).
+SESSION_BOUND = {"max_calls": 25, "max_minutes": 60}
 
 CHECKOUT_DIFF = """--- a/src/components/Checkout.tsx
 +++ b/src/components/Checkout.tsx
@@ -91,6 +93,7 @@ def load(ctx: dict) -> None:
                 "rule": rule, "reason": reason, "args_digest": args_digest(arguments), "args": arguments,
                 "diff": ApprovalRequest.seal_diff(diff) if not decided else "",
                 "policy_version": policy_version, "reviewers": ["role:reviewer"], "state": state, "reviewer": user,
+                "session_approval": SESSION_BOUND, "scope": "once" if state == ApprovalState.APPROVED else "",
                 "reviewer_email": (user.email if user else ""), "comment": comment, "created_at": opened,
                 "expires_at": opened + (timedelta(minutes=15) if decided else timedelta(days=7)),
                 "decided_at": opened + timedelta(minutes=3 if state != ApprovalState.EXPIRED else 15) if decided

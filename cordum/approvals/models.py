@@ -11,10 +11,10 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from cordum.approvals.choices import ApprovalState
+from cordum.approvals.choices import ApprovalScope, ApprovalState, ReviewDecision
 from cordum.common.crypto import decrypt, encrypt
 
-__all__ = ["ApprovalRequest"]
+__all__ = ["ApprovalRequest", "ApprovalVote"]
 
 
 class ApprovalRequest(models.Model):
@@ -45,6 +45,10 @@ class ApprovalRequest(models.Model):
     reviewers = models.JSONField(default=list, blank=True)  # ["role:reviewer", "team:payments", "user:a@x"]
     allow_self_approval = models.BooleanField(default=False)
     on_timeout = models.CharField(max_length=20, default="deny")
+    # Distinct reviewers who must approve (the two-person rule); the agent's owner never counts when it is > 1.
+    approvals_required = models.PositiveSmallIntegerField(default=1)
+    # The policy's bound on "approve for this session" ({"max_calls", "max_minutes"}), or null: not offered.
+    session_approval = models.JSONField(null=True, blank=True)
 
     state = models.CharField(max_length=20, choices=ApprovalState.choices, default=ApprovalState.PENDING)
     reviewer = models.ForeignKey(
@@ -52,6 +56,9 @@ class ApprovalRequest(models.Model):
     )
     reviewer_email = models.CharField(max_length=254, blank=True)  # as decided, kept if the user goes
     comment = models.TextField(blank=True)
+    # Once approved: what the approval covers, and for a session answer the targets it covers.
+    scope = models.CharField(max_length=10, choices=ApprovalScope.choices, blank=True)
+    target_pattern = models.TextField(blank=True)
 
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
@@ -94,3 +101,30 @@ class ApprovalRequest(models.Model):
     @property
     def is_overdue(self) -> bool:
         return self.state == ApprovalState.PENDING and self.expires_at <= timezone.now()
+
+
+class ApprovalVote(models.Model):
+    """One reviewer's answer to a request. A request needing two approvals collects two approve votes from
+    distinct people before it is approved; one deny vote ends it."""
+
+    approval = models.ForeignKey(ApprovalRequest, on_delete=models.CASCADE, related_name="votes")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                             related_name="+")
+    reviewer_email = models.CharField(max_length=254)  # as answered, kept if the user goes
+    decision = models.CharField(max_length=20, choices=ReviewDecision.choices)
+    target_pattern = models.TextField(blank=True)  # for approve_session
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["approval", "user"], name="approval_vote_once_per_reviewer"),
+        ]
+
+    def __str__(self):
+        return f"{self.reviewer_email} {self.decision} {self.approval_id}"
+
+    @property
+    def approves(self) -> bool:
+        return self.decision != ReviewDecision.DENY

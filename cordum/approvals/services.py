@@ -16,13 +16,14 @@ from django.urls import reverse
 from django.utils import timezone
 
 from cordum.accounts.models import Agent, Membership
-from cordum.approvals.choices import ApprovalState, ReviewDecision
+from cordum.approvals.choices import ApprovalScope, ApprovalState, ReviewDecision
 from cordum.approvals.evidence import evidence_outcome_append
-from cordum.approvals.models import ApprovalRequest
+from cordum.approvals.models import ApprovalRequest, ApprovalVote
 from cordum.approvals.selectors import DEFAULT_REVIEWERS, approval_reviewer_refusal
 from cordum.common import telemetry
 from cordum.common.errors import Conflict, CordumError
 from cordum.common.notify import publish
+from cordum.policy.patterns import target_pattern_error
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,8 @@ def approval_request_create(*, agent: Agent, data: dict) -> tuple[ApprovalReques
         reviewers=reviewers or list(DEFAULT_REVIEWERS),
         allow_self_approval=bool(data.get("allow_self_approval", False)),
         on_timeout=data.get("on_timeout") or "deny",
+        approvals_required=int(data.get("approvals_required") or 1),
+        session_approval=data.get("session_approval") or None,
         created_at=now,
         expires_at=now + timedelta(seconds=timeout),
     )
@@ -121,28 +124,41 @@ def _already_decided_message(approval: ApprovalRequest) -> str:
 
 
 def approval_decide(
-    *, approval: ApprovalRequest, membership: Membership | None, decision: str, comment: str = ""
+    *, approval: ApprovalRequest, membership: Membership | None, decision: str, comment: str = "",
+    target_pattern: str = "",
 ) -> ApprovalRequest:
-    """Approve or deny a pending request. Exactly one decision wins; later ones raise Conflict (409)."""
+    """Answer a pending request: approve once, approve for this session, or deny.
+
+    One deny ends it. An approval counts one reviewer; the request is approved once `approvals_required` distinct
+    reviewers have approved (the agent's owner counts only where one approval suffices and the policy allows
+    self-approval). The approval then covers the session only if every approver chose so. Exactly one final decision wins; later answers raise Conflict (409).
+    """
     if decision not in ReviewDecision.values:
-        raise CordumError("decision must be 'approve' or 'deny'.", {"field": "decision"})
+        raise CordumError("decision must be 'approve', 'approve_session' or 'deny'.", {"field": "decision"})
     refusal = approval_reviewer_refusal(approval=approval, membership=membership, decision=decision)
     if refusal:
         raise CordumError(refusal, {"reason": "not_allowed"}, status_code=403)
+    pattern = _session_pattern(approval=approval, decision=decision, target_pattern=target_pattern)
     now = timezone.now()
     user = membership.user
-    new_state = ApprovalState.APPROVED if decision == ReviewDecision.APPROVE else ApprovalState.DENIED
     comment = (comment or "").strip()[:2000]
     with transaction.atomic():
-        changed = ApprovalRequest.objects.filter(
-            pk=approval.pk, state=ApprovalState.PENDING, expires_at__gt=now
-        ).update(state=new_state, reviewer=user, reviewer_email=_reviewer_email(user), comment=comment,
-                 decided_at=now, diff="")
-        if changed:
-            approval.refresh_from_db()
-            evidence_outcome_append(approval=approval, outcome=new_state, at=now)
-            _wake(approval.pk)
-            transaction.on_commit(lambda: telemetry.approval_closed(approval=approval))
+        # The row lock serialises answers to one request: two reviewers approving at once are counted in turn.
+        current = ApprovalRequest.objects.select_for_update().filter(pk=approval.pk).first()
+        if current is None or current.state != ApprovalState.PENDING or current.expires_at <= now:
+            changed = 0
+        else:
+            ApprovalVote.objects.update_or_create(
+                approval=current, user=user,
+                defaults={"reviewer_email": _reviewer_email(user), "decision": decision, "target_pattern": pattern,
+                          "comment": comment, "created_at": now})
+            changed = _conclude(current, now=now)
+            if changed is None:  # approved by too few reviewers so far: stays pending
+                transaction.on_commit(lambda: publish(approvals_org_channel(current.organization_id), str(current.pk)))
+                approval.refresh_from_db()
+                logger.info("approval %s: %s by %s, waiting for more reviewers", approval.pk, decision,
+                            _reviewer_email(user))
+                return approval
     if not changed:
         current = ApprovalRequest.objects.select_related("agent").get(pk=approval.pk)
         if current.state == ApprovalState.PENDING:  # pending but past its deadline: expire it now
@@ -151,8 +167,55 @@ def approval_decide(
             _already_decided_message(current),
             {"state": current.state, "reviewer": current.reviewer_email or None},
         )
-    logger.info("approval %s %s by %s", approval.pk, new_state, approval.reviewer_email)
+    approval.refresh_from_db()
+    logger.info("approval %s %s by %s", approval.pk, approval.state, approval.reviewer_email)
     return approval
+
+
+def _session_pattern(*, approval: ApprovalRequest, decision: str, target_pattern: str) -> str:
+    """The targets a session answer covers: the reviewer's pattern (it must cover this call) or the call's target."""
+    if decision != ReviewDecision.APPROVE_SESSION:
+        return ""
+    pattern = (target_pattern or "").strip() or approval.target
+    if len(pattern) > 1000:
+        raise CordumError("target_pattern must be at most 1000 characters.", {"field": "target_pattern"})
+    problem = target_pattern_error(pattern, approval.target)
+    if problem:
+        raise CordumError(f"{problem[0].upper()}{problem[1:]}.", {"field": "target_pattern"})
+    return pattern
+
+
+def _conclude(approval: ApprovalRequest, *, now) -> int | None:
+    """Inside the locked transaction: the request's final state from its votes, written with its evidence.
+    None while too few reviewers have approved; else the rows changed (1)."""
+    votes = list(ApprovalVote.objects.filter(approval=approval).select_related("user"))
+    deny = next((v for v in votes if not v.approves), None)
+    approvers = [v for v in votes if v.approves]
+    if deny is None and len(approvers) < (approval.approvals_required or 1):
+        return None
+    if deny is not None:
+        fields = {"state": ApprovalState.DENIED, "reviewer": deny.user, "reviewer_email": deny.reviewer_email,
+                  "comment": deny.comment}
+    else:
+        session = all(v.decision == ReviewDecision.APPROVE_SESSION for v in approvers)
+        patterns = {v.target_pattern for v in approvers}
+        fields = {
+            "state": ApprovalState.APPROVED, "reviewer": approvers[-1].user,
+            "reviewer_email": ", ".join(v.reviewer_email for v in approvers)[:254],
+            "comment": "; ".join(f"{v.reviewer_email}: {v.comment}" if len(approvers) > 1 else v.comment
+                                 for v in approvers if v.comment)[:2000],
+            "scope": ApprovalScope.SESSION if session else ApprovalScope.ONCE,
+            # approvers who chose different patterns agree on the call's own target
+            "target_pattern": (patterns.pop() if len(patterns) == 1 else approval.target) if session else "",
+        }
+    changed = ApprovalRequest.objects.filter(pk=approval.pk, state=ApprovalState.PENDING, expires_at__gt=now).update(
+        decided_at=now, diff="", **fields)
+    if changed:
+        approval.refresh_from_db()
+        evidence_outcome_append(approval=approval, outcome=approval.state, at=now)
+        _wake(approval.pk)
+        transaction.on_commit(lambda: telemetry.approval_closed(approval=approval))
+    return changed
 
 
 # --- expire / cancel --------------------------------------------------------------------------

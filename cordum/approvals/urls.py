@@ -9,4 +9,5 @@ urlpatterns = [
     path("history/", views.HistoryView.as_view(), name="history"),
     path("<uuid:pk>/", views.DetailView.as_view(), name="detail"),
     path("<uuid:pk>/decide/", views.DecideView.as_view(), name="decide"),
+    path("<uuid:pk>/context/", views.ContextView.as_view(), name="context"),
 ]

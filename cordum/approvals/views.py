@@ -13,7 +13,7 @@ from django.views.generic import ListView, TemplateView, View
 from cordum.accounts.access import RoleRequiredMixin
 from cordum.accounts.permissions import Perm
 from cordum.approvals import selectors, services
-from cordum.approvals.choices import DECIDED_STATES, ApprovalState, ReviewDecision
+from cordum.approvals.choices import DECIDED_STATES, ApprovalState
 from cordum.common.errors import CordumError
 
 
@@ -41,8 +41,11 @@ class QueueView(RoleRequiredMixin, HtmxPartialMixin, TemplateView):
 
     def get_context_data(self, **kwargs):
         services.approvals_expire_due(organization=self.organization)  # expiry is decided on read as well as by the beat task
-        return super().get_context_data(items=selectors.approval_queue_for_reviewer(membership=self.membership),
-                                        **kwargs)
+        filters = {key: self.request.GET.get(key, "").strip() for key in selectors.QUEUE_FILTERS}
+        items = selectors.approval_queue_for_reviewer(membership=self.membership, filters=filters)
+        return super().get_context_data(
+            items=items, groups=selectors.approval_queue_groups(items), filters=filters,
+            choices=selectors.approval_queue_choices(membership=self.membership), **kwargs)
 
 
 @method_decorator(require_GET, name="dispatch")
@@ -55,14 +58,25 @@ class DetailView(RoleRequiredMixin, TemplateView):
         if approval is None:
             raise Http404("No such approval request.")
         approval = services.approval_refresh(approval=approval)
-        approve_refusal = selectors.approval_reviewer_refusal(approval=approval, membership=self.membership)
-        deny_refusal = selectors.approval_reviewer_refusal(
-            approval=approval, membership=self.membership, decision=ReviewDecision.DENY
-        )
-        item = {"approval": approval, "can_approve": approve_refusal is None, "can_deny": deny_refusal is None,
-                "note": approve_refusal or deny_refusal or "",
-                "diff": approval.diff_text if deny_refusal is None else ""}
-        return super().get_context_data(item=item, approval=approval, **kwargs)
+        item = selectors.approval_card(approval=approval, membership=self.membership)
+        context = selectors.approval_context(approval=approval, membership=self.membership)
+        return super().get_context_data(item=item, approval=approval, context=context, **kwargs)
+
+
+@method_decorator(require_GET, name="dispatch")
+class ContextView(RoleRequiredMixin, TemplateView):
+    """The card's context, loaded when the reviewer opens it in the queue: the session's recent calls and
+    similar past decisions (only what this reviewer may read)."""
+
+    required_perm = Perm.REVIEW_APPROVALS
+    template_name = "approvals/partials/_context.html"
+
+    def get_context_data(self, **kwargs):
+        approval = selectors.approval_get(membership=self.membership, pk=self.kwargs["pk"])
+        if approval is None:
+            raise Http404("No such approval request.")
+        context = selectors.approval_context(approval=approval, membership=self.membership)
+        return super().get_context_data(approval=approval, context=context, **kwargs)
 
 
 @method_decorator(require_POST, name="dispatch")
@@ -77,14 +91,18 @@ class DecideView(RoleRequiredMixin, View):
         try:
             approval = services.approval_decide(
                 approval=approval, membership=self.membership, decision=decision,
-                comment=request.POST.get("comment", ""),
+                comment=request.POST.get("comment", ""), target_pattern=request.POST.get("target_pattern", ""),
             )
         except CordumError as exc:
             messages.error(request, exc.message)
         else:
-            what = approval.action or approval.tool
-            messages.success(request, f"{approval.get_state_display()}: {approval.agent.name} · {what} "
-                                      f"{approval.target}".rstrip())
+            what = f"{approval.agent.name} · {approval.action or approval.tool} {approval.target}".rstrip()
+            if approval.is_pending:
+                got = sum(1 for vote in approval.votes.all() if vote.approves)
+                messages.success(request, f"Approved ({got} of {approval.approvals_required} approvals): {what}")
+            else:
+                scope = " for this session" if approval.scope == "session" else ""
+                messages.success(request, f"{approval.get_state_display()}{scope}: {what}")
         next_url = request.POST.get("next") or reverse("approvals:queue")
         if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
             next_url = reverse("approvals:queue")

@@ -44,6 +44,17 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def _percentiles(waits: dict, *, link) -> list[dict]:
+    """Per key: how many held calls were decided, and the p50 and p90 of their waits, slowest p90 first."""
+    rows = []
+    for key, values in waits.items():
+        ordered = sorted(values)
+        p90 = statistics.quantiles(ordered, n=10, method="inclusive")[8] if len(ordered) > 1 else ordered[0]
+        rows.append({"key": key, "decided": len(ordered), "p50_s": statistics.median(ordered), "p90_s": p90,
+                     "url": link(key)})
+    return sorted(rows, key=lambda r: (-r["p90_s"], r["key"]))[:10]
+
+
 def trends(*, membership, days: int = TREND_DAYS) -> dict | None:
     """The last `days` days as charts and tables, each linking to the explorer filtered on what it shows."""
     if not membership.has_perm(Perm.VIEW_OWN_TEAM):
@@ -58,16 +69,21 @@ def trends(*, membership, days: int = TREND_DAYS) -> dict | None:
 
     decisions = visible.filter(record_type=RecordType.DECISION, timestamp__gte=start)
     held = list(decisions.filter(decision=DecisionValue.REQUIRE_APPROVAL).order_by("-timestamp")
-                .values_list("decision_id", "timestamp")[:TIME_TO_DECISION_SAMPLE])
-    held_at = dict(held)
+                .values_list("decision_id", "timestamp", "team_slug", "rule")[:TIME_TO_DECISION_SAMPLE])
+    held_at = {decision_id: (opened, team, rule) for decision_id, opened, team, rule in held}
     waits: dict = defaultdict(list)
+    by_team: dict = defaultdict(list)
+    by_rule: dict = defaultdict(list)
     for decision_id, outcome_at in (visible.filter(
             record_type=RecordType.OUTCOME, decision_id__in=list(held_at),
             outcome__in=(Outcome.APPROVED, Outcome.DENIED)).values_list("decision_id", "timestamp")):
-        opened = held_at[decision_id]
-        waits[opened.date()].append((outcome_at - opened).total_seconds())
+        opened, team, rule = held_at[decision_id]
+        wait = (outcome_at - opened).total_seconds()
+        waits[opened.date()].append(wait)
+        by_team[team or "(no team)"].append(wait)
+        by_rule[rule or "(default)"].append(wait)
     opened_per_day = defaultdict(int)
-    for _, opened in held:
+    for _, opened, _team, _rule in held:
         opened_per_day[opened.date()] += 1
     approvals = [
         {"day": day, "opened": opened_per_day[day], "decided": len(waits[day]),
@@ -105,6 +121,10 @@ def trends(*, membership, days: int = TREND_DAYS) -> dict | None:
         "days": days,
         "chart": decision_chart_svg(counts, href=bar_href),
         "approvals": approvals,
+        "wait_by_team": _percentiles(by_team, link=lambda team: _explorer(
+            team=team if team != "(no team)" else "", decision=DecisionValue.REQUIRE_APPROVAL, start=f"{start:%Y-%m-%d}")),
+        "wait_by_rule": _percentiles(by_rule, link=lambda rule: _explorer(
+            rule=rule if rule != "(default)" else "", decision=DecisionValue.REQUIRE_APPROVAL, start=f"{start:%Y-%m-%d}")),
         "top_denying": top_denying,
         "versions": versions,
         "fleet_versions": fleet_versions,

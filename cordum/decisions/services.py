@@ -212,6 +212,8 @@ def _facts_validate(facts, index: int) -> str:
             if type(value) is not dict or not all(
                     type(k) is str and len(k) <= 100 and type(p) is str and len(p) <= 1024 for k, p in value.items()):
                 raise _invalid(f"{where}.reaches", "must map each path argument to the file it reached.")
+        elif key == "grant":
+            _grant_fact_validate(value, f"{where}.grant")
         elif key == "labels":
             if type(value) is not list or not value or len(value) > 64 or not all(
                     type(x) is str and 0 < len(x) <= 100 for x in value):
@@ -220,7 +222,7 @@ def _facts_validate(facts, index: int) -> str:
             _flow_fact_validate(value, f"{where}.flow")
         else:
             raise _invalid(f"{where}.{key}"[:200],
-                           "is not a known fact (known: masked, withheld, reaches, labels, flow).")
+                           "is not a known fact (known: masked, withheld, reaches, grant, labels, flow).")
     text = _dumps_sorted(facts).decode()
     if len(text) > _FACTS_MAX_BYTES:
         raise _invalid(where, f"must be at most {_FACTS_MAX_BYTES} bytes of JSON.")
@@ -238,6 +240,22 @@ def _flow_fact_validate(value, where: str) -> None:
     if not ok or type(set_by) is not dict or not set(set_by) <= set(_FLOW_ORIGIN_KEYS) or not all(
             type(v) is str and len(v) <= 300 for v in set_by.values()):
         raise _invalid(where, "must be {label, rule, set_by: {decision_id, server, tool, target, timestamp}}.")
+
+
+_GRANT_FACT = {"approval_id": (str, 64), "reviewer": (str, 254), "scope": (str, 20), "use": (int, None),
+               "max_calls": (int, None)}
+
+
+def _grant_fact_validate(grant, where: str) -> None:
+    """`facts.grant`: the session approval that let a held call through (approval id, reviewer, how many uses)."""
+    if type(grant) is not dict or not {"approval_id", "scope"} <= set(grant):
+        raise _invalid(where, "must be an object with approval_id and scope.")
+    for key, value in grant.items():
+        kind, limit = _GRANT_FACT.get(key, (None, None))
+        if kind is None:
+            raise _invalid(f"{where}.{key}"[:200], f"is not a known field (known: {', '.join(_GRANT_FACT)}).")
+        if type(value) is not kind or (kind is str and len(value) > limit) or (kind is int and not 0 <= value <= _MAX_INT):
+            raise _invalid(f"{where}.{key}", "has the wrong type or size.")
 
 
 def _dumps_sorted(value) -> bytes:

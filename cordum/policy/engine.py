@@ -543,6 +543,24 @@ class CompiledPolicy:
             return self.default_approval
         return self._approvals.get(rule_id, self.default_approval)
 
+    def approval_of(self, rule_id: str | None, matched: tuple[str, ...]) -> dict:
+        """The held call's approval settings: the winning rule's, with the scopes of every other matching
+        require_approval rule folded in strictest-first, so a rule that asks for two reviewers or forbids session
+        answers is not lost to a broader rule that comes earlier: the most reviewers required, session answers
+        only if every such rule offers them, each bound the smallest."""
+        out = _copy_approval(self.approval_for(rule_id))
+        for other in matched:
+            if other == rule_id or self.rules_by_id[other].decision != "require_approval":
+                continue
+            theirs = self._approvals.get(other, self.default_approval)
+            required = max(out.get("approvals_required") or 1, theirs.get("approvals_required") or 1)
+            if required > 1:
+                out["approvals_required"] = required
+            mine, other_session = out.get("session_approval"), theirs.get("session_approval")
+            if mine is not None or other_session is not None:  # unset on both: stays unset (not offered)
+                out["session_approval"] = _narrower_session(mine, other_session)
+        return out
+
     def _labels_set(self, topic_l: str, tags: tuple[str, ...], call: Call) -> tuple[str, ...]:
         """The labels of the `labels` entries the call matches: entries are narrowed once per (topic, tags,
         agent, team, environment), like rules; only their argument conditions run per call."""
@@ -628,17 +646,33 @@ class CompiledPolicy:
             self.version,
             action,
             is_write,
-            _copy_approval(self.approval_for(rule_id)) if decision == "require_approval" else None,
+            (self.approval_of(rule_id, matched) if len(matched) > 1 else _copy_approval(self.approval_for(rule_id)))
+            if decision == "require_approval" else None,
             unmapped,
             self._labels_set(topic_l, tags, call) if self.label_entries else (),
             flow,
         )
 
 
+def _narrower_session(a: dict | bool | None, b: dict | bool | None) -> dict | bool:
+    """Two `session_approval` settings as one: False (none) unless both offer it; then each axis's smaller bound
+    (an axis one of them leaves open takes the other's)."""
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return False
+    out = {}
+    for key in ("max_calls", "max_minutes"):
+        values = [v for v in (a.get(key), b.get(key)) if v is not None]
+        if values:
+            out[key] = min(values)
+    return out
+
+
 def _copy_approval(a: dict) -> dict:
     out = dict(a)
     if "reviewers" in out:
         out["reviewers"] = list(out["reviewers"])
+    if isinstance(out.get("session_approval"), dict):
+        out["session_approval"] = dict(out["session_approval"])
     return out
 
 

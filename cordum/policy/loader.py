@@ -21,6 +21,7 @@ from .model import (
     DEFAULT_MAX_VALUE_BYTES,
     DEFAULT_REDACT,
     LIST_OPS,
+    MAX_APPROVALS_REQUIRED,
     MODES,
     NUMERIC_OPS,
     ON_SECRET,
@@ -37,6 +38,7 @@ from .model import (
     ResultSettings,
     Rule,
     RuleLimits,
+    SessionApproval,
     SessionLimits,
     ToolMapping,
 )
@@ -281,7 +283,8 @@ class _Validator:
 
     # -- sections ----------------------------------------------------------------------------
     def approval(self, node: Node, where: str, *, partial: bool) -> Approval | None:
-        m = self.mapping(node, where, ("timeout", "on_timeout", "reviewers", "allow_self_approval"))
+        m = self.mapping(node, where, ("timeout", "on_timeout", "reviewers", "allow_self_approval",
+                                       "session_approval", "approvals_required"))
         if m is None:
             return None
         base = Approval(None, None, None, None) if partial else Approval()
@@ -303,7 +306,46 @@ class _Validator:
             b = self.boolean(m["allow_self_approval"][1], "allow_self_approval")
             if b is not None:
                 self_ok = b
-        return Approval(timeout=timeout, on_timeout=on_timeout, reviewers=reviewers, allow_self_approval=self_ok)
+        session = self.session_approval(m["session_approval"][1]) if "session_approval" in m else None
+        required = None
+        if "approvals_required" in m:
+            n = self.integer(m["approvals_required"][1], "approvals_required", minimum=1)
+            if n is not False and n is not None:
+                if n > MAX_APPROVALS_REQUIRED:
+                    self.error(m["approvals_required"][1], f"'approvals_required' must be at most "
+                               f"{MAX_APPROVALS_REQUIRED}, got {n}")
+                else:
+                    required = n
+                    if n > 1 and self_ok:
+                        self.warn(m["approvals_required"][0], f"{where}: with approvals_required {n} the agent's "
+                                  "owner never counts as one of the reviewers, so allow_self_approval has no effect")
+        return Approval(timeout=timeout, on_timeout=on_timeout, reviewers=reviewers, allow_self_approval=self_ok,
+                        session_approval=session, approvals_required=required)
+
+    def session_approval(self, node: Node) -> SessionApproval | bool | None:
+        """`session_approval: false` (only "approve once"), or `{max_calls: N, max_minutes: M}` (at least one):
+        the bound within which "approve for this session" lets matching calls through. None on error."""
+        if isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:bool":
+            if self.value(node):
+                self.error(node, "'session_approval' needs a bound: {max_calls: N, max_minutes: M} (either or "
+                           "both), or false to forbid approving for a session")
+                return None
+            return False
+        if not isinstance(node, MappingNode):
+            self.error(node, f"'session_approval' must be false or a mapping {{max_calls: N, max_minutes: M}}, "
+                       f"got {_kind(node)}")
+            return None
+        m = self.mapping(node, "session_approval", ("max_calls", "max_minutes"))
+        if m is None:
+            return None
+        if not node.value:
+            self.error(node, "'session_approval' needs max_calls, max_minutes or both")
+            return None
+        calls = self.integer(m["max_calls"][1], "max_calls", minimum=1) if "max_calls" in m else None
+        minutes = self.integer(m["max_minutes"][1], "max_minutes", minimum=1) if "max_minutes" in m else None
+        if calls is False or minutes is False or not m:
+            return None
+        return SessionApproval(max_calls=calls, max_minutes=minutes)
 
     def defaults(self, node: Node) -> Defaults:
         m = self.mapping(node, "defaults", ("decision", "approval"))

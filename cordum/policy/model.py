@@ -15,6 +15,7 @@ DECISIONS = ("allow", "require_approval", "deny")
 DECISION_RANK = {"allow": 0, "require_approval": 1, "deny": 2}
 MODES = ("enforce", "shadow")
 ON_TIMEOUT = ("deny", "allow")
+MAX_APPROVALS_REQUIRED = 5  # distinct reviewers a request can need (two-person rule and a little more)
 ON_SECRET = ("mask", "withhold", "allow")  # what the sidecar does with a tool result that carries a secret
 
 # Argument-condition operators in canonical order (the order `to_dict` writes them in).
@@ -54,13 +55,42 @@ DEFAULT_MAX_VALUE_BYTES = 4096
 
 
 @dataclass(frozen=True)
+class SessionApproval:
+    """The bound on "approve for this session": how many more calls, for how many minutes (None: no bound on
+    that axis; the loader requires at least one)."""
+
+    max_calls: int | None = None
+    max_minutes: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in (("max_calls", self.max_calls), ("max_minutes", self.max_minutes)) if v is not None}
+
+
+def session_approval_from(value: Any) -> SessionApproval | bool | None:
+    """`session_approval` from its dict form: None (not set), False (forbidden) or the bound."""
+    if value is None or value is False:
+        return value
+    if isinstance(value, SessionApproval):
+        return value
+    if isinstance(value, dict):
+        return SessionApproval(max_calls=value.get("max_calls"), max_minutes=value.get("max_minutes"))
+    return False  # anything else (a bare `true` from an older writer) grants nothing: fail closed
+
+
+@dataclass(frozen=True)
 class Approval:
-    """Approval settings; in `defaults` every field is set, on a rule `None` means "inherit"."""
+    """Approval settings; in `defaults` every field is set, on a rule `None` means "inherit".
+
+    `session_approval` and `approvals_required` are None when nowhere set: that means no session answers
+    (only "approve once") and one reviewer. They are left out of `to_dict` then, so policies that do not use
+    them keep their canonical form (and bundle digests)."""
 
     timeout: int | None = 900
     on_timeout: str | None = "deny"
     reviewers: tuple[str, ...] | None = ("role:reviewer",)
     allow_self_approval: bool | None = False
+    session_approval: SessionApproval | bool | None = None  # False: forbidden; None: inherit (none by default)
+    approvals_required: int | None = None  # distinct reviewers who must approve; None: inherit (1 by default)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -72,6 +102,11 @@ class Approval:
             out["reviewers"] = list(self.reviewers)
         if self.allow_self_approval is not None:
             out["allow_self_approval"] = self.allow_self_approval
+        if self.session_approval is not None:
+            out["session_approval"] = (self.session_approval.to_dict()
+                                       if isinstance(self.session_approval, SessionApproval) else False)
+        if self.approvals_required is not None:
+            out["approvals_required"] = self.approvals_required
         return out
 
     def merged_over(self, base: Approval) -> Approval:
@@ -82,6 +117,8 @@ class Approval:
             allow_self_approval=(
                 base.allow_self_approval if self.allow_self_approval is None else self.allow_self_approval
             ),
+            session_approval=base.session_approval if self.session_approval is None else self.session_approval,
+            approvals_required=base.approvals_required if self.approvals_required is None else self.approvals_required,
         )
 
 
@@ -331,6 +368,8 @@ def _approval_from_dict(d: dict[str, Any], *, partial: bool) -> Approval:
         on_timeout=d.get("on_timeout", base.on_timeout),
         reviewers=tuple(reviewers) if reviewers is not None else None,
         allow_self_approval=d.get("allow_self_approval", base.allow_self_approval),
+        session_approval=session_approval_from(d.get("session_approval")),
+        approvals_required=d.get("approvals_required"),
     )
 
 

@@ -327,3 +327,22 @@ def is_under(path: str, root: str) -> bool:
     if root == "/":
         return path.startswith("/")
     return path == root or path.startswith(root + "/")
+
+
+def target_matches(pattern: str, target: str) -> bool:
+    """Whether an evidence target falls under a session approval's target pattern: the target itself, or a
+    shell-style glob (`*` spans slashes), case-sensitive. The control plane checks a reviewer's pattern with this
+    and the sidecar applies the grant with it, so both read a pattern the same way."""
+    if pattern == target:
+        return True
+    return has_wildcard(pattern) and compile_name_glob((pattern,), ignore_case=False)(target or "")
+
+
+def target_pattern_error(pattern: str, target: str) -> str | None:
+    """Why `pattern` cannot scope a session approval of the call on `target` (it must cover that call), or None."""
+    problem = glob_error(pattern) if has_wildcard(pattern) else None
+    if problem:
+        return f"invalid target pattern '{pattern}': {problem}"
+    if not target_matches(pattern, target):
+        return f"the target pattern '{pattern}' does not cover this call's target '{target}'"
+    return None

@@ -4,7 +4,9 @@ A test file holds `cases:` (or is a bare list); each case is
     - name: reading .env is denied
       call: {server: filesystem, tool: read_file, arguments: {path: .env}}
       expect: {decision: deny, rule: deny-secrets-access}      # or just `expect: deny`
-`expect` may also pin `topic`, `risk_tags`, `target`, `matched` and `shadow` (list of rule ids).
+`expect` may also pin `topic`, `risk_tags`, `target`, `matched` and `shadow` (list of rule ids), and for a held
+call the scopes of its `approval` (`approvals_required`, `session_approval`, `timeout`, `on_timeout`, `reviewers`,
+`allow_self_approval`), e.g. `approval: {approvals_required: 2, session_approval: false}`.
 `rule: null` expects the default decision (no rule matched).
 
 A case may instead check what the sidecar lets through of a tool result (the policy's `results:`):
@@ -34,12 +36,32 @@ import yaml
 
 from .engine import Call, Decision, compile_policy
 from .flows import label_origin
-from .loader import LoadResult, PolicyIssue, load_policy_file, yaml_limit_issue
+from .loader import LoadResult, PolicyIssue, load_policy_file, parse_duration, yaml_limit_issue
 from .secrets import screen_result
 
 __all__ = ["CaseResult", "RepoTestReport", "load_cases", "run_repo_tests"]
 
-_EXPECT_KEYS = ("decision", "rule", "topic", "risk_tags", "target", "matched", "shadow", "reason", "labels")
+
+def _approval_problems(expected: Any, approval: dict | None) -> list[str]:
+    """A case's `expect.approval` against the held call's approval settings (each key it names)."""
+    if approval is None:
+        return ["approval: expected approval settings, but the call is not held for approval"]
+    if not isinstance(expected, dict):
+        return ["approval: expected a mapping of approval settings"]
+    problems = []
+    for key, want in expected.items():
+        got = approval.get(key, _APPROVAL_UNSET.get(key))
+        if key == "timeout" and isinstance(want, str):
+            want = parse_duration(want)
+        if got != want:
+            problems.append(f"approval.{key}: expected {want!r}, got {got!r}")
+    return problems
+
+
+_EXPECT_KEYS = ("decision", "rule", "topic", "risk_tags", "target", "matched", "shadow", "reason", "approval",
+                "labels")
+# What a held call's approval settings mean when the policy leaves them out.
+_APPROVAL_UNSET = {"approvals_required": 1, "session_approval": False}
 _CASE_KEYS = ("name", "call", "result", "session", "expect", "description")
 _STEP_KEYS = ("call", "expect")
 _RESULT_EXPECT_KEYS = ("masked", "withheld")
@@ -296,4 +318,6 @@ def _decision_problems(d: Decision, exp: dict) -> list[str]:  # noqa: C901 - one
         problems.append(f"shadow: expected {list(exp['shadow'] or [])}, got {[s['rule'] for s in d.shadow]}")
     if "labels" in exp and sorted(d.labels) != sorted(exp["labels"] or []):
         problems.append(f"labels: expected {sorted(exp['labels'] or [])}, got {sorted(d.labels)}")
+    if "approval" in exp:
+        problems.extend(_approval_problems(exp["approval"], d.approval))
     return problems

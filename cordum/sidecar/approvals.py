@@ -34,6 +34,8 @@ class ApprovalResult:
     reviewer: str | None = None
     comment: str = ""
     detail: str = ""
+    scope: str = "once"  # once | session: what the reviewer(s) approved
+    target_pattern: str = ""  # for a session answer: the targets it covers (default: the call's own target)
 
     @property
     def approved(self) -> bool:
@@ -71,8 +73,112 @@ def approval_request_payload(record: dict[str, Any], approval: dict[str, Any], *
     payload.update(diff=write_diff(tool=tool, arguments=arguments, root=root),
                    on_timeout=approval.get("on_timeout") or "deny",
                    reviewers=list(approval.get("reviewers") or ["role:reviewer"]),
-                   allow_self_approval=bool(approval.get("allow_self_approval")))
+                   allow_self_approval=bool(approval.get("allow_self_approval")),
+                   session_approval=session_bound(approval),
+                   approvals_required=int(approval.get("approvals_required") or 1))
     return payload
+
+
+def session_bound(approval: dict[str, Any]) -> dict[str, int] | None:
+    """The policy's bound on "approve for this session" ({max_calls, max_minutes}), or None: not allowed."""
+    bound = approval.get("session_approval")
+    if not isinstance(bound, dict):
+        return None
+    out = {k: int(bound[k]) for k in ("max_calls", "max_minutes") if isinstance(bound.get(k), int) and bound[k] > 0}
+    return out or None
+
+
+@dataclass
+class SessionGrant:
+    """"Approve for this session", learned from a reviewer's answer: later calls of the same session that the
+    same rule holds, on the same server and tool, whose target the pattern covers, go through without a new
+    request, until `max_calls` of them have or `max_minutes` have passed (the policy's bound)."""
+
+    approval_id: str
+    reviewer: str | None
+    rule: str | None
+    server: str
+    tool: str
+    target_pattern: str
+    max_calls: int | None
+    until: float | None  # deadline on the clock of the store that keeps it (SessionGrants.clock)
+    used: int = 0
+
+    def live(self, now: float) -> bool:
+        return (self.max_calls is None or self.used < self.max_calls) and (self.until is None or now < self.until)
+
+    def covers(self, *, rule: str | None, server: str, tool: str, target: str) -> bool:
+        from cordum.policy.patterns import target_matches
+
+        return (rule, server, tool) == (self.rule, self.server, self.tool) and target_matches(self.target_pattern,
+                                                                                            target)
+
+    def fact(self) -> dict[str, Any]:
+        """What the evidence of a call let through by this grant says about it."""
+        return {"approval_id": self.approval_id, "reviewer": self.reviewer or "", "scope": "session",
+                "use": self.used, **({"max_calls": self.max_calls} if self.max_calls is not None else {})}
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the spool keeps of it (everything but the use count, which it keeps itself)."""
+        return {"approval_id": self.approval_id, "reviewer": self.reviewer, "rule": self.rule, "server": self.server,
+                "tool": self.tool, "target_pattern": self.target_pattern, "max_calls": self.max_calls,
+                "until": self.until}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, used: int = 0) -> SessionGrant:
+        return cls(**{k: data.get(k) for k in ("approval_id", "reviewer", "rule", "server", "tool", "target_pattern",
+                                                "max_calls", "until")}, used=used)
+
+    def comment(self) -> str:
+        of = f" of {self.max_calls}" if self.max_calls is not None else ""
+        return (f"approved for this session by {self.reviewer or 'a reviewer'} (approval {self.approval_id}, "
+                f"call {self.used}{of} under it)")
+
+
+def session_grant_from(result: ApprovalResult, record: dict[str, Any], approval: dict[str, Any], *,
+                       now: float | None = None) -> SessionGrant | None:
+    """The grant a reviewer's session answer gives, bounded by the policy in force here; None for an answer that
+    covers this call only, or when this sidecar's policy does not allow session answers (fail closed)."""
+    bound = session_bound(approval)
+    if not result.approved or result.scope != "session" or not result.approval_id or bound is None:
+        return None
+    now = time.monotonic() if now is None else now
+    minutes = bound.get("max_minutes")
+    return SessionGrant(approval_id=result.approval_id, reviewer=result.reviewer, rule=record.get("rule"),
+                        server=str(record.get("server") or ""), tool=str(record.get("tool") or ""),
+                        target_pattern=result.target_pattern or str(record.get("target") or ""),
+                        max_calls=bound.get("max_calls"), until=now + minutes * 60 if minutes else None)
+
+
+class SessionGrants:
+    """The session answers in force, per session id, in this process's memory. Another session never sees them."""
+
+    clock = staticmethod(time.monotonic)
+
+    def __init__(self) -> None:
+        self._by_session: dict[str, list[SessionGrant]] = {}
+
+    def add(self, session_id: str, grant: SessionGrant) -> None:
+        self._by_session.setdefault(session_id, []).append(grant)
+
+    def use(self, session_id: str, *, rule: str | None, server: str, tool: str, target: str,
+            now: float | None = None) -> SessionGrant | None:
+        """The grant that lets this call through (counted as used), or None."""
+        grants = self._by_session.get(session_id)
+        if not grants:
+            return None
+        now = time.monotonic() if now is None else now
+        grants[:] = [g for g in grants if g.live(now)]
+        for grant in grants:
+            if grant.covers(rule=rule, server=server, tool=tool, target=target):
+                grant.used += 1
+                return grant
+        if not grants:
+            self._by_session.pop(session_id, None)
+        return None
+
+    def drop(self, session_id: str) -> None:
+        self._by_session.pop(session_id, None)
 
 
 def policy_timeout_seconds(approval: dict[str, Any]) -> float:
@@ -191,7 +297,9 @@ class ApprovalClient:
             outcome = {"approved": "approved", "denied": "denied", "expired": "timed_out",
                        "cancelled": "cancelled"}.get(state, "error")
             return ApprovalResult(outcome, approval_id, data.get("reviewer"), data.get("comment") or "",
-                                  detail="" if outcome != "error" else f"unknown state {state!r}")
+                                  detail="" if outcome != "error" else f"unknown state {state!r}",
+                                  scope="session" if data.get("scope") == "session" else "once",
+                                  target_pattern=str(data.get("target_pattern") or ""))
 
     async def _progress(self, on_progress: ProgressCallback, approval_id: str, timeout_seconds: float) -> None:
         start = time.monotonic()
@@ -209,3 +317,31 @@ def _msg(resp: httpx.Response) -> str:
         return str(resp.json().get("message"))
     except ValueError:
         return resp.text[:200]
+
+
+
+class SpoolSessionGrants:
+    """Session answers kept in the spool, for agent hooks: each hook call is its own process, and the processes
+    of one agent session share the spool. Deadlines are wall-clock times, since no process outlives its call."""
+
+    clock = staticmethod(time.time)
+
+    def __init__(self, spool: Any) -> None:
+        self.spool = spool
+
+    def add(self, session_id: str, grant: SessionGrant) -> None:
+        self.spool.session_grant_add(session_id, grant.approval_id, grant.to_dict())
+
+    def use(self, session_id: str, *, rule: str | None, server: str, tool: str, target: str,
+            now: float | None = None) -> SessionGrant | None:
+        now = time.time() if now is None else now
+
+        def covers(data: dict[str, Any], used: int) -> bool:
+            grant = SessionGrant.from_dict(data, used=used)
+            return grant.live(now) and grant.covers(rule=rule, server=server, tool=tool, target=target)
+
+        hit = self.spool.session_grant_use(session_id, covers)
+        if hit is None:
+            return None
+        data, used = hit
+        return SessionGrant.from_dict(data, used=used)

@@ -34,6 +34,13 @@ from cordum.policy.flows import flow_facts
 from cordum.policy.model import ResultSettings
 from cordum.policy.paths import decide_reaching, reached_paths, strictest
 from cordum.policy.secrets import default_scanner, screen_result
+from cordum.sidecar.approvals import (
+    ApprovalResult,
+    SessionGrant,
+    SessionGrants,
+    SpoolSessionGrants,
+    session_grant_from,
+)
 from cordum.sidecar.ids import utc_now_rfc3339, uuid7_str
 from cordum.sidecar.spool import Spool, outcome_record
 
@@ -137,6 +144,7 @@ class Verdict:
     approval: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     unmapped: bool = False  # a tool the policy's map does not know, handed to the person at the terminal
+    grant: SessionGrant | None = None  # the session answer that lets this held call through without asking
     session_id: str = ""
     sets_labels: tuple[str, ...] = ()  # session labels the call sets once it runs (`Enforcer.call_forwarded`)
     shadow_sets: tuple[str, ...] = ()  # the same under the shadow version (if it would not deny the call)
@@ -149,6 +157,18 @@ class Verdict:
         if self.policy_version is None:
             return f"Denied by Cordum: {self.reason}"
         return f"Denied by Cordum policy rule {self.rule or 'defaults.decision'}: {self.reason} (policy {self.policy_version})"
+
+
+def _observed(reaches: dict[str, str] | None, grant: SessionGrant | None) -> dict[str, Any]:
+    """The decision record's `facts` (and reviewer) beyond the decision itself: the files the call's paths reach
+    (the simulator replays them, having no file system of the agent's), and the session answer that lets a held
+    call through (named from the first record on)."""
+    facts: dict[str, Any] = {}
+    if reaches:
+        facts["reaches"] = reaches
+    if grant is None:
+        return {"facts": facts} if facts else {}
+    return {"facts": {**facts, "grant": grant.fact()}, "reviewer": grant.reviewer}
 
 
 @dataclass
@@ -182,6 +202,7 @@ class Enforcer:
         self.no_policy_reason = "no valid policy bundle is loaded"
         self.no_policy_detail = None  # optional callable -> str|None (e.g. the bundle client's last error)
         self.counters = Counters()
+        self.grants: SessionGrants | SpoolSessionGrants = SessionGrants()  # "approve for this session" answers
 
     # -- the policy in force --------------------------------------------------------------------
 
@@ -266,6 +287,8 @@ class Enforcer:
                 redacted = {"_redacted": "evaluation failed"}
             if self.shadow is not None:
                 shadow_sets = self._decide_shadow(self.shadow, call, session_id, shadow_out)
+        grant = self._use_grant(decision=decision, unmapped=unmapped, session_id=session_id, rule=rule, server=server,
+                                tool=tool, target=target)
         latency_us = (time.perf_counter_ns() - t0) // 1000
         record = {
             "record_type": "decision",
@@ -295,15 +318,14 @@ class Enforcer:
             "sidecar_id": self.sidecar_id,
             "root": call.root,  # what "{root}" and relative paths meant for this decision (replayed by simulation)
         }
-        if reaches:  # the simulator replays this, having no file system of the agent's
-            record["facts"] = {"reaches": reaches}
+        record.update(_observed(reaches, grant))
         # `flow` only when its rule decided (a limit may have denied the call instead)
         _add_flow_facts(record, flow if flow and flow["rule"] == rule else None,
                         sets_labels if decision != "deny" else ())
         if extra:
             record.update(extra)
         verdict = Verdict(decision=decision, rule=rule, reason=reason, policy_version=version, record=record,
-                          approval=approval, unmapped=unmapped, session_id=session_id,
+                          approval=approval, unmapped=unmapped, grant=grant, session_id=session_id,
                           sets_labels=sets_labels if decision != "deny" else (), shadow_sets=shadow_sets)
         if decision == "allow":
             self.counters.allow += 1
@@ -317,6 +339,32 @@ class Enforcer:
         if self.telemetry is not None:
             self.telemetry.decided(record)
         return verdict
+
+    # -- session answers -------------------------------------------------------------------------
+
+    def learn_grant(self, verdict: Verdict, result: ApprovalResult, session_id: str) -> SessionGrant | None:
+        """Keep a reviewer's "approve for this session" answer for `session_id` (None for any other answer)."""
+        grant = session_grant_from(result, verdict.record, verdict.approval or {}, now=self.grants.clock())
+        if grant is not None:
+            self.grants.add(session_id, grant)
+            log.info("session approval in force", extra={"approval_id": grant.approval_id, "rule": grant.rule,
+                                                          "session_id": session_id, "max_calls": grant.max_calls})
+        return grant
+
+    def _use_grant(self, *, decision: str, unmapped: bool, session_id: str, rule: str | None, server: str,
+                   tool: str, target: str) -> SessionGrant | None:
+        if decision != "require_approval" or unmapped:
+            return None
+        return self.grants.use(session_id, rule=rule, server=server, tool=tool, target=target)
+
+    def pass_by_grant(self, verdict: Verdict) -> bool:
+        """A held call that a session answer covers (its decision record already names the grant: approval id
+        and reviewer) is recorded approved by that answer: True, forward it. False: it must be asked about."""
+        grant = verdict.grant
+        if grant is None:
+            return False
+        self.record_outcome(verdict, "approved", reviewer=grant.reviewer, comment=grant.comment())
+        return True
 
     @staticmethod
     def _decide_shadow(shadow: LoadedPolicy, call: Call, session_id: str, shadow_out: list) -> tuple[str, ...]:

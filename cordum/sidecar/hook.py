@@ -49,6 +49,7 @@ import orjson
 from cordum.sidecar.approvals import (
     ALLOWED_ON_TIMEOUT,
     ALLOWED_ON_TIMEOUT_COMMENT,
+    SpoolSessionGrants,
     allows_on_timeout,
     approval_request_payload,
     policy_timeout_seconds,
@@ -249,6 +250,7 @@ async def decide_hook_event(cfg: SidecarConfig, event: Any, *, agent_format: str
     if sidecar:  # one gate per call: the sidecar decides, holds and records it
         return answer("allow", f"Cordum: {sidecar}")
     svc = await build_services(cfg, local_bundle=local_bundle, background=False, root=call.root)
+    svc.enforcer.grants = SpoolSessionGrants(svc.spool)  # session answers outlive this one-call process
     try:
         verdict = decide_counted(svc, call)
         if verdict.unmapped:
@@ -261,6 +263,9 @@ async def decide_hook_event(cfg: SidecarConfig, event: Any, *, agent_format: str
                                      f"{verdict.reason} (policy {verdict.policy_version})")
         elif verdict.decision == "deny":
             result = answer("deny", verdict.deny_text())
+        elif svc.enforcer.pass_by_grant(verdict):
+            result = answer("allow", f"Cordum: {verdict.grant.comment()}. Policy rule {verdict.rule or 'defaults.decision'}: "
+                                     f"{verdict.reason} (policy {verdict.policy_version})")
         else:
             result = await _approve(svc, verdict, call, answer)
         reported = not fmt_cursor or call.event in ("beforeShellExecution", "beforeMCPExecution")
@@ -392,7 +397,8 @@ async def _approve(svc, verdict, call: HookCall, answer) -> dict[str, Any]:
     result = await svc.approvals.request_and_wait(payload, timeout_seconds=wait)
     if result.approved:
         svc.enforcer.record_outcome(verdict, "approved", reviewer=result.reviewer, comment=result.comment)
-        return answer("allow", f"Approved by {result.reviewer or 'a reviewer'}. {head}")
+        scope = " for this session" if svc.enforcer.learn_grant(verdict, result, call.session_id) else ""
+        return answer("allow", f"Approved{scope} by {result.reviewer or 'a reviewer'}. {head}")
     if allows_on_timeout(result, approval, waited_seconds=wait):
         svc.enforcer.record_outcome(verdict, ALLOWED_ON_TIMEOUT, error=result.detail,
                                     comment=ALLOWED_ON_TIMEOUT_COMMENT)

@@ -219,7 +219,7 @@ class Relay:
         upstream, tool = resolved
         verdict = self.enforcer.decide(server=upstream.name, tool=tool, arguments=params.get("arguments"),
                                        session_id=self.session_id)
-        if verdict.decision == "allow":
+        if verdict.decision == "allow" or self.enforcer.pass_by_grant(verdict):
             self._send_call(upstream, tool, msg, raw, verdict)
         elif verdict.decision == "deny":
             self._refuse(msg, verdict.deny_text())
@@ -312,6 +312,7 @@ class Relay:
             self._held.pop(req_id, None)
         if result.approved:
             self.enforcer.record_outcome(verdict, "approved", reviewer=result.reviewer, comment=result.comment)
+            self.enforcer.learn_grant(verdict, result, self.session_id)
             self._send_call(upstream, tool, msg, raw, verdict)
             return
         if allows_on_timeout(result, approval, waited_seconds=waited):

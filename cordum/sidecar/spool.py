@@ -37,7 +37,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,13 @@ CREATE TABLE IF NOT EXISTS hook_calls (
     call_key TEXT PRIMARY KEY,
     decision_id TEXT NOT NULL,
     opened REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS session_grants (
+    approval_id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL,
+    grant_body BLOB NOT NULL,
+    used INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL
 );
 """
 
@@ -343,6 +350,39 @@ class Spool:
             if row:
                 db.execute("DELETE FROM hook_calls WHERE call_key = ?", (call_key,))
         return row[0] if row else None
+
+    @contextlib.contextmanager
+    def _in_transaction(self) -> Iterator[sqlite3.Connection]:
+        """The write transaction already open in this process (hook_session), or a new one."""
+        with self._lock:
+            if self._db.in_transaction:
+                yield self._db
+                return
+            with self._write_transaction() as db:
+                yield db
+
+    def session_grant_add(self, session_id: str, approval_id: str, grant: dict[str, Any], *,
+                          now: float | None = None) -> None:
+        """Keep a session answer for the hook processes of this session (they share the spool)."""
+        at = time.time() if now is None else now
+        with self._in_transaction() as db:
+            db.execute("INSERT OR REPLACE INTO session_grants (approval_id, session_id, grant_body, used, created) "
+                       "VALUES (?, ?, ?, ?, ?)", (approval_id, session_id, orjson.dumps(grant), 0, at))
+            db.execute("DELETE FROM session_grants WHERE created < ?", (at - HOOK_SESSION_IDLE_SECONDS,))
+
+    def session_grant_use(self, session_id: str, covers: Callable[[dict[str, Any], int], bool]) -> \
+            tuple[dict[str, Any], int] | None:
+        """The first stored answer of the session that `covers(grant, used)` accepts, counted as used once more
+        (in one transaction, so two hook processes never both take the last use): (grant, uses now), or None."""
+        with self._in_transaction() as db:
+            rows = db.execute("SELECT approval_id, grant_body, used FROM session_grants WHERE session_id = ? "
+                              "ORDER BY created", (session_id,)).fetchall()
+            for approval_id, body, used in rows:
+                grant = orjson.loads(body)
+                if covers(grant, used):
+                    db.execute("UPDATE session_grants SET used = used + 1 WHERE approval_id = ?", (approval_id,))
+                    return grant, used + 1
+        return None
 
     def hook_sessions(self) -> dict[str, HookSession]:
         """Every stored hook session (status output and tests)."""

@@ -9,6 +9,7 @@ from rest_framework.test import APIClient
 
 from cordum.accounts.choices import Role
 from cordum.approvals.models import ApprovalRequest
+from tests.approvals.e2e import fs_server_bin, world  # noqa: F401  (the end-to-end fixtures, shared)
 from tests.factories import MembershipFactory, OrganizationFactory, TeamFactory, UserFactory, agent_with_token
 
 DIFF = """--- a/src/app.py

@@ -382,4 +382,5 @@ def test_a_poll_without_wait_answers_at_once(setup):
     response = setup["sidecar"].get(f"/api/v1/approvals/{approval.pk}")
     assert response.status_code == 200
     assert response.json() == {"id": str(approval.pk), "state": "pending", "reviewer": None, "comment": "",
-                               "decided_at": None, "expires_at": response.json()["expires_at"], "consumed_at": None}
+                               "decided_at": None, "expires_at": response.json()["expires_at"], "consumed_at": None,
+                               "scope": "", "target_pattern": "", "approvals_required": 1, "approvals": []}

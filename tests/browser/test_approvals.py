@@ -28,7 +28,7 @@ def reviewer_world():
     return {"org": org, "alice": alice, "token": issued.plaintext}
 
 
-def sidecar_opens(live_server, token: str, *, target: str = "src/app.py") -> str:
+def sidecar_opens(live_server, token: str, *, target: str = "src/app.py", **extra) -> str:
     """What the sidecar does for a held write: POST /api/v1/approvals on the live server."""
     arguments = {"path": target, "content": "import os\nDEBUG = False\n"}
     body = {
@@ -37,6 +37,7 @@ def sidecar_opens(live_server, token: str, *, target: str = "src/app.py") -> str
         "rule": "approve-file-writes", "reason": "File writes pause for developer review",
         "args_digest": "sha256:" + hashlib.sha256(json.dumps(arguments).encode()).hexdigest(), "args": arguments,
         "diff": DIFF, "policy_version": "v1.0.0@abc1234", "timeout_seconds": 900, "reviewers": ["role:reviewer"],
+        **extra,
     }
     response = httpx.post(f"{live_server.url}/api/v1/approvals", json=body,
                           headers={"Authorization": f"Bearer {token}"}, timeout=10)
@@ -92,3 +93,45 @@ def test_reviewer_can_work_the_queue_with_the_keyboard(login, live_server, page,
     expect(page.locator("#flash")).to_contain_text("Denied")
     assert ApprovalRequest.objects.get(pk=second).state == "denied"
     assert ApprovalRequest.objects.get(pk=first).state == "pending"
+
+
+def test_reviewer_approves_for_this_session_with_a_wider_target_pattern(login, live_server, page, reviewer_world):
+    approval_id = sidecar_opens(live_server, reviewer_world["token"],
+                                session_approval={"max_calls": 10, "max_minutes": 30})
+    login("alice")
+    page.goto(f"{live_server.url}/approvals/")
+    card = page.locator(f"#approval-{approval_id}")
+    expect(card.locator(".session-bound")).to_contain_text("up to 10 calls, for 30 min")
+    card.locator("details.approval-context-lazy summary").click()  # the context loads when opened
+    expect(card.locator(".approval-context .similar")).to_contain_text("Similar past decisions")
+    expect(card.locator(".approval-context .similar")).to_contain_text("none yet")
+    pattern = card.locator("input[name=target_pattern]")
+    expect(pattern).to_have_value("src/app.py")
+    pattern.fill("src/*")
+    card.locator("button.approve-session").click()
+    expect(page.locator("#flash")).to_contain_text("Approved for this session")
+    expect(card).to_have_count(0)
+    approval = ApprovalRequest.objects.get(pk=approval_id)
+    assert (approval.state, approval.scope, approval.target_pattern) == ("approved", "session", "src/*")
+
+
+def test_the_s_key_approves_for_the_session_and_a_two_person_card_counts_approvals(login, live_server, page,
+                                                                                     reviewer_world):
+    session_id = sidecar_opens(live_server, reviewer_world["token"], session_approval={"max_calls": 3})
+    login("alice")
+    page.goto(f"{live_server.url}/approvals/")
+    expect(page.locator(f"#approval-{session_id}")).to_have_class("card approval selected")
+    page.keyboard.press("s")
+    expect(page.locator(f"#approval-{session_id}")).to_have_count(0)
+    assert ApprovalRequest.objects.get(pk=session_id).scope == "session"
+
+    two = sidecar_opens(live_server, reviewer_world["token"], approvals_required=2)
+    card = page.locator(f"#approval-{two}")
+    expect(card.locator(".approval-progress")).to_contain_text("0 of 2 approvals")
+    expect(card.locator("button.approve-session")).to_have_count(0)  # the policy did not offer it
+    card.locator("button.approve").click()
+    expect(page.locator("#flash")).to_contain_text("1 of 2 approvals")
+    page.goto(f"{live_server.url}/approvals/{two}/")
+    expect(page.locator(".approval-progress")).to_contain_text("1 of 2 approvals — alice@example.com")
+    expect(page.locator("button.approve")).to_have_count(0)  # alice counted once; another reviewer must approve
+    assert ApprovalRequest.objects.get(pk=two).state == "pending"

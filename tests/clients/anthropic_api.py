@@ -1,8 +1,9 @@
 """A scripted model behind the Anthropic Messages API, for running the real Claude Code headless in tests.
 
 Claude Code is pointed at it with ANTHROPIC_BASE_URL. Each request of the main conversation (one that offers
-tools) is answered, streamed as server-sent events like the real API, with the next scripted turn: the tool
-calls of that turn (`tool_use` blocks), or a final text. Side requests (titles, summaries) get a short text.
+tools and starts with the session's prompt) is answered, streamed as server-sent events like the real API, with
+the next scripted turn: the tool calls of that turn (`tool_use` blocks), or a final text. Side requests (titles,
+summaries, a fetch's digest, a web search, a subagent's own conversation) get a short text.
 Every request is kept, so a test reads back the `tool_result` blocks Claude Code sent: what each call returned
 to the model after the hooks, permissions and MCP servers had their say.
 """
@@ -24,6 +25,14 @@ class ToolUse:
     id: str = ""
 
 
+def _first_user_text(request: dict[str, Any]) -> str:
+    messages = request.get("messages") or []
+    content = messages[0].get("content") if messages and isinstance(messages[0], dict) else ""
+    if isinstance(content, list):
+        content = "".join(block.get("text", "") for block in content if isinstance(block, dict))
+    return str(content or "")
+
+
 @dataclass
 class ScriptedModel:
     """`turns`: each a list of ToolUse (one assistant message calling them) or a str (the final answer)."""
@@ -35,6 +44,7 @@ class ScriptedModel:
     def __post_init__(self):
         self._lock = threading.Lock()
         self._turn = 0
+        self._main_prompt: str | None = None
         for turn in self.turns:
             if not isinstance(turn, str):
                 for call in turn:
@@ -51,11 +61,21 @@ class ScriptedModel:
     def next_turn(self, request: dict[str, Any]) -> list[ToolUse] | str:
         with self._lock:
             self.requests.append(request)
-            if not request.get("tools"):
+            if not self._is_main(request):
                 return "ok"
             turn = self.turns[self._turn] if self._turn < len(self.turns) else "done"
             self._turn += 1
             return turn
+
+    def _is_main(self, request: dict[str, Any]) -> bool:
+        """The main conversation offers tools and starts with the prompt the first such request started with;
+        a subagent (Task), a web search or a fetch's summary starts a conversation of its own."""
+        if not request.get("tools"):
+            return False
+        first = _first_user_text(request)
+        if self._main_prompt is None:
+            self._main_prompt = first
+        return first == self._main_prompt
 
     def tool_results(self) -> dict[str, dict[str, Any]]:
         """tool_use id -> the tool_result block Claude Code sent back ({"content", "is_error"})."""

@@ -161,16 +161,18 @@ def test_claude_code_works_through_cordum_benign_calls_run_risky_ones_are_refuse
         [T("mcp__events__read_note", {"name": "shopping"})],
         [T("mcp__api__read_note", {"name": "shopping"})],
         # the rest of the built-in tools: the hook lets the planning and web ones run (whatever the tool itself
-        # then makes of them here, offline and headless). Not run: WebFetch, WebSearch, Task and Workflow ask the
-        # model again themselves, Monitor answers in the background; NotebookEdit, CronDelete, TaskStop and Skill
-        # refuse unknown notebooks, jobs, tasks and skills before any hook runs: a scripted session cannot follow
-        # those; their decisions are policy tests
+        # then makes of them here, offline and headless; their own model requests get a short text). Not run:
+        # Workflow and an allowed Monitor answer in the background; NotebookEdit, CronDelete, TaskStop and Skill
+        # refuse unknown notebooks, jobs, tasks and skills before any hook runs; their decisions are policy tests
         # (policies_repo_template/tests/claude_code.yaml).
-        [T("ToolSearch", {"query": "select:CronCreate,SendMessage,EnterWorktree,ExitWorktree", "max_results": 12})],
+        [T("ToolSearch", {"query": "select:CronCreate,SendMessage,EnterWorktree,ExitWorktree,WebSearch,WebFetch,Task", "max_results": 12})],
         [T("CronCreate", {"cron": "0 9 * * 1", "prompt": "check the build", "recurring": False})],
         [T("ScheduleWakeup", {"delaySeconds": 60, "reason": "wait for CI", "noop": True})],
         [T("ReportFindings", {"findings": []})],
         [T("SendMessage", {"to": "nobody", "message": "hello"})],
+        [T("WebSearch", {"query": "cordum policy"})],
+        [T("WebFetch", {"url": "https://example.com/", "prompt": "summarise"})],
+        [T("Task", {"description": "look around", "prompt": "Say ok.", "subagent_type": "general-purpose"})],
         [T("EnterWorktree", {"name": "cordum-check"})],
         [T("ExitWorktree", {"action": "remove", "discard_changes": True})],
         "All done.",

@@ -50,3 +50,23 @@ def test_a_member_sees_only_his_teams_trends(org_setup):
     client = Client()
     client.force_login(org_setup["member"].user)  # payments
     assert "web-only-rule" not in client.get("/").content.decode()
+
+
+def test_time_to_decision_is_shown_as_p50_and_p90_per_team_and_per_rule(org_setup):
+    org, agent = org_setup["org"], org_setup["pay_agent"]
+    day = (timezone.now() - dt.timedelta(days=1)).replace(hour=9, minute=0, second=0, microsecond=0)
+    held = [make_decision(n=20 + i, decision="require_approval", when=day, rule="approve-git-push") for i in range(10)]
+    services.evidence_append(organization=org, agent=agent, records=held)
+    services.evidence_append(organization=org, agent=agent, records=[  # waits of 1..10 minutes
+        make_outcome(h, "approved", reviewer="alice@example.com", timestamp=_ts(day + dt.timedelta(minutes=i + 1)))
+        for i, h in enumerate(held)])
+    client = Client()
+    client.force_login(org_setup["auditor"].user)
+
+    html = client.get("/").content.decode()
+
+    by_rule = html.split('id="trend-wait-rule"')[1].split("</table>")[0]
+    assert "approve-git-push" in by_rule and "rule=approve-git-push" in by_rule
+    assert re.search(r"<td>10</td>\s*<td>5 min 30 s</td><td>9 min 6 s</td>", by_rule), by_rule
+    by_team = html.split('id="trend-wait-team"')[1].split("</table>")[0]
+    assert "payments" in by_team and "team=payments" in by_team and "5 min 30 s" in by_team

@@ -77,9 +77,11 @@ def test_explain_prints_one_json_object():
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert {k: out[k] for k in ("decision", "rule", "matched", "shadow", "topic", "risk_tags", "target")} == {
-        "decision": "require_approval", "rule": "approve-git-push", "matched": ["approve-git-push"], "shadow": [],
+        "decision": "require_approval", "rule": "approve-git-push",
+        "matched": ["approve-git-push", "two-person-prod-push"], "shadow": [],
         "topic": "job.mcp-bridge.git.push", "risk_tags": ["deploy"], "target": "origin/main",
     }
+    assert out["approval"]["approvals_required"] == 2  # a production push is a two-person decision
     assert "reason" in out
     digest = __import__("hashlib").sha256((TEMPLATE / "safety.yaml").read_bytes()).hexdigest()[:7]
     assert out["policy_version"] == f"local:safety.yaml@{digest}"  # every decision names the text that decided it

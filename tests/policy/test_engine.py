@@ -83,7 +83,8 @@ def test_decision_fields_for_an_evidence_record(template):
     d = evaluate(template, {"server": "git", "tool": "git_push", "arguments": {"remote": "origin", "branch": "main"}})
     assert d.action == "git.push" and d.target == "origin/main" and d.topic == "job.mcp-bridge.git.push"
     assert d.risk_tags == ("deploy",) and d.is_write is False
-    assert d.approval == {"timeout": 900, "on_timeout": "deny", "reviewers": ["role:reviewer"], "allow_self_approval": False}
+    assert d.approval == {"timeout": 900, "on_timeout": "deny", "reviewers": ["role:reviewer"], "allow_self_approval": False,
+                          "session_approval": {"max_calls": 25, "max_minutes": 60}}
     out = d.to_dict()
     for key in ("decision", "rule", "matched", "shadow", "reason", "topic", "risk_tags", "target", "policy_version"):
         assert key in out

@@ -15,4 +15,6 @@ urlpatterns = [
             name="approval-request-detail"),
     re_path(r"^approval-requests/(?P<pk>" + UUID_PATH + r")/decide/?$", views.ApprovalRequestDecideApi.as_view(),
             name="approval-request-decide"),
+    re_path(r"^approval-requests/(?P<pk>" + UUID_PATH + r")/context/?$", views.ApprovalRequestContextApi.as_view(),
+            name="approval-request-context"),
 ]

@@ -100,14 +100,18 @@ class ApprovalRequestListApi(APIView):
     required_perm = Perm.REVIEW_APPROVALS
 
     @extend_schema(
-        parameters=[OpenApiParameter("state", str, description="pending (default), or a decided state, or 'decided'")],
+        parameters=[OpenApiParameter("state", str, description="pending (default), or a decided state, or 'decided'"),
+                    *(OpenApiParameter(key, str, description=f"pending only: requests of this {key}")
+                      for key in selectors.QUEUE_FILTERS)],
         responses={200: s.ApprovalRequestSerializer(many=True)},
     )
     def get(self, request):
         services.approvals_expire_due(organization=self.organization)
         state = request.query_params.get("state", "pending")
         if state == "pending":
-            items = [item["approval"] for item in selectors.approval_queue_for_reviewer(membership=self.membership)]
+            filters = {key: request.query_params.get(key, "").strip() for key in selectors.QUEUE_FILTERS}
+            items = [item["approval"] for item in
+                     selectors.approval_queue_for_reviewer(membership=self.membership, filters=filters)]
         else:
             filters = {} if state == "decided" else {"state": state}
             items = selectors.approval_history_list(membership=self.membership, filters=filters)[:500]
@@ -143,3 +147,19 @@ class ApprovalRequestDecideApi(APIView):
             raise NotFound("Approval request not found.")
         approval = services.approval_decide(approval=approval, membership=self.membership, **serializer.validated_data)
         return Response(s.ApprovalRequestSerializer(approval, context={"membership": self.membership}).data)
+
+
+class ApprovalRequestContextApi(APIView):
+    """What the card shows beside the call: the session's recent calls (from the evidence the caller may read)
+    and similar past decisions (same rule, tool and target pattern)."""
+
+    permission_classes = [HasOrgPermission]
+    required_perm = Perm.REVIEW_APPROVALS
+
+    @extend_schema(responses={200: s.ApprovalContextSerializer})
+    def get(self, request, pk):
+        approval = selectors.approval_get(membership=self.membership, pk=pk)
+        if approval is None:
+            raise NotFound("Approval request not found.")
+        context = selectors.approval_context(approval=approval, membership=self.membership)
+        return Response(s.ApprovalContextSerializer(context).data)

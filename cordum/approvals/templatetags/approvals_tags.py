@@ -38,3 +38,9 @@ def diff_stats(diff: str) -> str:
 @register.filter
 def pretty_json(value) -> str:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+@register.filter
+def get_item(mapping, key):
+    """`mapping[key]` in a template ("" when absent)."""
+    return (mapping or {}).get(key, "")

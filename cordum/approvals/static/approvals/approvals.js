@@ -1,4 +1,5 @@
-/* Reviewer queue: live polling pauses while the reviewer types; keys j/k move, o diff, c comment, a approve, d deny. */
+/* Reviewer queue: live polling pauses while the reviewer types; keys j/k move, o diff, c comment, a approve once,
+   s approve for this session, d deny. */
 (function () {
   "use strict";
   var selectedId = null;
@@ -53,7 +54,8 @@
     switch (event.key) {
       case "j": move(1); break;
       case "k": move(-1); break;
-      case "a": click("button.approve"); break;
+      case "a": click("button.approve:not(.approve-session)"); break;
+      case "s": click("button.approve-session"); break;
       case "d": click("button.deny"); break;
       case "o":
         card = current();
