@@ -392,7 +392,7 @@ async def _approve(svc, verdict, call: HookCall, answer) -> dict[str, Any]:
         return answer(fallback, f"{head} (policy {verdict.policy_version}); no control plane to ask, "
                                 f"so {'asking you' if fallback == 'ask' else 'denied'}")
     payload = approval_request_payload(verdict.record, approval, tool=call.tool, arguments=call.arguments,
-                                       root=call.root)
+                                       root=call.root, compiled=svc.enforcer.primary.compiled if svc.enforcer.primary else None)
     wait = svc.approvals.wait_seconds(min(policy_timeout_seconds(approval), cfg.hook.approval_wait_seconds))
     result = await svc.approvals.request_and_wait(payload, timeout_seconds=wait)
     if result.approved:
