@@ -214,12 +214,32 @@ def _facts_validate(facts, index: int) -> str:
                 raise _invalid(f"{where}.reaches", "must map each path argument to the file it reached.")
         elif key == "grant":
             _grant_fact_validate(value, f"{where}.grant")
+        elif key == "labels":
+            if type(value) is not list or not value or len(value) > 64 or not all(
+                    type(x) is str and 0 < len(x) <= 100 for x in value):
+                raise _invalid(f"{where}.labels", "must list the session labels the call sets (strings).")
+        elif key == "flow":
+            _flow_fact_validate(value, f"{where}.flow")
         else:
-            raise _invalid(f"{where}.{key}"[:200], "is not a known fact (known: masked, withheld, reaches, grant).")
+            raise _invalid(f"{where}.{key}"[:200],
+                           "is not a known fact (known: masked, withheld, reaches, grant, labels, flow).")
     text = _dumps_sorted(facts).decode()
     if len(text) > _FACTS_MAX_BYTES:
         raise _invalid(where, f"must be at most {_FACTS_MAX_BYTES} bytes of JSON.")
     return text
+
+
+_FLOW_ORIGIN_KEYS = ("decision_id", "server", "tool", "target", "timestamp")
+
+
+def _flow_fact_validate(value, where: str) -> None:
+    """`facts.flow`: the session label a rule waited for and the earlier call that set it (strings only)."""
+    ok = type(value) is dict and set(value) == {"label", "rule", "set_by"} and all(
+        type(value[k]) is str and 0 < len(value[k]) <= 200 for k in ("label", "rule"))
+    set_by = value.get("set_by") if ok else None
+    if not ok or type(set_by) is not dict or not set(set_by) <= set(_FLOW_ORIGIN_KEYS) or not all(
+            type(v) is str and len(v) <= 300 for v in set_by.values()):
+        raise _invalid(where, "must be {label, rule, set_by: {decision_id, server, tool, target, timestamp}}.")
 
 
 _GRANT_FACT = {"approval_id": (str, 64), "reviewer": (str, 254), "scope": (str, 20), "use": (int, None),
