@@ -75,9 +75,10 @@ def _cmd_lint(args: argparse.Namespace) -> int:
         print(f"{w.file}:{w.line}:{w.col}: warning: {w.message}")
     if ok:
         p = result.policy
+        labels = f", {len({e.label for e in p.labels})} session labels" if p.labels else ""
         pinned = sum(len(tools) for _, tools in p.tools_lock.servers) if p.tools_lock else 0
         pins = f", {pinned} tools pinned in tools.lock (on_tool_drift: {p.on_tool_drift})" if p.tools_lock else ""
-        print(f"OK: {len(p.rules)} rules, {len(p.tools)} tool map entries, default {p.defaults.decision}{pins}",
+        print(f"OK: {len(p.rules)} rules, {len(p.tools)} tool map entries{labels}, default {p.defaults.decision}{pins}",
               file=sys.stderr)
         return 0
     print(f"{len(result.errors) + len(gate_errors)} error(s)", file=sys.stderr)
@@ -135,7 +136,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"cordum policy explain: invalid --call: {exc}", file=sys.stderr)
         return 2
-    decision = compile_policy(result.policy, args.version or local_version(args.policy)).evaluate(call)
+    session = dict.fromkeys(args.after or (), {}) or None  # labels earlier calls of the session set
+    decision = compile_policy(result.policy, args.version or local_version(args.policy)).evaluate(call, session)
     _print_json(decision.to_dict())
     return 0
 
@@ -277,6 +279,9 @@ def _add_policy(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--policy", required=True, help="safety.yaml or a repository directory")
     ex.add_argument("--call", required=True, help="call JSON, @file.json, or - for stdin")
     ex.add_argument("--version", default="", help="policy version to report (default: local:<file>@<sha256[:7]>)")
+    ex.add_argument("--after", action="append", metavar="LABEL",
+                    help="decide the call as if an earlier call of its session had set this session label "
+                         "(repeatable; for rules with match.after)")
     ex.set_defaults(func=_cmd_explain)
 
     t = psub.add_parser("test", help="run the repository's tests/*.yaml cases; exit 1 on any failure")

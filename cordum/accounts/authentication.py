@@ -4,6 +4,7 @@ Tokens are looked up by sha256 digest; the plaintext is never stored. An agent r
 authenticates as an `AgentPrincipal` with `request.auth` set to the `AgentToken`.
 """
 
+import logging
 from datetime import timedelta
 
 from axes.handlers.proxy import AxesProxyHandler
@@ -19,6 +20,7 @@ from cordum.accounts.services import AGENT_TOKEN_PREFIX, USER_TOKEN_PREFIX
 from cordum.common.crypto import token_digest
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+logger = logging.getLogger(__name__)
 
 
 class AgentPrincipal:
@@ -57,7 +59,7 @@ def _token_lockout(request) -> None:
     address has failed recently: one cache read per request otherwise)."""
     django_request = getattr(request, "_request", request)
     AxesProxyHandler.update_request(django_request)
-    if cache.get(_TOKEN_FAILURES_KEY.format(django_request.axes_ip_address)) is None:
+    if not _failed_recently(django_request.axes_ip_address):
         return
     if not AxesProxyHandler.is_allowed(django_request, {"username": TOKEN_USERNAME}):
         minutes = int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)
@@ -68,10 +70,21 @@ def _token_lockout(request) -> None:
         )
 
 
+def _failed_recently(address: str) -> bool:
+    """The cache's hint that an address has failed; with the cache (Redis) down, assume so and ask the database."""
+    try:
+        return cache.get(_TOKEN_FAILURES_KEY.format(address)) is not None
+    except Exception:  # noqa: BLE001 - any cache backend error: the database still answers
+        return True
+
+
 def _token_failed(request, message: str):
     django_request = getattr(request, "_request", request)
-    cache.set(_TOKEN_FAILURES_KEY.format(django_request.axes_ip_address), 1,
-              timeout=int(settings.AXES_COOLOFF_TIME.total_seconds()))
+    try:
+        cache.set(_TOKEN_FAILURES_KEY.format(django_request.axes_ip_address), 1,
+                  timeout=int(settings.AXES_COOLOFF_TIME.total_seconds()))
+    except Exception:  # noqa: BLE001 - the failure is still recorded by axes in the database
+        logger.warning("token failure not cached (cache unavailable); lockouts are checked in the database")
     user_login_failed.send(sender=TokenAuthentication, credentials={"username": TOKEN_USERNAME},
                            request=django_request)
     return exceptions.AuthenticationFailed(message)

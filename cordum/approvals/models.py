@@ -64,6 +64,9 @@ class ApprovalRequest(models.Model):
     expires_at = models.DateTimeField()
     decided_at = models.DateTimeField(null=True, blank=True)
     consumed_at = models.DateTimeField(null=True, blank=True)
+    # The link the chat notification carries: signed, single-use; only its sha256 is kept, and when it was used.
+    link_digest = models.CharField(max_length=64, blank=True)
+    link_used_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

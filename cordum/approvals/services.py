@@ -7,10 +7,12 @@ goes into the evidence trail in the same transaction, and waiting sidecars are w
 """
 
 import logging
+import secrets
 from datetime import timedelta
 
 import httpx
 from django.conf import settings
+from django.core import signing
 from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
@@ -21,6 +23,7 @@ from cordum.approvals.evidence import evidence_outcome_append
 from cordum.approvals.models import ApprovalRequest, ApprovalVote
 from cordum.approvals.selectors import DEFAULT_REVIEWERS, approval_reviewer_refusal
 from cordum.common import telemetry
+from cordum.common.crypto import token_digest
 from cordum.common.errors import Conflict, CordumError
 from cordum.common.notify import publish
 from cordum.policy.patterns import target_pattern_error
@@ -316,10 +319,41 @@ def approval_consume(
 
 
 # --- notify -----------------------------------------------------------------------------------
+LINK_SALT = "cordum.approvals.link"
+
+
+def approval_link_issue(*, approval: ApprovalRequest) -> str:
+    """A signed, single-use link to the request's card (only its digest is stored; a new one replaces it)."""
+    token = signing.dumps({"a": str(approval.pk), "n": secrets.token_urlsafe(16)}, salt=LINK_SALT)
+    ApprovalRequest.objects.filter(pk=approval.pk).update(link_digest=token_digest(token), link_used_at=None)
+    base = getattr(settings, "CORDUM_PUBLIC_URL", "").rstrip("/")
+    return f"{base}{reverse('approvals:link', args=[token])}"
+
+
+def approval_link_request(*, token: str) -> ApprovalRequest:
+    """The request a notification link names; CordumError if the link is forged or was replaced."""
+    try:
+        data = signing.loads(token, salt=LINK_SALT)
+    except signing.BadSignature:
+        raise CordumError("This approval link is not valid.", status_code=404) from None
+    approval = ApprovalRequest.objects.filter(pk=data.get("a"), link_digest=token_digest(token)).first()
+    if approval is None:
+        raise CordumError("This approval link was replaced by a newer one; open the request from the queue.",
+                          status_code=410)
+    return approval
+
+
+def approval_link_spend(*, approval: ApprovalRequest) -> None:
+    """Use the link once (by a reader the caller has let see the request); CordumError (410) the second time."""
+    spent = ApprovalRequest.objects.filter(pk=approval.pk, link_digest=approval.link_digest,
+                                           link_used_at__isnull=True).update(link_used_at=timezone.now())
+    if not spent:
+        raise CordumError("This approval link was already used; open the request from the queue.", status_code=410)
+
+
 def approval_notification_text(*, approval: ApprovalRequest) -> str:
     """Slack-compatible text. Names the call, never its arguments (they may hold secrets)."""
-    base = getattr(settings, "CORDUM_PUBLIC_URL", "").rstrip("/")
-    link = f"{base}{reverse('approvals:detail', args=[approval.pk])}"
+    link = approval_link_issue(approval=approval)
     what = approval.action or f"{approval.server}.{approval.tool}".strip(".")
     target = f" on {approval.target}" if approval.target else ""
     rule = f" (rule {approval.rule}: {approval.reason})" if approval.rule else (

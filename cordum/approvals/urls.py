@@ -10,4 +10,5 @@ urlpatterns = [
     path("<uuid:pk>/", views.DetailView.as_view(), name="detail"),
     path("<uuid:pk>/decide/", views.DecideView.as_view(), name="decide"),
     path("<uuid:pk>/context/", views.ContextView.as_view(), name="context"),
+    path("link/<str:token>/", views.LinkView.as_view(), name="link"),
 ]

@@ -33,6 +33,25 @@ class HtmxPartialMixin:
         return response
 
 
+class LinkView(RoleRequiredMixin, View):
+    """A chat notification's signed, single-use link: after login, opens the card once, for an eligible reader."""
+
+    required_perm = Perm.REVIEW_APPROVALS
+
+    def get(self, request, token):
+        from django.shortcuts import render
+
+        try:
+            approval = services.approval_link_request(token=token)
+            if selectors.approval_get(membership=self.membership, pk=approval.pk) is None:
+                raise Http404("No such approval request.")
+            services.approval_link_spend(approval=approval)
+        except CordumError as exc:
+            return render(request, "approvals/link_refused.html", {"message": exc.message},
+                          status=exc.status_code)
+        return redirect("approvals:detail", pk=approval.pk)
+
+
 @method_decorator(require_GET, name="dispatch")
 class QueueView(RoleRequiredMixin, HtmxPartialMixin, TemplateView):
     required_perm = Perm.REVIEW_APPROVALS

@@ -62,6 +62,9 @@ def _scenarios(team: str) -> list[Step]:
         Step("git", "git_commit", {"repo_path": root, "message": "Fix rounding in refunds"}, 2.5),
         Step("filesystem", "read_text_file", {"path": f}, 8),
         Step("filesystem", "list_directory", {"path": root}, 3),
+        # session data-flow: the template denies a web fetch (or push) later in a session that read Terraform state
+        Step("claude-code", "WebFetch", {"url": "https://registry.terraform.io/providers/hashicorp/aws/latest/docs"},
+             1.2),
         Step("claude-code", "Bash", {"command": "pytest -q" if team != "web" else "npm test"}, 7),
         Step("claude-code", "Bash", {"command": "git push origin HEAD"}, 1.4),
         Step("claude-code", "Bash", {"command": "npm install left-pad" if team == "web" else "pip install requests"}, 0.8),
@@ -74,6 +77,7 @@ def _scenarios(team: str) -> list[Step]:
     if team == "platform":
         steps += [
             Step("claude-code", "Bash", {"command": "terraform plan"}, 3),
+            Step("filesystem", "read_text_file", {"path": "terraform/terraform.tfstate"}, 0.8),
             Step("claude-code", "Bash", {"command": "terraform destroy -target=aws_db_instance.staging"}, 0.25),
             Step("claude-code", "Bash", {"command": "kubectl delete pod api-7d9f -n staging"}, 0.4),
             Step("claude-code", "Bash", {"command": "git push --force origin main"}, 0.1),
@@ -108,7 +112,16 @@ def _policy_at(policies, when):
 
 def generate(ctx: dict, *, now: dt.datetime | None = None, sessions_per_agent_day: float = 18.0) -> dict[str, list[dict]]:
     """Records per agent name (upload format), time-ordered. Deterministic for a given `now` (day)."""
-    from cordum.policy import Call, LimitsTracker, args_digest, evaluate, redact_arguments, redact_target
+    from cordum.policy import (
+        Call,
+        LimitsTracker,
+        args_digest,
+        evaluate,
+        label_origin,
+        redact_arguments,
+        redact_target,
+    )
+    from cordum.policy.flows import flow_facts
 
     rng = random.Random(SEED)
     now = (now or dt.datetime.now(dt.UTC)).replace(minute=0, second=0, microsecond=0)
@@ -133,6 +146,7 @@ def generate(ctx: dict, *, now: dt.datetime | None = None, sessions_per_agent_da
                 hour = rng.uniform(0, 24) if nightly else min(max(rng.gauss(14, 2.5), 7), 21)
                 t = day_start + dt.timedelta(hours=hour)
                 session_id = f"sess_{uuid.uuid5(NAMESPACE, f'{agent.name}:{day}:{s}').hex[:16]}"
+                held: dict[str, dict] = {}  # session data-flow labels, set by calls that ran (as the sidecar does)
                 for i in range(max(5, int(rng.lognormvariate(3.6, 0.6)))):
                     t += dt.timedelta(seconds=rng.expovariate(1 / 9.0) + 0.4)
                     if t >= now:
@@ -144,7 +158,7 @@ def generate(ctx: dict, *, now: dt.datetime | None = None, sessions_per_agent_da
                     compiled = _policy_at(policies, t)
                     call = Call(server=step.server, tool=step.tool, arguments=arguments, agent=agent.name, team=team,
                                 environment=agent.environment, root=REPOS[team])
-                    decision = evaluate(compiled, call)
+                    decision = evaluate(compiled, call, held or None)
                     tracker = trackers.setdefault(compiled.version, LimitsTracker(compiled))
                     recorded_at = t.replace(microsecond=t.microsecond // 1000 * 1000)
                     decision = tracker.check(session_id, decision, recorded_at.timestamp()) or decision
@@ -162,8 +176,16 @@ def generate(ctx: dict, *, now: dt.datetime | None = None, sessions_per_agent_da
                         "timestamp": _ts(t), "latency_us": int(rng.lognormvariate(3.4, 0.5)),
                         "sidecar_id": f"sc-{agent.name}",
                     }
+                    facts = flow_facts(decision.flow if decision.flow and decision.flow["rule"] == decision.rule
+                                       else None, decision.labels if decision.decision != "deny" else ())
+                    if facts:
+                        record["facts"] = facts
                     records.append(record)
+                    origin = label_origin(decision_id=decision_id, server=step.server, tool=step.tool,
+                                          target=record["target"], timestamp=record["timestamp"])
                     if decision.decision == "allow":
+                        for label in decision.labels:
+                            held.setdefault(label, origin)
                         failed = rng.random() < 0.04
                         record["outcome"] = "failed" if failed else "executed"
                         t += dt.timedelta(milliseconds=rng.randint(20, 4000))
@@ -184,6 +206,8 @@ def generate(ctx: dict, *, now: dt.datetime | None = None, sessions_per_agent_da
                                         "reviewer": reviewer, "comment": comment, "error": "", "timestamp": _ts(t),
                                         "duration_ms": int(wait.total_seconds() * 1000)})
                         if verdict == "approved":
+                            for label in decision.labels:
+                                held.setdefault(label, origin)
                             run = dt.timedelta(milliseconds=rng.randint(300, 9000))
                             t += run
                             records.append({"record_type": "outcome", "decision_id": decision_id,

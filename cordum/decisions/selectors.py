@@ -152,6 +152,20 @@ def evidence_linked(*, membership: Membership, record: EvidenceRecord) -> list[E
     )
 
 
+def evidence_flow(*, membership: Membership, record: EvidenceRecord) -> dict | None:
+    """For a decision a session data-flow rule decided (`facts.flow`): the label, the rule, the earlier call that
+    set the label (as recorded) and its decision record when this membership may read it (else None)."""
+    flow = _facts_of(record).get("flow")
+    if not isinstance(flow, dict):
+        return None
+    set_by = flow.get("set_by") or {}
+    earlier = None
+    if set_by.get("decision_id"):
+        earlier = evidence_visible(membership=membership).filter(
+            decision_id=set_by["decision_id"], record_type="decision").only("id", "seq").first()
+    return {"label": flow.get("label"), "rule": flow.get("rule"), "set_by": set_by, "record": earlier}
+
+
 def chain_neighbours(*, record: EvidenceRecord) -> dict:
     """Chain position of a record: its seq, the head's seq, and the ids of the previous/next links."""
     from cordum.decisions.models import ChainHead
@@ -184,8 +198,17 @@ def session_timeline(*, membership: Membership, session_id: str) -> list[dict]:
             "offset_s": (r.timestamp - start).total_seconds() if start else 0,
             "gap_s": (following - r.timestamp).total_seconds() if following else None,
             "outcomes": outcomes.get(r.decision_id, []),
+            "labels": _facts_of(r).get("labels") or [],  # session data-flow labels the call set when it ran
         })
     return timeline
+
+
+def _facts_of(record: EvidenceRecord) -> dict:
+    try:
+        facts = orjson.loads(record.facts) if record.facts else {}
+    except orjson.JSONDecodeError:
+        return {}
+    return facts if isinstance(facts, dict) else {}
 
 
 def checkpoints_for(*, organization_id: int) -> QuerySet[ChainCheckpoint]:

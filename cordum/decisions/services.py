@@ -201,28 +201,50 @@ def _facts_validate(facts, index: int) -> str:
     if type(facts) is not dict:
         raise _invalid(where, "must be an object or null.")
     for key, value in facts.items():
-        if key == "masked":
-            if type(value) is not dict or not all(
-                    type(k) is str and len(k) <= 100 and type(n) is int and 0 < n <= _MAX_INT for k, n in value.items()):
-                raise _invalid(f"{where}.masked", "must map each kind of secret masked to a positive count.")
-        elif key == "withheld":
-            if type(value) is not bool:
-                raise _invalid(f"{where}.withheld", "must be true or false.")
-        elif key == "reaches":
-            if type(value) is not dict or not all(
-                    type(k) is str and len(k) <= 100 and type(p) is str and len(p) <= 1024 for k, p in value.items()):
-                raise _invalid(f"{where}.reaches", "must map each path argument to the file it reached.")
-        elif key == "grant":
-            _grant_fact_validate(value, f"{where}.grant")
-        elif key == "tool_drift":
-            _tool_drift_fact_validate(value, f"{where}.tool_drift")
-        else:
-            raise _invalid(f"{where}.{key}"[:200],
-                           "is not a known fact (known: masked, withheld, reaches, grant, tool_drift).")
+        check = _FACT_CHECKS.get(key)
+        if check is None:
+            raise _invalid(f"{where}.{key}"[:200], f"is not a known fact (known: {', '.join(_FACT_CHECKS)}).")
+        check(value, f"{where}.{key}")
     text = _dumps_sorted(facts).decode()
     if len(text) > _FACTS_MAX_BYTES:
         raise _invalid(where, f"must be at most {_FACTS_MAX_BYTES} bytes of JSON.")
     return text
+
+
+def _masked_fact_validate(value, where: str) -> None:
+    if type(value) is not dict or not all(
+            type(k) is str and len(k) <= 100 and type(n) is int and 0 < n <= _MAX_INT for k, n in value.items()):
+        raise _invalid(where, "must map each kind of secret masked to a positive count.")
+
+
+def _withheld_fact_validate(value, where: str) -> None:
+    if type(value) is not bool:
+        raise _invalid(where, "must be true or false.")
+
+
+def _reaches_fact_validate(value, where: str) -> None:
+    if type(value) is not dict or not all(
+            type(k) is str and len(k) <= 100 and type(p) is str and len(p) <= 1024 for k, p in value.items()):
+        raise _invalid(where, "must map each path argument to the file it reached.")
+
+
+def _labels_fact_validate(value, where: str) -> None:
+    if type(value) is not list or not value or len(value) > 64 or not all(
+            type(x) is str and 0 < len(x) <= 100 for x in value):
+        raise _invalid(where, "must list the session labels the call sets (strings).")
+
+
+_FLOW_ORIGIN_KEYS = ("decision_id", "server", "tool", "target", "timestamp")
+
+
+def _flow_fact_validate(value, where: str) -> None:
+    """`facts.flow`: the session label a rule waited for and the earlier call that set it (strings only)."""
+    ok = type(value) is dict and set(value) == {"label", "rule", "set_by"} and all(
+        type(value[k]) is str and 0 < len(value[k]) <= 200 for k in ("label", "rule"))
+    set_by = value.get("set_by") if ok else None
+    if not ok or type(set_by) is not dict or not set(set_by) <= set(_FLOW_ORIGIN_KEYS) or not all(
+            type(v) is str and len(v) <= 300 for v in set_by.values()):
+        raise _invalid(where, "must be {label, rule, set_by: {decision_id, server, tool, target, timestamp}}.")
 
 
 _GRANT_FACT = {"approval_id": (str, 64), "reviewer": (str, 254), "scope": (str, 20), "use": (int, None),
@@ -252,6 +274,12 @@ def _tool_drift_fact_validate(value, where: str) -> None:
         digest = value.get(side)
         if digest is not None and not (type(digest) is str and digest.startswith("sha256:") and len(digest) == 71):
             raise _invalid(f"{where}.{side}", "must be a digest sha256:<64 hex digits>.")
+
+
+# One check per kind of fact the sidecar sends (facts.<key>), in the order the error message names them.
+_FACT_CHECKS = {"masked": _masked_fact_validate, "withheld": _withheld_fact_validate, "reaches": _reaches_fact_validate,
+                "grant": _grant_fact_validate, "labels": _labels_fact_validate, "flow": _flow_fact_validate,
+                "tool_drift": _tool_drift_fact_validate}
 
 
 def _dumps_sorted(value) -> bytes:

@@ -96,7 +96,7 @@ class RecordView(RoleRequiredMixin, View):
             "record": record, "session_id": session_id,
             "data": {k: orjson.dumps(v).decode() if isinstance(v, list | dict) else v
                      for k, v in selectors.evidence_as_dict(record).items()},
-            "linked": linked,
+            "linked": linked, "flow": selectors.evidence_flow(membership=self.membership, record=record),
             "chain": selectors.chain_neighbours(record=record), "link_ok": link_ok,
         })
 

@@ -7,6 +7,7 @@ load (YAML -> typed model with positions) -> validate (issues with file:line:col
 from .diff import PolicyDiff, diff_policies
 from .engine import TOPIC_PREFIX, Call, CompiledPolicy, Decision, compile_policy, evaluate
 from .evidence import args_digest, canonical_json, redact_arguments, redact_target
+from .flows import SessionFlows, label_origin
 from .limits import LimitsTracker
 from .loader import LoadResult, PolicyIssue, load_policy_file, load_policy_text, local_version, parse_duration
 from .model import (
@@ -14,6 +15,7 @@ from .model import (
     ArgCondition,
     Defaults,
     EvidenceSettings,
+    LabelRule,
     Limits,
     Match,
     Policy,
@@ -34,6 +36,7 @@ __all__ = [
     "Decision",
     "Defaults",
     "EvidenceSettings",
+    "LabelRule",
     "Limits",
     "LimitsTracker",
     "LoadResult",
@@ -44,6 +47,7 @@ __all__ = [
     "RateLimits",
     "Rule",
     "RuleLimits",
+    "SessionFlows",
     "SessionLimits",
     "ToolMapping",
     "args_digest",
@@ -51,6 +55,7 @@ __all__ = [
     "compile_policy",
     "diff_policies",
     "evaluate",
+    "label_origin",
     "load_policy_file",
     "load_policy_text",
     "local_version",

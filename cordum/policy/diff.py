@@ -45,6 +45,8 @@ class PolicyDiff:
     tools_added: list[dict] = field(default_factory=list)
     tools_removed: list[dict] = field(default_factory=list)
     tools_reordered: bool = False
+    labels_added: list[dict] = field(default_factory=list)  # `labels` entries (session data-flow)
+    labels_removed: list[dict] = field(default_factory=list)
     decisions: list[dict] = field(default_factory=list)  # calls whose decision or deciding rule moves
     calls_checked: int = 0
     on_tool_drift: list[dict] = field(default_factory=list)
@@ -55,7 +57,7 @@ class PolicyDiff:
         return not (
             self.rules_added or self.rules_removed or self.rules_changed or self.rules_reordered or self.defaults
             or self.limits or self.evidence or self.tools_added or self.tools_removed or self.tools_reordered
-            or self.decisions or self.on_tool_drift or self.pins
+            or self.labels_added or self.labels_removed or self.decisions or self.on_tool_drift or self.pins
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -71,9 +73,19 @@ class PolicyDiff:
             "limits": self.limits,
             "evidence": self.evidence,
             "tools": {"added": self.tools_added, "removed": self.tools_removed, "reordered": self.tools_reordered},
+            "labels": {"added": self.labels_added, "removed": self.labels_removed},
             "decisions": {"checked": self.calls_checked, "moved": self.decisions},
             "pinning": {"on_tool_drift": self.on_tool_drift, "tools": self.pins},
         }
+
+    def _label_lines(self) -> list[str]:
+        out = []
+        for sign, entries in (("+", self.labels_added), ("-", self.labels_removed)):
+            for e in entries:
+                m = e["match"]
+                out.append(f"{sign} label {e['label']} set by {', '.join(m['topics']) or '*'}"
+                           + (f" [{', '.join(m['risk_tags'])}]" if m["risk_tags"] else ""))
+        return out
 
     def _pinning_lines(self) -> list[str]:
         lines = [f"~ on_tool_drift: {c['before']!r} -> {c['after']!r}" for c in self.on_tool_drift]
@@ -105,6 +117,7 @@ class PolicyDiff:
             lines.append(f"- tool map {'/'.join(t['server'])} {'/'.join(t['tool'])} -> {t['topic']}")
         if self.tools_reordered:
             lines.append("~ tool map order changed (the first matching entry maps a call)")
+        lines.extend(self._label_lines())
         lines.extend(self._pinning_lines())
         if not lines:
             lines.append("no policy changes")
@@ -153,6 +166,7 @@ def diff_policies(old: Policy, new: Policy, calls: Iterable[Call] | None = None)
     tools_removed = [t for t in old_tools if t not in new_tools]
     common_t_old = [t for t in old_tools if t in new_tools]
     common_t_new = [t for t in new_tools if t in old_tools]
+    old_labels, new_labels = od.get("labels", []), nd.get("labels", [])
     moved: list[dict] = []
     checked = 0
     if calls is not None:
@@ -186,6 +200,8 @@ def diff_policies(old: Policy, new: Policy, calls: Iterable[Call] | None = None)
         tools_added=tools_added,
         tools_removed=tools_removed,
         tools_reordered=common_t_old != common_t_new,
+        labels_added=[e for e in new_labels if e not in old_labels],
+        labels_removed=[e for e in old_labels if e not in new_labels],
         decisions=moved,
         calls_checked=checked,
         on_tool_drift=_field_changes({"on_tool_drift": old.on_tool_drift}, {"on_tool_drift": new.on_tool_drift}),

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .model import DECISION_RANK, ArgCondition, Policy, Rule
+from .model import DECISION_RANK, ArgCondition, Match, Policy, Rule
 from .patterns import (
     compile_name_glob,
     compile_path_glob,
@@ -28,7 +28,7 @@ from .patterns import (
     resolve_path,
 )
 
-__all__ = ["Call", "CompiledPolicy", "Decision", "compile_policy", "evaluate", "TOPIC_PREFIX"]
+__all__ = ["Call", "CompiledPolicy", "Decision", "compile_policy", "evaluate", "label_origin_text", "TOPIC_PREFIX"]
 
 TOPIC_PREFIX = "job.mcp-bridge."
 _MISSING = object()
@@ -110,6 +110,8 @@ class Decision:
     is_write: bool
     approval: dict | None = None
     unmapped: bool = False  # no tool map entry knew the call and no rule matched it: the map needs an entry
+    labels: tuple[str, ...] = ()  # session labels this call sets once it runs (the policy's `labels` entries)
+    flow: dict | None = None  # the deciding rule waited for a label: {"label", "rule", "set_by": origin}
 
     def to_dict(self) -> dict[str, Any]:
         """The `cordum policy explain` JSON object."""
@@ -127,6 +129,8 @@ class Decision:
             "is_write": self.is_write,
             "approval": dict(self.approval) if self.approval is not None else None,
             **({"unmapped": True} if self.unmapped else {}),
+            **({"labels": list(self.labels)} if self.labels else {}),
+            **({"flow": dict(self.flow)} if self.flow is not None else {}),
         }
 
 
@@ -328,23 +332,61 @@ class _CTool:
         self.write = entry.write
 
 
-class _CRule:
-    __slots__ = ("idx", "rule", "id", "decision", "rank", "shadow", "topic_m", "tags", "agent_m", "team_m", "env_m", "tests")
+class _CMatch:
+    """A compiled `match`; `fits` checks one call in full (the rules' index does most of this for plain rules)."""
 
-    def __init__(self, idx: int, rule: Rule) -> None:
-        m = rule.match
-        self.idx = idx
-        self.rule = rule
-        self.id = rule.id
-        self.decision = rule.decision
-        self.rank = DECISION_RANK[rule.decision]
-        self.shadow = rule.mode == "shadow"
+    __slots__ = ("topic_m", "tags", "agent_m", "team_m", "env_m", "tests", "after")
+
+    def __init__(self, m: Match) -> None:
         self.topic_m = compile_name_glob(m.topics) if m.topics else None
         self.tags = frozenset(t.lower() for t in m.risk_tags) if m.risk_tags else None
         self.agent_m = compile_name_glob(m.agents) if m.agents else None
         self.team_m = compile_name_glob(m.teams) if m.teams else None
         self.env_m = compile_name_glob(m.environments) if m.environments else None
         self.tests = compile_conditions(m.args)
+        self.after = tuple(m.after)
+
+    def fits_static(self, topic_l: str, tagset: frozenset, agent: str, team: str, env: str) -> bool:
+        """Everything but the argument conditions: a pure function of the engine's cache keys."""
+        if self.topic_m is not None and not self.topic_m(topic_l):
+            return False
+        if self.tags is not None and not (self.tags & tagset):
+            return False
+        if self.agent_m is not None and not self.agent_m(agent):
+            return False
+        if self.team_m is not None and not self.team_m(team):
+            return False
+        return self.env_m is None or bool(self.env_m(env))
+
+    def fits(self, topic_l: str, tagset: frozenset, call: Call) -> bool:
+        if not self.fits_static(topic_l, tagset, call.agent, call.team, call.environment):
+            return False
+        args, root = call.arguments, call.root
+        return all(test(args, root) for test in self.tests)
+
+
+class _CRule(_CMatch):
+    __slots__ = ("idx", "rule", "id", "decision", "rank", "shadow")
+
+    def __init__(self, idx: int, rule: Rule) -> None:
+        super().__init__(rule.match)
+        self.idx = idx
+        self.rule = rule
+        self.id = rule.id
+        self.decision = rule.decision
+        self.rank = DECISION_RANK[rule.decision]
+        self.shadow = rule.mode == "shadow"
+
+
+def label_origin_text(label: str, origin: dict | None) -> str:
+    """How a decision names the earlier call that set a session label: tool, target, call id and time."""
+    o = origin or {}
+    what = f"{o.get('server') or '?'}.{o.get('tool') or '?'}"
+    if o.get("target"):
+        what += f" on {o['target']}"
+    when = ", ".join(x for x in (f"call {o['decision_id']}" if o.get("decision_id") else "",
+                                 f"at {o['timestamp']}" if o.get("timestamp") else "") if x)
+    return f"session label '{label}' was set by {what}" + (f" ({when})" if when else "")
 
 
 class _Static:
@@ -390,10 +432,17 @@ class CompiledPolicy:
         self.redact_matcher = compile_name_glob(ev.redact) if ev.redact else (lambda s: False)
         self.rules = tuple(_CRule(i, r) for i, r in enumerate(policy.rules))
         self.rules_by_id = {r.id: r for r in policy.rules}
+        # Session data-flow: rules with `match.after` are kept out of the index and checked only for a call
+        # whose session holds a label; `labels` entries are checked only when the policy has any.
+        self.flow_rules = tuple(cr for cr in self.rules if cr.after)
+        self.label_entries = tuple((e.label, _CMatch(e.match)) for e in policy.labels)
+        self.has_flows = bool(self.flow_rules or self.label_entries)
         any_topic: list[_CRule] = []
         exact: dict[str, list[_CRule]] = {}
         prefixed: dict[str, list[_CRule]] = {}
         for cr in self.rules:
+            if cr.after:
+                continue
             topics = cr.rule.match.topics
             if not topics:
                 any_topic.append(cr)
@@ -412,6 +461,7 @@ class CompiledPolicy:
         self._tool_cache: dict[tuple[str, str], tuple[_CTool, ...]] = {}
         self._topic_cache: dict[str, tuple[_CRule, ...]] = {}
         self._static_cache: dict[tuple, _Static] = {}
+        self._label_cache: dict[tuple, tuple] = {}
 
     # -- tool map ----------------------------------------------------------------------------
     def _tool_candidates(self, server: str, tool: str) -> tuple[_CTool, ...]:
@@ -511,7 +561,32 @@ class CompiledPolicy:
                 out["session_approval"] = _narrower_session(mine, other_session)
         return out
 
-    def evaluate(self, call: Call | dict) -> Decision:
+    def _labels_set(self, topic_l: str, tags: tuple[str, ...], call: Call) -> tuple[str, ...]:
+        """The labels of the `labels` entries the call matches: entries are narrowed once per (topic, tags,
+        agent, team, environment), like rules; only their argument conditions run per call."""
+        key = (topic_l, tags, call.agent, call.team, call.environment)
+        cands = self._label_cache.get(key)
+        if cands is None:
+            tagset = frozenset(t.lower() for t in tags)
+            cands = tuple((label, m.tests) for label, m in self.label_entries
+                          if m.fits_static(topic_l, tagset, *key[2:]))
+            if len(self._label_cache) >= _CACHE_MAX:
+                self._label_cache.clear()
+            self._label_cache[key] = cands
+        if not cands:
+            return ()
+        args, root = call.arguments, call.root
+        return tuple(dict.fromkeys(label for label, tests in cands if all(t(args, root) for t in tests)))
+
+    def _flow_hits(self, topic_l: str, tags: tuple[str, ...], call: Call, session: Any) -> list[_CRule]:
+        tagset = frozenset(t.lower() for t in tags)
+        return [r for r in self.flow_rules
+                if any(label in session for label in r.after) and r.fits(topic_l, tagset, call)]
+
+    def evaluate(self, call: Call | dict, session: Any = None) -> Decision:  # noqa: C901 - the decision's steps, in order
+        """Decide one call. `session`: the labels earlier calls of its session set, a mapping (or set) of label
+        -> the origin of the earliest call that set it ({decision_id, server, tool, target, timestamp}); only
+        rules with `match.after` read it, and without it they never match."""
         if not isinstance(call, Call):
             call = Call.from_dict(call)
         topic, tags, target, write = self.map_call(call)
@@ -533,10 +608,22 @@ class CompiledPolicy:
                         continue
                 hits.append(r)
             winner, matched, shadow = _combine(hits)
+        flow = None
+        if session and self.flow_rules:
+            extra = self._flow_hits(topic_l, tags, call, session)
+            if extra:
+                base = list(st.rules) if st.result is not None else hits
+                winner, matched, shadow = _combine(sorted([*base, *extra], key=lambda r: r.idx))
+                if winner is not None and winner.after:
+                    label = next(lb for lb in winner.after if lb in session)
+                    origin = session.get(label) if isinstance(session, dict) else None
+                    flow = {"label": label, "rule": winner.id, "set_by": dict(origin or {})}
         if winner is not None:
             decision = winner.decision
             rule_id = winner.id
             reason = winner.rule.reason or f"Matched rule '{rule_id}'"
+            if flow is not None:
+                reason = f"{reason} ({label_origin_text(flow['label'], flow['set_by'])})"
         else:
             decision = self.default_decision
             rule_id = None
@@ -562,6 +649,8 @@ class CompiledPolicy:
             (self.approval_of(rule_id, matched) if len(matched) > 1 else _copy_approval(self.approval_for(rule_id)))
             if decision == "require_approval" else None,
             unmapped,
+            self._labels_set(topic_l, tags, call) if self.label_entries else (),
+            flow,
         )
 
 
@@ -591,6 +680,7 @@ def compile_policy(policy: Policy, version: str = "") -> CompiledPolicy:
     return CompiledPolicy(policy, version)
 
 
-def evaluate(compiled: CompiledPolicy, call: Call | dict) -> Decision:
-    """Decide one call. Pure: no I/O; safe to call from many threads at once."""
-    return compiled.evaluate(call)
+def evaluate(compiled: CompiledPolicy, call: Call | dict, session: Any = None) -> Decision:
+    """Decide one call (`session`: its session's labels, see `CompiledPolicy.evaluate`). Pure: no I/O; safe to
+    call from many threads at once."""
+    return compiled.evaluate(call, session)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import string
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ from .model import (
     ArgCondition,
     Defaults,
     EvidenceSettings,
+    LabelRule,
     Limits,
     Match,
     Policy,
@@ -43,7 +45,7 @@ from .model import (
     ToolsLock,
 )
 from .patterns import glob_error, has_wildcard, regex_error
-from .reachability import unreachable_rules
+from .reachability import covers, unreachable_rules
 
 __all__ = [
     "MAX_POLICY_BYTES",
@@ -66,6 +68,7 @@ MAX_YAML_DEPTH = 64  # nested mappings/sequences; a real policy needs about 8
 MAX_YAML_ALIASES = 256  # '*alias' references in one document
 MAX_YAML_NODES = 1_000_000  # nodes the document holds once every alias is expanded (billion laughs)
 MAX_RULES = 20_000  # entries under 'rules'
+_LABEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,7 @@ class _Validator:
         self.errors: list[PolicyIssue] = []
         self.warnings: list[PolicyIssue] = []
         self._constructor = yaml.constructor.SafeConstructor()
+        self._after_nodes: dict[str, list[Node]] = {}  # rule id -> the YAML nodes of its `match.after` labels
 
     # -- reporting ---------------------------------------------------------------------------
     def _issue(self, node: Node | None, message: str, severity: str) -> PolicyIssue:
@@ -519,11 +523,36 @@ class _Validator:
             line=p.line + 1, col=p.column + 1,
         )
 
-    def match(self, node: Node, rid: str) -> Match | None:
-        m = self.mapping(node, f"match of rule '{rid}'", ("topics", "risk_tags", "agents", "teams", "environments", "args"))
+    def label_names(self, node: Node, what: str) -> tuple[str, ...] | None:
+        items = self.string_list(node, what)
+        if items is None:
+            return None
+        ok = True
+        for s, n in items:
+            if not _LABEL_NAME.fullmatch(s):
+                self.error(n, f"invalid label '{s}' in {what}: use letters, digits, '-', '_', '.' or ':' "
+                              "(e.g. secret-read)")
+                ok = False
+        return tuple(dict.fromkeys(s for s, _ in items)) if ok else None
+
+    def match(self, node: Node, rid: str, *, where: str | None = None, flows: bool = True) -> Match | None:
+        keys = ("topics", "risk_tags", "agents", "teams", "environments", "args") + (("after",) if flows else ())
+        m = self.mapping(node, where or f"match of rule '{rid}'", keys)
         if m is None:
             return None
         ok = True
+        after: tuple[str, ...] = ()
+        if "after" in m:
+            names = self.label_names(m["after"][1], "match.after")
+            if names is None:
+                ok = False
+            elif not names:
+                self.error(m["after"][1], "'match.after' must name at least one label (or leave it out)")
+                ok = False
+            else:
+                after = names
+                self._after_nodes[rid] = [n for n in (m["after"][1].value if isinstance(m["after"][1], SequenceNode)
+                                                      else [m["after"][1]])]
         vals: dict[str, tuple[str, ...]] = {}
         for key in ("topics", "agents", "teams", "environments"):
             if key in m:
@@ -547,7 +576,7 @@ class _Validator:
                 args = conds
         if not ok:
             return None
-        return Match(args=args, **vals)
+        return Match(args=args, after=after, **vals)
 
     def rule(self, node: Node, index: int, seen_ids: dict[str, int]) -> Rule | None:  # noqa: C901 - checks each key of a rule at its YAML node, to report file:line:col
         allowed = ("id", "description", "match", "decision", "reason", "mode", "approval", "limits")
@@ -703,10 +732,46 @@ class _Validator:
             tools_lock = validate_lock(self, m["tools_lock"][1], "tools_lock")
         return on_tool_drift, tools_lock
 
+    def label_rule(self, node: Node, index: int) -> LabelRule | None:
+        where = f"labels[{index}]"
+        m = self.mapping(node, f"label entry {where}", ("label", "description", "match"), ("label", "match"))
+        if m is None or "label" not in m or "match" not in m:
+            return None
+        names = self.label_names(m["label"][1], "label")
+        if names is not None and len(names) != 1:
+            self.error(m["label"][1], f"'label' of {where} must be one label name")
+            names = None
+        description = ""
+        if "description" in m:
+            description = self.string(m["description"][1], "description", allow_empty=True) or ""
+        mnode = m["match"][1]
+        if isinstance(mnode, MappingNode) and any(isinstance(k, ScalarNode) and k.value == "after" for k, _ in mnode.value):
+            self.error(next(k for k, _ in mnode.value if isinstance(k, ScalarNode) and k.value == "after"),
+                       f"a label entry ({where}) cannot use 'after': labels are set by what a call is; "
+                       "conditions on the session's history belong on rules")
+            return None
+        match = self.match(mnode, where, where=f"match of label entry {where}", flows=False)
+        if names is None or match is None:
+            return None
+        p = node.start_mark
+        return LabelRule(label=names[0], match=match, description=description, line=p.line + 1, col=p.column + 1)
+
+    def labels(self, node: Node) -> tuple[LabelRule, ...]:
+        if isinstance(node, ScalarNode) and node.tag.endswith(":null"):
+            return ()
+        if not isinstance(node, SequenceNode):
+            self.error(node, f"'labels' must be a list of label entries ({{label, match}}), got {_kind(node)}")
+            return ()
+        out = []
+        for i, item in enumerate(node.value):
+            entry = self.label_rule(item, i)
+            if entry is not None:
+                out.append(entry)
+        return tuple(out)
+
     def policy(self, root: Node) -> Policy | None:
-        m = self.mapping(root, "the policy", ("version", "defaults", "tools", "rules", "limits", "evidence", "results",
-                                              "on_tool_drift", "tools_lock"),
-                         ("version",))
+        m = self.mapping(root, "the policy", ("version", "defaults", "tools", "rules", "labels", "limits", "evidence",
+                                              "results", "on_tool_drift", "tools_lock"), ("version",))
         if m is None:
             return None
         version = "v1"
@@ -740,13 +805,59 @@ class _Validator:
         limits = self.limits(m["limits"][1]) if "limits" in m else Limits()
         evidence = self.evidence(m["evidence"][1]) if "evidence" in m else EvidenceSettings()
         results = self.results(m["results"][1]) if "results" in m else ResultSettings()
+        labels = self.labels(m["labels"][1]) if "labels" in m else ()
         on_tool_drift, tools_lock = self.pinning(m)
         policy = Policy(
             version=version, defaults=defaults, tools=tuple(tools), rules=tuple(rules), limits=limits, evidence=evidence,
-            results=results, on_tool_drift=on_tool_drift, tools_lock=tools_lock,
+            results=results, labels=labels, on_tool_drift=on_tool_drift, tools_lock=tools_lock,
         )
         self.unreachable(policy)
+        self.unreachable_flows(policy)
         return policy
+
+    # -- validation: session labels no call can set, conditions no session can meet ----------------
+    def unreachable_flows(self, policy: Policy) -> None:
+        """A label is set only by a call that runs, so a `labels` entry every call of which a deny rule (one
+        without `after`) denies never sets its label; a rule whose `after` names only labels that nothing sets
+        can never match (an error, like an unreachable rule); one naming some such labels is a warning, and so
+        is a label that no rule's `after` uses."""
+        always_denied = [r for r in policy.rules if r.mode == "enforce" and r.decision == "deny" and not r.match.after]
+        settable: set[str] = set()
+        defined: set[str] = set()
+        for entry in policy.labels:
+            defined.add(entry.label)
+            blocker = next((d for d in always_denied if covers(d.match, entry.match)), None)
+            if blocker is None:
+                settable.add(entry.label)
+            else:
+                self.warnings.append(PolicyIssue(
+                    self.filename, entry.line or 1, entry.col or 1,
+                    f"label entry for '{entry.label}' never sets it: deny rule '{blocker.id}' (line {blocker.line}) "
+                    "denies every call it matches, and a label is set only by a call that runs", "warning"))
+        used: set[str] = set()
+        for r in policy.rules:
+            if not r.match.after:
+                continue
+            used.update(r.match.after)
+            nodes = {str(n.value): n for n in self._after_nodes.get(r.id, ()) if isinstance(n, ScalarNode)}
+            dead = [name for name in r.match.after if name not in settable]
+            for name in dead:
+                why = ("every call its 'labels' entries match is denied" if name in defined
+                       else "no entry under 'labels' sets it")
+                known = f" (labels set: {', '.join(sorted(settable))})" if settable else " (no label can be set)"
+                severity = "error" if len(dead) == len(r.match.after) else "warning"
+                effect = "so the rule can never match" if severity == "error" else "so that condition never holds"
+                issue = self._issue(nodes.get(name), f"rule '{r.id}' waits for label '{name}' after an earlier call, "
+                                                     f"but {why}, {effect}{known}", severity)
+                if nodes.get(name) is None:
+                    issue = PolicyIssue(self.filename, r.line or 1, r.col or 1, issue.message, severity)
+                (self.errors if severity == "error" else self.warnings).append(issue)
+        for entry in policy.labels:
+            if entry.label not in used:
+                used.add(entry.label)  # one warning per label
+                self.warnings.append(PolicyIssue(
+                    self.filename, entry.line or 1, entry.col or 1,
+                    f"label '{entry.label}' is set but no rule's 'match.after' uses it", "warning"))
 
     # -- validation: rules that can never decide ---------------------------------------------
     def unreachable(self, policy: Policy) -> None:

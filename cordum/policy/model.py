@@ -199,9 +199,10 @@ class Match:
     teams: tuple[str, ...] = ()
     environments: tuple[str, ...] = ()
     args: tuple[ArgCondition, ...] = ()
+    after: tuple[str, ...] = ()  # session labels, any-of: matches only once an earlier call set one of them
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "topics": list(self.topics),
             "risk_tags": list(self.risk_tags),
             "agents": list(self.agents),
@@ -209,6 +210,9 @@ class Match:
             "environments": list(self.environments),
             "args": _args_to_dict(self.args),
         }
+        if self.after:  # left out when empty: bundles of policies without flow rules keep their digest
+            out["after"] = list(self.after)
+        return out
 
 
 @dataclass(frozen=True)
@@ -247,6 +251,24 @@ class Rule:
             out["approval"] = self.approval.to_dict()
         if self.limits is not None:
             out["limits"] = self.limits.to_dict()
+        return out
+
+
+@dataclass(frozen=True)
+class LabelRule:
+    """One `labels` entry: a call that matches sets `label` for the rest of its session, once the call runs."""
+
+    label: str
+    match: Match = field(default_factory=Match)
+    description: str = ""
+    line: int = field(default=0, compare=False, repr=False)
+    col: int = field(default=0, compare=False, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"label": self.label}
+        if self.description:
+            out["description"] = self.description
+        out["match"] = self.match.to_dict()
         return out
 
 
@@ -354,6 +376,7 @@ class Policy:
     limits: Limits = field(default_factory=Limits)
     evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
     results: ResultSettings = field(default_factory=ResultSettings)
+    labels: tuple[LabelRule, ...] = ()
     on_tool_drift: str = "deny"  # applies only where `tools_lock` pins the server
     tools_lock: ToolsLock | None = None
 
@@ -368,6 +391,8 @@ class Policy:
         }
         if not self.results.is_default:  # left out when default: bundles of older policies keep their digest
             out["results"] = self.results.to_dict()
+        if self.labels:  # likewise left out when there are none
+            out["labels"] = [entry.to_dict() for entry in self.labels]
         # left out when unused, for the same reason; the lock travels in the bundle as part of the policy, so it
         # is hashed and signed with it
         if self.tools_lock is not None or self.on_tool_drift != "deny":
@@ -393,6 +418,27 @@ def _approval_from_dict(d: dict[str, Any], *, partial: bool) -> Approval:
         allow_self_approval=d.get("allow_self_approval", base.allow_self_approval),
         session_approval=session_approval_from(d.get("session_approval")),
         approvals_required=d.get("approvals_required"),
+    )
+
+
+MATCH_KEYS = frozenset({"topics", "risk_tags", "agents", "teams", "environments", "args", "after"})
+
+
+def _match_from_dict(m: dict[str, Any]) -> Match:
+    # A condition this engine does not know would be dropped, widening the rule (an `allow` would match calls
+    # it was meant not to): refuse instead, so a sidecar too old for a bundle fails closed and says why.
+    unknown = sorted(set(m) - MATCH_KEYS)
+    if unknown:
+        raise ValueError(f"a rule's match uses {', '.join(unknown)}, which this version of Cordum does not know; "
+                         "upgrade the sidecar")
+    return Match(
+        topics=tuple(m.get("topics") or ()),
+        risk_tags=tuple(m.get("risk_tags") or ()),
+        agents=tuple(m.get("agents") or ()),
+        teams=tuple(m.get("teams") or ()),
+        environments=tuple(m.get("environments") or ()),
+        args=_args_from_dict(m.get("args")),
+        after=tuple(m.get("after") or ()),
     )
 
 
@@ -422,14 +468,7 @@ def policy_from_dict(d: dict[str, Any]) -> Policy:
             Rule(
                 id=r["id"],
                 decision=r["decision"],
-                match=Match(
-                    topics=tuple(m.get("topics") or ()),
-                    risk_tags=tuple(m.get("risk_tags") or ()),
-                    agents=tuple(m.get("agents") or ()),
-                    teams=tuple(m.get("teams") or ()),
-                    environments=tuple(m.get("environments") or ()),
-                    args=_args_from_dict(m.get("args")),
-                ),
+                match=_match_from_dict(m),
                 reason=r.get("reason") or "",
                 mode=r.get("mode") or "enforce",
                 description=r.get("description") or "",
@@ -442,7 +481,12 @@ def policy_from_dict(d: dict[str, Any]) -> Policy:
     rate = lim.get("rate") or {}
     ev = d.get("evidence") or {}
     res = d.get("results") or {}
+    labels = tuple(
+        LabelRule(label=e["label"], match=_match_from_dict(e.get("match") or {}), description=e.get("description") or "")
+        for e in d.get("labels") or ()
+    )
     return Policy(
+        labels=labels,
         on_tool_drift=d.get("on_tool_drift", "deny"),
         tools_lock=tools_lock_from_dict(d["tools_lock"]) if d.get("tools_lock") is not None else None,
         results=ResultSettings(on_secret=res.get("on_secret", "mask"),

@@ -10,7 +10,7 @@ import dataclasses
 import os
 from typing import Any
 
-from .engine import Call
+from .engine import Call, evaluate
 
 PATH_ARGUMENTS = ("path", "file_path", "notebook_path", "source", "destination")
 _RESTRICTIVENESS = {"allow": 0, "require_approval": 1, "deny": 2}
@@ -52,3 +52,19 @@ def strictest(decision, call: Call, evaluate, reaches: dict[str, str] | None = N
         return decision
     shown = ", ".join(f"{arguments.get(k)} -> {v}" for k, v in reaches.items())
     return dataclasses.replace(other, reason=f"{other.reason} (the call reaches {shown})")
+
+
+def decide_reaching(compiled, call: Call, reaches: dict[str, str] | None = None, session: Any = None) -> Any:
+    """The decision as the sidecar makes it (`strictest` of the path named and the file reached) for a call of a
+    session holding `session`'s labels, with the labels the call sets: those of both (a symlink to .env is a
+    secret read too)."""
+    labelled: list[str] = []
+
+    def judge(c: Call) -> Any:
+        out = evaluate(compiled, c, session)
+        labelled.extend(out.labels)
+        return out
+
+    decision = strictest(judge(call), call, judge, reaches)
+    labels = tuple(dict.fromkeys(labelled))
+    return decision if labels == decision.labels else dataclasses.replace(decision, labels=labels)

@@ -53,6 +53,8 @@ def covers(d: Match, r: Match) -> bool:
     for key in ("agents", "teams", "environments"):
         if not _list_covers(getattr(d, key), getattr(r, key)):
             return False
+    if d.after and (not r.after or not set(r.after) <= set(d.after)):  # session labels, any-of like risk tags
+        return False
     if d.args:
         r_args = {_arg_key(c) for c in r.args}
         if not all(_arg_key(c) in r_args for c in d.args):

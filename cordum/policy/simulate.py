@@ -19,6 +19,11 @@ count, write count, duration and busiest 10 minutes could have any call denied; 
 folded per group without the tracker (`Replay.add_unlimited`), exactly as feeding them call by call would,
 and only the others are replayed in order.
 
+Session data-flow rules (`labels`, rules with `match.after`) are state too: a call's labels, set when a
+replayed policy does not deny it, decide later calls of its session. Sessions with a call that may set a
+label (`Replay.may_set_labels`) are replayed in order with each policy's labels; the others are decided as
+without flow rules (and prefiltered for limits as above).
+
 "Before" is the decision actually recorded, unless a baseline policy is given: then it is that
 policy's decision for the same call (to isolate what the candidate changes from drift between
 the versions that made the recorded decisions). With recorded decisions as "before", a `reference`
@@ -60,6 +65,7 @@ Signature = tuple[str, str, str, str, str, str, str]
 __all__ = [
     "DECISIONS",
     "Replay",
+    "has_flows",
     "has_limits",
     "record_input",
     "record_signature",
@@ -67,6 +73,11 @@ __all__ = [
     "simulate_records",
     "read_jsonl",
 ]
+
+
+def has_flows(compiled: Any) -> bool:
+    """True when the policy has session data-flow rules (`labels`, rules with `match.after`)."""
+    return bool(getattr(compiled, "has_flows", False))
 
 
 def has_limits(compiled: Any) -> bool:
@@ -190,7 +201,14 @@ class Replay:
         self.also_in_reference = 0
         self.samples_per_group = samples_per_group
         self.max_changed_calls = max_changed_calls
-        self.needs_call_order = any(p is not None and has_limits(p) for p in (candidate, baseline, self.reference))
+        policies = (candidate, baseline, self.reference)
+        # Session data-flow: a call's decision depends on the labels earlier calls of its session set, so sessions
+        # that may hold a label are replayed in order and a signature is re-evaluated per set of labels held.
+        self.flows_replayed = any(p is not None and has_flows(p) for p in policies)
+        self.needs_call_order = self.flows_replayed or any(p is not None and has_limits(p) for p in policies)
+        self._calls: dict[Signature, tuple] = {}  # with flows only: each signature's (call, reaches), to re-evaluate
+        self._flow_cache: dict[tuple, _Eval] = {}
+        self._flow_session: tuple[Any, list[set]] = (object(), [set(), set(), set()])  # session, labels per policy
         self._trackers: dict[str, Any] = {}
         if self.needs_call_order:
             from cordum.policy import LimitsTracker
@@ -222,10 +240,13 @@ class Replay:
         return {"server": server, "tool": tool, "arguments": args, "agent": agent, "team": team,
                 "environment": environment, "root": root}
 
-    def _decide(self, policy: Any, call: Any, reaches: dict) -> Any:
-        """As the sidecar decided: by the path named and by the file reached (as recorded), the stricter."""
-        from cordum.policy.paths import strictest
+    def _decide(self, policy: Any, call: Any, reaches: dict, session: Any = None) -> Any:
+        """As the sidecar decided: by the path named and by the file reached (as recorded), the stricter; in a
+        session holding `session`'s labels, setting the labels of both."""
+        from cordum.policy.paths import decide_reaching, strictest
 
+        if policy.has_flows:
+            return decide_reaching(policy, call, reaches, session)
         return strictest(self._evaluate(policy, call), call, lambda c: self._evaluate(policy, c), reaches)
 
     def evaluations_for(self, sig: Signature, args: Any, reaches: dict | None = None) -> tuple[_Eval, _Eval | None, _Eval | None]:
@@ -240,6 +261,8 @@ class Replay:
 
             call = Call.from_dict(self._call(sig, args or {}))
             reaches = reaches or {}  # never the control plane's own file system
+            if self.flows_replayed:
+                self._calls[sig] = (call, reaches)
             cand = _Eval(self._decide(self.candidate, call, reaches))
             base = _Eval(self._decide(self.baseline, call, reaches)) if self.baseline is not None else None
             ref = _Eval(self._decide(self.reference, call, reaches)) if self.reference is not None else None
@@ -295,6 +318,8 @@ class Replay:
     def add_calls(self, rows: Iterable[tuple]) -> int:
         """The hot loop of `add_call` for many calls: rows of (session, timestamp, sample, recorded, sig)
         in (session, time) order, every signature already evaluated. Returns the number of rows."""
+        if self.flows_replayed:
+            return self._add_calls_with_flows(rows)
         cache, folds, epoch_day = self._cache, self._folds, _epoch_day
         tracker, btracker, rtracker = self._candidate_tracker, self._baseline_tracker, self._reference_tracker
         n = 0
@@ -335,16 +360,83 @@ class Replay:
                     fold[2] = sample
         return n
 
+    def _with_labels(self, which: int, policy: Any, sig: Signature, labels: set) -> _Eval:
+        """The signature's evaluation under `policy` in a session holding `labels` (cached per label set)."""
+        key = (which, sig, frozenset(labels))
+        ev = self._flow_cache.get(key)
+        if ev is None:
+            call, reaches = self._calls[sig]
+            ev = self._flow_cache[key] = _Eval(self._decide(policy, call, reaches, key[2]))
+            self.evaluations += 1
+        return ev
+
+    def _add_calls_with_flows(self, rows: Iterable[tuple]) -> int:
+        """`add_calls` for policies with session data-flow rules: per session (rows of one session are
+        contiguous), each policy's labels grow with every call it does not deny, exactly as the sidecar's do
+        when it forwards a call (a held call counts as approved, the stricter reading for what follows)."""
+        policies = ((self.candidate, self._candidate_tracker), (self.baseline, self._baseline_tracker),
+                    (self.reference, self._reference_tracker))
+        current, held = self._flow_session  # carried between calls (add_call feeds one row at a time)
+        n = 0
+        for session_id, timestamp, sample, recorded, sig in rows:
+            n += 1
+            if session_id != current:
+                current, held = session_id, [set(), set(), set()]
+            now = timestamp if isinstance(timestamp, float) else (
+                float(timestamp) if isinstance(timestamp, int) else _parse_ts(timestamp).timestamp())
+            outs: list[tuple | None] = [None, None, None]
+            for i, ev in enumerate(self._cache[sig]):
+                if ev is None:
+                    continue
+                policy, tracker = policies[i]
+                if held[i] and policy.flow_rules:
+                    ev = self._with_labels(i, policy, sig, held[i])
+                decision, rule = ev.decision, ev.rule
+                if tracker is not None:
+                    limited = tracker.check(session_id, ev.obj, now)
+                    if limited is not None:
+                        decision, rule = limited.decision, limited.rule or DEFAULT_RULE
+                if decision != "deny" and ev.obj.labels:
+                    held[i].update(ev.obj.labels)
+                outs[i] = (decision, rule, ev)
+            after, rule, ev = outs[0]
+            before = outs[1][0] if outs[1] is not None else recorded
+            ref_after = outs[2][0] if outs[2] is not None else None
+            key = (sig, before, after, rule, _epoch_day(now), ref_after)
+            if ev is not self._cache[sig][0]:  # decided with labels: what matched may differ, so fold apart
+                key = (*key, ev.matched)
+            fold = self._folds.get(key)
+            if fold is None:
+                self._folds[key] = [1, sample, sample]
+            else:
+                fold[0] += 1
+                fold[1], fold[2] = min(fold[1], sample), max(fold[2], sample)
+        self._flow_session = (current, held)
+        return n
+
     # --- the limits prefilter: sessions no limit can touch need no per-call replay ---------------------
     def session_may_be_limited(
-        self, *, calls: int, duration: float, writes: int | None = None, busiest: tuple[int, float] | None = None
+        self, *, calls: int, duration: float, writes: int | None = None, busiest: tuple[int, float] | None = None,
+        labelling: int | None = None,
     ) -> bool:
         """Whether any call of a session with these aggregates could be denied by a limit of any replayed
-        policy (each tracker's `LimitsTracker.may_limit`; conservative). Only meaningful with limits."""
+        policy (each tracker's `LimitsTracker.may_limit`; conservative), or decided by a session data-flow rule:
+        with flow rules, `labelling` is how many of its calls may set a label (`may_set_labels`; None: unknown,
+        so True). A session no call of which sets a label is decided as without flow rules."""
+        if self.flows_replayed and (labelling is None or labelling > 0):
+            return True
         return any(
             t.may_limit(calls=calls, duration=duration, writes=writes, busiest=busiest)
             for t in self._trackers.values()
         )
+
+    def may_set_labels(self, sig: Signature) -> bool:
+        """The (evaluated) signature could set the first session label under some replayed policy: it matches a
+        `labels` entry and that policy does not deny it while the session holds no label. A session with no
+        such call never holds a label (its first label would need one), so it is decided as without flow rules,
+        even though later calls of a labelled session may be decided differently (a flow rule that allows can
+        replace a default deny)."""
+        return any(e is not None and e.obj.labels and e.decision != "deny" for e in self._cache[sig])
 
     def counts_as_write(self, sig: Signature) -> bool:
         """The (evaluated) signature may count towards max_writes for some replayed policy: a write that policy
@@ -370,10 +462,11 @@ class Replay:
 
     def _flush_folds(self) -> None:
         folds, self._folds = self._folds, {}
-        for (sig, before, after, rule, day, ref_after), (count, first, last) in folds.items():
-            cand = self._cache[sig][0]
+        for key, (count, first, last) in folds.items():
+            sig, before, after, rule, day, ref_after = key[:6]
+            matched = key[6] if len(key) > 6 else self._cache[sig][0].matched  # flows: what matched in session
             samples = () if first is None else ((first,) if first == last else (first, last))
-            self._tally(sig, before, after, rule, cand.matched, day, count, samples, ref_after)
+            self._tally(sig, before, after, rule, matched, day, count, samples, ref_after)
 
     def _tally(self, sig, before, after, rule, matched, day, count, samples, ref_after=None) -> None:
         if before not in RANK:
@@ -490,6 +583,7 @@ class Replay:
                 "tightened": tightened,
                 "loosened": changed_total - tightened,
                 "limits_replayed": self.needs_call_order,
+                "flows_replayed": self.flows_replayed,
                 "baseline": "policy" if self.baseline is not None else "recorded",
                 "candidate_version": getattr(self.candidate, "version", "") or "",
                 "baseline_version": (getattr(self.baseline, "version", "") or "") if self.baseline is not None else "",
@@ -564,22 +658,25 @@ def simulate_records(
     seen = 0
     if replay.needs_call_order:
         decisions = list(_decision_records(records, need_decision=baseline is None))
-        sessions: dict[str, list] = {}  # session -> [calls, writes, first epoch, last epoch, Counter(period)]
+        # session -> [calls, writes, first epoch, last epoch, Counter(period), calls that may set a label]
+        sessions: dict[str, list] = {}
         for r in decisions:
             sig = record_signature(r)
             replay.evaluations_for(sig, lambda r=r: record_input(r))
             now = _parse_ts(r["timestamp"]).timestamp()
             s = sessions.get(r.get("session_id") or "")
             if s is None:
-                s = sessions[r.get("session_id") or ""] = [0, 0, now, now, Counter()]
+                s = sessions[r.get("session_id") or ""] = [0, 0, now, now, Counter(), 0]
             s[0] += 1
             s[1] += replay.counts_as_write(sig)
+            s[5] += replay.flows_replayed and replay.may_set_labels(sig)
             s[2], s[3] = min(s[2], now), max(s[3], now)
             s[4][int(now // BUSY_PERIOD)] += 1
         replayed = {
-            sid for sid, (calls, writes, first, last, periods) in sessions.items()
+            sid for sid, (calls, writes, first, last, periods, labelling) in sessions.items()
             if not prefilter or replay.session_may_be_limited(
-                calls=calls, duration=last - first, writes=writes, busiest=(max(periods.values()), BUSY_PERIOD))
+                calls=calls, duration=last - first, writes=writes, busiest=(max(periods.values()), BUSY_PERIOD),
+                labelling=labelling)
         }
         rows = sorted(
             (r for r in decisions if (r.get("session_id") or "") in replayed),

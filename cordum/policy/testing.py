@@ -21,6 +21,16 @@ A case may instead check what the sidecar lets through of a tool result (the pol
     - name: an AWS key in a result is masked
       result: "aws_access_key_id = AKIAIOSFODNN7EXAMPLE"
       expect: {masked: {AWS Access Key: 1}}          # and `withheld: true` when the policy withholds
+
+A case may replay a `session`: calls in order, each a `call` with an optional `expect` (as above, plus `labels`:
+the session labels the call sets). A call that is not denied sets its labels for the calls after it, as in the
+sidecar (a call that needs approval counts as approved), so rules with `match.after` can be tested:
+    - name: a fetch after reading .env is denied
+      session:
+        - call: {server: filesystem, tool: read_text_file, arguments: {path: .env}}
+          expect: {decision: allow, labels: [secret-read]}
+        - call: {server: fetch, tool: fetch, arguments: {url: "https://example.com"}}
+          expect: {decision: deny, rule: deny-egress-after-secret-read, reason: "read_text_file"}
 """
 
 from __future__ import annotations
@@ -32,7 +42,8 @@ from typing import Any
 
 import yaml
 
-from .engine import Call, compile_policy
+from .engine import Call, Decision, compile_policy
+from .flows import label_origin
 from .loader import LoadResult, PolicyIssue, load_policy_file, parse_duration, yaml_limit_issue
 from .secrets import screen_result
 from .toollock import ToolPins, apply_drift, lock_from_listings
@@ -56,10 +67,12 @@ def _approval_problems(expected: Any, approval: dict | None) -> list[str]:
     return problems
 
 
-_EXPECT_KEYS = ("decision", "rule", "topic", "risk_tags", "target", "matched", "shadow", "reason", "approval")
+_EXPECT_KEYS = ("decision", "rule", "topic", "risk_tags", "target", "matched", "shadow", "reason", "approval",
+                "labels")
 # What a held call's approval settings mean when the policy leaves them out.
 _APPROVAL_UNSET = {"approvals_required": 1, "session_approval": False}
-_CASE_KEYS = ("name", "call", "result", "expect", "description", "listing", "lock")
+_CASE_KEYS = ("name", "call", "result", "session", "expect", "description", "listing", "lock")
+_STEP_KEYS = ("call", "expect")
 _RESULT_EXPECT_KEYS = ("masked", "withheld")
 _LISTING_EXPECT_KEYS = ("drift", "listed", "decision", "rule", "reason")  # what a listing case checks
 
@@ -165,9 +178,11 @@ def load_cases(path: str) -> tuple[list[tuple[int, dict]], list[PolicyIssue]]:
 
 
 def _case_problem(case: dict) -> str | None:
-    """What is wrong with a case of any kind: a tool listing, a tool result, or a call."""
+    """What is wrong with a case of any kind: a session of calls, a tool listing, a tool result, or a call."""
     if "lock" in case and "listing" not in case:
         return "'lock' goes with a 'listing' (the tools a server lists, compared with it)"
+    if "session" in case:
+        return _session_case_problem(case)
     if "listing" in case:
         return _listing_case_problem(case)
     if "result" in case:
@@ -175,10 +190,34 @@ def _case_problem(case: dict) -> str | None:
     return _call_case_problem(case)
 
 
-def _call_case_problem(case: dict) -> str | None:
+def _session_case_problem(case: dict) -> str | None:
+    steps = case["session"]
+    if "call" in case or "result" in case or "expect" in case:
+        return "a session case lists its calls (each with its own 'expect') under 'session' only"
+    if not isinstance(steps, list) or not steps:
+        return "'session' must be a list of calls, each {call, expect}"
+    for i, step in enumerate(steps, 1):
+        if not isinstance(step, dict) or "call" not in step:
+            return f"session call {i}: must be a mapping with 'call' (and optionally 'expect')"
+        bad = [k for k in step if k not in _STEP_KEYS]
+        if bad:
+            return f"session call {i}: unknown key '{bad[0]}'; expected one of: {', '.join(_STEP_KEYS)}"
+        problem = _call_case_problem(step, expect_required=False)
+        if problem:
+            return f"session call {i}: {problem}"
+    return None
+
+
+def _call_case_problem(case: dict, *, expect_required: bool = True) -> str | None:
     """What is wrong with a call case (None: nothing); a bare decision as `expect` becomes {"decision": ...}."""
-    if "call" not in case or "expect" not in case:
+    if "call" not in case or ("expect" not in case and expect_required):
         return "case is missing 'call' or 'expect'"
+    if "expect" not in case:
+        try:
+            Call.from_dict(case["call"])
+        except ValueError as exc:
+            return f"invalid call: {exc}"
+        return None
     expect = case["expect"]
     if isinstance(expect, str):
         expect = case["expect"] = {"decision": expect}
@@ -305,29 +344,61 @@ def run_repo_tests(repo: str, *, policy_path: str | None = None) -> RepoTestRepo
                                       else _run_result_case(loaded.policy, case))
                 report.results.append(CaseResult(path, line, name, not problems, problems, observed))
                 continue
-            call = Call.from_dict(case["call"])
-            d = compiled.evaluate(call)
-            exp = case["expect"]
-            problems = []
-            if d.decision != exp["decision"]:
-                problems.append(f"decision: expected {exp['decision']}, got {d.decision}")
-            if "rule" in exp and d.rule != exp["rule"]:
-                problems.append(f"rule: expected {exp['rule'] or 'none (default)'}, got {d.rule or 'none (default)'}")
-            for key in ("topic", "target"):
-                if key in exp and getattr(d, key) != exp[key]:
-                    problems.append(f"{key}: expected {exp[key]!r}, got {getattr(d, key)!r}")
-            if "reason" in exp and str(exp["reason"]) not in d.reason:
-                problems.append(f"reason: expected it to contain {exp['reason']!r}, got {d.reason!r}")
-            if "risk_tags" in exp and sorted(d.risk_tags) != sorted(exp["risk_tags"] or []):
-                problems.append(f"risk_tags: expected {sorted(exp['risk_tags'] or [])}, got {sorted(d.risk_tags)}")
-            if "matched" in exp and list(d.matched) != list(exp["matched"] or []):
-                problems.append(f"matched: expected {list(exp['matched'] or [])}, got {list(d.matched)}")
-            if "shadow" in exp and [s["rule"] for s in d.shadow] != list(exp["shadow"] or []):
-                problems.append(f"shadow: expected {list(exp['shadow'] or [])}, got {[s['rule'] for s in d.shadow]}")
-            if "approval" in exp:
-                problems.extend(_approval_problems(exp["approval"], d.approval))
+            if "session" in case:
+                problems, observed, matched = _run_session_case(compiled, case)
+                covered.update(matched)
+                report.results.append(CaseResult(path, line, name, not problems, problems, observed))
+                continue
+            d = compiled.evaluate(Call.from_dict(case["call"]))
+            problems = _decision_problems(d, case["expect"])
             covered.update(d.matched)
             covered.update(s["rule"] for s in d.shadow)
             report.results.append(CaseResult(path, line, name, not problems, problems, d.to_dict()))
     report.uncovered_rules = [r.id for r in loaded.policy.rules if r.id not in covered]
     return report
+
+
+def _run_session_case(compiled, case: dict) -> tuple[list[str], dict, set[str]]:
+    """Replay a session's calls in order: a call not denied sets its labels for the calls after it."""
+    held: dict[str, dict] = {}
+    problems: list[str] = []
+    decisions: list[dict] = []
+    matched: set[str] = set()
+    for i, step in enumerate(case["session"], 1):
+        d = compiled.evaluate(Call.from_dict(step["call"]), held or None)
+        if "expect" in step:
+            problems.extend(f"call {i}: {p}" for p in _decision_problems(d, step["expect"]))
+        matched.update(d.matched)
+        matched.update(s["rule"] for s in d.shadow)
+        decisions.append(d.to_dict())
+        if d.decision != "deny":
+            call = step["call"]
+            origin = label_origin(decision_id=f"#{i}", server=str(call.get("server") or ""),
+                                  tool=str(call.get("tool") or ""), target=d.target, timestamp="")
+            for label in d.labels:
+                held.setdefault(label, origin)
+    return problems, {"session": decisions}, matched
+
+
+def _decision_problems(d: Decision, exp: dict) -> list[str]:  # noqa: C901 - one check per expected key
+    problems = []
+    if d.decision != exp["decision"]:
+        problems.append(f"decision: expected {exp['decision']}, got {d.decision}")
+    if "rule" in exp and d.rule != exp["rule"]:
+        problems.append(f"rule: expected {exp['rule'] or 'none (default)'}, got {d.rule or 'none (default)'}")
+    for key in ("topic", "target"):
+        if key in exp and getattr(d, key) != exp[key]:
+            problems.append(f"{key}: expected {exp[key]!r}, got {getattr(d, key)!r}")
+    if "reason" in exp and str(exp["reason"]) not in d.reason:
+        problems.append(f"reason: expected it to contain {exp['reason']!r}, got {d.reason!r}")
+    if "risk_tags" in exp and sorted(d.risk_tags) != sorted(exp["risk_tags"] or []):
+        problems.append(f"risk_tags: expected {sorted(exp['risk_tags'] or [])}, got {sorted(d.risk_tags)}")
+    if "matched" in exp and list(d.matched) != list(exp["matched"] or []):
+        problems.append(f"matched: expected {list(exp['matched'] or [])}, got {list(d.matched)}")
+    if "shadow" in exp and [s["rule"] for s in d.shadow] != list(exp["shadow"] or []):
+        problems.append(f"shadow: expected {list(exp['shadow'] or [])}, got {[s['rule'] for s in d.shadow]}")
+    if "labels" in exp and sorted(d.labels) != sorted(exp["labels"] or []):
+        problems.append(f"labels: expected {sorted(exp['labels'] or [])}, got {sorted(d.labels)}")
+    if "approval" in exp:
+        problems.extend(_approval_problems(exp["approval"], d.approval))
+    return problems

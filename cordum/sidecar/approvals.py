@@ -63,14 +63,25 @@ APPROVAL_REQUEST_FIELDS = ("decision_id", "session_id", "server", "tool", "actio
 
 
 def approval_request_payload(record: dict[str, Any], approval: dict[str, Any], *, tool: str,
-                             arguments: dict[str, Any], root: str | None) -> dict[str, Any]:
-    """What a held call sends the control plane: its evidence fields (policy-redacted), the diff a write would
-    make from the real arguments (masked; the control plane stores it encrypted until decided), and the rule's
-    approval settings. The proxy and the hook both send this."""
-    from cordum.sidecar.diffs import write_diff
+                             arguments: dict[str, Any], root: str | None, compiled: Any = None) -> dict[str, Any]:
+    """What a held call sends the control plane: its evidence fields (policy-redacted), what it would do from the
+    real arguments (a write's diff, a shell command's programs with the one the rule is about marked; masked,
+    and stored encrypted until decided), and the rule's approval settings. The proxy and the hook both send
+    this; `compiled`, the policy in force, finds which program of a command line made the rule apply."""
+    from cordum.sidecar.diffs import SHELL_TOOLS, shell_view, write_diff
 
+    what = write_diff(tool=tool, arguments=arguments, root=root)
+    command = (arguments or {}).get("command")
+    if not what and tool in SHELL_TOOLS and isinstance(command, str) and command.strip() and compiled is not None:
+        from cordum.policy import Call, evaluate
+
+        def decide(program: str) -> str | None:
+            return evaluate(compiled, Call(server=record.get("server") or "", tool=tool,
+                                           arguments={**arguments, "command": program}, root=root)).rule
+
+        what = shell_view(command=command, rule=record.get("rule"), decide=decide, root=root)
     payload = {k: record.get(k) for k in APPROVAL_REQUEST_FIELDS}
-    payload.update(diff=write_diff(tool=tool, arguments=arguments, root=root),
+    payload.update(diff=what,
                    on_timeout=approval.get("on_timeout") or "deny",
                    reviewers=list(approval.get("reviewers") or ["role:reviewer"]),
                    allow_self_approval=bool(approval.get("allow_self_approval")),

@@ -88,3 +88,83 @@ def write_diff(*, tool: str, arguments: dict[str, Any], root: str | None) -> str
     if len(text.encode()) > MAX_DIFF_BYTES:
         return text.encode()[:MAX_DIFF_BYTES].decode("utf-8", "ignore") + "\n[diff truncated]\n"
     return text
+
+
+# --- shell commands ------------------------------------------------------------------------------
+SHELL_TOOLS = ("Bash", "PowerShell")
+
+
+def shell_programs(command: str) -> list[str]:
+    """The programs a command line runs, split at pipes, `&&`, `||`, `;`, `&` and (sub)shell parentheses (the
+    stdlib's shell lexer; `$(…)` and backquotes open a subshell too)."""
+    import shlex
+
+    lexer = shlex.shlex(command.replace("`", " ; "), posix=True, punctuation_chars=";&|()")
+    lexer.whitespace_split = True
+    programs: list[str] = []
+    words: list[str] = []
+    try:
+        for token in lexer:
+            if token.strip(";&|()") == "":  # an operator (or a run of them)
+                if words:
+                    programs.append(shlex.join(words))
+                    words = []
+            elif token != "$":  # the `$` of `$(`
+                words.append(token)
+    except ValueError:  # unbalanced quotes: shown whole, as the shell would refuse it too
+        return [command]
+    if words:
+        programs.append(shlex.join(words))
+    return programs or [command]
+
+
+MAX_PUSHED_COMMITS = 20
+
+
+def pushed_commits(program: str, root: str | None) -> list[str]:
+    """For `git push [remote] [src[:dst]]`, the commits it would push ("<sha> <subject>"), as git in the call's
+    root sees them; [] for another program or when git cannot tell (no root, no remote branch)."""
+    import shlex
+    import subprocess
+
+    try:
+        words = shlex.split(program)
+    except ValueError:
+        return []
+    if not root or len(words) < 2 or words[0] != "git" or "push" not in words:
+        return []
+    rest = [w for w in words[words.index("push") + 1:] if not w.startswith("-")]
+    if len(rest) >= 2:
+        src, _, dst = rest[1].lstrip("+").partition(":")
+        src = src or "HEAD"
+        ranges = [[f"{rest[0]}/{dst or src}..{src}"], [src, "--not", f"--remotes={rest[0]}"]]
+    else:
+        ranges = [["@{push}..HEAD"], ["HEAD", "--not", "--remotes"]]
+    for revisions in ranges:
+        if any(r.startswith("-") for r in revisions[:1]):  # never an option from the agent's command line
+            return []
+        try:
+            done = subprocess.run(["git", "-C", root, "log", "--oneline", "--no-decorate",
+                                   f"-n{MAX_PUSHED_COMMITS + 1}", *revisions, "--"],
+                                  capture_output=True, text=True, timeout=3, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return []
+        if done.returncode == 0:
+            return done.stdout.splitlines()
+    return []
+
+
+def shell_view(*, command: str, rule: str | None, decide, root: str | None = None) -> str:
+    """The command and its programs, one per line, each program `decide` holds by the same rule marked `>`:
+    the part that made the rule apply; under a `git push`, the commits it would push (`+`).
+    `decide(program) -> rule id or None`."""
+    programs = shell_programs(command)
+    lines = [f"$ {mask_secrets(command)}"]
+    for i, program in enumerate(programs, 1):
+        hit = rule is not None and len(programs) > 1 and decide(program) == rule
+        lines.append(f"{'>' if hit else ' '} {i:>2}  {mask_secrets(program)}{f'   <- {rule}' if hit else ''}")
+        commits = pushed_commits(program, root)
+        lines += [f"+       {mask_secrets(c)}" for c in commits[:MAX_PUSHED_COMMITS]]
+        if len(commits) > MAX_PUSHED_COMMITS:
+            lines.append("        … and more commits")
+    return "\n".join(lines) + "\n"

@@ -21,17 +21,20 @@ import orjson
 from cordum.policy import (
     Call,
     LimitsTracker,
+    SessionFlows,
     args_digest,
     compile_policy,
     evaluate,
+    label_origin,
     load_policy_file,
     local_version,
     policy_from_dict,
     redact_arguments,
     redact_target,
 )
+from cordum.policy.flows import flow_facts
 from cordum.policy.model import ResultSettings
-from cordum.policy.paths import reached_paths, strictest
+from cordum.policy.paths import decide_reaching, reached_paths, strictest
 from cordum.policy.secrets import default_scanner, screen_result
 from cordum.policy.toollock import ToolPins, apply_drift
 from cordum.sidecar.approvals import (
@@ -57,6 +60,11 @@ INTERRUPTED_HELD = ("interrupted: the sidecar stopped (crash or kill) while the 
                     "never forwarded")
 
 
+def _add_flow_facts(record: dict[str, Any], flow: dict | None, labels: tuple[str, ...]) -> None:
+    if labels or flow is not None:
+        record["facts"] = {**(record.get("facts") or {}), **flow_facts(flow, labels)}
+
+
 class PolicyLoadError(Exception):
     pass
 
@@ -68,12 +76,13 @@ class LoadedPolicy:
     sequence: int | None
     source: str
     limits: Any = None  # LimitsTracker
+    flows: Any = None  # SessionFlows, when the policy has session data-flow rules (`labels`, `match.after`)
 
 
 def _compile(policy: Any, version: str, *, sequence: int | None, source: str) -> LoadedPolicy:
     compiled = compile_policy(policy, version)
     return LoadedPolicy(compiled=compiled, version=version, sequence=sequence, source=source,
-                        limits=LimitsTracker(compiled))
+                        limits=LimitsTracker(compiled), flows=SessionFlows() if compiled.has_flows else None)
 
 
 def policy_from_bundle(bundle: dict, *, source: str) -> LoadedPolicy:
@@ -115,6 +124,17 @@ def load_local_policy(path: str | os.PathLike[str], *, trusted_keys: dict[str, s
     return _compile(result.policy, version, sequence=None, source=str(p))
 
 
+def _carry_flows(old: LoadedPolicy | None, loaded: LoadedPolicy | None) -> None:
+    """A new policy version goes on with the session labels of the one it replaces (a session that read a
+    secret still has); the same version re-announced keeps the same tracker."""
+    if loaded is None or old is None or old.flows is None:
+        return
+    if old.version == loaded.version:
+        loaded.flows = old.flows
+    elif loaded.flows is not None:
+        loaded.flows.carry_over(old.flows)
+
+
 @dataclass
 class Verdict:
     """One decided call and its evidence record (kept until the outcome is known)."""
@@ -129,6 +149,9 @@ class Verdict:
     started: float = field(default_factory=time.monotonic)
     unmapped: bool = False  # a tool the policy's map does not know, handed to the person at the terminal
     grant: SessionGrant | None = None  # the session answer that lets this held call through without asking
+    session_id: str = ""
+    sets_labels: tuple[str, ...] = ()  # session labels the call sets once it runs (`Enforcer.call_forwarded`)
+    shadow_sets: tuple[str, ...] = ()  # the same under the shadow version (if it would not deny the call)
 
     @property
     def decision_id(self) -> str:
@@ -203,6 +226,7 @@ class Enforcer:
                 loaded.limits = old.limits  # same version re-announced: the same tracker
             elif loaded.limits is not None:
                 loaded.limits.carry_over(old.limits)  # a new version: running sessions keep their counts
+        _carry_flows(old, loaded)
         shown = (self.pins.generation, self._on_tool_drift())
         self.primary = loaded
         self._report_drifts(self.pins.set_lock(loaded.compiled.policy.tools_lock if loaded is not None else None))
@@ -215,6 +239,7 @@ class Enforcer:
                                            "source": loaded.source if loaded else None, "reason": reason})
 
     def set_shadow(self, loaded: LoadedPolicy | None) -> None:
+        _carry_flows(self.shadow, loaded)
         self.shadow = loaded
 
     # -- tool pinning ---------------------------------------------------------------------------
@@ -284,6 +309,9 @@ class Enforcer:
         primary = self.primary
         shadow_out: list[dict[str, Any]] = []
         unmapped = False
+        sets_labels: tuple[str, ...] = ()
+        shadow_sets: tuple[str, ...] = ()
+        flow = None
         reaches: dict[str, str] = {}
         facts: dict[str, Any] = {}  # what the evidence says beyond the decision (never a value)
         if primary is None:
@@ -298,7 +326,12 @@ class Enforcer:
             try:
                 # judged by the path the call names and by the file it really reaches, whichever is stricter
                 reaches = reached_paths(call)
-                d = strictest(evaluate(primary.compiled, call), call, lambda c: evaluate(primary.compiled, c), reaches)
+                if primary.flows is None:  # no session data-flow rules: nothing more per call
+                    d = strictest(evaluate(primary.compiled, call), call, lambda c: evaluate(primary.compiled, c),
+                                  reaches)
+                else:  # the labels are those of the path named and of the file reached (a symlink to .env)
+                    d = decide_reaching(primary.compiled, call, reaches, primary.flows.labels(session_id))
+                    sets_labels, flow = d.labels, d.flow
                 if primary.limits is not None and d.decision != "deny":
                     limited = primary.limits.check(session_id, d, time.time())
                     if limited is not None:
@@ -323,14 +356,8 @@ class Enforcer:
                 reason = f"policy evaluation failed ({type(exc).__name__}); denied (fail closed)"
                 topic, risk_tags, target, action, approval = f"job.mcp-bridge.{server}.{tool}", [], "", f"{server}.{tool}", {}
                 redacted = {"_redacted": "evaluation failed"}
-            shadow_policy = self.shadow
-            if shadow_policy is not None:
-                try:
-                    sd = evaluate(shadow_policy.compiled, call)
-                    shadow_out.append({"rule": sd.rule, "decision": sd.decision,
-                                       "policy_version": sd.policy_version or shadow_policy.version})
-                except Exception:
-                    log.exception("shadow policy evaluation failed")
+            if self.shadow is not None:
+                shadow_sets = self._decide_shadow(self.shadow, call, session_id, shadow_out)
         grant = self._use_grant(decision=decision, unmapped=unmapped, session_id=session_id, rule=rule, server=server,
                                 tool=tool, target=target)
         latency_us = (time.perf_counter_ns() - t0) // 1000
@@ -363,10 +390,14 @@ class Enforcer:
             "root": call.root,  # what "{root}" and relative paths meant for this decision (replayed by simulation)
         }
         record.update(_observed(reaches, grant, facts))
+        # `flow` only when its rule decided (a limit may have denied the call instead)
+        _add_flow_facts(record, flow if flow and flow["rule"] == rule else None,
+                        sets_labels if decision != "deny" else ())
         if extra:
             record.update(extra)
         verdict = Verdict(decision=decision, rule=rule, reason=reason, policy_version=version, record=record,
-                          approval=approval, unmapped=unmapped, grant=grant)
+                          approval=approval, unmapped=unmapped, grant=grant, session_id=session_id,
+                          sets_labels=sets_labels if decision != "deny" else (), shadow_sets=shadow_sets)
         self.counters.count(decision)
         verdict.seq = self.spool.add(record)
         if self.on_record is not None:
@@ -400,6 +431,40 @@ class Enforcer:
             return False
         self.record_outcome(verdict, "approved", reviewer=grant.reviewer, comment=grant.comment())
         return True
+
+    @staticmethod
+    def _decide_shadow(shadow: LoadedPolicy, call: Call, session_id: str, shadow_out: list) -> tuple[str, ...]:
+        """What the shadow version would decide (appended to `shadow_out`); the labels it would set."""
+        try:
+            flows = shadow.flows  # the shadow version keeps its own session labels
+            sd = evaluate(shadow.compiled, call, flows.labels(session_id) if flows else None)
+        except Exception:
+            log.exception("shadow policy evaluation failed")
+            return ()
+        shadow_out.append({"rule": sd.rule, "decision": sd.decision,
+                           "policy_version": sd.policy_version or shadow.version})
+        return sd.labels if sd.decision != "deny" else ()
+
+    def call_forwarded(self, verdict: Verdict) -> list[str]:
+        """The call goes to its server now: the session labels it sets hold for the session's later calls
+        (labels are set by calls that run, never by denied ones). Returns the labels newly set."""
+        loaded, shadow = self.primary, self.shadow
+        if not (verdict.sets_labels or verdict.shadow_sets):
+            return []
+        r = verdict.record
+        origin = label_origin(decision_id=verdict.decision_id, server=r.get("server") or "", tool=r.get("tool") or "",
+                              target=r.get("target") or "", timestamp=r.get("timestamp") or "")
+        if shadow is not None and shadow.flows is not None and verdict.shadow_sets:
+            shadow.flows.record(verdict.session_id, verdict.shadow_sets, origin)
+        if not verdict.sets_labels or loaded is None or loaded.flows is None:
+            return []
+        return loaded.flows.record(verdict.session_id, verdict.sets_labels, origin)
+
+    def end_session(self, session_id: str) -> None:
+        """The agent session is over (its HTTP session closed): forget its session labels."""
+        for loaded in (self.primary, self.shadow):
+            if loaded is not None and loaded.flows is not None:
+                loaded.flows.end_session(session_id)
 
     # -- tool results -----------------------------------------------------------------------------
 

@@ -27,6 +27,10 @@ the call, and the counters are stored again, all in one spool write transaction 
 carry over when the policy version changes (a new bundle or an edited local policy): a session's limits
 bound the session, so a policy update does not hand every running session a fresh budget (the proxy does the
 same in memory: `LimitsTracker.carry_over`).
+
+Session data-flow labels (`labels:` and rules with `match.after`) persist the same way: each hook process loads
+the session's labels from the same `hook_sessions` row, decides, and stores the labels a call it did not deny
+has set (the hook cannot see whether the agent then ran the call, so it assumes it did).
 """
 
 from __future__ import annotations
@@ -286,19 +290,33 @@ def _sidecar_in_front(cfg: SidecarConfig, call: HookCall) -> str | None:
 
 
 def decide_counted(svc, call: HookCall):
-    """Decide the call, with the session's limit counters kept in the spool across hook processes."""
+    """Decide the call, with the session's limit counters and data-flow labels kept in the spool across hook
+    processes (one stored object: the limit counters plus `flow_labels`)."""
     primary = svc.enforcer.primary
     tracker = primary.limits if primary is not None else None
-    if tracker is None or not tracker.has_limits:
+    limited = tracker is not None and tracker.has_limits
+    flows = primary.flows if primary is not None else None
+    if not limited and flows is None:
         return svc.enforcer.decide(server=call.server, tool=call.tool, arguments=call.arguments,
                                    session_id=call.session_id, root=call.root, ask_unmapped=True)
     # The transaction ends before any approval wait, so other hook processes are held for one decision only.
     with svc.spool.hook_session(call.session_id, policy_version=primary.version) as session:
-        if session.counters is not None:
-            tracker.import_session(call.session_id, session.counters)
+        stored = session.counters or {}
+        if limited and "started" in stored:
+            tracker.import_session(call.session_id, stored)
+        if flows is not None and stored.get("flow_labels"):
+            flows.import_session(call.session_id, stored["flow_labels"])
         verdict = svc.enforcer.decide(server=call.server, tool=call.tool, arguments=call.arguments,
                                       session_id=call.session_id, root=call.root, ask_unmapped=True)
-        session.counters = tracker.export_session(call.session_id, now=time.time())
+        if verdict.decision != "deny":
+            # The hook answers before the agent runs the call and never sees it forwarded: a call it does not
+            # deny (allowed, or asked about) sets its labels now, the stricter reading for what follows.
+            svc.enforcer.call_forwarded(verdict)
+        blob = (tracker.export_session(call.session_id, now=time.time()) if limited else None) or {}
+        labels = flows.export_session(call.session_id) if flows is not None else None
+        if labels:
+            blob["flow_labels"] = labels
+        session.counters = blob or None
     return verdict
 
 
@@ -374,7 +392,7 @@ async def _approve(svc, verdict, call: HookCall, answer) -> dict[str, Any]:
         return answer(fallback, f"{head} (policy {verdict.policy_version}); no control plane to ask, "
                                 f"so {'asking you' if fallback == 'ask' else 'denied'}")
     payload = approval_request_payload(verdict.record, approval, tool=call.tool, arguments=call.arguments,
-                                       root=call.root)
+                                       root=call.root, compiled=svc.enforcer.primary.compiled if svc.enforcer.primary else None)
     wait = svc.approvals.wait_seconds(min(policy_timeout_seconds(approval), cfg.hook.approval_wait_seconds))
     result = await svc.approvals.request_and_wait(payload, timeout_seconds=wait)
     if result.approved:

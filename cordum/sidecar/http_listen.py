@@ -126,6 +126,7 @@ class HttpSession:
                 with contextlib.suppress(Exception):
                     await up.close()
             relay.abandon_calls()  # forwarded calls whose answer never came: recorded failed, not left open
+            self.svc.enforcer.end_session(relay.session_id)  # its session labels go with it
             log.info("http session closed", extra={"mcp_session": self.id})
 
 

@@ -274,6 +274,7 @@ class Relay:
             raw = orjson.dumps(dict(msg, params=params))
         self._calls[(upstream.name, req_id)] = _Pending(verdict, upstream)
         verdict.started = time.monotonic()
+        self.enforcer.call_forwarded(verdict)  # the session labels it sets hold from now on
         try:
             upstream.send(raw)
         except ConnectionError as exc:

@@ -85,7 +85,8 @@ HOOK_SESSION_IDLE_SECONDS = 86400.0
 
 @dataclass
 class HookSession:
-    """A hook session's stored limit counters (`LimitsTracker.export_session` format), or None for a new one.
+    """A hook session's stored limit counters (`LimitsTracker.export_session` format, plus `flow_labels`: the
+    session's data-flow labels, `SessionFlows.export_session` format), or None for a new one.
     Set `counters` inside `Spool.hook_session()` to what should be stored when the block ends."""
 
     session_id: str

@@ -201,23 +201,29 @@ def evidence_signatures(*, window: Window) -> list[tuple]:
     return _small_aggregate(sql, params)
 
 
-def evidence_session_stats(*, window: Window, write_digests: list[str] | None) -> Iterator[tuple]:
-    """Rows of (session_hash, calls, writes, busiest, duration_seconds), one per session (PostgreSQL): the
-    aggregates `Replay.session_may_be_limited` decides on. writes counts the calls whose args_digest is in
+def evidence_session_stats(*, window: Window, write_digests: list[str] | None,
+                           label_digests: list[str] | None = None) -> Iterator[tuple]:
+    """Rows of (session_hash, calls, writes, busiest, duration_seconds, labelling), one per session (PostgreSQL):
+    the aggregates `Replay.session_may_be_limited` decides on. writes counts the calls whose args_digest is in
     `write_digests` (the digests of the signatures that may count as writes: a superset of the write calls,
-    cheaper to test than a signature; None: not counted, 0); busiest is the most calls in one epoch-aligned UTC period
-    of `BUSY_PERIOD` seconds; duration is from the first to the last call. Sessions are 64-bit hashes, as in
-    the call stream (a collision would merge two sessions' aggregates, which only makes them look busier).
+    cheaper to test than a signature; None: not counted, 0); labelling likewise counts the calls whose
+    args_digest is in `label_digests` (signatures that may set a session data-flow label; None: 0); busiest is
+    the most calls in one epoch-aligned UTC period of `BUSY_PERIOD` seconds; duration is from the first to the
+    last call. Sessions are 64-bit hashes, as in the call stream (a collision would merge two sessions'
+    aggregates, which only makes them look busier).
     """
     where, params = window.where()
     writes = "count(*) FILTER (WHERE args_digest = ANY(%s::text[]))" if write_digests else "0"
+    labels = "count(*) FILTER (WHERE args_digest = ANY(%s::text[]))" if label_digests else "0"
     sql = (
-        "SELECT s, sum(n)::bigint, sum(w)::bigint, max(n), extract(epoch FROM max(t1) - min(t0))::float8 FROM ("  # noqa: S608
+        "SELECT s, sum(n)::bigint, sum(w)::bigint, max(n), extract(epoch FROM max(t1) - min(t0))::float8, "  # noqa: S608
+        "sum(lb)::bigint FROM ("
         f"SELECT {SESSION_HASH} AS s, floor(extract(epoch FROM \"timestamp\") / {BUSY_PERIOD}) AS m, count(*) AS n, "
-        f"{writes} AS w, min(\"timestamp\") AS t0, max(\"timestamp\") AS t1 "
+        f"{writes} AS w, {labels} AS lb, min(\"timestamp\") AS t0, max(\"timestamp\") AS t1 "
         f"FROM {_table()} WHERE {where} GROUP BY s, m) per_period GROUP BY s"
     )
-    yield from _small_aggregate(sql, ([write_digests] if write_digests else []) + params)
+    yield from _small_aggregate(
+        sql, ([write_digests] if write_digests else []) + ([label_digests] if label_digests else []) + params)
 
 
 def _small_aggregate(sql: str, params: list) -> list[tuple]:

@@ -289,15 +289,16 @@ def simulation_replay(*, simulation: Simulation, candidate: Any, baseline: Any =
         signature = {h: next(iter(sigs)) for h, sigs in by_hash.items()} if hashed else None
         replayed, expected = None, 0  # session hashes to replay call by call (None: all of them), their calls
         if hashed and prefilter:
-            # Pass 2: per-session aggregates; the engine says which sessions a limit could touch. Pass 3: the
-            # others' calls, grouped and folded without the tracker.
+            # Pass 2: per-session aggregates; the engine says which sessions a limit (or a session data-flow
+            # label) could touch. Pass 3: the others' calls, grouped and folded without the tracker.
             writes = sorted({sig[2] for sig in signature.values() if replay.counts_as_write(sig)})
+            labelling = sorted({sig[2] for sig in signature.values() if replay.may_set_labels(sig)})
             replayed, expected = [], 0
-            for session, calls, n_writes, busiest, duration in selectors.evidence_session_stats(
-                window=window, write_digests=writes or None
+            for session, calls, n_writes, busiest, duration, n_labelling in selectors.evidence_session_stats(
+                window=window, write_digests=writes or None, label_digests=labelling or None
             ):
                 if replay.session_may_be_limited(calls=calls, duration=duration, writes=n_writes,
-                                                 busiest=(busiest, BUSY_PERIOD)):
+                                                 busiest=(busiest, BUSY_PERIOD), labelling=n_labelling):
                     replayed.append(session)
                     expected += calls
             for h, decision, day, count, first, last in selectors.evidence_unlimited_groups(

@@ -135,3 +135,25 @@ def test_the_s_key_approves_for_the_session_and_a_two_person_card_counts_approva
     expect(page.locator(".approval-progress")).to_contain_text("1 of 2 approvals — alice@example.com")
     expect(page.locator("button.approve")).to_have_count(0)  # alice counted once; another reviewer must approve
     assert ApprovalRequest.objects.get(pk=two).state == "pending"
+
+
+def test_a_request_arriving_while_the_queue_is_open_raises_a_browser_notification(login, live_server, page,
+                                                                                   reviewer_world):
+    page.context.grant_permissions(["notifications"], origin=live_server.url)
+    page.add_init_script("""
+        window.__notifications = [];
+        window.Notification = class { constructor(title, options) { window.__notifications.push({title, ...options}); }
+                                      static get permission() { return "granted"; } };
+    """)  # records what the page shows; the permission itself is granted to the real browser context above
+    login("alice")
+    page.click("nav >> text=Approvals")
+    old = sidecar_opens(live_server, reviewer_world["token"], target="src/old.py")
+    page.reload()
+    expect(page.locator(f"#approval-{old}")).to_be_visible()
+
+    new = sidecar_opens(live_server, reviewer_world["token"], target="src/new.py")
+    expect(page.locator(f"#approval-{new}")).to_be_visible()
+    page.wait_for_function("window.__notifications.length >= 1")
+    [shown] = page.evaluate("window.__notifications")
+    assert shown["title"] == "Cordum: approval needed" and shown["tag"] == new
+    assert shown["body"] == "claude-code-mo: file.write on src/new.py"

@@ -49,6 +49,13 @@ def workspace(tmp_path):
     (project / ".env").write_text("STRIPE_KEY=sk_live_not_for_models\n")
     (project / "src").mkdir()
     (project / "src" / "app.py").write_text("print('hello')\n")
+    (project / "nb.ipynb").write_text(json.dumps({"cells": [{"cell_type": "code", "id": "c1", "metadata": {},
+                                                             "source": ["print(1)"], "outputs": [],
+                                                             "execution_count": None}],
+                                                  "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    skill = project / ".claude" / "skills" / "hello"
+    skill.mkdir(parents=True)
+    (skill / "SKILL.md").write_text("---\nname: hello\ndescription: Says hello.\n---\nSay hello.\n")
     _git(project, "init", "-q", "-b", "main")
     _git(project, "add", "README.md", "src/app.py")
     _git(project, "commit", "-q", "-m", "first")
@@ -162,8 +169,8 @@ def test_claude_code_works_through_cordum_benign_calls_run_risky_ones_are_refuse
         [T("mcp__api__read_note", {"name": "shopping"})],
         # the rest of the built-in tools: the hook lets the planning and web ones run (whatever the tool itself
         # then makes of them here, offline and headless; their own model requests get a short text). Not run:
-        # Workflow and an allowed Monitor answer in the background; NotebookEdit, CronDelete, TaskStop and Skill
-        # refuse unknown notebooks, jobs, tasks and skills before any hook runs; their decisions are policy tests
+        # Workflow and an allowed Monitor answer in the background; CronDelete and TaskStop refuse ids they do not
+        # know before any hook runs (a script cannot know the ids); their decisions are policy tests
         # (policies_repo_template/tests/claude_code.yaml).
         [T("ToolSearch", {"query": "select:CronCreate,SendMessage,EnterWorktree,ExitWorktree,WebSearch,WebFetch,Task", "max_results": 12})],
         [T("CronCreate", {"cron": "0 9 * * 1", "prompt": "check the build", "recurring": False})],
@@ -173,8 +180,11 @@ def test_claude_code_works_through_cordum_benign_calls_run_risky_ones_are_refuse
         [T("WebSearch", {"query": "cordum policy"})],
         [T("WebFetch", {"url": "https://example.com/", "prompt": "summarise"})],
         [T("Task", {"description": "look around", "prompt": "Say ok.", "subagent_type": "general-purpose"})],
+        [T("Skill", {"skill": "hello"})],
+        [T("Read", {"file_path": f"{p}/nb.ipynb"})],
         [T("EnterWorktree", {"name": "cordum-check"})],
         [T("ExitWorktree", {"action": "remove", "discard_changes": True})],
+        [T("NotebookEdit", {"notebook_path": f"{p}/nb.ipynb", "cell_id": "c1", "new_source": "print(2)"})],
         "All done.",
     ]
     model = ScriptedModel(script)
@@ -195,7 +205,7 @@ def test_claude_code_works_through_cordum_benign_calls_run_risky_ones_are_refuse
 
     assert len(calls) >= 40
     benign, refused, asked, unmapped = calls[:21], calls[21:39], calls[39:41], calls[41:43]
-    let_run = calls[43:]
+    let_run, notebook = calls[43:-1], calls[-1]
     for call in benign:
         assert not answer[call.id]["is_error"], (call.name, answer[call.id]["content"][:600])
     assert "# payments service" in answer[benign[4].id]["content"]
@@ -217,6 +227,8 @@ def test_claude_code_works_through_cordum_benign_calls_run_risky_ones_are_refuse
     assert (workspace["tmp"] / "helper-ran").exists()
     for call in let_run:  # Cordum let them through; what the tool made of them is the tool's
         assert "Cordum" not in answer[call.id]["content"], (call.name, answer[call.id]["content"][:300])
+    assert answer[notebook.id]["is_error"] and "approve-code-write" in answer[notebook.id]["content"]
+    assert "print(1)" in (project / "nb.ipynb").read_text() and "print(2)" not in (project / "nb.ipynb").read_text()
     for made in ("new.txt", "evil.txt", "evil3.txt", "src/other.py", "src/evil2.py", "made-by-agent.txt",
                  "build-by-agent"):
         assert not (project / made).exists(), made

@@ -52,3 +52,7 @@ def test_replaying_the_demo_week_with_the_policy_that_decided_it_changes_nothing
     assert summary["total_calls"] > 10_000
     assert summary["changed_calls"] == 0, summary
     assert any(r.get("rule") == "limits.session.max_duration" for r in records)  # long night sessions are cut
+    # and its session data-flow rules: a web fetch after a Terraform state read in the same session is denied
+    flows = [r for r in records if (r.get("facts") or {}).get("flow")]
+    assert flows and all(r["rule"] == "deny-egress-after-secret-read" for r in flows)
+    assert summary["flows_replayed"] is True

@@ -75,3 +75,46 @@ def test_an_outcome_sent_while_another_agents_decision_is_still_staged_is_never_
     assert not EvidenceRecord.objects.filter(decision_id=decision["decision_id"], record_type="outcome").exists()
     assert EvidenceRecord.objects.filter(decision_id=own["decision_id"], record_type="outcome").count() == 1
     assert verify_chain(organization_id=org_setup["org"].pk).ok
+
+
+def test_session_flow_facts_are_stored_and_exported_with_the_earlier_call_that_set_the_label(
+        org_setup, celery_eager, django_capture_on_commit_callbacks):
+    read = make_decision(outcome="executed", facts={"labels": ["secret-read"]})
+    set_by = {"decision_id": read["decision_id"], "server": "fs", "tool": "read_text_file", "target": "/p/.env",
+              "timestamp": read["timestamp"]}
+    fetch = make_decision(decision="deny", outcome="blocked", facts={
+        "flow": {"label": "secret-read", "rule": "deny-egress-after-secret-read", "set_by": set_by}})
+    with django_capture_on_commit_callbacks(execute=True):
+        assert _post(org_setup, [read, fetch]).status_code == 202
+    assert verify_chain(organization_id=org_setup["org"].pk).ok
+    auditor = APIClient()
+    auditor.force_authenticate(org_setup["auditor"].user)
+    exported = {r["decision_id"]: r["facts"] for r in auditor.get("/api/v1/evidence").json()["records"]}
+    assert exported[read["decision_id"]] == {"labels": ["secret-read"]}
+    assert exported[fetch["decision_id"]]["flow"]["set_by"]["decision_id"] == read["decision_id"]
+
+    # the evidence page of the denial explains it with a link to the read that set the label
+    from django.test import Client
+
+    ui = Client()
+    ui.force_login(org_setup["auditor"].user)
+    read_row = EvidenceRecord.objects.get(decision_id=read["decision_id"], record_type="decision")
+    fetch_row = EvidenceRecord.objects.get(decision_id=fetch["decision_id"], record_type="decision")
+    html = ui.get(f"/evidence/records/{fetch_row.pk}/").content.decode()
+    assert "Decided by a session data-flow rule" in html and "deny-egress-after-secret-read" in html
+    assert f'href="/evidence/records/{read_row.pk}/"' in html and "fs.read_text_file" in html
+    assert "session data-flow rule" not in ui.get(f"/evidence/records/{read_row.pk}/").content.decode()
+    session = ui.get(f"/evidence/sessions/{read['session_id']}/").content.decode()
+    assert "sets secret-read" in session
+
+
+@pytest.mark.parametrize(("facts", "field"), [
+    ({"labels": "secret-read"}, "records[0].facts.labels"),
+    ({"labels": []}, "records[0].facts.labels"),
+    ({"flow": {"label": "x"}}, "records[0].facts.flow"),
+    ({"flow": {"label": "x", "rule": "r", "set_by": {"password": "hunter2"}}}, "records[0].facts.flow"),
+])
+def test_malformed_flow_facts_are_refused_naming_the_field(org_setup, facts, field):
+    response = _post(org_setup, [make_decision(facts=facts)])
+    assert response.status_code == 400
+    assert field in response.json()["message"]

@@ -170,3 +170,14 @@ def test_coverage_lists_the_client_tools_a_tool_map_misses(tmp_path):
     gaps = cordum("policy", "coverage", policy, "--tools-from", tools, "--format", "json")
     assert gaps.returncode == 1
     assert json.loads(gaps.stdout)["unmapped"] == ["Write", "Frobnicate"]
+
+
+def test_explain_after_a_label_decides_as_a_later_call_of_that_session():
+    call = json.dumps({"server": "claude-code", "tool": "WebFetch", "arguments": {"url": "https://example.com"}})
+    plain = json.loads(cordum("policy", "explain", "--policy", TEMPLATE, "--call", call).stdout)
+    after = cordum("policy", "explain", "--policy", TEMPLATE, "--call", call, "--after", "secret-read")
+    assert after.returncode == 0, after.stderr
+    out = json.loads(after.stdout)
+    assert plain["decision"] == "allow" and "flow" not in plain
+    assert (out["decision"], out["rule"], out["flow"]["label"]) == ("deny", "deny-egress-after-secret-read",
+                                                                    "secret-read")

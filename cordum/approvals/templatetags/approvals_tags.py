@@ -7,7 +7,8 @@ register = template.Library()
 
 @register.filter
 def diff_lines(diff: str) -> list[tuple[str, str]]:
-    """Unified diff -> [(css class, line)] for a coloured view (escaping stays with the template)."""
+    """Unified diff (or a shell command's programs) -> [(css class, line)] for a coloured view (escaping stays with
+    the template)."""
     lines = []
     for line in (diff or "").splitlines():
         if line.startswith(("+++", "---")):
@@ -18,6 +19,10 @@ def diff_lines(diff: str) -> list[tuple[str, str]]:
             css = "d-add"
         elif line.startswith("-"):
             css = "d-del"
+        elif line.startswith(">"):  # a shell command's program the rule is about (sidecar/diffs.shell_view)
+            css = "d-trigger"
+        elif line.startswith("$ "):
+            css = "d-file"
         else:
             css = "d-ctx"
         lines.append((css, line))

@@ -16,10 +16,11 @@ class HeartbeatSerializer(serializers.Serializer):
     version = serializers.CharField(max_length=50, required=False, allow_blank=True, default="")
     bundle_version = serializers.CharField(max_length=200, required=False, allow_blank=True, allow_null=True,
                                            default="")
-    bundle_sequence = serializers.IntegerField(min_value=0, required=False, allow_null=True, default=None)
+    bundle_sequence = serializers.IntegerField(min_value=0, max_value=2**63 - 1, required=False, allow_null=True,
+                                               default=None)
     shadow_version = serializers.CharField(max_length=200, required=False, allow_blank=True, allow_null=True,
                                            default="")
-    spool_depth = serializers.IntegerField(min_value=0, required=False, default=0)
+    spool_depth = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False, default=0)
     last_upload_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
     counters = HeartbeatCountersSerializer(required=False, default=dict)
     interval_seconds = serializers.FloatField(min_value=0, max_value=3600, required=False, default=15)
@@ -126,7 +127,7 @@ class RolloutPlanSerializer(serializers.Serializer):
     auto_promote = serializers.BooleanField(required=False, default=False)
     max_new_restriction_rate = serializers.FloatField(required=False, default=0.05, min_value=0, max_value=1)
     forecast_margin = serializers.FloatField(required=False, default=0.05, min_value=0, max_value=1)
-    min_calls = serializers.IntegerField(required=False, default=20, min_value=1)
+    min_calls = serializers.IntegerField(required=False, default=20, min_value=1, max_value=2**31 - 1)
 
 
 class FleetSummarySerializer(serializers.Serializer):

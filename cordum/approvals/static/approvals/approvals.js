@@ -76,6 +76,27 @@
   });
 
   // Keep the selection across live updates.
-  document.addEventListener("htmx:afterSettle", function () { select(current()); });
-  document.addEventListener("DOMContentLoaded", function () { select(current()); });
+  // Browser notifications while the queue is open: one per request that arrives after the page loaded.
+  var seen = null;
+  function notifyNew() {
+    var ids = cards().map(function (c) { return c.dataset.approval; });
+    if (seen !== null && window.Notification && Notification.permission === "granted") {
+      cards().forEach(function (card) {
+        if (seen.indexOf(card.dataset.approval) < 0) {
+          new Notification("Cordum: approval needed", { body: card.dataset.summary || "", tag: card.dataset.approval });
+        }
+      });
+    }
+    seen = ids;
+  }
+  function offerNotifications() {
+    var offer = document.querySelector(".queue-notify");
+    if (!offer || !window.Notification || Notification.permission !== "default") { return; }
+    offer.hidden = false;
+    document.getElementById("notify-me").addEventListener("click", function () {
+      Notification.requestPermission().then(function () { offer.hidden = true; });
+    });
+  }
+  document.addEventListener("htmx:afterSettle", function () { select(current()); notifyNew(); });
+  document.addEventListener("DOMContentLoaded", function () { select(current()); notifyNew(); offerNotifications(); });
 })();
