@@ -352,7 +352,8 @@ def approval_link_spend(*, approval: ApprovalRequest) -> None:
 
 
 def approval_notification_text(*, approval: ApprovalRequest) -> str:
-    """Slack-compatible text. Names the call, never its arguments (they may hold secrets)."""
+    """Slack-compatible text with a new single-use link to the card (it replaces any earlier one). Names the call,
+    never its arguments (they may hold secrets)."""
     link = approval_link_issue(approval=approval)
     what = approval.action or f"{approval.server}.{approval.tool}".strip(".")
     target = f" on {approval.target}" if approval.target else ""
