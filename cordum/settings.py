@@ -208,6 +208,8 @@ SPECTACULAR_SETTINGS = {
         "SigningKeyStatusEnum": "cordum.policies.choices.KeyStatus",
         "SimulationStatusEnum": "cordum.simulation.choices.SimulationStatus",
         "ExportStatusEnum": "cordum.decisions.choices.ExportStatus",
+        "AgentKindEnum": "cordum.accounts.choices.AgentKind",
+        "ToolDriftKindEnum": ["new", "changed", "removed"],
     },
     "SWAGGER_UI_DIST": "SIDECAR",  # served locally: no CDN
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
