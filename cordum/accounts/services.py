@@ -75,6 +75,9 @@ def organization_create(*, name: str, slug: str | None = None) -> Organization:
 @transaction.atomic
 def team_create(*, organization: Organization, actor, name: str, description: str = "", slug: str = "") -> Team:
     slug = slug or slugify(name)
+    if not slug:  # policies name teams by slug (`teams: [payments]`): it must have something to be made of
+        raise CordumError("Invalid input: name: give a name with at least one letter or digit (a-z, 0-9); the "
+                          "team's slug, which policies use, is made from it.", {"field": "name"})
     if Team.objects.filter(organization=organization, slug=slug).exists():
         raise CordumError(f"A team named {name!r} already exists.", {"field": "name"})
     team = Team.objects.create(organization=organization, name=name, slug=slug, description=description)

@@ -50,3 +50,13 @@ def test_a_team_without_agents_or_evidence_is_deleted(client, payments):
     client.force_login(payments["admin"].user)
     assert client.delete(f"/api/v1/teams/{empty.pk}/").status_code == 204
     assert not Team.objects.filter(pk=empty.pk).exists()
+
+
+def test_a_team_name_with_nothing_to_make_a_slug_of_is_refused_naming_the_field(db):
+    from cordum.accounts.services import team_create
+    from cordum.common.errors import CordumError
+    from tests.factories import OrganizationFactory
+
+    with pytest.raises(CordumError) as refused:
+        team_create(organization=OrganizationFactory(), actor=None, name="支払い")
+    assert refused.value.extra == {"field": "name"} and "letter or digit" in refused.value.message
