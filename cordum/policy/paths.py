@@ -11,9 +11,9 @@ import os
 from typing import Any
 
 from .engine import Call, evaluate
+from .model import DECISION_RANK
 
 PATH_ARGUMENTS = ("path", "file_path", "notebook_path", "source", "destination")
-_RESTRICTIVENESS = {"allow": 0, "require_approval": 1, "deny": 2}
 
 
 def resolve_path(value: str, root: str | None) -> str:
@@ -48,7 +48,7 @@ def strictest(decision, call: Call, evaluate, reaches: dict[str, str] | None = N
         return decision
     arguments = call.arguments or {}
     other = evaluate(dataclasses.replace(call, arguments={**arguments, **reaches}))
-    if _RESTRICTIVENESS.get(other.decision, 2) <= _RESTRICTIVENESS.get(decision.decision, 2):
+    if DECISION_RANK.get(other.decision, 2) <= DECISION_RANK.get(decision.decision, 2):
         return decision
     shown = ", ".join(f"{arguments.get(k)} -> {v}" for k, v in reaches.items())
     return dataclasses.replace(other, reason=f"{other.reason} (the call reaches {shown})")

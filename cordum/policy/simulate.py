@@ -48,8 +48,9 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-DECISIONS = ("allow", "require_approval", "deny")
-RANK = {"allow": 0, "require_approval": 1, "deny": 2}
+from .model import DECISION_RANK, DECISIONS
+
+RANK = DECISION_RANK
 DEFAULT_RULE = "(default)"
 SAMPLES_PER_GROUP = 3
 MAX_CHANGED_CALLS = 200
